@@ -1,0 +1,1 @@
+"""Atelier: curate a style-LoRA dataset, caption it, export it for AI-Toolkit."""

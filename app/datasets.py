@@ -1,0 +1,176 @@
+"""Datasets: create, rename, edit, delete, and their counts."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from app.errors import Conflict, Invalid, NotFound
+from app.models import CaptionStatus, Dataset, Image, NearDuplicate, utcnow
+
+MIN_RESOLUTION, MAX_RESOLUTION = 256, 4096
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    dataset: Dataset
+    image_count: int
+    status_counts: dict[str, int]
+
+
+def slugify(name: str) -> str:
+    """A lowercase ASCII folder name for exports: letters, digits, '_' and '-'."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
+    return slug[:80] or "dataset"
+
+
+def get_dataset(session: Session, dataset_id: int) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"No dataset has id {dataset_id}.")
+    return dataset
+
+
+def find_dataset(session: Session, name: str) -> Dataset:
+    """The dataset named `name` (or with that slug)."""
+    dataset = session.exec(
+        select(Dataset).where((Dataset.name == name) | (Dataset.slug == name))
+    ).first()
+    if dataset is None:
+        raise NotFound(f"No dataset is named {name!r}.")
+    return dataset
+
+
+def create_dataset(
+    session: Session,
+    *,
+    name: str,
+    trigger_word: str = "",
+    resolution: int = 1024,
+    notes: str = "",
+) -> Dataset:
+    name = _clean_name(name)
+    _check_resolution(resolution)
+    _check_name_free(session, name)
+    dataset = Dataset(
+        name=name,
+        slug=_free_slug(session, slugify(name)),
+        trigger_word=trigger_word.strip(),
+        resolution=resolution,
+        notes=notes,
+    )
+    session.add(dataset)
+    session.commit()
+    session.refresh(dataset)
+    return dataset
+
+
+def update_dataset(
+    session: Session,
+    dataset: Dataset,
+    *,
+    name: str | None = None,
+    trigger_word: str | None = None,
+    resolution: int | None = None,
+    notes: str | None = None,
+) -> Dataset:
+    if name is not None:
+        name = _clean_name(name)
+        if name != dataset.name:
+            _check_name_free(session, name, exclude_id=dataset.id)
+            dataset.name = name
+            dataset.slug = _free_slug(session, slugify(name), exclude_id=dataset.id)
+    if trigger_word is not None:
+        dataset.trigger_word = trigger_word.strip()
+    if resolution is not None:
+        _check_resolution(resolution)
+        dataset.resolution = resolution
+    if notes is not None:
+        dataset.notes = notes
+    dataset.updated_at = utcnow()
+    session.add(dataset)
+    session.commit()
+    session.refresh(dataset)
+    return dataset
+
+
+def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
+    """Deletes the dataset and its rows; returns the sha256 of images no dataset uses now."""
+    shas = set(session.exec(select(Image.sha256).where(Image.dataset_id == dataset.id)))
+    session.delete(dataset)
+    session.commit()
+    still_used = set(session.exec(select(Image.sha256).where(col(Image.sha256).in_(shas))))
+    return shas - still_used
+
+
+def list_summaries(session: Session) -> list[DatasetSummary]:
+    datasets = session.exec(select(Dataset).order_by(func.lower(Dataset.name))).all()
+    counts: dict[int, dict[str, int]] = {}
+    for dataset_id, status, n in session.exec(
+        select(Image.dataset_id, Image.status, func.count()).group_by(
+            Image.dataset_id, Image.status
+        )
+    ):
+        counts.setdefault(dataset_id, {})[CaptionStatus(status).value] = n
+    return [
+        DatasetSummary(
+            dataset=d,
+            image_count=sum(counts.get(d.id or 0, {}).values()),
+            status_counts={
+                s.value: counts.get(d.id or 0, {}).get(s.value, 0) for s in CaptionStatus
+            },
+        )
+        for d in datasets
+    ]
+
+
+def open_near_duplicate_count(session: Session, dataset_id: int) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(NearDuplicate)
+        .where(NearDuplicate.dataset_id == dataset_id, col(NearDuplicate.kept_both).is_(False))
+    ).one()
+
+
+def _clean_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise Invalid("A dataset needs a name.")
+    if len(name) > 200:
+        raise Invalid("A dataset name can be at most 200 characters long.")
+    return name
+
+
+def _check_resolution(resolution: int) -> None:
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise Invalid(
+            f"The training resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}"
+            f" pixels, not {resolution}."
+        )
+
+
+def _check_name_free(session: Session, name: str, exclude_id: int | None = None) -> None:
+    clash = session.exec(
+        select(Dataset).where(func.lower(Dataset.name) == name.lower(), Dataset.id != exclude_id)
+    ).first()
+    if clash is not None:
+        raise Conflict(f"A dataset named {clash.name!r} already exists.")
+
+
+def _free_slug(session: Session, base: str, exclude_id: int | None = None) -> str:
+    taken = set(
+        session.exec(
+            select(Dataset.slug).where(col(Dataset.slug).startswith(base), Dataset.id != exclude_id)
+        )
+    )
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}_{n}" in taken:
+        n += 1
+    return f"{base}_{n}"

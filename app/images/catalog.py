@@ -1,0 +1,178 @@
+"""A dataset's images: listing with flags, filters and paging; deletion; near-duplicate pairs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from app.errors import Invalid, NotFound
+from app.images.store import ContentStore
+from app.models import CaptionStatus, Dataset, Flag, Image, NearDuplicate
+
+ORPHAN_GRACE_S = 3600  # an import in another process may not have committed its rows yet
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    image: Image
+    flags: list[Flag]
+
+    def as_dict(self) -> dict:
+        i = self.image
+        return {
+            "id": i.id,
+            "filename": i.filename,
+            "width": i.width,
+            "height": i.height,
+            "sha256": i.sha256,
+            "format": i.format,
+            "megapixels": i.megapixels,
+            "aspect_ratio": i.aspect_ratio,
+            "byte_size": i.byte_size,
+            "orientation": i.orientation,
+            "flags": [f.value for f in self.flags],
+            "status": CaptionStatus(i.status).value,
+            "has_caption_file": i.caption_raw is not None,
+        }
+
+
+def _open_pair_exists(image_id_col: ColumnElement) -> ColumnElement[bool]:
+    nd = aliased(NearDuplicate)
+    return exists().where(
+        col(nd.kept_both).is_(False),
+        or_(nd.image_a_id == image_id_col, nd.image_b_id == image_id_col),
+    )
+
+
+def _filters(
+    dataset: Dataset, status: CaptionStatus | None, flag: Flag | None
+) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = [Image.dataset_id == dataset.id]  # type: ignore[list-item]
+    if status is not None:
+        conds.append(Image.status == status)  # type: ignore[arg-type]
+    if flag is Flag.low_resolution:
+        conds.append(func.min(Image.width, Image.height) < dataset.resolution)
+    elif flag is Flag.duplicate:
+        conds.append(_open_pair_exists(col(Image.id)))
+    return conds
+
+
+def list_images(
+    session: Session,
+    *,
+    dataset: Dataset,
+    status: CaptionStatus | None = None,
+    flag: Flag | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[list[ImageRow], int]:
+    """One page of the dataset's images in dataset order, and the total matching."""
+    if offset < 0 or (limit is not None and limit < 1):
+        raise Invalid("offset must be 0 or more and limit 1 or more.")
+    conds = _filters(dataset, status, flag)
+    total = session.exec(select(func.count()).select_from(Image).where(and_(*conds))).one()
+    low_res = (func.min(Image.width, Image.height) < dataset.resolution).label("low_res")
+    dup = _open_pair_exists(col(Image.id)).label("dup")
+    query = select(Image, low_res, dup).where(and_(*conds)).order_by(col(Image.position))
+    query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = []
+    for image, is_low, is_dup in session.exec(query):
+        flags = ([Flag.duplicate] if is_dup else []) + ([Flag.low_resolution] if is_low else [])
+        rows.append(ImageRow(image=image, flags=flags))
+    return rows, total
+
+
+def counts(session: Session, *, dataset: Dataset) -> dict[str, int]:
+    """Counts by caption status and by flag, for the grid's filter bar."""
+    out = {s.value: 0 for s in CaptionStatus}
+    for status, n in session.exec(
+        select(Image.status, func.count())
+        .where(Image.dataset_id == dataset.id)
+        .group_by(Image.status)
+    ):
+        out[CaptionStatus(status).value] = n
+    out["all"] = sum(out[s.value] for s in CaptionStatus)
+    for flag in Flag:
+        out[flag.value] = session.exec(
+            select(func.count()).select_from(Image).where(and_(*_filters(dataset, None, flag)))
+        ).one()
+    return out
+
+
+def get_image(session: Session, image_id: int) -> Image:
+    image = session.get(Image, image_id)
+    if image is None:
+        raise NotFound(f"No image has id {image_id}.")
+    return image
+
+
+def image_flags(session: Session, image: Image, dataset: Dataset) -> list[Flag]:
+    flags = []
+    if session.exec(select(_open_pair_exists(col(Image.id)).where(Image.id == image.id))).one():  # type: ignore[call-overload]
+        flags.append(Flag.duplicate)
+    if min(image.width, image.height) < dataset.resolution:
+        flags.append(Flag.low_resolution)
+    return flags
+
+
+def delete_images(session: Session, *, store: ContentStore, images: list[Image]) -> None:
+    """Deletes the rows, then the stored bytes no other dataset still uses."""
+    shas = {i.sha256 for i in images}
+    for image in images:
+        session.delete(image)
+    session.commit()
+    still_used = set(session.exec(select(Image.sha256).where(col(Image.sha256).in_(shas))))
+    for sha in shas - still_used:
+        store.remove(sha)
+
+
+def open_pairs(session: Session, *, dataset: Dataset) -> list[tuple[NearDuplicate, Image, Image]]:
+    a, b = aliased(Image), aliased(Image)
+    rows = session.exec(
+        select(NearDuplicate, a, b)
+        .join(a, a.id == NearDuplicate.image_a_id)  # type: ignore[arg-type]
+        .join(b, b.id == NearDuplicate.image_b_id)  # type: ignore[arg-type]
+        .where(NearDuplicate.dataset_id == dataset.id, col(NearDuplicate.kept_both).is_(False))
+        .order_by(col(NearDuplicate.id))
+    ).all()
+    return [(p, ia, ib) for p, ia, ib in rows]
+
+
+def resolve_pair(session: Session, *, store: ContentStore, pair_id: int, keep: str) -> None:
+    """keep: 'a' or 'b' deletes the other image; 'both' closes the pair and keeps both."""
+    pair = session.get(NearDuplicate, pair_id)
+    if pair is None:
+        raise NotFound(f"No near-duplicate pair has id {pair_id}.")
+    if keep == "both":
+        pair.kept_both = True
+        session.add(pair)
+        session.commit()
+    elif keep in ("a", "b"):
+        doomed = get_image(session, pair.image_b_id if keep == "a" else pair.image_a_id)
+        delete_images(session, store=store, images=[doomed])
+    else:
+        raise Invalid("keep must be 'a', 'b' or 'both'.")
+
+
+def collect_garbage(session: Session, *, store: ContentStore) -> int:
+    """Removes stored bytes no image references (left by a crash); returns how many."""
+    store.clear_tmp(older_than_s=ORPHAN_GRACE_S)
+    referenced = set(session.exec(select(Image.sha256).distinct()))
+    removed = 0
+    now = time.time()
+    for sha in store.all_blob_shas() - referenced:
+        path = store.blob_path(sha)
+        try:
+            if now - path.stat().st_mtime < ORPHAN_GRACE_S:
+                continue
+        except FileNotFoundError:
+            continue
+        store.remove(sha)
+        removed += 1
+    return removed

@@ -1,0 +1,253 @@
+"""Imports sources into a dataset: parallel decode, then one transaction for the rows.
+
+Every file ends as exactly one outcome: imported, duplicate (same bytes already in the
+dataset) or refused (with the reason). A refused file leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from app.config import Settings
+from app.images.decode import Decoded, Limits, Refused, decode_file
+from app.images.duplicates import close_pairs
+from app.images.sources import Skipped, Source
+from app.images.store import ContentStore
+from app.models import Dataset, Image, NearDuplicate, utcnow
+
+Result = Literal["imported", "duplicate", "refused"]
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Outcome:
+    filename: str
+    result: Result
+    reason: str | None = None
+    image_id: int | None = None
+    sha256: str | None = None
+    duplicate_of: int | None = None
+    sidecar: str | None = None
+
+
+@dataclass
+class ImportReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    near_duplicates: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def of(self, result: Result) -> list[Outcome]:
+        return [o for o in self.outcomes if o.result == result]
+
+    def as_dict(self) -> dict:
+        def row(o: Outcome) -> dict:
+            return {k: v for k, v in vars(o).items() if v is not None and k != "result"}
+
+        return {
+            "imported": [row(o) for o in self.of("imported")],
+            "duplicates": [row(o) for o in self.of("duplicate")],
+            "refused": [row(o) for o in self.of("refused")],
+            "near_duplicates": [
+                {"image_a_id": a, "image_b_id": b, "distance": d}
+                for a, b, d in self.near_duplicates
+            ],
+        }
+
+
+def content_store(settings: Settings) -> ContentStore:
+    return ContentStore(
+        store_dir=settings.store_dir, thumbs_dir=settings.thumbs_dir, tmp_dir=settings.tmp_dir
+    )
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_bytes=settings.max_file_bytes,
+        max_pixels=settings.max_image_pixels,
+        thumb_size=settings.thumb_size,
+    )
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def decode_pool(workers: int) -> Executor | None:
+    """A shared process pool (forkserver: safe beside the server's threads), or None for one."""
+    global _pool, _pool_size
+    n = workers or os.cpu_count() or 1
+    if n <= 1:
+        return None
+    if _pool is None or _pool_size != n:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["app.images.decode"])
+        _pool, _pool_size = ProcessPoolExecutor(max_workers=n, mp_context=ctx), n
+    return _pool
+
+
+def _decode_one(source: Source, lim: Limits, store: ContentStore) -> Decoded | str:
+    try:
+        return decode_file(source.path, limits=lim, store=store)
+    except Refused as r:
+        return r.reason
+    except MemoryError:
+        return "the image is too large to decode in the memory available"
+
+
+def import_sources(
+    session: Session,
+    *,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[Source],
+    skipped: list[Skipped] = (),  # type: ignore[assignment]
+    progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Decodes every source, then records the accepted ones in one transaction."""
+    store = content_store(settings)
+    lim = limits(settings)
+    work = partial(_decode_one, lim=lim, store=store)
+    pool = decode_pool(settings.import_workers) if len(sources) > 1 else None
+    results: list[Decoded | str] = []
+    mapped = pool.map(work, sources, chunksize=4) if pool else map(work, sources)
+    for done, r in enumerate(mapped, 1):
+        results.append(r)
+        if progress:
+            progress(done, len(sources))
+
+    written = {r.sha256 for r in results if isinstance(r, Decoded)}
+    for attempt in range(3):
+        try:
+            report = _record(
+                session, settings=settings, dataset=dataset, sources=sources, results=results
+            )
+            break
+        except IntegrityError:
+            # Another import into this dataset committed the same bytes meanwhile: re-read.
+            session.rollback()
+            if attempt == 2:
+                _forget_unreferenced(session, store, written)
+                raise
+        except BaseException:
+            session.rollback()
+            _forget_unreferenced(session, store, written)
+            raise
+    report.outcomes = [Outcome(s.filename, "refused", s.reason) for s in skipped] + report.outcomes
+    return report
+
+
+def _record(
+    session: Session,
+    *,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[Source],
+    results: list[Decoded | str],
+) -> ImportReport:
+    assert dataset.id is not None
+    existing = {
+        sha: image_id
+        for sha, image_id in session.exec(
+            select(Image.sha256, Image.id).where(Image.dataset_id == dataset.id)
+        )
+    }
+    position = session.exec(
+        select(func.coalesce(func.max(Image.position), 0)).where(Image.dataset_id == dataset.id)
+    ).one()
+    report = ImportReport()
+    new_rows: list[tuple[Outcome, Image]] = []
+    for source, result in zip(sources, results, strict=True):
+        if isinstance(result, str):
+            report.outcomes.append(Outcome(source.filename, "refused", result))
+            continue
+        if result.sha256 in existing:
+            report.outcomes.append(
+                Outcome(
+                    source.filename,
+                    "duplicate",
+                    "the same file is already in this dataset",
+                    sha256=result.sha256,
+                    duplicate_of=existing[result.sha256],
+                )
+            )
+            continue
+        position += 1
+        image = _image_row(dataset.id, position, source, result)
+        session.add(image)
+        session.flush()
+        assert image.id is not None
+        existing[result.sha256] = image.id
+        outcome = Outcome(
+            source.filename,
+            "imported",
+            image_id=image.id,
+            sha256=result.sha256,
+            sidecar=f"{source.sidecar.ext}" if source.sidecar else None,
+        )
+        report.outcomes.append(outcome)
+        new_rows.append((outcome, image))
+
+    if new_rows:
+        new_ids = {img.id for _, img in new_rows}
+        older = [
+            (i, h)
+            for i, h in session.exec(
+                select(Image.id, Image.phash).where(Image.dataset_id == dataset.id)
+            )
+            if i not in new_ids
+        ]
+        report.near_duplicates = close_pairs(
+            [(img.id, img.phash) for _, img in new_rows],  # type: ignore[misc]
+            older,  # type: ignore[arg-type]
+            max_distance=settings.near_duplicate_distance,
+        )
+        for a, b, d in report.near_duplicates:
+            session.add(
+                NearDuplicate(dataset_id=dataset.id, image_a_id=a, image_b_id=b, distance=d)
+            )
+        dataset.updated_at = utcnow()
+        session.add(dataset)
+    session.commit()
+    return report
+
+
+def _image_row(dataset_id: int, position: int, source: Source, d: Decoded) -> Image:
+    return Image(
+        dataset_id=dataset_id,
+        position=position,
+        sha256=d.sha256,
+        filename=source.filename,
+        format=d.format,
+        width=d.width,
+        height=d.height,
+        megapixels=d.megapixels,
+        aspect_ratio=d.aspect_ratio,
+        orientation=d.orientation,
+        mode=d.mode,
+        has_icc=d.has_icc,
+        frames=d.frames,
+        byte_size=d.byte_size,
+        phash=d.phash,
+        caption_raw=source.sidecar.text if source.sidecar else None,
+        caption_raw_ext=source.sidecar.ext if source.sidecar else None,
+    )
+
+
+def _forget_unreferenced(session: Session, store: ContentStore, shas: set[str]) -> None:
+    """Removes blobs this import wrote that no image row references."""
+    if not shas:
+        return
+    referenced = set(session.exec(select(Image.sha256).where(Image.sha256.in_(shas))))  # type: ignore[attr-defined]
+    for sha in shas - referenced:
+        store.remove(sha)

@@ -1,0 +1,1 @@
+"""The web app: JSON API under /api, HTML pages (HTMX) elsewhere."""

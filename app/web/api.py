@@ -1,0 +1,238 @@
+"""The JSON API (documented at /docs), used by scripts, the upload widget and the tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from app import datasets as ds
+from app.errors import NotFound
+from app.images import catalog
+from app.images.decode import MIME_TYPES, render_thumbnail
+from app.models import CaptionStatus, Dataset, Flag
+from app.web.deps import SessionDep, SettingsDep, StoreDep
+from app.web.uploads import import_uploads
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class DatasetIn(BaseModel):
+    name: str = Field(max_length=200)
+    trigger_word: str = Field(default="", max_length=200)
+    resolution: int = 1024
+    notes: str = Field(default="", max_length=100_000)
+
+
+class DatasetPatch(BaseModel):
+    name: str | None = Field(default=None, max_length=200)
+    trigger_word: str | None = Field(default=None, max_length=200)
+    resolution: int | None = None
+    notes: str | None = Field(default=None, max_length=100_000)
+
+
+class DatasetOut(BaseModel):
+    id: int
+    name: str
+    slug: str
+    trigger_word: str
+    resolution: int
+    notes: str
+    image_count: int
+    status_counts: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ImageOut(BaseModel):
+    id: int
+    filename: str
+    width: int
+    height: int
+    sha256: str
+    format: str
+    megapixels: float
+    aspect_ratio: float
+    byte_size: int
+    orientation: int
+    flags: list[Flag]
+    status: CaptionStatus
+    has_caption_file: bool
+
+
+class ResolveIn(BaseModel):
+    keep: Literal["a", "b", "both"]
+
+
+def _dataset_out(session: SessionDep, dataset: Dataset) -> DatasetOut:
+    counts = catalog.counts(session, dataset=dataset)
+    return DatasetOut(
+        **dataset.model_dump(
+            include={
+                "id",
+                "name",
+                "slug",
+                "trigger_word",
+                "resolution",
+                "notes",
+                "created_at",
+                "updated_at",
+            }
+        ),
+        image_count=counts["all"],
+        status_counts={s.value: counts[s.value] for s in CaptionStatus},
+    )
+
+
+@router.get("/datasets", response_model=list[DatasetOut])
+def list_datasets(session: SessionDep) -> list[DatasetOut]:
+    return [
+        DatasetOut(
+            **s.dataset.model_dump(
+                include={
+                    "id",
+                    "name",
+                    "slug",
+                    "trigger_word",
+                    "resolution",
+                    "notes",
+                    "created_at",
+                    "updated_at",
+                }
+            ),
+            image_count=s.image_count,
+            status_counts=s.status_counts,
+        )
+        for s in ds.list_summaries(session)
+    ]
+
+
+@router.post("/datasets", response_model=DatasetOut, status_code=201)
+def create_dataset(body: DatasetIn, session: SessionDep) -> DatasetOut:
+    dataset = ds.create_dataset(session, **body.model_dump())
+    return _dataset_out(session, dataset)
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: int, session: SessionDep) -> DatasetOut:
+    return _dataset_out(session, ds.get_dataset(session, dataset_id))
+
+
+@router.patch("/datasets/{dataset_id}", response_model=DatasetOut)
+def update_dataset(dataset_id: int, body: DatasetPatch, session: SessionDep) -> DatasetOut:
+    dataset = ds.update_dataset(
+        session, ds.get_dataset(session, dataset_id), **body.model_dump(exclude_unset=True)
+    )
+    return _dataset_out(session, dataset)
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: int, session: SessionDep, store: StoreDep) -> Response:
+    for sha in ds.delete_dataset(session, ds.get_dataset(session, dataset_id)):
+        store.remove(sha)
+    return Response(status_code=204)
+
+
+@router.get("/datasets/{dataset_id}/images", response_model=list[ImageOut])
+def list_images(
+    dataset_id: int,
+    session: SessionDep,
+    response: Response,
+    status: CaptionStatus | None = None,
+    flag: Flag | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> list[dict]:
+    """The dataset's images in order; the total matching is in the X-Total-Count header."""
+    dataset = ds.get_dataset(session, dataset_id)
+    rows, total = catalog.list_images(
+        session, dataset=dataset, status=status, flag=flag, offset=offset, limit=limit
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return [r.as_dict() for r in rows]
+
+
+@router.post("/datasets/{dataset_id}/images")
+def upload_images(
+    dataset_id: int,
+    files: Annotated[
+        list[UploadFile], File(description="Images, and optional .json/.txt captions")
+    ],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> dict:
+    """Imports the uploaded files; says per file what was imported, duplicate or refused."""
+    dataset = ds.get_dataset(session, dataset_id)
+    report = import_uploads(session, settings=settings, dataset=dataset, files=files)
+    return report.as_dict()
+
+
+@router.get("/images/{image_id}", response_model=ImageOut)
+def get_image(image_id: int, session: SessionDep) -> dict:
+    image = catalog.get_image(session, image_id)
+    dataset = ds.get_dataset(session, image.dataset_id)
+    return catalog.ImageRow(image, catalog.image_flags(session, image, dataset)).as_dict()
+
+
+@router.get("/images/{image_id}/file", response_class=FileResponse)
+def image_file(image_id: int, session: SessionDep, store: StoreDep) -> FileResponse:
+    """The original bytes as imported."""
+    image = catalog.get_image(session, image_id)
+    path = store.blob_path(image.sha256)
+    if not path.is_file():
+        raise NotFound(f"The stored file of image {image_id} is missing from the data dir.")
+    return FileResponse(
+        path,
+        media_type=MIME_TYPES.get(image.format, "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/images/{image_id}/thumb", response_class=FileResponse)
+def image_thumb(
+    image_id: int, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> FileResponse:
+    """A JPEG thumbnail, rebuilt from the original if the cache lost it."""
+    image = catalog.get_image(session, image_id)
+    thumb = store.thumb_path(image.sha256)
+    if not thumb.is_file():
+        blob = store.blob_path(image.sha256)
+        if not blob.is_file():
+            raise NotFound(f"The stored file of image {image_id} is missing from the data dir.")
+        store.put_thumb(image.sha256, render_thumbnail(blob.read_bytes(), size=settings.thumb_size))
+    return FileResponse(
+        thumb, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )
+
+
+@router.delete("/images/{image_id}", status_code=204)
+def delete_image(image_id: int, session: SessionDep, store: StoreDep) -> Response:
+    catalog.delete_images(session, store=store, images=[catalog.get_image(session, image_id)])
+    return Response(status_code=204)
+
+
+@router.get("/datasets/{dataset_id}/near-duplicates")
+def near_duplicates(dataset_id: int, session: SessionDep) -> list[dict]:
+    """Open near-duplicate pairs, for the user to resolve."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return [
+        {
+            "id": p.id,
+            "distance": p.distance,
+            "image_a": {"id": a.id, "filename": a.filename},
+            "image_b": {"id": b.id, "filename": b.filename},
+        }
+        for p, a, b in catalog.open_pairs(session, dataset=dataset)
+    ]
+
+
+@router.post("/near-duplicates/{pair_id}/resolve", status_code=204)
+def resolve_near_duplicate(
+    pair_id: int, body: ResolveIn, session: SessionDep, store: StoreDep
+) -> Response:
+    """keep 'a' or 'b' deletes the other image; 'both' keeps both and closes the pair."""
+    catalog.resolve_pair(session, store=store, pair_id=pair_id, keep=body.keep)
+    return Response(status_code=204)

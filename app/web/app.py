@@ -1,0 +1,77 @@
+"""Builds the FastAPI app: migrations run, stores ready, routes and middleware attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlmodel import Session
+
+from app.config import Settings
+from app.db import make_engine, migrate
+from app.errors import UserError
+from app.images.catalog import collect_garbage
+from app.images.importer import content_store
+from app.web import api, pages
+from app.web.security import SecurityMiddleware
+from app.web.templating import templates
+
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings)
+    migrate(engine)
+    store = content_store(settings)
+    with Session(engine) as session:
+        collect_garbage(session, store=store)
+
+    app = FastAPI(
+        title="Atelier",
+        summary="Curate a style-LoRA dataset, caption it, export it for AI-Toolkit.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.store = store
+    app.add_middleware(SecurityMiddleware, token=settings.token)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return templates.TemplateResponse(
+            request, "error.html", {"message": exc.message}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        sentence = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        if _is_api(request):
+            return JSONResponse(
+                {"detail": f"Invalid request: {sentence}.", "errors": errors}, status_code=422
+            )
+        return templates.TemplateResponse(
+            request, "error.html", {"message": f"Invalid request: {sentence}."}, status_code=422
+        )
+
+    return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")

@@ -1,0 +1,158 @@
+// Drag-and-drop upload with a progress bar. Attached to [data-upload]; re-attached on htmx:load.
+// Files go up in small batches (an image travels with its .json/.txt caption) so progress is
+// real and one bad file never sinks the rest.
+(function () {
+  "use strict";
+
+  const BATCH_FILES = 16;
+  const BATCH_BYTES = 48 * 1024 * 1024;
+  const SIDECAR = /\.(json|txt)$/i;
+
+  function stem(name) {
+    const base = name.split("/").pop();
+    const dot = base.lastIndexOf(".");
+    return dot > 0 ? base.slice(0, dot) : base;
+  }
+
+  // Groups of files that must travel together: an image and its caption sidecar.
+  function groups(files) {
+    const byStem = new Map();
+    for (const f of files) {
+      const key = (f.relPath || f.name).replace(/\.[^./]+$/, "");
+      if (!byStem.has(key)) byStem.set(key, []);
+      byStem.get(key).push(f);
+    }
+    return [...byStem.values()];
+  }
+
+  function batches(files) {
+    const out = [];
+    let cur = [], bytes = 0;
+    for (const g of groups(files)) {
+      const gBytes = g.reduce((n, f) => n + f.size, 0);
+      if (cur.length && (cur.length + g.length > BATCH_FILES || bytes + gBytes > BATCH_BYTES)) {
+        out.push(cur); cur = []; bytes = 0;
+      }
+      cur.push(...g); bytes += gBytes;
+    }
+    if (cur.length) out.push(cur);
+    return out;
+  }
+
+  // Files of a dropped folder, recursively, hidden entries skipped.
+  async function filesFromEntry(entry, prefix) {
+    if (entry.name.startsWith(".")) return [];
+    if (entry.isFile) {
+      const file = await new Promise((ok, bad) => entry.file(ok, bad));
+      file.relPath = prefix + entry.name;
+      return [file];
+    }
+    const reader = entry.createReader();
+    const all = [];
+    for (;;) {
+      const chunk = await new Promise((ok, bad) => reader.readEntries(ok, bad));
+      if (!chunk.length) break;
+      for (const child of chunk) all.push(...await filesFromEntry(child, prefix + entry.name + "/"));
+    }
+    return all;
+  }
+
+  async function droppedFiles(dt) {
+    const entries = [...(dt.items || [])]
+      .map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry())
+      .filter(Boolean);
+    if (!entries.length) return [...dt.files];
+    const all = [];
+    for (const e of entries) all.push(...await filesFromEntry(e, ""));
+    return all;
+  }
+
+  function post(url, batch, onProgress) {
+    return new Promise((resolve) => {
+      const form = new FormData();
+      for (const f of batch) form.append("files", f, f.name);
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.responseType = "json";
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
+      xhr.onload = () => resolve({ status: xhr.status, body: xhr.response });
+      xhr.onerror = () => resolve({ status: 0, body: null });
+      xhr.send(form);
+    });
+  }
+
+  function line(list, cls, text) {
+    const li = document.createElement("li");
+    li.className = cls;
+    li.textContent = text;  // never innerHTML: file names are user data
+    list.appendChild(li);
+  }
+
+  async function upload(root, files) {
+    const url = root.dataset.url;
+    const maxBytes = Number(root.dataset.maxFileMb) * 1024 * 1024;
+    const bar = root.querySelector("[data-progress]");
+    const status = root.querySelector("[data-upload-status]");
+    const report = root.querySelector("[data-upload-report]");
+    report.replaceChildren();
+    const tally = { imported: 0, duplicates: 0, refused: 0, near: 0 };
+    const sendable = [];
+    for (const f of files) {
+      if (f.size > maxBytes) {
+        tally.refused++;
+        line(report, "refused", `${f.name}: refused, the file is over the ${root.dataset.maxFileMb} MB limit`);
+      } else sendable.push(f);
+    }
+    const total = sendable.reduce((n, f) => n + f.size, 0) || 1;
+    let done = 0;
+    bar.hidden = false;
+    bar.value = 0;
+    root.classList.add("busy");
+    for (const batch of batches(sendable)) {
+      const size = batch.reduce((n, f) => n + f.size, 0);
+      status.textContent = `Uploading… ${Math.round((100 * done) / total)}%`;
+      const res = await post(url, batch, (frac) => {
+        bar.value = (100 * (done + frac * size)) / total;
+        status.textContent = `Uploading… ${Math.round(bar.value)}%`;
+      });
+      done += size;
+      bar.value = (100 * done) / total;
+      if (res.status !== 200 || !res.body) {
+        const why = (res.body && res.body.detail) || (res.status ? `the server answered ${res.status}` : "the connection failed");
+        for (const f of batch) { tally.refused++; line(report, "refused", `${f.name}: not imported, ${why}`); }
+        continue;
+      }
+      for (const o of res.body.imported) {
+        tally.imported++;
+        line(report, "imported", `${o.filename}: imported${o.sidecar ? ` with its .${o.sidecar} caption` : ""}`);
+      }
+      for (const o of res.body.duplicates) { tally.duplicates++; line(report, "duplicate", `${o.filename}: not stored twice (${o.reason})`); }
+      for (const o of res.body.refused) { tally.refused++; line(report, "refused", `${o.filename}: refused, ${o.reason}`); }
+      tally.near += res.body.near_duplicates.length;
+    }
+    bar.value = 100;
+    root.classList.remove("busy");
+    status.textContent = `Done: ${tally.imported} imported, ${tally.duplicates} duplicate, ${tally.refused} refused` +
+      (tally.near ? `, ${tally.near} near-duplicate pair(s) flagged` : "") + ".";
+    if (window.htmx) window.htmx.trigger(document.body, "imagesImported");
+  }
+
+  function attach(root) {
+    if (root.dataset.uploadReady) return;
+    root.dataset.uploadReady = "1";
+    const zone = root.querySelector("[data-dropzone]");
+    const input = root.querySelector("[data-file-input]");
+    zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", async (e) => {
+      e.preventDefault();
+      zone.classList.remove("over");
+      upload(root, await droppedFiles(e.dataTransfer));
+    });
+    input.addEventListener("change", () => { upload(root, [...input.files]); input.value = ""; });
+  }
+
+  function init(scope) { scope.querySelectorAll("[data-upload]").forEach(attach); }
+  document.addEventListener("DOMContentLoaded", () => init(document));
+  document.addEventListener("htmx:load", (e) => init(e.target));
+})();

@@ -1,0 +1,200 @@
+"""Import into a real SQLite file: duplicates, near-duplicates, flags, sidecars, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from app import datasets as ds
+from app.config import Settings
+from app.images import catalog
+from app.images.importer import import_sources
+from app.images.sources import walk_paths
+from app.images.store import ContentStore
+from app.models import Flag, Image, NearDuplicate
+from tests import imagefiles as f
+
+
+def run_import(session: Session, settings: Settings, dataset, paths: list[Path]):  # type: ignore[no-untyped-def]
+    sources, skipped = walk_paths(paths)
+    return import_sources(
+        session, settings=settings, dataset=dataset, sources=sources, skipped=skipped
+    )
+
+
+def test_import_folder_records_images(tmp_path: Path, session: Session, settings: Settings) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    for i in range(4):
+        f.jpeg(tmp_path / "in" / f"{i:03d}.jpg", seed=i)
+    report = run_import(session, settings, dataset, [tmp_path / "in"])
+    assert [o.filename for o in report.of("imported")] == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
+    rows = session.exec(select(Image).order_by(Image.position)).all()
+    assert [(r.filename, r.width, r.height, r.position) for r in rows] == [
+        (f"{i:03d}.jpg", 1200, 900, i + 1) for i in range(4)
+    ]
+
+
+def test_import_exact_duplicate_not_stored_twice(
+    tmp_path: Path, session: Session, settings: Settings, store: ContentStore
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    a = f.jpeg(tmp_path / "a.jpg", 1)
+    (tmp_path / "copy.jpg").write_bytes(a.read_bytes())
+    report = run_import(session, settings, dataset, [a, tmp_path / "copy.jpg"])
+    assert len(report.of("imported")) == 1
+    (dup,) = report.of("duplicate")
+    assert dup.filename == "copy.jpg" and dup.duplicate_of == report.of("imported")[0].image_id
+    again = run_import(session, settings, dataset, [a])
+    assert again.of("duplicate")[0].reason == "the same file is already in this dataset"
+    assert len(session.exec(select(Image)).all()) == 1
+    assert len(store.all_blob_shas()) == 1
+
+
+def test_import_same_image_into_two_datasets_shares_bytes(
+    tmp_path: Path, session: Session, settings: Settings, store: ContentStore
+) -> None:
+    a = f.jpeg(tmp_path / "a.jpg", 1)
+    for name in ("One", "Two"):
+        report = run_import(session, settings, ds.create_dataset(session, name=name), [a])
+        assert len(report.of("imported")) == 1
+    assert len(store.all_blob_shas()) == 1
+
+
+def test_import_flags_near_duplicates_in_pairs(
+    tmp_path: Path, session: Session, settings: Settings
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    original = f.jpeg(tmp_path / "in" / "a.jpg", 11)
+    f.near_copy(original, tmp_path / "in" / "b_small.jpg")
+    f.jpeg(tmp_path / "in" / "c.jpg", 12)
+    report = run_import(session, settings, dataset, [tmp_path / "in"])
+    ids = {o.filename: o.image_id for o in report.of("imported")}
+    assert [(a, b) for a, b, _ in report.near_duplicates] == [(ids["a.jpg"], ids["b_small.jpg"])]
+    rows, total = catalog.list_images(session, dataset=dataset, flag=Flag.duplicate)
+    assert total == 2 and {r.image.filename for r in rows} == {"a.jpg", "b_small.jpg"}
+
+
+def test_resolve_near_duplicate_keep_one_deletes_other(
+    tmp_path: Path, session: Session, settings: Settings, store: ContentStore
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    original = f.jpeg(tmp_path / "a.jpg", 11)
+    run_import(session, settings, dataset, [original, f.near_copy(original, tmp_path / "b.jpg")])
+    pair = session.exec(select(NearDuplicate)).one()
+    b_sha = session.get(Image, pair.image_b_id).sha256  # type: ignore[union-attr]
+    catalog.resolve_pair(session, store=store, pair_id=pair.id, keep="a")  # type: ignore[arg-type]
+    assert [i.filename for i in session.exec(select(Image))] == ["a.jpg"]
+    assert not store.has_blob(b_sha)
+    assert session.exec(select(NearDuplicate)).all() == []
+
+
+def test_resolve_near_duplicate_keep_both_clears_flag(
+    tmp_path: Path, session: Session, settings: Settings, store: ContentStore
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    original = f.jpeg(tmp_path / "a.jpg", 11)
+    run_import(session, settings, dataset, [original, f.near_copy(original, tmp_path / "b.jpg")])
+    pair = session.exec(select(NearDuplicate)).one()
+    catalog.resolve_pair(session, store=store, pair_id=pair.id, keep="both")  # type: ignore[arg-type]
+    rows, _ = catalog.list_images(session, dataset=dataset)
+    assert [Flag.duplicate in r.flags for r in rows] == [False, False]
+    assert len(rows) == 2
+
+
+def test_import_flags_low_resolution(tmp_path: Path, session: Session, settings: Settings) -> None:
+    dataset = ds.create_dataset(session, name="Oils", resolution=1024)
+    f.jpeg(tmp_path / "in" / "big.jpg", 1, size=(1400, 1100))
+    f.jpeg(tmp_path / "in" / "small.jpg", 2, size=(1400, 800))
+    run_import(session, settings, dataset, [tmp_path / "in"])
+    rows, total = catalog.list_images(session, dataset=dataset, flag=Flag.low_resolution)
+    assert total == 1 and rows[0].image.filename == "small.jpg"
+    ds.update_dataset(session, dataset, resolution=768)
+    assert catalog.list_images(session, dataset=dataset, flag=Flag.low_resolution)[1] == 0
+
+
+def test_import_keeps_caption_sidecars_raw(
+    tmp_path: Path, session: Session, settings: Settings
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    folder = tmp_path / "aitk"
+    f.png(folder / "001.png", 1)
+    (folder / "001.json").write_text('{"compositional_deconstruction": {"elements": []}}')
+    f.png(folder / "002.png", 2)
+    (folder / "002.txt").write_text("a knight, oil painting")
+    f.png(folder / "003.png", 3)
+    (folder / "003.json").write_bytes(b"{not json \xff")  # kept raw all the same
+    report = run_import(session, settings, dataset, [folder])
+    assert [o.sidecar for o in report.of("imported")] == ["json", "txt", "json"]
+    rows = {i.filename: i for i in session.exec(select(Image))}
+    assert rows["001.png"].caption_raw == '{"compositional_deconstruction": {"elements": []}}'
+    assert (rows["002.png"].caption_raw, rows["002.png"].caption_raw_ext) == (
+        "a knight, oil painting",
+        "txt",
+    )
+    assert rows["003.png"].caption_raw.startswith("{not json ")  # type: ignore[union-attr]
+
+
+def test_import_bad_files_refused_rest_imported(
+    tmp_path: Path, session: Session, settings: Settings, store: ContentStore
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    folder = tmp_path / "mixed"
+    f.jpeg(folder / "good1.jpg", 1)
+    (folder / "empty.jpg").write_bytes(b"")
+    f.truncated(folder / "cut.jpg", f.jpeg_bytes(2), 0.5)
+    (folder / "page.png").write_text("<html><body>not found</body></html>")
+    f.jpeg(folder / "good2.jpg", 3)
+    report = run_import(session, settings, dataset, [folder])
+    assert sorted(o.filename for o in report.of("imported")) == ["good1.jpg", "good2.jpg"]
+    refused = {o.filename: o.reason for o in report.of("refused")}
+    assert set(refused) == {"empty.jpg", "cut.jpg", "page.png"}
+    assert all(refused.values())
+    referenced = {i.sha256 for i in session.exec(select(Image))}
+    assert store.all_blob_shas() == referenced
+    assert list(settings.tmp_dir.iterdir()) == []
+
+
+def test_import_hidden_files_skipped(tmp_path: Path, session: Session, settings: Settings) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    f.jpeg(tmp_path / "in" / "seen.jpg", 1)
+    f.jpeg(tmp_path / "in" / ".hidden.jpg", 2)
+    f.jpeg(tmp_path / "in" / ".cache" / "x.jpg", 3)
+    f.jpeg(tmp_path / "in" / "deeper" / "nested.jpg", 4)
+    report = run_import(session, settings, dataset, [tmp_path / "in"])
+    assert sorted(o.filename for o in report.of("imported")) == ["deeper/nested.jpg", "seen.jpg"]
+
+
+def test_import_database_failure_leaves_nothing(
+    tmp_path: Path, session: Session, settings: Settings, store: ContentStore
+) -> None:
+    dataset = ds.create_dataset(session, name="Oils")
+    session.exec(  # type: ignore[call-overload]
+        text(
+            "CREATE TRIGGER boom BEFORE INSERT ON image WHEN NEW.filename = 'b.jpg' "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+    )
+    session.commit()
+    paths = [f.jpeg(tmp_path / "a.jpg", 1), f.jpeg(tmp_path / "b.jpg", 2)]
+    with pytest.raises(Exception, match="disk on fire"):
+        run_import(session, settings, dataset, paths)
+    assert session.exec(select(Image)).all() == []
+    assert store.all_blob_shas() == set()
+
+
+def test_collect_garbage_removes_old_orphans_only(
+    tmp_path: Path, session: Session, store: ContentStore
+) -> None:
+    import os
+
+    orphan = "ab" * 32
+    fresh = "cd" * 32
+    store.put_blob(orphan, b"x")
+    store.put_blob(fresh, b"y")
+    old = store.blob_path(orphan).stat().st_mtime - 2 * catalog.ORPHAN_GRACE_S
+    os.utime(store.blob_path(orphan), (old, old))
+    assert catalog.collect_garbage(session, store=store) == 1
+    assert store.all_blob_shas() == {fresh}
