@@ -22,8 +22,11 @@ cli = typer.Typer(
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where Atelier keeps its database and images "
-                 "[default: ATELIER_DATA_DIR or ./atelier-data]"),
+    typer.Option(
+        "--data-dir",
+        help="Where Atelier keeps its database and images "
+        "[default: ATELIER_DATA_DIR or ./atelier-data]",
+    ),
 ]
 
 
@@ -66,11 +69,14 @@ def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
 @cli.command()
 @user_errors
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     data_dir: DataDir = None,
     token: Annotated[
-        str | None, typer.Option(help="Required when binding a network address [env: ATELIER_TOKEN]")
+        str | None,
+        typer.Option(help="Required when binding a network address [env: ATELIER_TOKEN]"),
     ] = None,
 ) -> None:
     """Start the web app."""

@@ -113,7 +113,7 @@ def list_summaries(session: Session) -> list[DatasetSummary]:
     counts: dict[int, dict[str, int]] = {}
     for dataset_id, status, n in session.exec(
         select(Image.dataset_id, Image.status, func.count()).group_by(
-            Image.dataset_id, Image.status
+            col(Image.dataset_id), col(Image.status)
         )
     ):
         counts.setdefault(dataset_id, {})[CaptionStatus(status).value] = n

@@ -40,11 +40,12 @@ class ImageRow:
         }
 
 
-def _open_pair_exists(image_id_col: ColumnElement) -> ColumnElement[bool]:
+def _open_pair_exists() -> ColumnElement[bool]:
+    """SQL: the image is in a near-duplicate pair not yet resolved."""
     nd = aliased(NearDuplicate)
     return exists().where(
         col(nd.kept_both).is_(False),
-        or_(nd.image_a_id == image_id_col, nd.image_b_id == image_id_col),
+        or_(col(nd.image_a_id) == col(Image.id), col(nd.image_b_id) == col(Image.id)),
     )
 
 
@@ -57,7 +58,7 @@ def _filters(
     if flag is Flag.low_resolution:
         conds.append(func.min(Image.width, Image.height) < dataset.resolution)
     elif flag is Flag.duplicate:
-        conds.append(_open_pair_exists(col(Image.id)))
+        conds.append(_open_pair_exists())
     return conds
 
 
@@ -76,7 +77,7 @@ def list_images(
     conds = _filters(dataset, status, flag)
     total = session.exec(select(func.count()).select_from(Image).where(and_(*conds))).one()
     low_res = (func.min(Image.width, Image.height) < dataset.resolution).label("low_res")
-    dup = _open_pair_exists(col(Image.id)).label("dup")
+    dup = _open_pair_exists().label("dup")
     query = select(Image, low_res, dup).where(and_(*conds)).order_by(col(Image.position))
     query = query.offset(offset)
     if limit is not None:
@@ -114,7 +115,7 @@ def get_image(session: Session, image_id: int) -> Image:
 
 def image_flags(session: Session, image: Image, dataset: Dataset) -> list[Flag]:
     flags = []
-    if session.exec(select(_open_pair_exists(col(Image.id)).where(Image.id == image.id))).one():  # type: ignore[call-overload]
+    if session.exec(select(_open_pair_exists()).where(Image.id == image.id)).first():
         flags.append(Flag.duplicate)
     if min(image.width, image.height) < dataset.resolution:
         flags.append(Flag.low_resolution)

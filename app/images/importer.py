@@ -167,36 +167,38 @@ def _record(
     ).one()
     report = ImportReport()
     new_rows: list[tuple[Outcome, Image]] = []
+    batch_shas: dict[str, Outcome] = {}
     for source, result in zip(sources, results, strict=True):
         if isinstance(result, str):
             report.outcomes.append(Outcome(source.filename, "refused", result))
             continue
-        if result.sha256 in existing:
-            report.outcomes.append(
-                Outcome(
-                    source.filename,
-                    "duplicate",
-                    "the same file is already in this dataset",
-                    sha256=result.sha256,
-                    duplicate_of=existing[result.sha256],
-                )
+        if result.sha256 in existing or result.sha256 in batch_shas:
+            outcome = Outcome(
+                source.filename,
+                "duplicate",
+                "the same file is already in this dataset",
+                sha256=result.sha256,
+                duplicate_of=existing.get(result.sha256),
             )
+            report.outcomes.append(outcome)  # a twin in this batch: its id is known after flush
             continue
         position += 1
-        image = _image_row(dataset.id, position, source, result)
-        session.add(image)
-        session.flush()
-        assert image.id is not None
-        existing[result.sha256] = image.id
         outcome = Outcome(
             source.filename,
             "imported",
-            image_id=image.id,
             sha256=result.sha256,
-            sidecar=f"{source.sidecar.ext}" if source.sidecar else None,
+            sidecar=source.sidecar.ext if source.sidecar else None,
         )
+        batch_shas[result.sha256] = outcome
         report.outcomes.append(outcome)
-        new_rows.append((outcome, image))
+        new_rows.append((outcome, _image_row(dataset.id, position, source, result)))
+    session.add_all([image for _, image in new_rows])
+    session.flush()  # one multi-row INSERT; ids come back with it
+    for outcome, image in new_rows:
+        outcome.image_id = image.id
+    for outcome in report.outcomes:
+        if outcome.result == "duplicate" and outcome.duplicate_of is None:
+            outcome.duplicate_of = batch_shas[outcome.sha256].image_id  # type: ignore[index]
 
     if new_rows:
         new_ids = {img.id for _, img in new_rows}

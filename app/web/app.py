@@ -34,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Atelier",
         summary="Curate a style-LoRA dataset, caption it, export it for AI-Toolkit.",
         version="0.1.0",
+        # The stock /docs pages load their scripts from a CDN; ours is rendered here, offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -46,6 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        return templates.TemplateResponse(request, "api_docs.html", {"spec": app.openapi()})
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> Response:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, UploadFile
@@ -46,7 +47,12 @@ def create_dataset(
             session, name=name, trigger_word=trigger_word, resolution=resolution, notes=notes
         )
     except UserError as e:
-        form = {"name": name, "trigger_word": trigger_word, "resolution": resolution, "notes": notes}
+        form = {
+            "name": name,
+            "trigger_word": trigger_word,
+            "resolution": resolution,
+            "notes": notes,
+        }
         return templates.TemplateResponse(
             request,
             "index.html",
@@ -259,7 +265,10 @@ def _local(url: str) -> str:
     return url if url.startswith("/") and not url.startswith("//") else "/"
 
 
-def _parse(enum: type, value: str, what: str):  # type: ignore[no-untyped-def]
+E = TypeVar("E", bound=StrEnum)
+
+
+def _parse(enum: type[E], value: str, what: str) -> E | None:
     if not value:
         return None
     try:

@@ -115,7 +115,9 @@ def test_refuse_html_named_png(tmp_path: Path, store: ContentStore) -> None:
 
 
 def test_refuse_svg_named_png(tmp_path: Path, store: ContentStore) -> None:
-    (tmp_path / "d.png").write_text('<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>')
+    (tmp_path / "d.png").write_text(
+        '<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'
+    )
     assert "SVG" in refusal(tmp_path / "d.png", store)
 
 

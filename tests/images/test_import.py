@@ -30,7 +30,12 @@ def test_import_folder_records_images(tmp_path: Path, session: Session, settings
     for i in range(4):
         f.jpeg(tmp_path / "in" / f"{i:03d}.jpg", seed=i)
     report = run_import(session, settings, dataset, [tmp_path / "in"])
-    assert [o.filename for o in report.of("imported")] == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
+    assert [o.filename for o in report.of("imported")] == [
+        "000.jpg",
+        "001.jpg",
+        "002.jpg",
+        "003.jpg",
+    ]
     rows = session.exec(select(Image).order_by(Image.position)).all()
     assert [(r.filename, r.width, r.height, r.position) for r in rows] == [
         (f"{i:03d}.jpg", 1200, 900, i + 1) for i in range(4)

@@ -1,0 +1,60 @@
+"""Token mode, Origin checks and the loopback default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings, is_exposed_host
+from app.web.app import create_app
+
+TOKEN = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def locked(tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path / "d", host="0.0.0.0", token=TOKEN)
+    with TestClient(create_app(settings), base_url="http://atelier.lan:8000") as c:
+        yield c
+
+
+def test_default_bind_is_loopback() -> None:
+    assert Settings().host == "127.0.0.1"
+    assert not is_exposed_host("127.0.0.1") and not is_exposed_host("::1")
+    assert is_exposed_host("0.0.0.0") and is_exposed_host("192.168.1.20")
+
+
+def test_token_mode_refuses_requests_without_token(locked: TestClient) -> None:
+    r = locked.get("/api/datasets")
+    assert r.status_code == 401 and "token" in r.json()["detail"]
+    assert locked.get("/api/datasets", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        locked.get("/api/datasets", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    )
+    assert locked.get("/healthz").status_code == 200
+
+
+def test_token_mode_pages_redirect_to_login(locked: TestClient) -> None:
+    r = locked.get("/datasets/1", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/datasets/1"
+
+
+def test_login_sets_cookie(locked: TestClient) -> None:
+    bad = locked.post("/login", data={"token": "nope", "next": "/"})
+    assert bad.status_code == 401
+    r = locked.post("/login", data={"token": TOKEN, "next": "//evil.com/"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert "httponly" in r.headers["set-cookie"].lower()
+    assert locked.get("/api/datasets").status_code == 200  # the cookie now travels
+
+
+def test_cross_origin_write_refused(client: TestClient) -> None:
+    r = client.post("/api/datasets", json={"name": "x"}, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    r = client.post("/api/datasets", json={"name": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    ok = client.post("/api/datasets", json={"name": "x"}, headers={"Origin": "http://testserver"})
+    assert ok.status_code == 201
+    assert client.get("/api/datasets", headers={"Origin": "http://evil.example"}).status_code == 200
