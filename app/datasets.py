@@ -108,14 +108,18 @@ def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
     return shas - still_used
 
 
-def list_summaries(session: Session) -> list[DatasetSummary]:
-    datasets = session.exec(select(Dataset).order_by(func.lower(Dataset.name))).all()
+def list_summaries(session: Session, *, only: Dataset | None = None) -> list[DatasetSummary]:
+    """Every dataset (or only `only`) with its image counts by caption status."""
+    query = select(Dataset).order_by(func.lower(Dataset.name))
+    count_query = select(Image.dataset_id, Image.status, func.count()).group_by(
+        col(Image.dataset_id), col(Image.status)
+    )
+    if only is not None:
+        query = query.where(Dataset.id == only.id)
+        count_query = count_query.where(Image.dataset_id == only.id)
+    datasets = session.exec(query).all()
     counts: dict[int, dict[str, int]] = {}
-    for dataset_id, status, n in session.exec(
-        select(Image.dataset_id, Image.status, func.count()).group_by(
-            col(Image.dataset_id), col(Image.status)
-        )
-    ):
+    for dataset_id, status, n in session.exec(count_query):
         counts.setdefault(dataset_id, {})[CaptionStatus(status).value] = n
     return [
         DatasetSummary(
@@ -127,6 +131,10 @@ def list_summaries(session: Session) -> list[DatasetSummary]:
         )
         for d in datasets
     ]
+
+
+def summarize(session: Session, dataset: Dataset) -> DatasetSummary:
+    return list_summaries(session, only=dataset)[0]
 
 
 def open_near_duplicate_count(session: Session, dataset_id: int) -> int:

@@ -13,7 +13,7 @@ from app import datasets as ds
 from app.errors import NotFound
 from app.images import catalog
 from app.images.decode import MIME_TYPES, render_thumbnail
-from app.models import CaptionStatus, Dataset, Flag
+from app.models import CaptionStatus, Flag
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.uploads import import_uploads
 
@@ -67,58 +67,40 @@ class ResolveIn(BaseModel):
     keep: Literal["a", "b", "both"]
 
 
-def _dataset_out(session: SessionDep, dataset: Dataset) -> DatasetOut:
-    counts = catalog.counts(session, dataset=dataset)
+DATASET_FIELDS = {
+    "id",
+    "name",
+    "slug",
+    "trigger_word",
+    "resolution",
+    "notes",
+    "created_at",
+    "updated_at",
+}
+
+
+def _dataset_out(summary: ds.DatasetSummary) -> DatasetOut:
     return DatasetOut(
-        **dataset.model_dump(
-            include={
-                "id",
-                "name",
-                "slug",
-                "trigger_word",
-                "resolution",
-                "notes",
-                "created_at",
-                "updated_at",
-            }
-        ),
-        image_count=counts["all"],
-        status_counts={s.value: counts[s.value] for s in CaptionStatus},
+        **summary.dataset.model_dump(include=DATASET_FIELDS),
+        image_count=summary.image_count,
+        status_counts=summary.status_counts,
     )
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
 def list_datasets(session: SessionDep) -> list[DatasetOut]:
-    return [
-        DatasetOut(
-            **s.dataset.model_dump(
-                include={
-                    "id",
-                    "name",
-                    "slug",
-                    "trigger_word",
-                    "resolution",
-                    "notes",
-                    "created_at",
-                    "updated_at",
-                }
-            ),
-            image_count=s.image_count,
-            status_counts=s.status_counts,
-        )
-        for s in ds.list_summaries(session)
-    ]
+    return [_dataset_out(s) for s in ds.list_summaries(session)]
 
 
 @router.post("/datasets", response_model=DatasetOut, status_code=201)
 def create_dataset(body: DatasetIn, session: SessionDep) -> DatasetOut:
     dataset = ds.create_dataset(session, **body.model_dump())
-    return _dataset_out(session, dataset)
+    return _dataset_out(ds.summarize(session, dataset))
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: int, session: SessionDep) -> DatasetOut:
-    return _dataset_out(session, ds.get_dataset(session, dataset_id))
+    return _dataset_out(ds.summarize(session, ds.get_dataset(session, dataset_id)))
 
 
 @router.patch("/datasets/{dataset_id}", response_model=DatasetOut)
@@ -126,7 +108,7 @@ def update_dataset(dataset_id: int, body: DatasetPatch, session: SessionDep) -> 
     dataset = ds.update_dataset(
         session, ds.get_dataset(session, dataset_id), **body.model_dump(exclude_unset=True)
     )
-    return _dataset_out(session, dataset)
+    return _dataset_out(ds.summarize(session, dataset))
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204)
