@@ -1,0 +1,95 @@
+"""The Ideogram 4 caption as ONE set of pydantic models, in Atelier's canonical form.
+
+Differences from the official dialect on disk, each handled in app/captions/dialects.py:
+boxes are `Box` (see boxes.py), and the render technique is one field, `render`, written as
+`photo` when the medium is photograph and as `art_style` for every other medium.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from app.captions.boxes import Box
+
+Medium = Literal["photograph", "illustration", "3d_render", "painting", "graphic_design"]
+MEDIA: tuple[str, ...] = ("photograph", "illustration", "3d_render", "painting", "graphic_design")
+IMAGE_PALETTE_MAX = 16
+ELEMENT_PALETTE_MAX = 5
+_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+def normalise_hex(value: str) -> str:
+    """'#abc' -> '#AABBCC'; '#a1b2c3' -> '#A1B2C3'."""
+    m = _HEX.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a #RRGGBB colour")
+    digits = m.group(1)
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return "#" + digits.upper()
+
+
+HexColour = Annotated[str, AfterValidator(normalise_hex)]
+
+
+def _unique(colours: list[str]) -> list[str]:
+    return list(dict.fromkeys(colours))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Style(_Model):
+    aesthetics: str = ""
+    lighting: str = ""
+    medium: Medium | None = None
+    render: str = ""
+    color_palette: list[HexColour] = Field(default_factory=list)
+
+    @field_validator("color_palette")
+    @classmethod
+    def _palette(cls, v: list[str]) -> list[str]:
+        v = _unique(v)
+        if len(v) > IMAGE_PALETTE_MAX:
+            raise ValueError(f"at most {IMAGE_PALETTE_MAX} colours for the image")
+        return v
+
+
+class Element(_Model):
+    type: Literal["obj", "text"] = "obj"
+    box: Box | None = None
+    text: str | None = None
+    desc: str = ""
+    color_palette: list[HexColour] = Field(default_factory=list)
+
+    @field_validator("color_palette")
+    @classmethod
+    def _palette(cls, v: list[str]) -> list[str]:
+        v = _unique(v)
+        if len(v) > ELEMENT_PALETTE_MAX:
+            raise ValueError(f"at most {ELEMENT_PALETTE_MAX} colours per element")
+        return v
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, v: Box | None) -> Box | None:
+        if v is not None and not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError("box coordinates must lie within the image")
+        if v is not None and (v.x0 > v.x1 or v.y0 > v.y1):
+            raise ValueError("a box's first corner must be its top-left")
+        return v
+
+
+class Composition(_Model):
+    background: str = ""
+    elements: list[Element] = Field(default_factory=list)
+
+
+class Caption(_Model):
+    high_level_description: str = ""
+    style: Style = Field(default_factory=Style)
+    composition: Composition = Field(default_factory=Composition)
