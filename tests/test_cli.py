@@ -99,3 +99,14 @@ def test_serve_network_bind_needs_token(tmp_path: Path) -> None:
 def test_bad_setting_exits_2(tmp_path: Path) -> None:
     r = atelier("datasets", data_dir=tmp_path / "d", env={"ATELIER_MAX_FILE_MB": "lots"})
     assert_user_error(r, "invalid setting max_file_mb")
+
+
+def test_console_script_installed(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "atelier"
+    r = subprocess.run(
+        [str(script), "datasets", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "No datasets yet."
