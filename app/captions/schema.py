@@ -35,8 +35,20 @@ def normalise_hex(value: str) -> str:
 HexColour = Annotated[str, AfterValidator(normalise_hex)]
 
 
-def _unique(colours: list[str]) -> list[str]:
-    return list(dict.fromkeys(colours))
+def _palette(limit: int) -> AfterValidator:
+    """Uppercase #RRGGBB colours, duplicates dropped, at most `limit` of them."""
+
+    def check(colours: list[str]) -> list[str]:
+        unique = list(dict.fromkeys(colours))
+        if len(unique) > limit:
+            raise ValueError(f"at most {limit} colours")
+        return unique
+
+    return AfterValidator(check)
+
+
+ImagePalette = Annotated[list[HexColour], _palette(IMAGE_PALETTE_MAX)]
+ElementPalette = Annotated[list[HexColour], _palette(ELEMENT_PALETTE_MAX)]
 
 
 class _Model(BaseModel):
@@ -48,15 +60,7 @@ class Style(_Model):
     lighting: str = ""
     medium: Medium | None = None
     render: str = ""
-    color_palette: list[HexColour] = Field(default_factory=list)
-
-    @field_validator("color_palette")
-    @classmethod
-    def _palette(cls, v: list[str]) -> list[str]:
-        v = _unique(v)
-        if len(v) > IMAGE_PALETTE_MAX:
-            raise ValueError(f"at most {IMAGE_PALETTE_MAX} colours for the image")
-        return v
+    color_palette: ImagePalette = Field(default_factory=list)
 
 
 class Element(_Model):
@@ -64,15 +68,7 @@ class Element(_Model):
     box: Box | None = None
     text: str | None = None
     desc: str = ""
-    color_palette: list[HexColour] = Field(default_factory=list)
-
-    @field_validator("color_palette")
-    @classmethod
-    def _palette(cls, v: list[str]) -> list[str]:
-        v = _unique(v)
-        if len(v) > ELEMENT_PALETTE_MAX:
-            raise ValueError(f"at most {ELEMENT_PALETTE_MAX} colours per element")
-        return v
+    color_palette: ElementPalette = Field(default_factory=list)
 
     @field_validator("box")
     @classmethod

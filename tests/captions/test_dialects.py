@@ -151,3 +151,16 @@ def test_bad_colours_dropped_with_note_and_palettes_capped() -> None:
 )
 def test_medium_spellings(spelling: str, token: str | None) -> None:
     assert medium_token(spelling) == token
+
+
+def test_schema_palettes_normalised_and_bounded() -> None:
+    from pydantic import ValidationError
+
+    assert Element(color_palette=["#abc", "#AABBCC", "#123456"]).color_palette == [
+        "#AABBCC",
+        "#123456",
+    ]
+    with pytest.raises(ValidationError, match="at most 5 colours"):
+        Element(color_palette=[f"#{i:06X}" for i in range(6)])
+    with pytest.raises(ValidationError, match="at most 16 colours"):
+        Style(color_palette=[f"#{i:06X}" for i in range(17)])
