@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -111,7 +111,7 @@ def import_sources(
     settings: Settings,
     dataset: Dataset,
     sources: list[Source],
-    skipped: list[Skipped] = (),  # type: ignore[assignment]
+    skipped: Sequence[Skipped] = (),
     progress: ProgressFn | None = None,
 ) -> ImportReport:
     """Decodes every source, then records the accepted ones in one transaction."""

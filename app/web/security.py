@@ -38,7 +38,7 @@ class SecurityMiddleware:
 
     def _refusal(self, request: Request) -> Response | None:
         if request.method in UNSAFE_METHODS and not same_origin(request):
-            return _deny(request, 403, "Cross-origin requests may not change anything here.")
+            return _deny(403, "Cross-origin requests may not change anything here.")
         if (
             self.token is None
             or request.url.path in OPEN_PATHS
@@ -53,9 +53,7 @@ class SecurityMiddleware:
             return None
         if request.method == "GET" and _wants_html(request):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-        return _deny(
-            request, 401, "This Atelier requires a token: send 'Authorization: Bearer <token>'."
-        )
+        return _deny(401, "This Atelier requires a token: send 'Authorization: Bearer <token>'.")
 
 
 def same_origin(request: Request) -> bool:
@@ -74,5 +72,5 @@ def _wants_html(request: Request) -> bool:
     )
 
 
-def _deny(request: Request, status: int, message: str) -> Response:
+def _deny(status: int, message: str) -> Response:
     return JSONResponse({"detail": message}, status_code=status)
