@@ -1,12 +1,16 @@
 """Errors a user can cause: each carries one sentence and the HTTP status that fits it."""
 
+from typing import Any
+
 
 class UserError(Exception):
     status_code = 400
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
+        # More for API clients beside the sentence: field errors, the current revision.
+        self.extra = extra
 
 
 class NotFound(UserError):

@@ -27,10 +27,36 @@ class CaptionStatus(StrEnum):
 class Flag(StrEnum):
     duplicate = "duplicate"
     low_resolution = "low_resolution"
+    unreadable_caption = "unreadable_caption"
+    ambiguous_boxes = "ambiguous_boxes"
 
     @property
     def label(self) -> str:
-        return {"duplicate": "near-duplicate", "low_resolution": "low resolution"}[self.value]
+        return {
+            "duplicate": "near-duplicate",
+            "low_resolution": "low resolution",
+            "unreadable_caption": "unreadable caption file",
+            "ambiguous_boxes": "box format to choose",
+        }[self.value]
+
+
+class Author(StrEnum):
+    user = "user"
+    engine = "engine"  # the drafting model
+    sidecar = "sidecar"  # a caption file found beside the image at import
+
+
+class Action(StrEnum):
+    edit = "edit"
+    draft = "draft"
+    sidecar = "sidecar"  # read from the caption file found beside the image
+    undo = "undo"
+    redo = "redo"
+    revert = "revert"
+    find_replace = "find_replace"  # find and replace across the dataset
+    apply_style = "apply_style"  # the dataset's style block applied to every caption
+    palettes = "palettes"  # palettes filled from the pixels
+    box_format = "box_format"  # an imported file's boxes re-read in the format chosen
 
 
 class Dataset(SQLModel, table=True):
@@ -40,6 +66,12 @@ class Dataset(SQLModel, table=True):
     trigger_word: str = Field(default="", max_length=200)
     resolution: int = Field(default=1024)
     notes: str = Field(default="")
+    # The style block the guide wants identical in every caption; captions inherit each field
+    # they leave empty (app/captions/style_block.py).
+    style_aesthetics: str = Field(default="")
+    style_lighting: str = Field(default="")
+    style_medium: str | None = Field(default=None, max_length=20)
+    style_render: str = Field(default="")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -72,6 +104,13 @@ class Image(SQLModel, table=True):
     # An AI-Toolkit sidecar found beside the image, kept verbatim until it is parsed.
     caption_raw: str | None = None
     caption_raw_ext: str | None = None
+    # Why the sidecar could not be read; it stays raw, flagged, never dropped.
+    caption_error: str | None = None
+    # The sidecar's boxes could be 0..1000 or pixels; the user chooses (captions/sidecars.py).
+    boxes_ambiguous: bool = False
+    # Number of the caption's newest revision, 0 when it has none; a save names the one it
+    # edits, so a stale save is refused (optimistic concurrency).
+    revision: int = 0
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -86,4 +125,25 @@ class NearDuplicate(SQLModel, table=True):
     image_b_id: int = Field(foreign_key="image.id", ondelete="CASCADE", index=True)
     distance: int
     kept_both: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CaptionRevision(SQLModel, table=True):
+    """One saved state of an image's caption. Rows are only ever added."""
+
+    __table_args__ = (UniqueConstraint("image_id", "number", name="uq_revision_image_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    image_id: int = Field(foreign_key="image.id", ondelete="CASCADE", index=True)
+    number: int
+    # The canonical Caption as JSON; style fields inherited from the dataset are left empty.
+    caption: str
+    author: Author
+    action: Action
+    # Undo restores the state of `undo_to`, redo that of `redo_to` (revision numbers).
+    undo_to: int | None = None
+    redo_to: int | None = None
+    # Changes made across a dataset in one go (find and replace, apply style) share a batch.
+    batch: str | None = Field(default=None, index=True, max_length=32)
+    note: str = ""
     created_at: datetime = Field(default_factory=utcnow)

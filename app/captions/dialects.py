@@ -318,3 +318,35 @@ def _str(value: Any, what: str) -> str:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+Dialect = Literal["official", "guide"]
+
+
+def read_submitted(data: Any, *, dialect: Dialect, width: int, height: int) -> Caption:
+    """A caption a client sent: the official dialect strictly, or the guide's shape."""
+    from app.captions.official import OfficialCaption
+    from app.errors import Invalid
+
+    if dialect == "official":
+        try:
+            return OfficialCaption.model_validate(data).to_caption()
+        except ValidationError as e:
+            errors = [
+                {
+                    "field": ".".join(["caption", *(str(p) for p in err["loc"])]),
+                    "message": err["msg"].removeprefix("Value error, "),
+                }
+                for err in e.errors()
+            ]
+            sentence = "; ".join(f"{x['field']}: {x['message']}" for x in errors[:3])
+            raise Invalid(f"The caption is not valid: {sentence}.", errors=errors) from None
+    if not isinstance(data, dict):
+        raise Invalid("The caption must be a JSON object.", errors=[])
+    try:
+        return read_caption_data(data, width=width, height=height, bbox_format="pixel").caption
+    except CaptionParseError as e:
+        raise Invalid(
+            f"The caption is not valid: {e.reason}.",
+            errors=[{"field": "caption", "message": e.reason}],
+        ) from None

@@ -171,15 +171,19 @@ def perceptual_hash(img: Image.Image) -> str:
 
 def render_thumbnail(data: bytes, *, size: int) -> bytes:
     """A JPEG thumbnail of already-accepted image bytes (for a cache entry gone missing)."""
+    buf = io.BytesIO()
+    display_rgb(data, max_side=size).save(buf, "JPEG", quality=82)
+    return buf.getvalue()
+
+
+def display_rgb(data: bytes, *, max_side: int) -> Image.Image:
+    """The image as shown: RGB in sRGB, EXIF orientation applied, at most `max_side` px."""
     with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
         icc = img.info.get("icc_profile")
         orientation = _orientation(img)
-        img.draft(None, (size, size))
+        img.draft(None, (max_side, max_side))
         img.load()
-        thumb = _thumbnail(img, orientation=orientation, icc=icc, size=size)
-    buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=82)
-    return buf.getvalue()
+        return _thumbnail(img, orientation=orientation, icc=icc, size=max_side)
 
 
 def describe_non_image(head: bytes) -> str | None:

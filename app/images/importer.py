@@ -18,6 +18,8 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from app.captions.dialects import BoxFormat
+from app.captions.sidecars import read_sidecars
 from app.config import Settings
 from app.images.decode import Decoded, Limits, Refused, decode_file
 from app.images.duplicates import close_pairs
@@ -38,6 +40,7 @@ class Outcome:
     sha256: str | None = None
     duplicate_of: int | None = None
     sidecar: str | None = None
+    caption: str | None = None  # what became of the sidecar: read, or kept raw and why
 
 
 @dataclass
@@ -113,8 +116,13 @@ def import_sources(
     sources: list[Source],
     skipped: Sequence[Skipped] = (),
     progress: ProgressFn | None = None,
+    bbox_format: BoxFormat | None = None,
 ) -> ImportReport:
-    """Decodes every source, then records the accepted ones in one transaction."""
+    """Decodes every source, then records the accepted ones in one transaction.
+
+    Caption files are read into first revisions; `bbox_format` declares how to read boxes
+    whose coordinates all lie within 0..1000 (see app/captions/sidecars.py).
+    """
     store = content_store(settings)
     lim = limits(settings)
     work = partial(_decode_one, lim=lim, store=store)
@@ -130,7 +138,12 @@ def import_sources(
     for attempt in range(3):
         try:
             report = _record(
-                session, settings=settings, dataset=dataset, sources=sources, results=results
+                session,
+                settings=settings,
+                dataset=dataset,
+                sources=sources,
+                results=results,
+                bbox_format=bbox_format,
             )
             break
         except IntegrityError:
@@ -154,6 +167,7 @@ def _record(
     dataset: Dataset,
     sources: list[Source],
     results: list[Decoded | str],
+    bbox_format: BoxFormat | None,
 ) -> ImportReport:
     assert dataset.id is not None
     existing = {
@@ -196,6 +210,18 @@ def _record(
     session.flush()  # one multi-row INSERT; ids come back with it
     for outcome, image in new_rows:
         outcome.image_id = image.id
+    with_sidecar = [image for _, image in new_rows if image.caption_raw is not None]
+    if with_sidecar:
+        read = read_sidecars(session, dataset=dataset, images=with_sidecar, bbox_format=bbox_format)
+        for outcome, image in new_rows:
+            if image.caption_raw is None:
+                continue
+            if image.id in read.unreadable:
+                outcome.caption = f"kept raw, not read: {read.unreadable[image.id]}"
+            elif image.boxes_ambiguous:
+                outcome.caption = "read; its boxes could be 0..1000 or pixels: choose which"
+            else:
+                outcome.caption = "read"
     for outcome in report.outcomes:
         if outcome.result == "duplicate" and outcome.duplicate_of is None:
             outcome.duplicate_of = batch_shas[outcome.sha256].image_id  # type: ignore[index]

@@ -15,7 +15,7 @@ from app.db import make_engine, migrate
 from app.errors import UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
-from app.web import api, pages
+from app.web import api, caption_api, pages
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityMiddleware, token=settings.token)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
+    app.include_router(caption_api.router)
     app.include_router(pages.router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> Response:
         if _is_api(request):
-            return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+            return JSONResponse({"detail": exc.message, **exc.extra}, status_code=exc.status_code)
         return templates.TemplateResponse(
             request, "error.html", {"message": exc.message}, status_code=exc.status_code
         )

@@ -1,0 +1,273 @@
+"""Caption revisions: every save adds one; undo, redo and revert; optimistic concurrency.
+
+A save names the revision it edits (`base`). The image row's `revision` column moves from
+`base` to `base + 1` in one conditional UPDATE, so two saves of the same revision cannot
+both land: the second gets StaleRevision (HTTP 409) with the newest caption to merge with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from app.captions import diff
+from app.captions.dialects import to_official
+from app.captions.schema import Caption
+from app.captions.style_block import block_of, effective, stored_form
+from app.errors import Conflict, Invalid, NotFound
+from app.models import Action, Author, CaptionRevision, CaptionStatus, Dataset, Image
+
+
+class StaleRevision(Conflict):
+    """The save named a revision that is no longer the newest."""
+
+
+@dataclass(frozen=True)
+class CaptionView:
+    """An image's caption as the editor and the API show it."""
+
+    revision: int
+    status: CaptionStatus
+    stored: Caption | None  # inherited style fields empty
+    caption: Caption | None  # with the dataset's style block filled in
+    head: CaptionRevision | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "status": self.status.value,
+            "caption": to_official(self.caption) if self.caption is not None else None,
+            "author": self.head.author.value if self.head else None,
+            "saved_at": self.head.created_at.isoformat() if self.head else None,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    revision: CaptionRevision
+    summary: str
+
+
+def parse(rev: CaptionRevision) -> Caption:
+    return Caption.model_validate_json(rev.caption)
+
+
+def head(session: Session, image: Image) -> CaptionRevision | None:
+    if image.revision == 0:
+        return None
+    return get_revision(session, image, image.revision)
+
+
+def get_revision(session: Session, image: Image, number: int) -> CaptionRevision:
+    rev = session.exec(
+        select(CaptionRevision).where(
+            CaptionRevision.image_id == image.id, CaptionRevision.number == number
+        )
+    ).first()
+    if rev is None:
+        raise NotFound(f"Image {image.id} has no caption revision {number}.")
+    return rev
+
+
+def view(session: Session, image: Image, dataset: Dataset) -> CaptionView:
+    """The newest caption of the image, stored and effective."""
+    session.refresh(image)
+    rev = head(session, image)
+    stored = parse(rev) if rev else None
+    shown = effective(stored, block_of(dataset)) if stored else None
+    return CaptionView(image.revision, CaptionStatus(image.status), stored, shown, rev)
+
+
+def save(
+    session: Session,
+    *,
+    image: Image,
+    dataset: Dataset,
+    caption: Caption,
+    base: int,
+    author: Author = Author.user,
+    action: Action = Action.edit,
+    status: CaptionStatus | None = None,
+    note: str = "",
+    batch: str | None = None,
+    commit: bool = True,
+) -> CaptionView:
+    """Saves `caption` (as the user sees it) over revision `base`; an unchanged save adds none."""
+    stored = stored_form(caption, block_of(dataset))
+    current = head(session, image) if image.revision == base else None
+    if current is not None and parse(current) == stored and status is None:
+        return view(session, image, dataset)
+    append(
+        session,
+        image=image,
+        stored=stored,
+        base=base,
+        author=author,
+        action=action,
+        undo_to=base or None,
+        status=status,
+        note=note,
+        batch=batch,
+    )
+    if commit:
+        session.commit()
+    return view(session, image, dataset)
+
+
+def append(
+    session: Session,
+    *,
+    image: Image,
+    stored: Caption,
+    base: int,
+    author: Author,
+    action: Action,
+    undo_to: int | None,
+    redo_to: int | None = None,
+    status: CaptionStatus | None = None,
+    note: str = "",
+    batch: str | None = None,
+) -> CaptionRevision:
+    """Adds revision base + 1, or raises StaleRevision if `base` is not the newest."""
+    number = base + 1
+    if status is None:
+        status = CaptionStatus.draft if image.status == CaptionStatus.none else image.status
+    moved = session.execute(
+        update(Image)
+        .where(col(Image.id) == image.id, col(Image.revision) == base)
+        .values(revision=number, status=status)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise _stale(session, image, base)
+    rev = CaptionRevision(
+        image_id=image.id,  # type: ignore[arg-type]
+        number=number,
+        caption=stored.model_dump_json(),
+        author=author,
+        action=action,
+        undo_to=undo_to,
+        redo_to=redo_to,
+        note=note,
+        batch=batch,
+    )
+    session.add(rev)
+    session.flush()
+    session.expire(image)
+    return rev
+
+
+def undo(session: Session, *, image: Image, dataset: Dataset, base: int) -> CaptionView:
+    """Goes back to the caption before the newest change, as a new revision."""
+    current = _newest(session, image, base)
+    if current is None or current.undo_to is None:
+        raise Invalid("There is nothing to undo: this is the caption's first revision.")
+    target = get_revision(session, image, current.undo_to)
+    append(
+        session,
+        image=image,
+        stored=parse(target),
+        base=base,
+        author=Author.user,
+        action=Action.undo,
+        undo_to=target.undo_to,
+        redo_to=current.number,
+        note=f"back to revision {target.number}",
+    )
+    session.commit()
+    return view(session, image, dataset)
+
+
+def redo(session: Session, *, image: Image, dataset: Dataset, base: int) -> CaptionView:
+    """Restores the change the newest undo took back, as a new revision."""
+    current = _newest(session, image, base)
+    if current is None or current.redo_to is None:
+        raise Invalid("There is nothing to redo.")
+    target = get_revision(session, image, current.redo_to)
+    append(
+        session,
+        image=image,
+        stored=parse(target),
+        base=base,
+        author=Author.user,
+        action=Action.redo,
+        undo_to=target.undo_to,
+        redo_to=target.redo_to,
+        note=f"forward to revision {target.number}",
+    )
+    session.commit()
+    return view(session, image, dataset)
+
+
+def revert(session: Session, *, image: Image, dataset: Dataset, base: int, to: int) -> CaptionView:
+    """Makes revision `to` the newest again, as a new revision (undo goes back to `base`)."""
+    _newest(session, image, base)
+    target = get_revision(session, image, to)
+    append(
+        session,
+        image=image,
+        stored=parse(target),
+        base=base,
+        author=Author.user,
+        action=Action.revert,
+        undo_to=base,
+        note=f"reverted to revision {to}",
+    )
+    session.commit()
+    return view(session, image, dataset)
+
+
+def history(session: Session, image: Image) -> list[HistoryEntry]:
+    """Every revision, newest first, each with what it changed."""
+    revs = session.exec(
+        select(CaptionRevision)
+        .where(CaptionRevision.image_id == image.id)
+        .order_by(col(CaptionRevision.number))
+    ).all()
+    entries = []
+    previous: Caption | None = None
+    for rev in revs:
+        caption = parse(rev)
+        entries.append(HistoryEntry(rev, diff.summary(previous, caption)))
+        previous = caption
+    return entries[::-1]
+
+
+def set_status(session: Session, *, image: Image, status: CaptionStatus) -> None:
+    if status == CaptionStatus.none:
+        raise Invalid("'none' means the image has no caption; use draft, needs_review or approved.")
+    if image.revision == 0:
+        raise Invalid(f"Image {image.id} has no caption yet: write or draft one first.")
+    image.status = status
+    session.add(image)
+    session.commit()
+
+
+def _newest(session: Session, image: Image, base: int) -> CaptionRevision | None:
+    session.refresh(image)
+    if image.revision != base:
+        raise _stale(session, image, base)
+    return head(session, image)
+
+
+def _stale(session: Session, image: Image, base: int) -> StaleRevision:
+    session.expire(image)
+    session.refresh(image)
+    rev = head(session, image)
+    dataset = session.get(Dataset, image.dataset_id)
+    assert dataset is not None
+    current = view(session, image, dataset)
+    when = _time(rev.created_at) if rev else "?"
+    who = rev.author.value if rev else "?"
+    return StaleRevision(
+        f"You edited revision {base}, but revision {image.revision} was saved since "
+        f"(by {who} at {when}): merge your changes into it and save again.",
+        current=current.as_dict(),
+    )
+
+
+def _time(t: datetime) -> str:
+    return t.strftime("%H:%M:%S UTC")
