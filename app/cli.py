@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -19,6 +20,12 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     help="Atelier: curate a style-LoRA dataset, caption it, export it for AI-Toolkit.",
 )
+
+
+class BoxFormatOption(StrEnum):
+    official = "official"
+    pixel = "pixel"
+
 
 DataDir = Annotated[
     Path | None,
@@ -105,6 +112,15 @@ def import_(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive)")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
     create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist")] = False,
+    bbox_format: Annotated[
+        BoxFormatOption | None,
+        typer.Option(
+            "--bbox-format",
+            help="How the caption files' boxes are written: 'official' (0..1000, y first) or "
+            "'pixel' ([x1, y1, x2, y2] in pixels, as in the guide). Left out, boxes with a "
+            "coordinate above 1000 are read as pixels and the rest are flagged for you to choose.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Import images (and their AI-Toolkit .json/.txt captions) into a dataset."""
@@ -142,12 +158,21 @@ def import_(
             sources=sources,
             skipped=skipped,
             progress=progress,
+            bbox_format=bbox_format.value if bbox_format else None,
         )
     for o in report.of("duplicate"):
         typer.echo(f"duplicate  {o.filename}: {o.reason} (image {o.duplicate_of})")
     for o in report.of("refused"):
         typer.echo(f"refused    {o.filename}: {o.reason}")
     imported = report.of("imported")
+    for o in imported:
+        if o.caption and o.caption != "read":
+            typer.echo(f"caption    {o.filename}: {o.caption}")
+    if any(o.caption and "choose" in o.caption for o in imported):
+        typer.echo(
+            "Some boxes could be 0..1000 or pixels: open the dataset to compare both readings "
+            "and choose, or import again with --bbox-format."
+        )
     with_caption = sum(1 for o in imported if o.sidecar)
     typer.echo(
         f"{name}: {len(imported)} imported ({with_caption} with a caption file), "

@@ -37,6 +37,8 @@ class ImageRow:
             "flags": [f.value for f in self.flags],
             "status": CaptionStatus(i.status).value,
             "has_caption_file": i.caption_raw is not None,
+            "caption_error": i.caption_error,
+            "revision": i.revision,
         }
 
 
@@ -59,6 +61,10 @@ def _filters(
         conds.append(func.min(Image.width, Image.height) < dataset.resolution)
     elif flag is Flag.duplicate:
         conds.append(_open_pair_exists())
+    elif flag is Flag.unreadable_caption:
+        conds.append(col(Image.caption_error).is_not(None))
+    elif flag is Flag.ambiguous_boxes:
+        conds.append(col(Image.boxes_ambiguous).is_(True))
     return conds
 
 
@@ -84,8 +90,7 @@ def list_images(
         query = query.limit(limit)
     rows = []
     for image, is_low, is_dup in session.exec(query):
-        flags = ([Flag.duplicate] if is_dup else []) + ([Flag.low_resolution] if is_low else [])
-        rows.append(ImageRow(image=image, flags=flags))
+        rows.append(ImageRow(image=image, flags=_flags(image, is_dup=is_dup, is_low=is_low)))
     return rows, total
 
 
@@ -114,11 +119,18 @@ def get_image(session: Session, image_id: int) -> Image:
 
 
 def image_flags(session: Session, image: Image, dataset: Dataset) -> list[Flag]:
-    flags = []
-    if session.exec(select(_open_pair_exists()).where(Image.id == image.id)).first():
-        flags.append(Flag.duplicate)
-    if min(image.width, image.height) < dataset.resolution:
+    is_dup = bool(session.exec(select(_open_pair_exists()).where(Image.id == image.id)).first())
+    return _flags(image, is_dup=is_dup, is_low=min(image.width, image.height) < dataset.resolution)
+
+
+def _flags(image: Image, *, is_dup: bool, is_low: bool) -> list[Flag]:
+    flags = [Flag.duplicate] if is_dup else []
+    if is_low:
         flags.append(Flag.low_resolution)
+    if image.caption_error is not None:
+        flags.append(Flag.unreadable_caption)
+    if image.boxes_ambiguous:
+        flags.append(Flag.ambiguous_boxes)
     return flags
 
 

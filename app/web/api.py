@@ -61,6 +61,10 @@ class ImageOut(BaseModel):
     flags: list[Flag]
     status: CaptionStatus
     has_caption_file: bool
+    caption_error: str | None = Field(
+        description="Why the imported caption file could not be read (it is kept raw)"
+    )
+    revision: int = Field(description="The caption's newest revision, 0 when it has none")
 
 
 class ResolveIn(BaseModel):
