@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from collections.abc import Callable
+from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any

@@ -55,3 +55,45 @@ def summary(before: Caption | None, after: Caption | None, *, limit: int = 4) ->
         return "no change"
     shown = ", ".join(paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+# The parts a conflict is merged by: each top-level and style field, and the element list
+# as a whole (elements have no identity across versions to merge them one by one).
+MERGE_PARTS = (
+    "high_level_description",
+    "style.aesthetics",
+    "style.lighting",
+    "style.medium",
+    "style.render",
+    "style.color_palette",
+    "background",
+    "elements",
+)
+
+
+def part_of(path: str) -> str:
+    return "elements" if path.startswith("elements.") else path
+
+
+def merge(mine: Caption, theirs: Caption, *, keep_mine: set[str]) -> Caption:
+    """Their caption with the parts named in `keep_mine` taken from mine."""
+    style = {
+        k: getattr(mine.style, k)
+        for k in ("aesthetics", "lighting", "medium", "render", "color_palette")
+        if f"style.{k}" in keep_mine
+    }
+    composition: dict[str, object] = {}
+    if "background" in keep_mine:
+        composition["background"] = mine.composition.background
+    if "elements" in keep_mine:
+        composition["elements"] = mine.composition.elements
+    top = {}
+    if "high_level_description" in keep_mine:
+        top["high_level_description"] = mine.high_level_description
+    return theirs.model_copy(
+        update={
+            **top,
+            "style": theirs.style.model_copy(update=style),
+            "composition": theirs.composition.model_copy(update=composition),
+        }
+    )

@@ -111,6 +111,31 @@ def counts(session: Session, *, dataset: Dataset) -> dict[str, int]:
     return out
 
 
+def neighbours(
+    session: Session,
+    *,
+    dataset: Dataset,
+    image: Image,
+    status: CaptionStatus | None = None,
+    flag: Flag | None = None,
+) -> tuple[int | None, int | None]:
+    """The ids of the previous and next image in dataset order that match the filters."""
+    conds = _filters(dataset, status, flag)
+    prev = session.exec(
+        select(Image.id)
+        .where(and_(*conds), col(Image.position) < image.position)
+        .order_by(col(Image.position).desc())
+        .limit(1)
+    ).first()
+    nxt = session.exec(
+        select(Image.id)
+        .where(and_(*conds), col(Image.position) > image.position)
+        .order_by(col(Image.position))
+        .limit(1)
+    ).first()
+    return prev, nxt
+
+
 def get_image(session: Session, image_id: int) -> Image:
     image = session.get(Image, image_id)
     if image is None:

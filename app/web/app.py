@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,7 @@ from app.db import make_engine, migrate
 from app.errors import UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
-from app.web import api, caption_api, pages
+from app.web import api, caption_api, editor, pages
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(caption_api.router)
     app.include_router(pages.router)
+    app.include_router(editor.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:
@@ -59,6 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def user_error(request: Request, exc: UserError) -> Response:
         if _is_api(request):
             return JSONResponse({"detail": exc.message, **exc.extra}, status_code=exc.status_code)
+        if request.headers.get("hx-request"):
+            # Swap nothing; static/js/notify.js shows the sentence where the user is.
+            return Response(
+                status_code=exc.status_code,
+                headers={
+                    "HX-Reswap": "none",
+                    "HX-Trigger": json.dumps({"atelier:error": {"message": exc.message}}),
+                },
+            )
         return templates.TemplateResponse(
             request, "error.html", {"message": exc.message}, status_code=exc.status_code
         )

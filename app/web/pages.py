@@ -15,7 +15,7 @@ from app.errors import Invalid, UserError
 from app.images import catalog
 from app.models import CaptionStatus, Flag
 from app.web.deps import SessionDep, SettingsDep, StoreDep
-from app.web.security import TOKEN_COOKIE, token_matches
+from app.web.security import TOKEN_COOKIE, local_path, token_matches
 from app.web.templating import templates
 from app.web.uploads import import_uploads
 
@@ -226,19 +226,11 @@ def resolve_pair(
     return duplicates(request, dataset_id, session)
 
 
-@router.get("/images/{image_id}", response_class=HTMLResponse)
-def image_page(request: Request, image_id: int, session: SessionDep) -> Response:
-    image = catalog.get_image(session, image_id)
-    dataset = ds.get_dataset(session, image.dataset_id)
-    flags = catalog.image_flags(session, image, dataset)
-    return templates.TemplateResponse(
-        request, "image.html", {"image": image, "dataset": dataset, "flags": flags}
-    )
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/") -> Response:
-    return templates.TemplateResponse(request, "login.html", {"next": _local(next), "error": None})
+    return templates.TemplateResponse(
+        request, "login.html", {"next": local_path(next), "error": None}
+    )
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -252,17 +244,12 @@ def login(
         return templates.TemplateResponse(
             request,
             "login.html",
-            {"next": _local(next), "error": "That token is not right."},
+            {"next": local_path(next), "error": "That token is not right."},
             status_code=401,
         )
-    response = _see_other(_local(next))
+    response = _see_other(local_path(next))
     response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
     return response
-
-
-def _local(url: str) -> str:
-    # Only same-site paths: '//host' or 'http://...' would make the login an open redirect.
-    return url if url.startswith("/") and not url.startswith("//") else "/"
 
 
 E = TypeVar("E", bound=StrEnum)

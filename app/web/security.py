@@ -74,3 +74,8 @@ def _wants_html(request: Request) -> bool:
 
 def _deny(status: int, message: str) -> Response:
     return JSONResponse({"detail": message}, status_code=status)
+
+
+def local_path(url: str) -> str:
+    """The URL if it is a path on this site, else '/': redirects never leave the app."""
+    return url if url.startswith("/") and not url.startswith("//") and "\\" not in url else "/"

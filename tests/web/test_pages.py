@@ -148,8 +148,11 @@ def test_image_page_shows_metadata(client: TestClient, dataset_id: int) -> None:
         ],
     ).json()
     page = soup(client.get(f"/images/{body['imported'][0]['image_id']}").text)
-    assert page.select_one("figure.painting img")["src"].endswith("/file")  # type: ignore[index]
+    assert page.select_one("[data-box-stage] img")["src"].endswith("/file")  # type: ignore[index]
     assert page.select_one("pre.raw").text == "an oil painting"  # type: ignore[union-attr]
+    # The .txt caption was read as the high-level description.
+    field = page.select_one("textarea[name=high_level_description]")
+    assert field.text == "an oil painting"  # type: ignore[union-attr]
 
 
 def test_unknown_filter_is_a_clear_error(client: TestClient, dataset_id: int) -> None:

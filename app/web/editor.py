@@ -1,0 +1,398 @@
+"""The caption editor at /images/{id}: the page, autosave, undo/redo, review, conflicts."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from app import datasets as ds
+from app.captions import diff, revisions, sidecars
+from app.captions.boxes import Box
+from app.captions.dialects import BoxFormat
+from app.captions.schema import MEDIA, Caption, Composition, Element, Style
+from app.captions.style_block import block_of, field_states
+from app.errors import Invalid
+from app.images import catalog
+from app.images.palettes import fill_palettes
+from app.models import Action, CaptionStatus, Dataset, Flag, Image
+from app.web.deps import SessionDep, StoreDep
+from app.web.security import local_path
+from app.web.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+TextField = Annotated[str, Form(max_length=20_000)]
+ListField = Annotated[list[str], Form()]
+
+
+def _filters(status: str, flag: str) -> tuple[CaptionStatus | None, Flag | None]:
+    try:
+        return (CaptionStatus(status) if status else None, Flag(flag) if flag else None)
+    except ValueError:
+        raise Invalid("Unknown status or flag filter.") from None
+
+
+def editor_context(
+    session: Session, image: Image, dataset: Dataset, *, status: str = "", flag: str = ""
+) -> dict[str, Any]:
+    view = revisions.view(session, image, dataset)
+    block = block_of(dataset)
+    prev_id, next_id = catalog.neighbours(
+        session,
+        dataset=dataset,
+        image=image,
+        status=_filters(status, flag)[0],
+        flag=_filters(status, flag)[1],
+    )
+    query = urlencode({k: v for k, v in {"status": status, "flag": flag}.items() if v})
+    suffix = f"?{query}" if query else ""
+    alt_boxes: list[list[float]] = []
+    if image.boxes_ambiguous and image.caption_raw is not None:
+        try:
+            alt_boxes = [
+                list(e.box) for e in sidecars.readings(image)[1].composition.elements if e.box
+            ]
+        except ValueError:
+            alt_boxes = []
+    return {
+        "image": image,
+        "dataset": dataset,
+        "view": view,
+        "caption": view.caption or Caption(),
+        "states": field_states(view.stored or Caption(), block),
+        "block": block,
+        "media": MEDIA,
+        "flags": catalog.image_flags(session, image, dataset),
+        "prev_url": f"/images/{prev_id}{suffix}" if prev_id else None,
+        "next_url": f"/images/{next_id}{suffix}" if next_id else None,
+        "filter_query": suffix,
+        "status_filter": status,
+        "flag_filter": flag,
+        "alt_boxes": alt_boxes,
+        "box_value": _box_value,
+    }
+
+
+def _box_value(box: Box | None) -> str:
+    return "" if box is None else ",".join(f"{v:.6f}" for v in box)
+
+
+def _load(session: Session, image_id: int) -> tuple[Image, Dataset]:
+    image = catalog.get_image(session, image_id)
+    return image, ds.get_dataset(session, image.dataset_id)
+
+
+def _editor_block(
+    request: Request, session: Session, image: Image, dataset: Dataset, **extra: Any
+) -> Response:
+    context = editor_context(
+        session,
+        image,
+        dataset,
+        status=request.query_params.get("status", ""),
+        flag=request.query_params.get("flag", ""),
+    )
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(f"/images/{image.id}{context['filter_query']}", status_code=303)
+    return templates.TemplateResponse(request, "image.html", context | extra, block_name="editor")
+
+
+@router.get("/images/{image_id}", response_class=HTMLResponse)
+def editor_page(
+    request: Request, image_id: int, session: SessionDep, status: str = "", flag: str = ""
+) -> Response:
+    image, dataset = _load(session, image_id)
+    context = editor_context(session, image, dataset, status=status, flag=flag)
+    return templates.TemplateResponse(request, "image.html", context)
+
+
+def parse_form(
+    *,
+    high_level_description: str,
+    aesthetics: str,
+    lighting: str,
+    medium: str,
+    render: str,
+    palette: str,
+    background: str,
+    el_type: list[str],
+    el_box: list[str],
+    el_text: list[str],
+    el_desc: list[str],
+    el_palette: list[str],
+) -> Caption:
+    """The caption the editor's form describes; Invalid lists every field that is wrong."""
+    columns = (el_type, el_box, el_text, el_desc, el_palette)
+    if len({len(c) for c in columns}) != 1:
+        raise Invalid("The form's element fields do not line up; reload the page.")
+    errors: list[str] = []
+    elements = []
+    for n, (kind, box, text, desc, colours) in enumerate(zip(*columns, strict=True), 1):
+        try:
+            elements.append(
+                Element(
+                    type=kind,  # type: ignore[arg-type]
+                    box=_parse_box(box),
+                    text=text if kind == "text" else None,
+                    desc=desc,
+                    color_palette=_colours(colours),
+                )
+            )
+        except (ValidationError, ValueError) as e:
+            errors.append(f"element {n}: {_message(e)}")
+    try:
+        style = Style(
+            aesthetics=aesthetics,
+            lighting=lighting,
+            medium=medium or None,  # type: ignore[arg-type]
+            render=render,
+            color_palette=_colours(palette),
+        )
+    except ValidationError as e:
+        errors.append(f"style: {_message(e)}")
+    if errors:
+        raise Invalid("Not saved: " + "; ".join(errors) + ".", errors=errors)
+    return Caption(
+        high_level_description=high_level_description,
+        style=style,
+        composition=Composition(background=background, elements=elements),
+    )
+
+
+def _parse_box(value: str) -> Box | None:
+    if not value.strip():
+        return None
+    parts = [float(v) for v in value.split(",")]
+    if len(parts) != 4 or not all(math.isfinite(v) for v in parts):
+        raise ValueError("its box is not four numbers")
+    box = Box.ordered(*parts)
+    if box.is_degenerate:
+        raise ValueError("its box has no area")
+    return box
+
+
+def _colours(value: str) -> list[str]:
+    return [c for c in value.replace(",", " ").split() if c]
+
+
+def _message(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where} {first['msg'].removeprefix('Value error, ')}".strip()
+    return str(e)
+
+
+@router.post("/images/{image_id}/caption", response_class=HTMLResponse)
+def save_caption(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    high_level_description: TextField = "",
+    aesthetics: TextField = "",
+    lighting: TextField = "",
+    medium: Annotated[str, Form()] = "",
+    render: TextField = "",
+    palette: Annotated[str, Form()] = "",
+    background: TextField = "",
+    el_type: ListField = [],  # noqa: B006 (FastAPI copies defaults)
+    el_box: ListField = [],  # noqa: B006
+    el_text: ListField = [],  # noqa: B006
+    el_desc: ListField = [],  # noqa: B006
+    el_palette: ListField = [],  # noqa: B006
+) -> Response:
+    """Autosave: answers with the save state, the conflict to merge, or what is invalid."""
+    image, dataset = _load(session, image_id)
+    state: dict[str, Any] = {"image": image, "errors": [], "conflict": None}
+    try:
+        caption = parse_form(
+            high_level_description=high_level_description,
+            aesthetics=aesthetics,
+            lighting=lighting,
+            medium=medium,
+            render=render,
+            palette=palette,
+            background=background,
+            el_type=el_type,
+            el_box=el_box,
+            el_text=el_text,
+            el_desc=el_desc,
+            el_palette=el_palette,
+        )
+    except Invalid as e:
+        view = revisions.view(session, image, dataset)
+        state |= {"view": view, "revision": revision, "errors": e.extra.get("errors", [])}
+        return _save_state(request, state, 422)
+    try:
+        view = revisions.save(session, image=image, dataset=dataset, caption=caption, base=revision)
+    except revisions.StaleRevision as e:
+        session.rollback()
+        view = revisions.view(session, image, dataset)
+        state |= {"view": view, "revision": revision, "conflict": _conflict(caption, view, e)}
+        return _save_state(request, state, 409)
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(f"/images/{image_id}", status_code=303)
+    response = _save_state(request, state | {"view": view, "revision": view.revision}, 200)
+    response.headers["HX-Trigger"] = "captionSaved"
+    return response
+
+
+def _conflict(mine: Caption, view: revisions.CaptionView, e: Exception) -> dict[str, Any]:
+    theirs = view.caption or Caption()
+    rows = diff.changes(theirs, mine)
+    parts = list(dict.fromkeys(diff.part_of(c.path) for c in rows))
+    return {
+        "message": str(e),
+        "rows": rows,
+        "parts": parts,
+        "mine_json": mine.model_dump_json(),
+    }
+
+
+def _save_state(request: Request, state: dict[str, Any], status_code: int) -> Response:
+    return templates.TemplateResponse(request, "_save_state.html", state, status_code=status_code)
+
+
+@router.post("/images/{image_id}/merge", response_class=HTMLResponse)
+def merge(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    mine: Annotated[str, Form()],
+    keep_mine: Annotated[list[str], Form()] = [],  # noqa: B006
+) -> Response:
+    """Saves their newest caption with the parts the user kept from theirs or mine."""
+    image, dataset = _load(session, image_id)
+    try:
+        my_caption = Caption.model_validate_json(mine)
+    except ValidationError:
+        raise Invalid("The caption to merge is damaged; reload the page.") from None
+    theirs = revisions.view(session, image, dataset).caption or Caption()
+    merged = diff.merge(my_caption, theirs, keep_mine=set(keep_mine))
+    revisions.save(session, image=image, dataset=dataset, caption=merged, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.get("/images/{image_id}/editor", response_class=HTMLResponse)
+def editor_block(request: Request, image_id: int, session: SessionDep) -> Response:
+    """The editor's form and painting, fresh: after taking their version of a conflict."""
+    image, dataset = _load(session, image_id)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/undo", response_class=HTMLResponse)
+def undo(
+    request: Request, image_id: int, session: SessionDep, revision: Annotated[int, Form()]
+) -> Response:
+    image, dataset = _load(session, image_id)
+    revisions.undo(session, image=image, dataset=dataset, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/redo", response_class=HTMLResponse)
+def redo(
+    request: Request, image_id: int, session: SessionDep, revision: Annotated[int, Form()]
+) -> Response:
+    image, dataset = _load(session, image_id)
+    revisions.redo(session, image=image, dataset=dataset, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/revert", response_class=HTMLResponse)
+def revert(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    to: Annotated[int, Form()],
+) -> Response:
+    image, dataset = _load(session, image_id)
+    revisions.revert(session, image=image, dataset=dataset, base=revision, to=to)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/palettes", response_class=HTMLResponse)
+def palettes(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    store: StoreDep,
+    revision: Annotated[int, Form()],
+) -> Response:
+    """Fills every palette from the pixels of the saved caption's boxes."""
+    image, dataset = _load(session, image_id)
+    view = revisions.view(session, image, dataset)
+    filled = fill_palettes(view.caption or Caption(), store.blob_path(image.sha256).read_bytes())
+    revisions.save(
+        session,
+        image=image,
+        dataset=dataset,
+        caption=filled,
+        base=revision,
+        action=Action.palettes,
+    )
+    return _editor_block(request, session, image, dataset)
+
+
+@router.get("/images/{image_id}/history", response_class=HTMLResponse)
+def history(request: Request, image_id: int, session: SessionDep) -> Response:
+    image, _ = _load(session, image_id)
+    return templates.TemplateResponse(
+        request,
+        "_history.html",
+        {"image": image, "entries": revisions.history(session, image)},
+    )
+
+
+@router.get("/images/{image_id}/review", response_class=HTMLResponse)
+def review(request: Request, image_id: int, session: SessionDep) -> Response:
+    image, dataset = _load(session, image_id)
+    context = editor_context(
+        session,
+        image,
+        dataset,
+        status=request.query_params.get("status", ""),
+        flag=request.query_params.get("flag", ""),
+    )
+    return templates.TemplateResponse(request, "_review.html", context)
+
+
+@router.post("/images/{image_id}/status", response_class=HTMLResponse)
+def set_status(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    status: Annotated[CaptionStatus, Form()],
+    advance: Annotated[str, Form()] = "",
+) -> Response:
+    """Sets the review status; with `advance`, opens the next image (keeping the filter)."""
+    image, _ = _load(session, image_id)
+    revisions.set_status(session, image=image, status=status)
+    if advance.startswith("/images/"):
+        if request.headers.get("hx-request"):
+            return Response(status_code=204, headers={"HX-Location": advance})
+        return RedirectResponse(advance, status_code=303)
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(f"/images/{image_id}", status_code=303)
+    return review(request, image_id, session)
+
+
+@router.post("/datasets/{dataset_id}/box-format", response_class=HTMLResponse)
+def choose_box_format(
+    dataset_id: int,
+    session: SessionDep,
+    format: Annotated[BoxFormat, Form()],
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    """The user's choice, after comparing both readings: how the imported boxes were written."""
+    dataset = ds.get_dataset(session, dataset_id)
+    sidecars.choose_box_format(session, dataset=dataset, box_format=format)
+    return RedirectResponse(local_path(back or f"/datasets/{dataset_id}"), status_code=303)

@@ -1,0 +1,274 @@
+// The box editor over the painting: draw, select, move and resize element boxes.
+// Attached to [data-box-stage]; re-attached on htmx:load. Geometry (pure functions on boxes)
+// is kept apart from pointer handling, which is an explicit state machine:
+// idle -> drawing | moving | resizing -> idle. Boxes live in each element's hidden input
+// [data-el-box] inside the caption form ("x0,y0,x1,y1", fractions of the image, the canonical
+// form of app/captions/boxes.py); the editor reports by writing that input and firing
+// "change", which the form's autosave listens to.
+(function () {
+  "use strict";
+
+  const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
+  const MIN_DRAG_PX = 4; // a shorter drag is a click
+  const HANDLE_PX = 9;
+
+  const Geometry = {
+    clamp(v) {
+      return Math.min(1, Math.max(0, v));
+    },
+    normalise(ax, ay, bx, by) {
+      const c = Geometry.clamp;
+      return [Math.min(c(ax), c(bx)), Math.min(c(ay), c(by)),
+              Math.max(c(ax), c(bx)), Math.max(c(ay), c(by))];
+    },
+    parse(text) {
+      if (!text) return null;
+      const v = text.split(",").map(Number);
+      return v.length === 4 && v.every(Number.isFinite) ? v : null;
+    },
+    format(b) {
+      return b.map((v) => v.toFixed(6)).join(",");
+    },
+    contains(b, p) {
+      return p.x >= b[0] && p.x <= b[2] && p.y >= b[1] && p.y <= b[3];
+    },
+    area(b) {
+      return (b[2] - b[0]) * (b[3] - b[1]);
+    },
+    handlePoint(b, h) {
+      const x = h.includes("w") ? b[0] : h.includes("e") ? b[2] : (b[0] + b[2]) / 2;
+      const y = h.includes("n") ? b[1] : h.includes("s") ? b[3] : (b[1] + b[3]) / 2;
+      return [x, y];
+    },
+    handleAt(b, p, tx, ty) {
+      for (const h of HANDLES) {
+        const [hx, hy] = Geometry.handlePoint(b, h);
+        if (Math.abs(p.x - hx) <= tx && Math.abs(p.y - hy) <= ty) return h;
+      }
+      return null;
+    },
+    // Moves a box by (dx, dy) without changing its size or leaving the image.
+    move(b, dx, dy) {
+      const w = b[2] - b[0], h = b[3] - b[1];
+      const x0 = Math.min(1 - w, Math.max(0, b[0] + dx));
+      const y0 = Math.min(1 - h, Math.max(0, b[1] + dy));
+      return [x0, y0, x0 + w, y0 + h];
+    },
+    resize(b, handle, p) {
+      let [x0, y0, x1, y1] = b;
+      if (handle.includes("w")) x0 = p.x;
+      if (handle.includes("e")) x1 = p.x;
+      if (handle.includes("n")) y0 = p.y;
+      if (handle.includes("s")) y1 = p.y;
+      return Geometry.normalise(x0, y0, x1, y1);
+    },
+  };
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  function svgEl(name, attrs) {
+    const el = document.createElementNS(SVG_NS, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    return el;
+  }
+
+  class BoxEditor {
+    constructor(stage, form) {
+      this.stage = stage;
+      this.form = form;
+      this.svg = stage.querySelector("[data-box-svg]");
+      this.W = Number(stage.dataset.width);
+      this.H = Number(stage.dataset.height);
+      this.alt = JSON.parse(stage.dataset.altBoxes || "[]");
+      this.state = "idle";
+      this.selected = null; // the element <li> whose box is selected
+      this.armed = null; // null, or the <li> (or "new") the next drag draws a box for
+      this.drag = null;
+      this.svg.addEventListener("pointerdown", (e) => this.onDown(e));
+      this.svg.addEventListener("pointermove", (e) => this.onMove(e));
+      this.svg.addEventListener("pointerup", (e) => this.onUp(e));
+      this.svg.addEventListener("pointercancel", () => this.cancel());
+      form.addEventListener("focusin", (e) => {
+        const li = e.target.closest("[data-element]");
+        if (li) this.select(li, { scroll: false });
+      });
+      new ResizeObserver(() => this.render()).observe(stage);
+      this.render();
+    }
+
+    rows() {
+      return [...this.form.querySelectorAll("[data-elements] > [data-element]")];
+    }
+
+    boxOf(li) {
+      return Geometry.parse(li.querySelector("[data-el-box]").value);
+    }
+
+    setBox(li, box) {
+      const input = li.querySelector("[data-el-box]");
+      input.value = box ? Geometry.format(box) : "";
+      li.querySelector("[data-box-state]").textContent = box ? "boxed" : "no box";
+      input.dispatchEvent(new Event("change", { bubbles: true }));
+      this.render();
+    }
+
+    point(ev) {
+      const r = this.svg.getBoundingClientRect();
+      return { x: Geometry.clamp((ev.clientX - r.left) / r.width),
+               y: Geometry.clamp((ev.clientY - r.top) / r.height) };
+    }
+
+    // Tolerances in box units for a distance in screen pixels.
+    tolerance(px) {
+      const r = this.svg.getBoundingClientRect();
+      return [px / r.width, px / r.height];
+    }
+
+    // The smallest box under the point, so a box inside another stays reachable.
+    hit(p) {
+      let best = null, bestArea = Infinity;
+      for (const li of this.rows()) {
+        const b = this.boxOf(li);
+        if (b && Geometry.contains(b, p) && Geometry.area(b) < bestArea) {
+          best = li;
+          bestArea = Geometry.area(b);
+        }
+      }
+      return best;
+    }
+
+    select(li, { scroll = true } = {}) {
+      if (this.selected === li) return;
+      for (const row of this.rows()) row.classList.toggle("selected", row === li);
+      this.selected = li;
+      if (li && scroll) li.scrollIntoView({ block: "nearest" });
+      this.render();
+    }
+
+    arm(target) {
+      this.armed = target;
+      this.stage.classList.toggle("armed", !!target);
+    }
+
+    onDown(ev) {
+      if (ev.button !== 0 || this.state !== "idle") return;
+      const p = this.point(ev);
+      const [tx, ty] = this.tolerance(HANDLE_PX);
+      const sel = this.selected && this.boxOf(this.selected);
+      const handle = !this.armed && sel ? Geometry.handleAt(sel, p, tx, ty) : null;
+      const hit = !this.armed && !handle ? this.hit(p) : null;
+      if (handle) {
+        this.state = "resizing";
+        this.drag = { li: this.selected, start: p, original: sel, box: sel, handle };
+      } else if (hit) {
+        this.select(hit);
+        const b = this.boxOf(hit);
+        this.state = "moving";
+        this.drag = { li: hit, start: p, original: b, box: b };
+      } else {
+        this.state = "drawing";
+        this.drag = { li: null, start: p, box: [p.x, p.y, p.x, p.y], screen: [ev.clientX, ev.clientY] };
+      }
+      this.svg.setPointerCapture(ev.pointerId);
+      ev.preventDefault();
+    }
+
+    onMove(ev) {
+      if (this.state === "idle") return;
+      const p = this.point(ev);
+      const d = this.drag;
+      if (this.state === "drawing") d.box = Geometry.normalise(d.start.x, d.start.y, p.x, p.y);
+      else if (this.state === "moving") d.box = Geometry.move(d.original, p.x - d.start.x, p.y - d.start.y);
+      else d.box = Geometry.resize(d.original, d.handle, p);
+      this.render();
+    }
+
+    onUp(ev) {
+      if (this.state === "idle") return;
+      const state = this.state, d = this.drag;
+      this.state = "idle";
+      this.drag = null;
+      if (state === "drawing") {
+        const moved = Math.hypot(ev.clientX - d.screen[0], ev.clientY - d.screen[1]);
+        if (moved < MIN_DRAG_PX || Geometry.area(d.box) === 0) {
+          if (!this.armed) this.select(null);
+          this.render();
+          return;
+        }
+        const target = this.armed instanceof Element ? this.armed : null;
+        this.arm(null);
+        if (target) {
+          this.select(target);
+          this.setBox(target, d.box);
+        } else {
+          this.form.dispatchEvent(new CustomEvent("box:new", { detail: { box: d.box } }));
+        }
+        return;
+      }
+      if (d.box.join() !== d.original.join()) this.setBox(d.li, d.box);
+      else this.render();
+    }
+
+    // Esc: a drag in progress goes back to where it started.
+    cancel() {
+      const busy = this.state !== "idle" || this.armed;
+      this.state = "idle";
+      this.drag = null;
+      this.arm(null);
+      this.render();
+      return busy;
+    }
+
+    nudge(dx, dy) {
+      const b = this.selected && this.boxOf(this.selected);
+      if (b) this.setBox(this.selected, Geometry.move(b, dx, dy));
+    }
+
+    render() {
+      const svg = this.svg;
+      while (svg.firstChild) svg.firstChild.remove();
+      const r = svg.getBoundingClientRect();
+      const scale = r.width ? this.W / r.width : 1; // image px per screen px
+      const W = this.W, H = this.H;
+      const rect = (b, cls) => svgEl("rect", {
+        x: b[0] * W, y: b[1] * H, width: (b[2] - b[0]) * W, height: (b[3] - b[1]) * H, class: cls,
+      });
+      for (const b of this.alt) svg.appendChild(rect(b, "alt"));
+      this.rows().forEach((li, i) => {
+        const dragging = this.drag && this.drag.li === li;
+        const b = dragging ? this.drag.box : this.boxOf(li);
+        if (!b) return;
+        const selected = li === this.selected;
+        const g = svgEl("g", { class: "box" + (selected ? " selected" : ""), "data-index": i });
+        g.appendChild(rect(b, "frame"));
+        const label = svgEl("text", { x: b[0] * W + 4 * scale, y: b[1] * H + 14 * scale,
+                                      "font-size": 13 * scale });
+        label.textContent = String(i + 1);
+        g.appendChild(label);
+        if (selected) {
+          for (const h of HANDLES) {
+            const [hx, hy] = Geometry.handlePoint(b, h);
+            const s = HANDLE_PX * scale;
+            g.appendChild(svgEl("rect", { x: hx * W - s / 2, y: hy * H - s / 2, width: s, height: s,
+                                          class: "handle handle-" + h, "data-handle": h }));
+          }
+        }
+        svg.appendChild(g);
+      });
+      if (this.state === "drawing" && this.drag) svg.appendChild(rect(this.drag.box, "drawing"));
+    }
+  }
+
+  function init(root) {
+    for (const stage of root.querySelectorAll("[data-box-stage]")) {
+      if (stage.boxEditor) continue;
+      const form = document.querySelector("[data-caption-form]");
+      if (form) stage.boxEditor = new BoxEditor(stage, form);
+    }
+  }
+
+  window.AtelierBoxes = { Geometry, BoxEditor };
+  document.addEventListener("htmx:load", (e) => init(e.target));
+  if (document.readyState !== "loading") init(document);
+  else document.addEventListener("DOMContentLoaded", () => init(document));
+})();

@@ -1,0 +1,311 @@
+// The caption editor: the element list, style inheritance badges, save state, keyboard.
+// Attached to [data-editor]; re-attached when htmx swaps the editor in (htmx:load).
+// Saving is htmx's: the form posts itself on input (debounced) and on "save-now".
+(function () {
+  "use strict";
+
+  const typing = (el) => el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName))
+    && el.type !== "button" && el.type !== "submit" && el.type !== "checkbox";
+
+  let editor = null; // the current Editor; the page holds one
+
+  class Editor {
+    constructor(root) {
+      this.root = root;
+      this.form = root.querySelector("[data-caption-form]");
+      this.list = root.querySelector("[data-elements]");
+      this.template = root.querySelector("[data-element-template]");
+      this.dirty = false;
+      this.form.addEventListener("input", (e) => this.onEdit(e));
+      this.form.addEventListener("change", (e) => this.onEdit(e));
+      this.form.addEventListener("click", (e) => this.onClick(e));
+      this.form.addEventListener("box:new", (e) => this.addElement(e.detail.box));
+      root.querySelector("[data-add-element]").addEventListener("click", () => this.addElement(null));
+      for (const b of root.querySelectorAll("[data-zoom]")) {
+        b.addEventListener("click", () => this.zoom(b.dataset.zoom));
+      }
+      const help = root.querySelector("[data-help-open]");
+      if (help) help.addEventListener("click", () => this.help());
+      // Merge choices belong to the merge form: they must not set off an autosave.
+      const foreign = (e) => {
+        if (e.target.form && e.target.form !== this.form) e.stopImmediatePropagation();
+      };
+      this.form.addEventListener("input", foreign, true);
+      this.form.addEventListener("change", foreign, true);
+      this.renumber();
+      this.updateInheritance();
+      this.zoom("fit");
+    }
+
+    get boxes() {
+      const stage = this.root.querySelector("[data-box-stage]");
+      return stage && stage.boxEditor;
+    }
+
+    get saveState() {
+      return this.root.querySelector("#save-state");
+    }
+
+    onEdit(e) {
+      if (e.target.matches("[data-el-type]")) {
+        e.target.closest("[data-element]").dataset.type = e.target.value;
+      }
+      if (e.target.matches("[data-medium]")) {
+        this.root.querySelector("[data-render-label]").textContent =
+          e.target.value === "photograph" ? "Photo (camera, lens, film)" : "Art style (technique, brushwork)";
+      }
+      if (e.target.matches("[data-style-field]")) this.updateInheritance();
+      this.markDirty();
+    }
+
+    markDirty() {
+      this.dirty = true;
+      const s = this.saveState;
+      if (s && s.dataset.state !== "conflict") {
+        s.dataset.state = "dirty";
+        const text = s.querySelector("[data-state-text]");
+        if (text) text.textContent = "Unsaved changes…";
+      }
+    }
+
+    onClick(e) {
+      const btn = e.target.closest("[data-act], [data-reset-style]");
+      if (!btn) return;
+      if (btn.dataset.resetStyle) {
+        const field = this.form.querySelector(`[data-style-field="${btn.dataset.resetStyle}"]`);
+        field.value = field.dataset.block;
+        field.dispatchEvent(new Event("input", { bubbles: true }));
+        return;
+      }
+      const li = btn.closest("[data-element]");
+      const act = btn.dataset.act;
+      if (act === "remove") this.removeElement(li);
+      else if (act === "up" && li.previousElementSibling) li.parentNode.insertBefore(li, li.previousElementSibling);
+      else if (act === "down" && li.nextElementSibling) li.parentNode.insertBefore(li.nextElementSibling, li);
+      else if (act === "unbox" && this.boxes) this.boxes.setBox(li, null);
+      else if (act === "draw" && this.boxes) {
+        this.boxes.select(li);
+        this.boxes.arm(li);
+      }
+      if (act === "up" || act === "down") this.structureChanged();
+    }
+
+    structureChanged() {
+      this.renumber();
+      if (this.boxes) this.boxes.render();
+      this.form.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+
+    renumber() {
+      [...this.list.children].forEach((li, i) => {
+        li.querySelector("[data-el-num]").textContent = String(i + 1);
+      });
+    }
+
+    addElement(box) {
+      const li = this.template.content.firstElementChild.cloneNode(true);
+      this.list.appendChild(li);
+      if (box) li.querySelector("[data-el-box]").value = window.AtelierBoxes.Geometry.format(box);
+      li.querySelector("[data-box-state]").textContent = box ? "boxed" : "no box";
+      window.AtelierPalette.init(li);
+      this.structureChanged();
+      if (this.boxes) this.boxes.select(li);
+      li.querySelector("[data-el-desc]").focus({ preventScroll: true });
+      return li;
+    }
+
+    removeElement(li) {
+      if (!li) return;
+      const next = li.nextElementSibling || li.previousElementSibling;
+      if (this.boxes && this.boxes.selected === li) this.boxes.select(null);
+      li.remove();
+      this.structureChanged();
+      if (next && this.boxes) this.boxes.select(next);
+    }
+
+    updateInheritance() {
+      for (const field of this.form.querySelectorAll("[data-style-field]")) {
+        const badge = field.closest("label").querySelector("[data-inherit-badge]");
+        const block = field.dataset.block;
+        if (!badge) continue;
+        if (!block) {
+          badge.hidden = true;
+          continue;
+        }
+        badge.hidden = false;
+        const same = field.value.trim() === "" || field.value.trim() === block;
+        badge.classList.toggle("overridden", !same);
+        badge.innerHTML = "";
+        badge.append(same ? "from the dataset" : "overrides the dataset ");
+        if (!same) {
+          const reset = document.createElement("button");
+          reset.type = "button";
+          reset.className = "link";
+          reset.dataset.resetStyle = field.dataset.styleField;
+          reset.textContent = "reset";
+          badge.append(reset);
+        }
+      }
+    }
+
+    zoom(how) {
+      const stage = this.root.querySelector("[data-box-stage]");
+      const scroller = this.root.querySelector("[data-stage-scroll]");
+      if (!stage || !scroller) return;
+      const W = Number(stage.dataset.width), H = Number(stage.dataset.height);
+      const fit = Math.min(1, scroller.clientWidth / W, (window.innerHeight * 0.8) / H);
+      if (how === "fit" || !this.scale) this.scale = fit;
+      else if (how === "in") this.scale = Math.min(8, this.scale * 1.25);
+      else if (how === "out") this.scale = Math.max(fit / 4, this.scale / 1.25);
+      stage.style.width = Math.round(W * this.scale) + "px";
+    }
+
+    // Resolves once the form has no unsaved change (saving it now if needed).
+    flush() {
+      const s = this.saveState;
+      if (!this.dirty && !(s && s.dataset.state === "saving")) return Promise.resolve(true);
+      return new Promise((resolve) => {
+        const done = () => {
+          document.body.removeEventListener("atelier:saved", done);
+          resolve(this.saveState && this.saveState.dataset.state === "saved");
+        };
+        document.body.addEventListener("atelier:saved", done);
+        htmx.trigger(this.form, "save-now");
+      });
+    }
+
+    async review(status) {
+      if (!(await this.flush())) return;
+      const button = this.root.querySelector(`[data-set-status="${status}"]`);
+      if (!button) return;
+      const form = button.form;
+      form.querySelector("[data-advance]").value = this.root.dataset.nextUrl || "";
+      form.requestSubmit();
+    }
+
+    go(which) {
+      const url = this.root.dataset[which === "next" ? "nextUrl" : "prevUrl"];
+      if (url) this.flush().then(() => { window.location.href = url; });
+    }
+
+    jump(n) {
+      const section = this.root.querySelector(`[data-jump="${n}"]`);
+      if (!section) return;
+      let field = section.querySelector("textarea, select, input:not([type=hidden])");
+      if (n === "4" && this.boxes && this.boxes.selected) field = this.boxes.selected.querySelector("[data-el-desc]");
+      if (field) field.focus();
+    }
+
+    selectStep(step) {
+      const rows = [...this.list.children];
+      if (!rows.length || !this.boxes) return;
+      const i = rows.indexOf(this.boxes.selected);
+      const next = rows[(i + step + rows.length) % rows.length] || rows[0];
+      this.boxes.select(next);
+    }
+
+    help() {
+      const dialog = document.querySelector("[data-help]");
+      if (dialog && !dialog.open) dialog.showModal();
+    }
+
+    onKey(e) {
+      const ctrl = e.ctrlKey || e.metaKey;
+      if (ctrl && e.key.toLowerCase() === "s") {
+        e.preventDefault();
+        htmx.trigger(this.form, "save-now");
+        return;
+      }
+      if (e.key === "Escape") {
+        if (this.boxes && this.boxes.cancel()) return;
+        if (typing(document.activeElement)) document.activeElement.blur();
+        else if (this.boxes) this.boxes.select(null);
+        return;
+      }
+      if (typing(e.target) || e.altKey) return;
+      if (ctrl) {
+        const key = e.key.toLowerCase();
+        if (key === "z" || key === "y") {
+          e.preventDefault();
+          const form = this.root.querySelector(key === "y" || e.shiftKey ? "[data-redo]" : "[data-undo]");
+          this.flush().then(() => form.requestSubmit());
+        }
+        return;
+      }
+      const big = e.shiftKey ? 10 : 1;
+      const nudge = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+      if (nudge && this.boxes && this.boxes.selected) {
+        e.preventDefault();
+        this.boxes.nudge((nudge[0] * big) / 1000, (nudge[1] * big) / 1000);
+        return;
+      }
+      const actions = {
+        j: () => this.go("next"),
+        k: () => this.go("prev"),
+        a: () => this.review("approved"),
+        r: () => this.review("needs_review"),
+        b: () => {
+          const sel = this.boxes && this.boxes.selected;
+          if (this.boxes) this.boxes.arm(sel && !this.boxes.boxOf(sel) ? sel : "new");
+        },
+        e: () => this.selectStep(1),
+        E: () => this.selectStep(-1),
+        Delete: () => this.boxes && this.removeElement(this.boxes.selected),
+        Backspace: () => this.boxes && this.removeElement(this.boxes.selected),
+        "1": () => this.jump("1"),
+        "2": () => this.jump("2"),
+        "3": () => this.jump("3"),
+        "4": () => this.jump("4"),
+        p: () => this.root.querySelector("[data-palettes-from-pixels]").click(),
+        "+": () => this.zoom("in"),
+        "=": () => this.zoom("in"),
+        "-": () => this.zoom("out"),
+        "0": () => this.zoom("fit"),
+        "?": () => this.help(),
+      };
+      const action = actions[e.key];
+      if (action) {
+        e.preventDefault();
+        action();
+      }
+    }
+  }
+
+  function init(root) {
+    const el = root.matches && root.matches("[data-editor]") ? root : root.querySelector && root.querySelector("[data-editor]");
+    if (el && !el.editor) {
+      el.editor = new Editor(el);
+      editor = el.editor;
+    }
+  }
+
+  document.addEventListener("keydown", (e) => { if (editor && !document.querySelector("dialog[open]")) editor.onKey(e); });
+  document.addEventListener("htmx:load", (e) => init(e.target));
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    if (editor && e.detail.elt === editor.form) {
+      editor.dirty = false;
+      const s = editor.saveState;
+      if (s && s.dataset.state !== "conflict") s.dataset.state = "saving";
+    }
+  });
+  document.addEventListener("htmx:afterRequest", (e) => {
+    if (editor && e.detail.elt === editor.form) {
+      if (editor.dirty) editor.markDirty();
+      document.body.dispatchEvent(new Event("atelier:saved"));
+    }
+  });
+  document.addEventListener("htmx:sendError", () => {
+    const s = editor && editor.saveState;
+    if (s) {
+      s.dataset.state = "error";
+      const text = s.querySelector("[data-state-text]");
+      if (text) text.textContent = "Not saved: the server cannot be reached. Your changes are kept here.";
+      editor.dirty = true;
+    }
+  });
+  window.addEventListener("beforeunload", (e) => {
+    if (editor && editor.dirty) e.preventDefault();
+  });
+  if (document.readyState !== "loading") init(document);
+  else document.addEventListener("DOMContentLoaded", () => init(document));
+})();
