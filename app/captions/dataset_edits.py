@@ -98,9 +98,9 @@ def preview_style(session: Session, *, dataset: Dataset) -> list[ImageChanges]:
     block = block_of(dataset)
     out = []
     for image, stored in _captions(session, dataset):
-        after = without_overrides(stored, block)
-        if after != stored:
-            out.append(_changes(image, effective(stored, block), effective(after, block)))
+        before, after = effective(stored, block), effective(without_overrides(stored, block), block)
+        if after != before:
+            out.append(_changes(image, before, after))
     return out
 
 

@@ -16,7 +16,7 @@ from app.db import make_engine, migrate
 from app.errors import UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
-from app.web import api, caption_api, editor, pages
+from app.web import api, caption_api, dataset_edits, editor, pages
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(caption_api.router)
     app.include_router(pages.router)
     app.include_router(editor.router)
+    app.include_router(dataset_edits.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:

@@ -14,15 +14,13 @@ from sqlmodel import Session
 from app import datasets as ds
 from app.captions import diff, revisions, sidecars
 from app.captions.boxes import Box
-from app.captions.dialects import BoxFormat
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
-from app.captions.style_block import block_of, field_states
+from app.captions.style_block import block_of, field_states, set_block
 from app.errors import Invalid
 from app.images import catalog
 from app.images.palettes import fill_palettes
-from app.models import Action, CaptionStatus, Dataset, Flag, Image
+from app.models import Action, CaptionStatus, Dataset, Flag, Image, utcnow
 from app.web.deps import SessionDep, StoreDep
-from app.web.security import local_path
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -385,14 +383,16 @@ def set_status(
     return review(request, image_id, session)
 
 
-@router.post("/datasets/{dataset_id}/box-format", response_class=HTMLResponse)
-def choose_box_format(
-    dataset_id: int,
-    session: SessionDep,
-    format: Annotated[BoxFormat, Form()],
-    back: Annotated[str, Form()] = "",
-) -> Response:
-    """The user's choice, after comparing both readings: how the imported boxes were written."""
-    dataset = ds.get_dataset(session, dataset_id)
-    sidecars.choose_box_format(session, dataset=dataset, box_format=format)
-    return RedirectResponse(local_path(back or f"/datasets/{dataset_id}"), status_code=303)
+@router.post("/images/{image_id}/style-to-dataset", response_class=HTMLResponse)
+def style_to_dataset(request: Request, image_id: int, session: SessionDep) -> Response:
+    """Makes this caption's style (as shown) the dataset's style block."""
+    image, dataset = _load(session, image_id)
+    caption = revisions.view(session, image, dataset).caption or Caption()
+    s = caption.style
+    set_block(
+        dataset, aesthetics=s.aesthetics, lighting=s.lighting, medium=s.medium, render=s.render
+    )
+    dataset.updated_at = utcnow()
+    session.add(dataset)
+    session.commit()
+    return _editor_block(request, session, image, dataset)

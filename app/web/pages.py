@@ -86,6 +86,12 @@ def dataset_grid(
         limit=size,
     )
     pages = max(1, math.ceil(total / size))
+    counts = catalog.counts(session, dataset=dataset)
+    first_ambiguous = None
+    if counts[Flag.ambiguous_boxes.value]:
+        first_ambiguous = catalog.list_images(
+            session, dataset=dataset, flag=Flag.ambiguous_boxes, limit=1
+        )[0][0].image.id
 
     def link(**changes: object) -> str:
         params = {"status": status, "flag": flag, "page": page} | changes
@@ -100,7 +106,8 @@ def dataset_grid(
         "pages": pages,
         "status": status,
         "flag": flag,
-        "counts": catalog.counts(session, dataset=dataset),
+        "counts": counts,
+        "first_ambiguous": first_ambiguous,
         "near_duplicates": ds.open_near_duplicate_count(session, dataset_id),
         "link": link,
         "max_file_mb": settings.max_file_mb,
