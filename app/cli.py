@@ -22,6 +22,11 @@ cli = typer.Typer(
 )
 
 
+class EngineOption(StrEnum):
+    local = "local"
+    openai = "openai"
+
+
 class BoxFormatOption(StrEnum):
     official = "official"
     pixel = "pixel"
@@ -179,6 +184,113 @@ def import_(
         f"{len(report.of('duplicate'))} duplicate, {len(report.of('refused'))} refused, "
         f"{len(report.near_duplicates)} near-duplicate pair(s) to resolve."
     )
+
+
+@cli.command("draft")
+@user_errors
+def draft(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    engine: Annotated[
+        EngineOption | None, typer.Option(help="local (this machine's GPU) or openai (a server)")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Hugging Face id or local folder [default: ATELIER_DRAFT_MODEL]"),
+    ] = None,
+    batch: Annotated[int | None, typer.Option("--batch", min=1, max=256)] = None,
+    redraft: Annotated[
+        bool, typer.Option(help="Draft every image again, not only those without a caption")
+    ] = False,
+    overwrite_edited: Annotated[
+        bool,
+        typer.Option(help="Also replace captions edited or approved by hand (kept in history)"),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Draft captions with a vision-language model (progress, images/s and ETA as it goes)."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.db import make_engine, migrate
+    from app.drafting import jobs
+    from app.drafting.engines import DraftError
+    from app.drafting.engines import make_engine as make_draft_engine
+    from app.images.importer import content_store
+
+    settings = settings_for(data_dir)
+    db = make_engine(settings)
+    migrate(db)
+    worker = jobs.worker_id()
+    with Session(db) as session:
+        target = ds.find_dataset(session, dataset)
+        job = jobs.create_job(
+            session,
+            dataset=target,
+            engine=engine.value if engine else settings.draft_engine,
+            model=model or settings.draft_model,
+            batch_size=batch or settings.draft_batch,
+            scope="all" if redraft else "uncaptioned",
+            overwrite_edited=overwrite_edited,
+            worker=worker,
+        )
+        job_id, total = job.id, job.total
+        assert job_id is not None
+    typer.echo(f"job {job_id}: drafting {total} image(s) with {job.engine} {job.model}", err=True)
+    try:
+        drafter = make_draft_engine(
+            settings, engine=job.engine, model=job.model, batch_size=job.batch_size
+        )
+    except DraftError as e:
+        _fail_job(db, job_id, e.message)
+        raise fail(e.message) from None
+
+    def show(p: jobs.Progress) -> None:
+        j = p.job
+        rate = f" · {p.rate:.2f} images/s" if p.rate else ""
+        eta = f" · ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
+        typer.echo(f"drafted {j.done + j.failed + j.skipped}/{j.total}{rate}{eta}", err=True)
+
+    try:
+        ended = jobs.run_job(
+            db,
+            job_id=job_id,
+            engine=drafter,
+            store=content_store(settings),
+            max_pixels=settings.draft_max_pixels,
+            worker=worker,
+            on_progress=show,
+        )
+    except KeyboardInterrupt:
+        with Session(db) as session:
+            jobs.cancel_job(session, jobs.get_job(session, job_id))
+        raise fail(f"cancelled; the drafts made so far are kept (job {job_id})") from None
+    finally:
+        drafter.close()
+    with Session(db) as session:
+        for item, image in jobs.items(session, jobs.get_job(session, job_id)):
+            if item.error and item.status.value in ("failed", "skipped"):
+                typer.echo(f"{item.status.value:8} {image.filename}: {item.error}")
+    p = jobs.progress(ended)
+    rate = f", {p.rate:.2f} images/s" if p.rate else ""
+    typer.echo(
+        f"job {job_id} {ended.status.value}: {ended.done} drafted, {ended.failed} failed, "
+        f"{ended.skipped} kept as they were{rate}."
+    )
+    if ended.error:
+        raise fail(ended.error)
+
+
+def _fail_job(db: Any, job_id: int, message: str) -> None:
+    from sqlmodel import Session
+
+    from app.drafting import jobs
+    from app.models import JobStatus, utcnow
+
+    with Session(db) as session:
+        job = jobs.get_job(session, job_id)
+        job.status, job.error, job.finished_at = JobStatus.failed, message, utcnow()
+        session.add(job)
+        session.commit()
 
 
 @cli.command("datasets")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,33 @@ class Settings(BaseSettings):
     import_workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
     thumb_size: int = Field(default=384, ge=32, le=2048)
     page_size: int = Field(default=120, ge=1, le=1000)
+
+    # Drafting captions (app/drafting/). The local engine loads `draft_model` from the
+    # Hugging Face cache or a local folder; the openai engine calls any OpenAI-compatible
+    # server (vLLM, SGLang, Ollama, LM Studio, a hosted API).
+    draft_engine: Literal["local", "openai"] = "local"
+    draft_model: str = "Qwen/Qwen2-VL-7B-Instruct"
+    draft_batch: int = Field(default=8, ge=1, le=256)
+    draft_max_new_tokens: int = Field(default=1024, ge=16, le=32768)
+    # Bounds on a draft, enforced by the grammar: characters of a description field, elements.
+    draft_max_chars: int = Field(default=240, ge=8, le=2000)
+    draft_max_elements: int = Field(default=10, ge=1, le=40)
+    draft_max_pixels: int = Field(
+        default=1024 * 1024, ge=28 * 28 * 4, description="Pixels of the image the model sees"
+    )
+    draft_device: str | None = Field(
+        default=None, description="cuda, cuda:1, cpu; default: cuda if any"
+    )
+    # Model weights are read from the Hugging Face cache or a folder; Atelier downloads them
+    # only when this is set.
+    draft_allow_download: bool = False
+    draft_base_url: str = "http://127.0.0.1:8001/v1"
+    draft_api_key: str | None = None
+    draft_box_convention: Literal["qwen2vl", "qwen25vl", "qwen3vl", "official"] | None = Field(
+        default=None,
+        description="How the remote model writes boxes; the local engine knows its own",
+    )
+    draft_timeout_s: float = Field(default=300.0, gt=0)
 
     @property
     def db_path(self) -> Path:

@@ -78,6 +78,7 @@ def update_dataset(
     trigger_word: str | None = None,
     resolution: int | None = None,
     notes: str | None = None,
+    draft_instructions: str | None = None,
 ) -> Dataset:
     if name is not None:
         name = _clean_name(name)
@@ -92,6 +93,8 @@ def update_dataset(
         dataset.resolution = resolution
     if notes is not None:
         dataset.notes = notes
+    if draft_instructions is not None:
+        dataset.draft_instructions = draft_instructions
     dataset.updated_at = utcnow()
     session.add(dataset)
     session.commit()

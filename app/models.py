@@ -72,6 +72,8 @@ class Dataset(SQLModel, table=True):
     style_lighting: str = Field(default="")
     style_medium: str | None = Field(default=None, max_length=20)
     style_render: str = Field(default="")
+    # Extra instructions for the drafting model, written by the user for this dataset.
+    draft_instructions: str = Field(default="")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -147,3 +149,60 @@ class CaptionRevision(SQLModel, table=True):
     batch: str | None = Field(default=None, index=True, max_length=32)
     note: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class ItemStatus(StrEnum):
+    queued = "queued"
+    done = "done"
+    failed = "failed"
+    skipped = "skipped"
+
+
+class DraftJob(SQLModel, table=True):
+    """Drafting captions for some images of a dataset, run by a worker, never in a request."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", ondelete="CASCADE", index=True)
+    engine: str = Field(max_length=20)
+    model: str
+    batch_size: int
+    # Also replace captions a person wrote or approved (as new revisions; undo brings them back).
+    overwrite_edited: bool = False
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    error: str | None = None
+    cancel_requested: bool = False
+    # "host:pid" of the process running it; a job whose process is gone is taken over.
+    worker: str | None = None
+    heartbeat_at: datetime | None = None
+    drafting_seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class DraftItem(SQLModel, table=True):
+    """One image of a drafting job, with what became of it."""
+
+    __table_args__ = (Index("ix_draftitem_job_status", "job_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="draftjob.id", ondelete="CASCADE")
+    image_id: int = Field(foreign_key="image.id", ondelete="CASCADE", index=True)
+    status: ItemStatus = Field(default=ItemStatus.queued)
+    attempts: int = 0
+    error: str | None = None
+    # The model's output when it could not be used, kept for inspection.
+    raw_output: str | None = None
+    revision: int | None = None

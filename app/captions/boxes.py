@@ -73,3 +73,24 @@ def to_screen(box: Box, *, shown_width: float, shown_height: float) -> tuple[flo
 
 def _clamp(v: float) -> float:
     return min(1.0, max(0.0, v))
+
+
+# Vision-language models' own conventions (every family puts x first):
+# - Qwen2-VL and Qwen3-VL: integers 0..1000 normalised to the image, [x1, y1, x2, y2];
+# - Qwen2.5-VL: absolute pixels of the processor-RESIZED input, [x1, y1, x2, y2].
+
+
+def from_qwen2vl(values: list[int] | tuple[int, ...]) -> Box:
+    x0, y0, x1, y1 = (v / OFFICIAL_SCALE for v in values)
+    return Box.ordered(x0, y0, x1, y1)
+
+
+def from_qwen3vl(values: list[int] | tuple[int, ...]) -> Box:
+    return from_qwen2vl(values)
+
+
+def from_qwen25vl(
+    values: list[float] | tuple[float, ...], *, resized_width: int, resized_height: int
+) -> Box:
+    """Pixels of the resized model input; the ratio carries over to the original image."""
+    return from_pixels(values, width=resized_width, height=resized_height)

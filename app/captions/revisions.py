@@ -82,6 +82,11 @@ def view(session: Session, image: Image, dataset: Dataset) -> CaptionView:
     return CaptionView(image.revision, CaptionStatus(image.status), stored, shown, rev)
 
 
+def stored_for(caption: Caption, dataset: Dataset) -> Caption:
+    """The form a caption is stored in: fields equal to the style block left to inherit."""
+    return stored_form(caption, block_of(dataset))
+
+
 def save(
     session: Session,
     *,

@@ -32,6 +32,9 @@ class DatasetPatch(BaseModel):
     trigger_word: str | None = Field(default=None, max_length=200)
     resolution: int | None = None
     notes: str | None = Field(default=None, max_length=100_000)
+    draft_instructions: str | None = Field(
+        default=None, max_length=4000, description="Extra instructions for the drafting model"
+    )
 
 
 class DatasetOut(BaseModel):
@@ -41,6 +44,7 @@ class DatasetOut(BaseModel):
     trigger_word: str
     resolution: int
     notes: str
+    draft_instructions: str
     image_count: int
     status_counts: dict[str, int]
     created_at: datetime
@@ -78,6 +82,7 @@ DATASET_FIELDS = {
     "trigger_word",
     "resolution",
     "notes",
+    "draft_instructions",
     "created_at",
     "updated_at",
 }

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,25 +16,44 @@ from sqlmodel import Session
 
 from app.config import Settings
 from app.db import make_engine, migrate
+from app.drafting.engines import make_engine as make_draft_engine
+from app.drafting.worker import DraftWorker, EngineFactory
 from app.errors import UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
-from app.web import api, caption_api, dataset_edits, editor, pages
+from app.web import api, caption_api, dataset_edits, drafting, editor, pages
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, engine_factory: EngineFactory | None = None
+) -> FastAPI:
+    """The app; `engine_factory` builds drafting engines (default: from the settings)."""
     settings = settings or Settings()
     engine = make_engine(settings)
     migrate(engine)
     store = content_store(settings)
     with Session(engine) as session:
         collect_garbage(session, store=store)
+    worker = DraftWorker(
+        db=engine,
+        store=store,
+        settings=settings,
+        engine_factory=engine_factory or partial(make_draft_engine, settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The drafting worker resumes any job a stopped server left unfinished.
+        worker.start()
+        yield
+        worker.stop()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="Atelier",
         summary="Curate a style-LoRA dataset, caption it, export it for AI-Toolkit.",
         version="0.1.0",
@@ -42,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.store = store
+    app.state.draft_worker = worker
     app.add_middleware(SecurityMiddleware, token=settings.token)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
@@ -49,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(editor.router)
     app.include_router(dataset_edits.router)
+    app.include_router(drafting.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:

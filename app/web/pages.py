@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app import datasets as ds
+from app.drafting import jobs
 from app.errors import Invalid, UserError
 from app.images import catalog
 from app.models import CaptionStatus, Flag
@@ -87,6 +88,7 @@ def dataset_grid(
     )
     pages = max(1, math.ceil(total / size))
     counts = catalog.counts(session, dataset=dataset)
+    active = jobs.active_job(session, dataset=dataset)
     first_ambiguous = None
     if counts[Flag.ambiguous_boxes.value]:
         first_ambiguous = catalog.list_images(
@@ -111,6 +113,10 @@ def dataset_grid(
         "near_duplicates": ds.open_near_duplicate_count(session, dataset_id),
         "link": link,
         "max_file_mb": settings.max_file_mb,
+        "draft_model": settings.draft_model,
+        "draft_batch": settings.draft_batch,
+        "active_job": active,
+        "active_progress": jobs.progress(active) if active else None,
     }
     if request.headers.get("hx-request") and request.headers.get("hx-target") == "grid":
         return templates.TemplateResponse(request, "dataset.html", context, block_name="grid")
@@ -150,6 +156,7 @@ def save_dataset_settings(
     trigger_word: Annotated[str, Form()] = "",
     resolution: Annotated[int, Form()] = 1024,
     notes: Annotated[str, Form()] = "",
+    draft_instructions: Annotated[str, Form(max_length=4000)] = "",
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
     try:
@@ -160,6 +167,7 @@ def save_dataset_settings(
             trigger_word=trigger_word,
             resolution=resolution,
             notes=notes,
+            draft_instructions=draft_instructions,
         )
     except UserError as e:
         session.rollback()

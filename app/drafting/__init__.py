@@ -1,0 +1,1 @@
+"""Drafting captions with a vision-language model: engines, prompt, schema, jobs."""

@@ -1,0 +1,409 @@
+"""Drafting jobs: persistent in SQLite, run by a worker outside any request.
+
+A job lists its images as items. A worker claims the job (one process at a time; a job
+whose process died is taken over, so a restart resumes it), drafts the queued items batch by
+batch, lands each caption as a new revision, and records progress as it goes. An item whose
+output cannot be used is retried once, then marked failed with the raw output kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import Engine as DBEngine
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from app.captions import revisions
+from app.captions.style_block import block_of
+from app.drafting.engines import DraftError, DraftInput, Engine
+from app.drafting.prompt import build_prompt
+from app.errors import Invalid, NotFound
+from app.images.decode import display_rgb
+from app.images.palettes import fill_palettes
+from app.images.store import ContentStore
+from app.models import (
+    Action,
+    Author,
+    CaptionStatus,
+    Dataset,
+    DraftItem,
+    DraftJob,
+    Image,
+    ItemStatus,
+    JobStatus,
+    utcnow,
+)
+
+log = logging.getLogger("atelier.drafting")
+
+Scope = Literal["uncaptioned", "all", "selection"]
+MAX_ATTEMPTS = 2
+HEARTBEAT_STALE_S = 120  # a job silent this long on another host is taken over
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_job(
+    session: Session,
+    *,
+    dataset: Dataset,
+    engine: str,
+    model: str,
+    batch_size: int,
+    scope: Scope = "uncaptioned",
+    image_ids: list[int] | None = None,
+    overwrite_edited: bool = False,
+    worker: str | None = None,
+) -> DraftJob:
+    """A queued job over the images the scope picks; refuses one with nothing to draft.
+
+    With `worker`, the job is created already claimed by that process (the CLI runs its own).
+    """
+    query = select(Image.id).where(Image.dataset_id == dataset.id).order_by(col(Image.position))
+    if scope == "uncaptioned":
+        query = query.where(Image.revision == 0)
+    elif scope == "selection":
+        if not image_ids:
+            raise Invalid("Choose the images to draft.")
+        query = query.where(col(Image.id).in_(image_ids))
+    ids = list(session.exec(query))
+    if scope == "selection" and len(ids) != len(set(image_ids or [])):
+        raise Invalid("Some chosen images are not in this dataset.")
+    if not ids:
+        raise Invalid(
+            "No image to draft: every image already has a caption. Re-draft them to replace "
+            "the drafts."
+        )
+    job = DraftJob(
+        dataset_id=dataset.id,  # type: ignore[arg-type]
+        engine=engine,
+        model=model,
+        batch_size=batch_size,
+        overwrite_edited=overwrite_edited,
+        total=len(ids),
+    )
+    if worker is not None:
+        job.status, job.worker = JobStatus.running, worker
+        job.started_at = job.heartbeat_at = utcnow()
+    session.add(job)
+    session.flush()
+    session.add_all([DraftItem(job_id=job.id, image_id=i) for i in ids])  # type: ignore[arg-type]
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def get_job(session: Session, job_id: int) -> DraftJob:
+    job = session.get(DraftJob, job_id)
+    if job is None:
+        raise NotFound(f"No drafting job has id {job_id}.")
+    return job
+
+
+def cancel_job(session: Session, job: DraftJob) -> DraftJob:
+    """Asks the worker to stop after its current batch; a queued job stops at once."""
+    if job.status in (JobStatus.done, JobStatus.cancelled, JobStatus.failed):
+        return job
+    job.cancel_requested = True
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+    session.add(job)
+    session.commit()
+    return job
+
+
+def claim(session: Session, *, worker: str, job_id: int | None = None) -> DraftJob | None:
+    """Takes the oldest runnable job (or `job_id`): queued, or running in a dead process."""
+    candidates = session.exec(
+        select(DraftJob)
+        .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
+        .where(col(DraftJob.cancel_requested).is_(False))
+        .where(DraftJob.id == job_id if job_id is not None else col(DraftJob.id) > 0)
+        .order_by(col(DraftJob.id))
+    ).all()
+    for job in candidates:
+        if job.status == JobStatus.running and job.worker != worker and _alive(job):
+            continue
+        same_worker = (
+            col(DraftJob.worker).is_(None)
+            if job.worker is None
+            else col(DraftJob.worker) == job.worker
+        )
+        taken = session.execute(
+            update(DraftJob)
+            .where(col(DraftJob.id) == job.id, same_worker)
+            .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
+            .values(
+                status=JobStatus.running,
+                worker=worker,
+                heartbeat_at=utcnow(),
+                started_at=job.started_at or utcnow(),
+            )
+        )
+        session.commit()
+        if taken.rowcount == 1:  # type: ignore[attr-defined]
+            session.refresh(job)
+            return job
+    return None
+
+
+def _alive(job: DraftJob) -> bool:
+    """Whether the process named in job.worker still runs (or, elsewhere, still beats)."""
+    host, _, pid = (job.worker or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    beat = job.heartbeat_at
+    if beat is None:
+        return False
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - beat).total_seconds() < HEARTBEAT_STALE_S
+
+
+@dataclass
+class Progress:
+    job: DraftJob
+    rate: float | None  # images a second
+    eta_s: float | None
+
+    def as_dict(self) -> dict:
+        j = self.job
+        return {
+            "id": j.id,
+            "dataset_id": j.dataset_id,
+            "status": j.status.value,
+            "engine": j.engine,
+            "model": j.model,
+            "batch_size": j.batch_size,
+            "total": j.total,
+            "done": j.done,
+            "failed": j.failed,
+            "skipped": j.skipped,
+            "images_per_s": round(self.rate, 3) if self.rate else None,
+            "eta_s": round(self.eta_s, 1) if self.eta_s is not None else None,
+            "error": j.error,
+            "cancel_requested": j.cancel_requested,
+        }
+
+
+def progress(job: DraftJob) -> Progress:
+    finished = job.done + job.failed + job.skipped
+    rate = job.done / job.drafting_seconds if job.drafting_seconds > 0 and job.done else None
+    eta = (job.total - finished) / rate if rate and job.status == JobStatus.running else None
+    return Progress(job, rate, eta)
+
+
+def items(session: Session, job: DraftJob) -> list[tuple[DraftItem, Image]]:
+    return list(
+        session.exec(
+            select(DraftItem, Image)
+            .join(Image, col(Image.id) == DraftItem.image_id)
+            .where(DraftItem.job_id == job.id)
+            .order_by(col(Image.position))
+        )
+    )
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def run_job(
+    db: DBEngine,
+    *,
+    job_id: int,
+    engine: Engine,
+    store: ContentStore,
+    max_pixels: int,
+    worker: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> DraftJob:
+    """Drafts every queued item of a claimed job; returns the job as it ended."""
+    worker = worker or worker_id()
+    while True:
+        # Not expired on commit: the job returned is read after its session closes.
+        with Session(db, expire_on_commit=False) as session:
+            job = get_job(session, job_id)
+            if job.cancel_requested:
+                job.status, job.finished_at = JobStatus.cancelled, utcnow()
+                session.add(job)
+                session.commit()
+                return job
+            batch = session.exec(
+                select(DraftItem)
+                .where(DraftItem.job_id == job_id, DraftItem.status == ItemStatus.queued)
+                .order_by(col(DraftItem.attempts), col(DraftItem.id))
+                .limit(job.batch_size)
+            ).all()
+            if not batch:
+                job.status, job.finished_at = JobStatus.done, utcnow()
+                session.add(job)
+                session.commit()
+                return job
+            dataset = session.get(Dataset, job.dataset_id)
+            assert dataset is not None
+            try:
+                _draft_batch(session, job, dataset, list(batch), engine, store, max_pixels)
+            except DraftError as e:
+                session.rollback()
+                job = get_job(session, job_id)
+                job.status, job.error, job.finished_at = JobStatus.failed, e.message, utcnow()
+                session.add(job)
+                session.commit()
+                return job
+            job.heartbeat_at = utcnow()
+            session.add(job)
+            session.commit()
+            if on_progress:
+                on_progress(progress(job))
+
+
+def _draft_batch(
+    session: Session,
+    job: DraftJob,
+    dataset: Dataset,
+    batch: list[DraftItem],
+    engine: Engine,
+    store: ContentStore,
+    max_pixels: int,
+) -> None:
+    block = block_of(dataset)
+    side = int(max_pixels**0.5 * 1.5)  # the processor resizes further to its pixel budget
+    inputs, ready, originals = [], [], {}
+    for item in batch:
+        image = session.get(Image, item.image_id)
+        blob = store.blob_path(image.sha256) if image else None
+        if image is None or blob is None or not blob.is_file():
+            _finish(job, item, ItemStatus.failed, error="the image's stored file is missing")
+            continue
+        data = blob.read_bytes()
+        originals[item.id] = data
+        rgb = display_rgb(data, max_side=side)
+        prompt = build_prompt(
+            width=image.width,
+            height=image.height,
+            convention=engine.convention,
+            style_block=block,
+            instructions=dataset.draft_instructions,
+        )
+        inputs.append(DraftInput(rgb, prompt))
+        ready.append((item, image))
+    if not inputs:
+        return
+    started = time.perf_counter()
+    outputs = engine.draft(inputs)
+    job.drafting_seconds += time.perf_counter() - started
+    for (item, image), out in zip(ready, outputs, strict=True):
+        item.attempts += 1
+        if out.caption is None:
+            if item.attempts < MAX_ATTEMPTS:
+                item.error = out.error  # stays queued: tried once more in a later batch
+            else:
+                _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
+            session.add(item)
+            continue
+        caption = fill_palettes(out.caption, originals[item.id])
+        _land(session, job, item, image, dataset, caption)
+        session.add(item)
+
+
+def _land(
+    session: Session,
+    job: DraftJob,
+    item: DraftItem,
+    image: Image,
+    dataset: Dataset,
+    caption: object,
+) -> None:
+    """The draft becomes a new revision, unless a person's work would be replaced."""
+    session.refresh(image)
+    head = revisions.head(session, image)
+    human = head is not None and head.author == Author.user
+    approved = image.status == CaptionStatus.approved
+    if (human or approved) and not job.overwrite_edited:
+        why = "approved" if approved else "edited by hand"
+        _finish(job, item, ItemStatus.skipped, error=f"kept: the caption is {why}")
+        return
+    try:
+        rev = revisions.append(
+            session,
+            image=image,
+            stored=revisions.stored_for(caption, dataset),  # type: ignore[arg-type]
+            base=image.revision,
+            author=Author.engine,
+            action=Action.draft,
+            undo_to=image.revision or None,
+            status=CaptionStatus.draft,
+            note=f"{job.engine} {job.model}",
+        )
+    except revisions.StaleRevision:
+        _finish(job, item, ItemStatus.skipped, error="kept: the caption was saved meanwhile")
+        return
+    item.revision = rev.number
+    _finish(job, item, ItemStatus.done)
+
+
+def _finish(
+    job: DraftJob,
+    item: DraftItem,
+    status: ItemStatus,
+    *,
+    error: str | None = None,
+    raw: str | None = None,
+) -> None:
+    item.status = status
+    item.error = error
+    item.raw_output = raw
+    if status == ItemStatus.done:
+        job.done += 1
+    elif status == ItemStatus.failed:
+        job.failed += 1
+    else:
+        job.skipped += 1
+
+
+def pending_job_ids(session: Session) -> list[int]:
+    """Jobs a worker could take: queued, or running in a process that is gone."""
+    jobs = session.exec(
+        select(DraftJob)
+        .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
+        .where(col(DraftJob.cancel_requested).is_(False))
+        .order_by(col(DraftJob.id))
+    ).all()
+    return [j.id for j in jobs if j.status == JobStatus.queued or not _alive(j)]  # type: ignore[misc]
+
+
+def latest_jobs(session: Session, *, dataset: Dataset, limit: int = 5) -> list[DraftJob]:
+    return list(
+        session.exec(
+            select(DraftJob)
+            .where(DraftJob.dataset_id == dataset.id)
+            .order_by(col(DraftJob.id).desc())
+            .limit(limit)
+        )
+    )
+
+
+def active_job(session: Session, *, dataset: Dataset) -> DraftJob | None:
+    return session.exec(
+        select(DraftJob)
+        .where(DraftJob.dataset_id == dataset.id)
+        .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
+        .order_by(col(DraftJob.id).desc())
+    ).first()

@@ -1,0 +1,173 @@
+"""Qwen2-VL and Qwen2.5-VL models with random weights, built offline.
+
+For the tests (a tiny model on the CPU) and the speed benchmark (the 2B and 7B shapes on a
+GPU): no download, a byte-level tokenizer holding the Qwen special tokens, and a chat
+template of our own. Their output is noise, but it goes through the real loading, prompting,
+constrained decoding and parsing code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+Family = Literal["qwen2_vl", "qwen2_5_vl"]
+Shape = Literal["tiny", "2b", "7b"]
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|box_start|>",
+    "<|box_end|>",
+]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# (text hidden, layers, heads, kv heads, MLP, vocab, vision depth, vision width, vision heads)
+SHAPES: dict[str, tuple[int, int, int, int, int, int, int, int, int]] = {
+    "tiny": (32, 2, 4, 2, 64, 0, 1, 32, 4),
+    "2b": (1536, 28, 12, 2, 8960, 151936, 32, 1280, 16),
+    "7b": (3584, 28, 28, 4, 18944, 152064, 32, 1280, 16),
+}
+
+
+def tokenizer() -> Any:
+    """A byte-level tokenizer (every byte one token) with the Qwen special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build(
+    shape: Shape = "tiny",
+    family: Family = "qwen2_vl",
+    *,
+    max_pixels: int = 64 * 28 * 28,
+    seed: int = 0,
+    dtype: Any = None,
+    device: str = "cpu",
+) -> tuple[Any, Any]:
+    """A (model, processor) pair with random weights."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    tok = tokenizer()
+    processor = _processor(family, tok, max_pixels=max_pixels)
+    hidden, layers, heads, kv, mlp, vocab, v_depth, v_width, v_heads = SHAPES[shape]
+    vocab = vocab or len(tok)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = hidden // heads
+    quarter = head_dim // 2 // 4
+    mrope = [head_dim // 2 - 2 * quarter - quarter, quarter + quarter // 2, quarter + quarter // 2]
+    mrope[0] = head_dim // 2 - mrope[1] - mrope[2]
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": mlp,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "max_position_embeddings": 32768,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    vision: dict[str, Any] = {
+        "depth": v_depth,
+        "num_heads": v_heads,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    config_class: Any
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        config_class = Qwen2VLConfig
+        vision |= {"embed_dim": v_width, "hidden_size": hidden, "mlp_ratio": 4}
+    else:
+        from transformers import Qwen2_5_VLConfig
+
+        config_class = Qwen2_5_VLConfig
+        vision |= {
+            "hidden_size": v_width,
+            "intermediate_size": v_width * 4 if shape == "tiny" else 3420,
+            "out_hidden_size": hidden,
+            "window_size": 112,
+            "fullatt_block_indexes": [0] if shape == "tiny" else [7, 15, 23, 31],
+        }
+    config = config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=shape == "2b",
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model.eval(), processor
+
+
+def save(path: Path, shape: Shape = "tiny", family: Family = "qwen2_vl", **kw: Any) -> Path:
+    """Builds a random model and writes it where from_pretrained can load it."""
+    model, processor = build(shape, family, **kw)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def _processor(family: Family, tok: Any, *, max_pixels: int) -> Any:
+    pixels: dict[str, Any] = {"size": {"shortest_edge": 4 * 28 * 28, "longest_edge": max_pixels}}
+    if family == "qwen2_vl":
+        from transformers import (
+            Qwen2VLImageProcessor,
+            Qwen2VLProcessor,
+            Qwen2VLVideoProcessor,
+        )
+
+        return Qwen2VLProcessor(
+            image_processor=Qwen2VLImageProcessor(**pixels),
+            tokenizer=tok,
+            video_processor=Qwen2VLVideoProcessor(),
+            chat_template=CHAT_TEMPLATE,
+        )
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pixels),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )

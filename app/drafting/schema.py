@@ -1,0 +1,204 @@
+"""The JSON shape a model drafts in, and its conversion to Atelier's canonical caption.
+
+The model writes the caption's text and boxes, not its palettes (those come from the pixels,
+app/images/palettes.py). Boxes are asked for as `bbox_2d`, x first, in the convention the
+model family was trained on; converting them is app/captions/boxes.py's job. Every string
+has a bounded pattern and every array a maxItems, so schema-constrained decoding must close
+the JSON within a known number of characters (`worst_case_chars`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from app.captions import boxes
+from app.captions.boxes import Box
+from app.captions.schema import MEDIA, Caption, Composition, Element, Style
+
+BoxConvention = Literal["qwen2vl", "qwen25vl", "qwen3vl", "official"]
+
+# Raw control characters, quotes and backslashes are kept out of strings altogether: the
+# model never needs them in a caption, and escapes would make lengths unbounded.
+_TEXT = r"^[^\x00-\x1f\"\\]{0,%d}$"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on what a draft may hold."""
+
+    description: int = 400
+    style_field: int = 200
+    background: int = 240
+    elements: int = 10
+    desc: int = 240
+    text: int = 160
+    coordinate: int = 1000  # the largest box coordinate the convention allows
+
+    @classmethod
+    def scaled(cls, *, max_chars: int, max_elements: int) -> Limits:
+        """Limits from one field length: the description gets twice as much."""
+        return cls(
+            description=2 * max_chars,
+            style_field=max_chars,
+            background=max_chars,
+            elements=max_elements,
+            desc=max_chars,
+            text=max_chars,
+        )
+
+    def for_convention(self, convention: BoxConvention, *, max_side: int = 4096) -> Limits:
+        top = max_side if convention == "qwen25vl" else boxes.OFFICIAL_SCALE
+        return Limits(**{**self.__dict__, "coordinate": top})
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _text(n: int) -> dict[str, Any]:
+    return {"type": "string", "pattern": _TEXT % n}
+
+
+def json_schema(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The JSON schema the model's output is constrained to."""
+    coordinate = {"type": "integer", "minimum": 0, "maximum": limits.coordinate}
+    bbox = {"type": "array", "items": coordinate, "minItems": 4, "maxItems": 4}
+    obj = {
+        "type": "object",
+        "properties": {
+            "type": {"const": "obj"},
+            "bbox_2d": bbox,
+            "desc": _text(limits.desc),
+        },
+        "required": ["type", "bbox_2d", "desc"],
+        "additionalProperties": False,
+    }
+    text = {
+        "type": "object",
+        "properties": {
+            "type": {"const": "text"},
+            "bbox_2d": bbox,
+            "text": _text(limits.text),
+            "desc": _text(limits.desc),
+        },
+        "required": ["type", "bbox_2d", "text", "desc"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "high_level_description": _text(limits.description),
+            "style_description": {
+                "type": "object",
+                "properties": {
+                    "aesthetics": _text(limits.style_field),
+                    "lighting": _text(limits.style_field),
+                    "medium": {"enum": list(MEDIA)},
+                    "technique": _text(limits.style_field),
+                },
+                "required": ["aesthetics", "lighting", "medium", "technique"],
+                "additionalProperties": False,
+            },
+            "compositional_deconstruction": {
+                "type": "object",
+                "properties": {
+                    "background": _text(limits.background),
+                    "elements": {
+                        "type": "array",
+                        "items": {"anyOf": [obj, text]},
+                        "maxItems": limits.elements,
+                    },
+                },
+                "required": ["background", "elements"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["high_level_description", "style_description", "compositional_deconstruction"],
+        "additionalProperties": False,
+    }
+
+
+def worst_case_chars(limits: Limits) -> int:
+    """The longest output the schema allows, in characters (keys and punctuation included)."""
+    skeleton = len(json.dumps(json_schema(limits)["required"])) + 200
+    coords = 4 * (len(str(limits.coordinate)) + 1)
+    element = 60 + coords + limits.text + limits.desc
+    return (
+        skeleton
+        + limits.description
+        + 3 * limits.style_field
+        + len("graphic_design")
+        + limits.background
+        + limits.elements * element
+    )
+
+
+class DraftParseError(ValueError):
+    """The model's output is not a caption; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def to_caption(
+    raw: str,
+    *,
+    convention: BoxConvention,
+    resized: tuple[int, int] | None = None,
+) -> Caption:
+    """The canonical caption from a model's JSON; `resized` is the input size for Qwen2.5-VL."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DraftParseError(f"the output is not complete JSON ({e.msg} at {e.pos})") from None
+    if not isinstance(data, dict):
+        raise DraftParseError("the output is not a JSON object")
+    try:
+        style = data.get("style_description") or {}
+        comp = data.get("compositional_deconstruction") or {}
+        elements = []
+        for item in comp.get("elements") or []:
+            kind = item.get("type", "obj")
+            elements.append(
+                Element(
+                    type=kind,
+                    box=_box(item.get("bbox_2d"), convention, resized),
+                    text=item.get("text", "") if kind == "text" else None,
+                    desc=item.get("desc", ""),
+                )
+            )
+        medium = style.get("medium")
+        return Caption(
+            high_level_description=data.get("high_level_description", ""),
+            style=Style(
+                aesthetics=style.get("aesthetics", ""),
+                lighting=style.get("lighting", ""),
+                medium=medium if medium in MEDIA else None,
+                render=style.get("technique", ""),
+            ),
+            composition=Composition(background=comp.get("background", ""), elements=elements),
+        )
+    except (ValidationError, AttributeError, TypeError, ValueError) as e:
+        raise DraftParseError(f"the output does not fit the caption schema ({e})") from None
+
+
+def _box(value: Any, convention: BoxConvention, resized: tuple[int, int] | None) -> Box | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 4):
+        raise ValueError("bbox_2d is not four numbers")
+    if convention == "qwen25vl":
+        if resized is None:
+            raise ValueError("Qwen2.5-VL boxes need the resized input size")
+        box = boxes.from_qwen25vl(value, resized_width=resized[0], resized_height=resized[1])
+    elif convention == "qwen3vl":
+        box = boxes.from_qwen3vl(value)
+    elif convention == "official":
+        box = boxes.from_official(value)
+    else:
+        box = boxes.from_qwen2vl(value)
+    return None if box.is_degenerate else box

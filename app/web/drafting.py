@@ -1,0 +1,192 @@
+"""Drafting from the browser and the API: start a job, follow it, cancel it, re-draft one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from app import datasets as ds
+from app.config import Settings
+from app.drafting import jobs
+from app.errors import Invalid
+from app.images import catalog
+from app.models import Dataset, DraftJob, ItemStatus, JobStatus
+from app.web.deps import SessionDep, SettingsDep
+from app.web.templating import templates
+
+router = APIRouter()
+
+
+class DraftIn(BaseModel):
+    scope: jobs.Scope = Field(
+        default="uncaptioned",
+        description="uncaptioned images, all images, or the `image_ids` given",
+    )
+    image_ids: list[int] | None = None
+    overwrite_edited: bool = Field(
+        default=False,
+        description="Also replace captions written or approved by a person (as new "
+        "revisions: undo brings them back)",
+    )
+    engine: str | None = Field(default=None, description="local or openai (default: settings)")
+    model: str | None = Field(default=None, max_length=500)
+    batch_size: int | None = Field(default=None, ge=1, le=256)
+
+
+def start(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    dataset: Dataset,
+    body: DraftIn,
+) -> DraftJob:
+    engine = body.engine or settings.draft_engine
+    if engine not in ("local", "openai"):
+        raise Invalid(f"Unknown engine {engine!r}; use local or openai.")
+    running = jobs.active_job(session, dataset=dataset)
+    if running is not None and body.scope != "selection":
+        raise Invalid(
+            f"Drafting job {running.id} is still running for this dataset; wait or cancel it."
+        )
+    job = jobs.create_job(
+        session,
+        dataset=dataset,
+        engine=engine,
+        model=body.model or settings.draft_model,
+        batch_size=body.batch_size or settings.draft_batch,
+        scope=body.scope,
+        image_ids=body.image_ids,
+        overwrite_edited=body.overwrite_edited,
+    )
+    request.app.state.draft_worker.wake()
+    return job
+
+
+def _job_out(session: Session, job: DraftJob) -> dict:
+    out = jobs.progress(job).as_dict()
+    out["problems"] = [
+        {
+            "image_id": item.image_id,
+            "filename": image.filename,
+            "status": item.status.value,
+            "error": item.error,
+            "raw_output": item.raw_output,
+        }
+        for item, image in jobs.items(session, job)
+        if item.status in (ItemStatus.failed, ItemStatus.skipped)
+    ]
+    return out
+
+
+# The JSON API
+
+
+@router.post("/api/datasets/{dataset_id}/draft", status_code=202, tags=["drafting"])
+def api_start(
+    request: Request,
+    dataset_id: int,
+    body: DraftIn,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> dict:
+    """Queues a drafting job; the worker runs it. Follow it at /api/draft-jobs/{id}."""
+    job = start(request, session, settings, ds.get_dataset(session, dataset_id), body)
+    return _job_out(session, job)
+
+
+@router.get("/api/draft-jobs/{job_id}", tags=["drafting"])
+def api_job(job_id: int, session: SessionDep) -> dict:
+    """Progress (images done, images/s, ETA) and every image that failed or was kept."""
+    return _job_out(session, jobs.get_job(session, job_id))
+
+
+@router.post("/api/draft-jobs/{job_id}/cancel", tags=["drafting"])
+def api_cancel(job_id: int, session: SessionDep) -> dict:
+    """Stops the job after the batch in progress; drafts already made stay."""
+    return _job_out(session, jobs.cancel_job(session, jobs.get_job(session, job_id)))
+
+
+@router.get("/api/datasets/{dataset_id}/draft-jobs", tags=["drafting"])
+def api_jobs(dataset_id: int, session: SessionDep) -> list[dict]:
+    dataset = ds.get_dataset(session, dataset_id)
+    return [jobs.progress(j).as_dict() for j in jobs.latest_jobs(session, dataset=dataset)]
+
+
+# Pages
+
+
+def _job_partial(
+    request: Request, session: Session, job: DraftJob, status_code: int = 200
+) -> Response:
+    response = templates.TemplateResponse(
+        request,
+        "_draft_job.html",
+        {"job": job, "p": jobs.progress(job), "problems": _job_out(session, job)["problems"]},
+        status_code=status_code,
+    )
+    if job.status not in (JobStatus.queued, JobStatus.running):
+        response.headers["HX-Trigger"] = "captionsDrafted"
+    return response
+
+
+@router.post("/datasets/{dataset_id}/draft", response_class=HTMLResponse, include_in_schema=False)
+def page_start(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    scope: Annotated[jobs.Scope, Form()] = "uncaptioned",
+    overwrite_edited: Annotated[bool, Form()] = False,
+    engine: Annotated[str, Form()] = "",
+    model: Annotated[str, Form(max_length=500)] = "",
+    batch_size: Annotated[int | None, Form(ge=1, le=256)] = None,
+) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    body = DraftIn(
+        scope=scope,
+        overwrite_edited=overwrite_edited,
+        engine=engine or None,
+        model=model.strip() or None,
+        batch_size=batch_size,
+    )
+    job = start(request, session, settings, dataset, body)
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(f"/datasets/{dataset_id}", status_code=303)
+    return _job_partial(request, session, job)
+
+
+@router.get("/draft-jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
+def page_job(request: Request, job_id: int, session: SessionDep) -> Response:
+    return _job_partial(request, session, jobs.get_job(session, job_id))
+
+
+@router.post("/draft-jobs/{job_id}/cancel", response_class=HTMLResponse, include_in_schema=False)
+def page_cancel(request: Request, job_id: int, session: SessionDep) -> Response:
+    return _job_partial(request, session, jobs.cancel_job(session, jobs.get_job(session, job_id)))
+
+
+@router.post("/images/{image_id}/draft", response_class=HTMLResponse, include_in_schema=False)
+def page_redraft(
+    request: Request, image_id: int, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Re-drafts this one image, replacing its caption as a new revision (undo brings it back)."""
+    image = catalog.get_image(session, image_id)
+    dataset = ds.get_dataset(session, image.dataset_id)
+    body = DraftIn(scope="selection", image_ids=[image_id], overwrite_edited=True)
+    job = start(request, session, settings, dataset, body)
+    return templates.TemplateResponse(request, "_redraft.html", {"job": job, "image": image})
+
+
+@router.get("/draft-jobs/{job_id}/redraft", response_class=HTMLResponse, include_in_schema=False)
+def page_redraft_state(request: Request, job_id: int, session: SessionDep) -> Response:
+    job = jobs.get_job(session, job_id)
+    item_rows = jobs.items(session, job)
+    image = item_rows[0][1] if item_rows else None
+    problems = _job_out(session, job)["problems"]
+    return templates.TemplateResponse(
+        request, "_redraft.html", {"job": job, "image": image, "problems": problems}
+    )

@@ -1,0 +1,54 @@
+"""Tiny random Qwen-VL models built offline, and settings that draft with them on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import Settings
+from app.drafting.schema import Limits, worst_case_chars
+
+# Small bounds keep a random model's output (which fills every string to its limit) short;
+# the byte-level tokenizer spends up to 4 tokens on a character.
+MAX_CHARS, MAX_ELEMENTS = 12, 2
+TOKENS = 4 * worst_case_chars(Limits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from app.drafting.random_model import save
+
+    return save(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl", family="qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from app.drafting.random_model import save
+
+    return save(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl", family="qwen2_5_vl")
+
+
+def draft_env(model: Path) -> dict[str, str]:
+    """ATELIER_* variables that make the real engine draft with the tiny model on the CPU."""
+    return {
+        "ATELIER_DRAFT_MODEL": str(model),
+        "ATELIER_DRAFT_DEVICE": "cpu",
+        "ATELIER_DRAFT_MAX_PIXELS": str(64 * 28 * 28),
+        "ATELIER_DRAFT_MAX_CHARS": str(MAX_CHARS),
+        "ATELIER_DRAFT_MAX_ELEMENTS": str(MAX_ELEMENTS),
+        "ATELIER_DRAFT_MAX_NEW_TOKENS": str(TOKENS),
+        "ATELIER_DRAFT_BATCH": "2",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+@pytest.fixture
+def draft_settings(tmp_path: Path, tiny_qwen2vl: Path) -> Settings:
+    values: dict[str, Any] = {
+        k.removeprefix("ATELIER_").lower(): v
+        for k, v in draft_env(tiny_qwen2vl).items()
+        if k.startswith("ATELIER_")
+    }
+    return Settings(data_dir=tmp_path / "data", import_workers=2, _env_file=None, **values)  # type: ignore[call-arg]

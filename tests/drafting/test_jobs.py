@@ -1,0 +1,303 @@
+"""Drafting jobs: landing drafts without clobbering people's work, retries, cancel, resume
+after a killed worker, the API with the app's worker, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine as DBEngine
+from sqlmodel import Session, select
+
+from app import datasets as ds
+from app.captions import revisions
+from app.captions.schema import Caption
+from app.config import Settings
+from app.db import make_engine, migrate
+from app.drafting import jobs
+from app.drafting.engines import make_engine as make_draft_engine
+from app.images.importer import content_store, import_sources
+from app.images.sources import walk_paths
+from app.models import (
+    Author,
+    CaptionRevision,
+    CaptionStatus,
+    DraftItem,
+    Image,
+    ItemStatus,
+    JobStatus,
+)
+from app.web.app import create_app
+from tests import imagefiles as f
+from tests.drafting.conftest import draft_env
+
+
+@pytest.fixture
+def db(draft_settings: Settings) -> Iterator[DBEngine]:
+    engine = make_engine(draft_settings)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def add_images(db: DBEngine, settings: Settings, tmp: Path, n: int, name: str = "Baroque") -> int:
+    folder = tmp / f"src-{name}"
+    folder.mkdir()
+    for i in range(n):
+        f.jpeg(folder / f"{i:02d}.jpg", i, (480 + 40 * i, 360))
+    with Session(db) as session:
+        dataset = ds.create_dataset(session, name=name)
+        sources, skipped = walk_paths([folder])
+        import_sources(session, settings=settings, dataset=dataset, sources=sources)
+        assert dataset.id is not None
+        return dataset.id
+
+
+def images_of(session: Session, dataset_id: int) -> list[Image]:
+    return list(
+        session.exec(select(Image).where(Image.dataset_id == dataset_id).order_by(Image.position))
+    )  # type: ignore[arg-type]
+
+
+def run(db: DBEngine, settings: Settings, job_id: int, **kw) -> jobs.DraftJob:  # type: ignore[no-untyped-def]
+    engine = make_draft_engine(settings, **kw)
+    return jobs.run_job(
+        db,
+        job_id=job_id,
+        engine=engine,
+        store=content_store(settings),
+        max_pixels=settings.draft_max_pixels,
+    )
+
+
+def new_job(db: DBEngine, dataset_id: int, **kw) -> int:  # type: ignore[no-untyped-def]
+    with Session(db) as session:
+        dataset = ds.get_dataset(session, dataset_id)
+        job = jobs.create_job(
+            session, dataset=dataset, engine="local", model="tiny", batch_size=2, **kw
+        )
+        jobs.claim(session, worker=jobs.worker_id(), job_id=job.id)
+        assert job.id is not None
+        return job.id
+
+
+def test_drafts_land_as_engine_revisions_and_keep_people_s_work(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    dataset_id = add_images(db, draft_settings, tmp_path, 4)
+    with Session(db) as session:
+        dataset = ds.get_dataset(session, dataset_id)
+        img = images_of(session, dataset_id)
+        written = Caption(high_level_description="written by hand")
+        revisions.save(session, image=img[1], dataset=dataset, caption=written, base=0)
+        revisions.save(session, image=img[2], dataset=dataset, caption=written, base=0)
+        revisions.set_status(session, image=img[2], status=CaptionStatus.approved)
+    job = run(db, draft_settings, new_job(db, dataset_id, scope="all"))
+    assert (job.status, job.done, job.skipped, job.failed) == (JobStatus.done, 2, 2, 0)
+    with Session(db) as session:
+        img = images_of(session, dataset_id)
+        assert [i.status for i in img] == ["draft", "draft", "approved", "draft"]
+        for i in (img[0], img[3]):
+            head = revisions.head(session, i)
+            assert head is not None and head.author == Author.engine and head.action == "draft"
+            caption = revisions.parse(head)
+            assert caption.style.color_palette  # from the pixels, not the model
+            assert caption.style.medium is not None
+        assert revisions.parse(revisions.head(session, img[1])).high_level_description == (  # type: ignore[arg-type]
+            "written by hand"
+        )
+        reasons = {
+            item.image_id: item.error
+            for item in session.exec(select(DraftItem).where(DraftItem.job_id == job.id))
+        }
+        assert reasons[img[1].id] == "kept: the caption is edited by hand"
+        assert reasons[img[2].id] == "kept: the caption is approved"
+
+    # Asked to, a re-draft replaces them too, and undo brings the hand-written one back.
+    job = run(db, draft_settings, new_job(db, dataset_id, scope="all", overwrite_edited=True))
+    assert job.done == 4
+    with Session(db) as session:
+        img = images_of(session, dataset_id)
+        dataset = ds.get_dataset(session, dataset_id)
+        back = revisions.undo(session, image=img[1], dataset=dataset, base=img[1].revision)
+        assert back.caption is not None
+        assert back.caption.high_level_description == "written by hand"
+
+
+def test_unusable_output_is_retried_once_then_failed_with_raw_kept(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    dataset_id = add_images(db, draft_settings, tmp_path, 3)
+    settings = draft_settings.model_copy(update={"draft_max_new_tokens": 24})
+    job = run(db, settings, new_job(db, dataset_id))
+    assert (job.status, job.done, job.failed) == (JobStatus.done, 0, 3)
+    with Session(db) as session:
+        items = session.exec(select(DraftItem).where(DraftItem.job_id == job.id)).all()
+        assert {(i.status, i.attempts) for i in items} == {(ItemStatus.failed, 2)}
+        assert all(i.raw_output and i.raw_output.startswith('{"high_level') for i in items)
+        assert all(i.error == "the answer was cut at the token limit" for i in items)
+        assert all(i.revision == 0 for i in images_of(session, dataset_id))
+
+
+def test_nothing_to_draft_is_refused(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    dataset_id = add_images(db, draft_settings, tmp_path, 1)
+    run(db, draft_settings, new_job(db, dataset_id))
+    with pytest.raises(Exception, match="every image already has a caption"):
+        new_job(db, dataset_id)
+
+
+def test_cancel_stops_after_the_batch(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    dataset_id = add_images(db, draft_settings, tmp_path, 5)
+    job_id = new_job(db, dataset_id)
+
+    def cancel(p: jobs.Progress) -> None:
+        with Session(db) as session:
+            jobs.cancel_job(session, jobs.get_job(session, job_id))
+
+    job = jobs.run_job(
+        db,
+        job_id=job_id,
+        engine=make_draft_engine(draft_settings),
+        store=content_store(draft_settings),
+        max_pixels=draft_settings.draft_max_pixels,
+        on_progress=cancel,
+    )
+    assert job.status == JobStatus.cancelled
+    assert job.done == 2  # one batch of two
+    with Session(db) as session:
+        queued = session.exec(
+            select(DraftItem).where(
+                DraftItem.job_id == job_id, DraftItem.status == ItemStatus.queued
+            )
+        ).all()
+        assert len(queued) == 3
+
+
+def cli(data: Path, model: Path, *args: str) -> subprocess.Popen[str]:
+    env = os.environ | draft_env(model)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args, "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_a_killed_worker_s_job_is_resumed(
+    db: DBEngine, draft_settings: Settings, tiny_qwen2vl: Path, tmp_path: Path
+) -> None:
+    dataset_id = add_images(db, draft_settings, tmp_path, 8)
+    proc = cli(
+        draft_settings.data_dir, tiny_qwen2vl, "draft", "--dataset", "Baroque", "--batch", "1"
+    )
+    assert proc.stderr is not None
+    deadline = time.time() + 120
+    for line in proc.stderr:
+        if line.startswith("drafted 2/8") or time.time() > deadline:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Session(db) as session:
+        job = session.exec(select(jobs.DraftJob)).one()
+        assert job.status == JobStatus.running and 2 <= job.done < 8
+        assert job.id in jobs.pending_job_ids(session)  # its process is gone
+        taken = jobs.claim(session, worker="elsewhere:1")
+        assert taken is not None and taken.id == job.id
+    ended = jobs.run_job(
+        db,
+        job_id=job.id,  # type: ignore[arg-type]
+        engine=make_draft_engine(draft_settings),
+        store=content_store(draft_settings),
+        max_pixels=draft_settings.draft_max_pixels,
+        worker="elsewhere:1",
+    )
+    assert (ended.status, ended.done) == (JobStatus.done, 8)
+    with Session(db) as session:
+        drafts = session.exec(
+            select(CaptionRevision).where(CaptionRevision.author == Author.engine)
+        ).all()
+        assert sorted(r.image_id for r in drafts) == sorted(
+            i.id for i in images_of(session, dataset_id)
+        )  # type: ignore[misc]
+
+
+def test_cli_drafts_and_reports(
+    draft_settings: Settings, tiny_qwen2vl: Path, tmp_path: Path
+) -> None:
+    db = make_engine(draft_settings)
+    migrate(db)
+    add_images(db, draft_settings, tmp_path, 2)
+    db.dispose()
+    proc = cli(draft_settings.data_dir, tiny_qwen2vl, "draft", "--dataset", "Baroque")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert "job 1 done: 2 drafted, 0 failed, 0 kept as they were" in out
+    assert "drafted 2/2" in err and "images/s" in err
+    again = cli(draft_settings.data_dir, tiny_qwen2vl, "draft", "--dataset", "Baroque")
+    out, err = again.communicate(timeout=180)
+    assert again.returncode == 2 and "every image already has a caption" in err
+    missing = cli(
+        draft_settings.data_dir, tmp_path / "nowhere", "draft", "--dataset", "Baroque", "--redraft"
+    )
+    out, err = missing.communicate(timeout=180)
+    assert missing.returncode == 2 and "cannot find the model" in err and "Traceback" not in err
+
+
+def test_api_job_runs_in_the_app_worker(draft_settings: Settings) -> None:
+    app = create_app(draft_settings)
+    with TestClient(app) as client:
+        dataset_id = client.post("/api/datasets", json={"name": "Live"}).json()["id"]
+        files = [
+            ("files", (f"{i}.jpg", f.jpeg_bytes(i, (500, 400)), "image/jpeg")) for i in range(3)
+        ]
+        image_ids = [
+            o["image_id"]
+            for o in client.post(f"/api/datasets/{dataset_id}/images", files=files).json()[
+                "imported"
+            ]
+        ]
+        r = client.post(f"/api/datasets/{dataset_id}/draft", json={})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert r.json()["total"] == 3
+        state = wait(client, f"/api/draft-jobs/{job_id}")
+        assert (state["status"], state["done"]) == ("done", 3)
+        assert state["images_per_s"] > 0
+        got = client.get(f"/api/images/{image_ids[0]}/caption").json()
+        assert (got["author"], got["status"]) == ("engine", "draft")
+        # The grid page shows the drafting card; a second job while one runs is refused.
+        page = client.get(f"/datasets/{dataset_id}").text
+        assert "Draft captions" in page
+        # One-image re-draft from the editor.
+        r = client.post(f"/images/{image_ids[1]}/draft", headers={"HX-Request": "true"})
+        assert r.status_code == 200 and "redraft-status" in r.text
+        redraft = client.get(f"/api/datasets/{dataset_id}/draft-jobs").json()[0]
+        state = wait(client, f"/api/draft-jobs/{redraft['id']}")
+        assert state["done"] == 1
+        final = client.get(f"/draft-jobs/{redraft['id']}/redraft").text
+        assert f'hx-get="/images/{image_ids[1]}/editor"' in final
+        assert client.get(f"/api/images/{image_ids[1]}/caption").json()["revision"] == 2
+        assert client.post("/api/draft-jobs/999/cancel").status_code == 404
+    app.state.engine.dispose()
+
+
+def wait(client: TestClient, url: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.get(url).json()
+        if state["status"] not in ("queued", "running"):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"{url} still running: {state}")
