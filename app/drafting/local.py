@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from app.drafting.engines import DraftError, DraftInput, DraftOutput, parse_output
+from app.drafting.grammar import GrammarLogitsProcessor
 from app.drafting.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -21,6 +22,8 @@ from app.drafting.schema import (
 )
 
 log = logging.getLogger("atelier.drafting")
+
+LENGTH_BUCKET = 128  # prompt lengths are padded to a multiple of this with a static cache
 
 CONVENTIONS: dict[str, BoxConvention] = {
     "qwen2_vl": "qwen2vl",
@@ -57,6 +60,7 @@ class LocalEngine:
             )
         self.convention = CONVENTIONS[model_type]
         self.limits = limits.for_convention(self.convention, max_side=8192)
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.compiled = self._compile_grammar() if grammar else None
         # A static KV cache lets transformers compile the decode step once per shape; worth
         # it on a GPU, only overhead on the CPU.
@@ -129,8 +133,9 @@ class LocalEngine:
             raise DraftError(
                 "Constrained decoding needs xgrammar: pip install 'atelier[draft]'."
             ) from None
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        info = xgr.TokenizerInfo.from_huggingface(self.processor.tokenizer, vocab_size=vocab)
+        info = xgr.TokenizerInfo.from_huggingface(
+            self.processor.tokenizer, vocab_size=self.vocab_size
+        )
         compiler = xgr.GrammarCompiler(info)
         return compiler.compile_json_schema(
             json.dumps(json_schema(self.limits)), any_whitespace=False
@@ -169,21 +174,32 @@ class LocalEngine:
             self.processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
             for m in messages
         ]
+        images = [i.image for i in inputs]
+        real = len(texts)
+        shaped: dict[str, Any] = {}
+        if self.static_cache:
+            # Compiled decode steps are kept per (batch, cache length): round both up to a
+            # few buckets so a new batch rarely compiles again. Padding rows repeat the last.
+            bucket = min(self.batch_size, 1 << (real - 1).bit_length())
+            texts += [texts[-1]] * (bucket - real)
+            images += [images[-1]] * (bucket - real)
+            shaped["pad_to_multiple_of"] = LENGTH_BUCKET
         batch = self.processor(
             text=texts,
-            images=[i.image for i in inputs],
+            images=images,
             padding=True,
             padding_side="left",
             return_tensors="pt",
+            **shaped,
         ).to(self.device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": False,
         }
         if self.compiled is not None:
-            import xgrammar as xgr
-
-            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(self.compiled)]
+            kwargs["logits_processor"] = [
+                GrammarLogitsProcessor(self.compiled, vocab_size=self.vocab_size)
+            ]
         if self.static_cache:
             kwargs["cache_implementation"] = "static"
         with torch.inference_mode():
@@ -194,7 +210,7 @@ class LocalEngine:
         texts_out = self.processor.batch_decode(new, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")
         outputs = []
-        for n, raw in enumerate(texts_out):
+        for n, raw in enumerate(texts_out[:real]):
             finished = any(int(t) in eos_ids for t in new[n])
             resized = None
             if grid is not None:

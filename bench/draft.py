@@ -1,0 +1,138 @@
+"""Drafting speed on a GPU: Atelier's local engine beside plain HF generate.
+
+Qwen2-VL at the 2B or 7B shape with random weights (app/drafting/random_model.py), 1024x1024
+images, exactly NEW_TOKENS new tokens an image (450: a structured caption), the real prompt,
+processor, schema-constrained decoding and parsing. For each batch size: one warm-up call
+(compiles that shape), then a timed call. Also the same batch without the grammar (its cost),
+a single-image re-draft, peak GPU memory, and, with --baseline, the house's plain-HF anchor
+(../shared/bench/qwen2vl_baseline.py) run in the same session on the same card.
+
+    python bench/draft.py 2b [--batches 1,32,64] [--baseline PATH] [--json OUT]
+
+Goals on one H100: 2B >= 12 images/s, 7B >= 4 images/s, a 2B re-draft <= 1 s, the grammar
+<= 10% at batch 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.drafting.engines import DraftInput  # noqa: E402
+from app.drafting.local import LocalEngine  # noqa: E402
+from app.drafting.prompt import build_prompt  # noqa: E402
+from app.drafting.random_model import build  # noqa: E402
+
+NEW_TOKENS = int(os.environ.get("NEW_TOKENS", 450))
+
+
+def images(n: int) -> list[DraftInput]:
+    rng = np.random.default_rng(0)
+    prompt = build_prompt(width=1024, height=1024, convention="qwen2vl", style_block={})
+    return [
+        DraftInput(Image.fromarray(rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)), prompt)
+        for _ in range(n)
+    ]
+
+
+def timed(engine: LocalEngine, inputs: list[DraftInput]) -> float:
+    import torch
+
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    engine.draft(inputs)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def baseline(path: str, shape: str, batches: str) -> list[dict]:
+    env = os.environ | {"BATCHES": batches, "NEW_TOKENS": str(NEW_TOKENS)}
+    out = subprocess.run(
+        [sys.executable, path, shape], env=env, capture_output=True, text=True, timeout=900
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+    return rows
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("shape", choices=["2b", "7b"])
+    ap.add_argument("--batches", default="1,32,64")
+    ap.add_argument("--no-grammar-at", type=int, default=32)
+    ap.add_argument("--baseline", default=None)
+    ap.add_argument("--baseline-batches", default="32")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    report: dict = {
+        "shape": args.shape,
+        "gpu": torch.cuda.get_device_name(0),
+        "new_tokens": NEW_TOKENS,
+    }
+    print(json.dumps(report), flush=True)
+    if args.baseline:
+        report["baseline"] = baseline(args.baseline, args.shape, args.baseline_batches)
+        print(json.dumps({"baseline": report["baseline"][-1:]}), flush=True)
+        torch.cuda.empty_cache()
+
+    t = time.perf_counter()
+    model, processor = build(
+        args.shape, device="cuda", dtype=torch.bfloat16, max_pixels=1024 * 1024
+    )
+    model.generation_config.min_new_tokens = NEW_TOKENS  # every image runs the same steps
+    report["build_s"] = round(time.perf_counter() - t, 1)
+    batches = [int(b) for b in args.batches.split(",")]
+    runs = []
+    for batch in batches:
+        for grammar in (True, False) if batch == args.no_grammar_at else (True,):
+            engine = LocalEngine(
+                model, processor, batch_size=batch, max_new_tokens=NEW_TOKENS, grammar=grammar
+            )
+            inputs = images(batch)
+            torch.cuda.reset_peak_memory_stats()
+            warm = timed(engine, inputs)
+            dt = timed(engine, inputs)
+            row = {
+                "batch": batch,
+                "grammar": grammar,
+                "warmup_s": round(warm, 2),
+                "s": round(dt, 3),
+                "images_per_s": round(batch / dt, 3),
+                "ms_per_step": round(dt / NEW_TOKENS * 1000, 2),
+                "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
+            }
+            runs.append(row)
+            print(json.dumps(row), flush=True)
+    report["runs"] = runs
+    with_g = {r["batch"]: r for r in runs if r["grammar"]}
+    without = [r for r in runs if not r["grammar"]]
+    if without:
+        b = without[0]["batch"]
+        report["grammar_cost"] = round(with_g[b]["s"] / without[0]["s"] - 1, 3)
+    if report.get("baseline"):
+        base = report["baseline"][-1]
+        for key, value in base.items():
+            if key.startswith("b") and isinstance(value, dict) and int(key[1:]) in with_g:
+                ours = with_g[int(key[1:])]["images_per_s"]
+                report[f"speedup_vs_hf_{key}"] = round(ours / value["img_per_s"], 2)
+    print(json.dumps(report), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
