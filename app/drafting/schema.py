@@ -23,7 +23,10 @@ BoxConvention = Literal["qwen2vl", "qwen25vl", "qwen3vl", "official"]
 
 # Raw control characters, quotes and backslashes are kept out of strings altogether: the
 # model never needs them in a caption, and escapes would make lengths unbounded.
-_TEXT = r"^[^\x00-\x1f\"\\]{0,%d}$"
+_CHAR = r'[^\x00-\x1f"\\]'
+# xgrammar 0.2.8 fails to compile a repetition bound above 128 ({0,129} and up), and ignores
+# maxLength beside a pattern; longer bounds are spelled as unambiguous 128-character steps.
+_STEP = 128
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,16 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+def _bounded(n: int) -> str:
+    """A regex body matching 0 to n allowed characters."""
+    if n <= _STEP:
+        return f"{_CHAR}{{0,{n}}}"
+    rest = _bounded(n - _STEP)
+    return f"({_CHAR}{{0,{_STEP - 1}}}|{_CHAR}{{{_STEP}}}{rest})"
+
+
 def _text(n: int) -> dict[str, Any]:
-    return {"type": "string", "pattern": _TEXT % n}
+    return {"type": "string", "pattern": "^" + _bounded(n) + "$"}
 
 
 def json_schema(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:

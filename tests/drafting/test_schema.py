@@ -105,3 +105,25 @@ def test_reversed_corners_are_ordered_and_degenerate_boxes_dropped() -> None:
 def test_unusable_output_is_a_parse_error(raw: str) -> None:
     with pytest.raises(DraftParseError):
         to_caption(raw, convention="qwen2vl")
+
+
+@pytest.mark.parametrize("convention", ["qwen2vl", "qwen25vl"])
+def test_default_schema_compiles_and_holds_its_bounds(convention: str) -> None:
+    import xgrammar as xgr
+
+    from app.drafting.random_model import tokenizer
+
+    tok = tokenizer()
+    limits = DEFAULT_LIMITS.for_convention(convention, max_side=8192)  # type: ignore[arg-type]
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok)))
+    grammar = compiler.compile_json_schema(json.dumps(json_schema(limits)), any_whitespace=False)
+
+    def accepts(description: str) -> bool:
+        m = xgr.GrammarMatcher(grammar)
+        return m.accept_string('{"high_level_description": "' + description + '", ')
+
+    n = limits.description
+    assert n > 128  # long enough to need the stepped bound
+    assert accepts("x" * n) and accepts("x" * 127) and accepts("x" * 129)
+    assert not accepts("x" * (n + 1))
+    assert not accepts("a\\u0001")  # no escapes, no control characters
