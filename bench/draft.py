@@ -67,6 +67,45 @@ def baseline(path: str, shape: str, batches: str) -> list[dict]:
     return rows
 
 
+def profile(model: object, processor: object, batch: int) -> dict:
+    """Seconds spent preparing the inputs (CPU), in prefill, and per decode step."""
+    import torch
+
+    engine = LocalEngine(model, processor, batch_size=batch, max_new_tokens=NEW_TOKENS)
+    inputs = images(batch)
+    texts = [
+        processor.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": i.prompt}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for i in inputs
+    ]
+    t = time.perf_counter()
+    prepared = processor(  # type: ignore[operator]
+        text=texts, images=[i.image for i in inputs], padding=True, return_tensors="pt"
+    ).to("cuda")
+    prep = time.perf_counter() - t
+    model.generation_config.min_new_tokens = None  # type: ignore[attr-defined]
+    with torch.inference_mode():
+        model.generate(**prepared, max_new_tokens=1)  # type: ignore[attr-defined]
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        model.generate(**prepared, max_new_tokens=1)  # type: ignore[attr-defined]
+        torch.cuda.synchronize()
+    prefill = time.perf_counter() - t
+    model.generation_config.min_new_tokens = NEW_TOKENS  # type: ignore[attr-defined]
+    total = timed(engine, inputs)
+    return {
+        "batch": batch,
+        "prompt_tokens": int(prepared["input_ids"].shape[1]),
+        "inputs_cpu_s": round(prep, 2),
+        "prefill_s": round(prefill, 2),
+        "whole_s": round(total, 2),
+        "decode_ms_per_step": round((total - prep - prefill) / NEW_TOKENS * 1000, 2),
+    }
+
+
 def main() -> None:
     import torch
 
@@ -77,6 +116,9 @@ def main() -> None:
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--baseline-batches", default="32")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--profile-at", type=int, default=0, help="split one batch's time into its parts"
+    )
     args = ap.parse_args()
     report: dict = {
         "shape": args.shape,
@@ -118,6 +160,9 @@ def main() -> None:
             runs.append(row)
             print(json.dumps(row), flush=True)
     report["runs"] = runs
+    if args.profile_at:
+        report["profile"] = profile(model, processor, args.profile_at)
+        print(json.dumps({"profile": report["profile"]}), flush=True)
     with_g = {r["batch"]: r for r in runs if r["grammar"]}
     without = [r for r in runs if not r["grammar"]]
     if without:
