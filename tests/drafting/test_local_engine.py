@@ -70,3 +70,19 @@ def test_missing_model_gives_a_way_forward(tmp_path: Path) -> None:
     with pytest.raises(DraftError) as e:
         LocalEngine.load(str(tmp_path / "no-such-folder"), device="cpu")
     assert "not a local folder and not in the Hugging Face cache" in e.value.message
+
+
+def test_static_cache_path_pads_to_buckets_and_returns_only_real_rows(tiny_qwen2vl: Path) -> None:
+    # The GPU path: a static KV cache with batch and length buckets, run here on the CPU.
+    engine = LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        batch_size=4,
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+        static_cache=True,
+    )
+    outputs = engine.draft(images()[:3])  # padded to a batch of 4 inside
+    assert len(outputs) == 3
+    assert all(o.caption is not None for o in outputs), [o.error for o in outputs]
