@@ -27,6 +27,27 @@ class EngineOption(StrEnum):
     openai = "openai"
 
 
+class ProfileOption(StrEnum):
+    p12 = "12gb"
+    p16 = "16gb"
+    p24 = "24gb"
+    p32 = "32gb"
+    p48 = "48gb"
+    p80 = "80gb"
+    p96 = "96gb"
+
+
+class DialectOption(StrEnum):
+    official = "official"
+    guide = "guide"
+
+
+class PlacementOption(StrEnum):
+    aesthetics = "aesthetics"
+    prefix = "prefix"
+    none = "none"
+
+
 class BoxFormatOption(StrEnum):
     official = "official"
     pixel = "pixel"
@@ -291,6 +312,124 @@ def _fail_job(db: Any, job_id: int, message: str) -> None:
         job.status, job.error, job.finished_at = JobStatus.failed, message, utcnow()
         session.add(job)
         session.commit()
+
+
+@cli.command("export")
+@user_errors
+def export(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write into, such as an AI-Toolkit checkout")
+    ],
+    profile: Annotated[
+        ProfileOption, typer.Option(help="Your GPU's memory: tunes the training YAML")
+    ] = ProfileOption.p24,
+    dialect: Annotated[DialectOption, typer.Option(help="Caption dialect")] = (
+        DialectOption.official
+    ),
+    trigger_placement: Annotated[
+        PlacementOption,
+        typer.Option(
+            help="aesthetics: [trigger] at the start of style_description.aesthetics (the "
+            "trainer then still reads the JSON); prefix: the trainer prepends the word, and "
+            "stops treating captions as JSON; none"
+        ),
+    ] = PlacementOption.aesthetics,
+    max_side: Annotated[
+        int, typer.Option(help="Shrink larger images to this many pixels (0: keep)", min=0)
+    ] = 0,
+    keep_alpha: Annotated[bool, typer.Option(help="Keep transparency instead of white")] = False,
+    zip_: Annotated[bool, typer.Option("--zip", help="Write OUT/<slug>.zip instead")] = False,
+    force: Annotated[bool, typer.Option(help="Export despite lint errors")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Export PNG+JSON pairs and a training YAML where AI-Toolkit reads them."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.db import make_engine, migrate
+    from app.export.writer import ExportOptions, ExportRefused, export_dataset
+    from app.images.importer import content_store
+
+    settings = settings_for(data_dir)
+    db = make_engine(settings)
+    migrate(db)
+    if trigger_placement is PlacementOption.prefix:
+        typer.secho(
+            "warning: with the trigger word prefixed, the trainer no longer reads the captions "
+            "as JSON (it normalises only text that starts with '{').",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    with Session(db) as session:
+        target = ds.find_dataset(session, dataset)
+        options = ExportOptions(
+            profile=profile.value,
+            dialect=dialect.value,  # type: ignore[arg-type]
+            trigger_placement=trigger_placement.value,  # type: ignore[arg-type]
+            max_side=max_side,
+            keep_alpha=keep_alpha,
+            force=force,
+        )
+        try:
+            report = export_dataset(
+                session,
+                settings=settings,
+                store=content_store(settings),
+                dataset=target,
+                out_dir=out,
+                options=options,
+                as_zip=zip_,
+            )
+        except ExportRefused as e:
+            for f in e.extra.get("findings", []):
+                if f["severity"] == "error":
+                    typer.echo(f"error    {f['image'] or '(dataset)'}: {f['message']}", err=True)
+            raise
+    for w in report.warnings:
+        typer.echo(f"warning  {w.image or '(dataset)'}: {w.message}", err=True)
+    for name in report.skipped:
+        typer.echo(f"skipped  {name}: no caption", err=True)
+    where = report.zip_path or report.dataset_dir
+    typer.echo(
+        f"exported {report.images} images ({report.copied} PNGs copied as they were) to "
+        f"{where} in {report.seconds:.1f} s"
+    )
+    if report.config_path:
+        typer.echo(f"training config: {report.config_path}")
+        typer.echo(
+            f"train with: cd {out.resolve()} && python run.py config/{report.config_path.name}"
+        )
+
+
+@cli.command("lint")
+@user_errors
+def lint(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of findings")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Check a dataset is ready to train: errors stop an export, warnings are worth a look."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.db import make_engine, migrate
+    from app.lint import as_json as findings_json
+    from app.lint import lint_dataset
+
+    db = make_engine(settings_for(data_dir))
+    migrate(db)
+    with Session(db) as session:
+        findings = lint_dataset(session, dataset=ds.find_dataset(session, dataset))
+    if as_json:
+        typer.echo(findings_json(findings))
+    else:
+        for f in findings:
+            typer.echo(f"{f.severity:8} {f.code:18} {f.image or '(dataset)'}: {f.message}")
+        errors = sum(f.severity == "error" for f in findings)
+        typer.echo(f"{errors} error(s), {len(findings) - errors} warning(s)")
+    if any(f.severity == "error" for f in findings):
+        raise typer.Exit(code=1)
 
 
 @cli.command("datasets")

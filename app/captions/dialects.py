@@ -220,8 +220,14 @@ def _build(
         notes.append(f"the technique under 'photo' moved to 'art_style' (medium is {medium})")
     if photo and art_style:
         notes.append("both 'photo' and 'art_style' were given: kept them joined")
+    aesthetics = _str(style_raw.get("aesthetics", ""), "aesthetics")
+    for placeholder in ("[trigger]", "[name]"):
+        if aesthetics.startswith(placeholder):
+            # An Atelier export's trigger placeholder: the trainer fills it, we drop it.
+            aesthetics = aesthetics.removeprefix(placeholder).lstrip(", ").strip()
+            notes.append(f"dropped the {placeholder} placeholder from aesthetics")
     style = Style(
-        aesthetics=_str(style_raw.get("aesthetics", ""), "aesthetics"),
+        aesthetics=aesthetics,
         lighting=_str(style_raw.get("lighting", ""), "lighting"),
         medium=medium,  # type: ignore[arg-type]
         render=" ".join(t for t in (art_style, photo) if t),

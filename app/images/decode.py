@@ -34,7 +34,7 @@ MIME_TYPES = {
 }
 THUMB_BACKGROUND = (236, 236, 236)
 # EXIF orientation -> the transpose that shows the image upright (the EXIF specification's table).
-_TRANSPOSE = {
+TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -128,7 +128,7 @@ def decode_bytes(data: bytes, *, limits: Limits, store: ContentStore) -> Decoded
             frames = int(getattr(img, "n_frames", 1) or 1)
             icc = img.info.get("icc_profile")
             mode = img.mode
-            orientation = _orientation(img)
+            orientation = orientation_of(img)
             full_w, full_h = img.size
             if fmt == "JPEG":
                 # DCT scaling: libjpeg still reads the whole stream (truncation is caught)
@@ -180,7 +180,7 @@ def display_rgb(data: bytes, *, max_side: int) -> Image.Image:
     """The image as shown: RGB in sRGB, EXIF orientation applied, at most `max_side` px."""
     with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
         icc = img.info.get("icc_profile")
-        orientation = _orientation(img)
+        orientation = orientation_of(img)
         img.draft(None, (max_side, max_side))
         img.load()
         return _thumbnail(img, orientation=orientation, icc=icc, size=max_side)
@@ -222,7 +222,7 @@ def _too_many_pixels(limit: int, w: int | None = None, h: int | None = None) -> 
     )
 
 
-def _orientation(img: Image.Image) -> int:
+def orientation_of(img: Image.Image) -> int:
     try:
         value = int(img.getexif().get(0x0112, 1))
     except Exception:
@@ -232,7 +232,7 @@ def _orientation(img: Image.Image) -> int:
 
 def _thumbnail(img: Image.Image, *, orientation: int, icc: bytes | None, size: int) -> Image.Image:
     """An RGB thumbnail in sRGB, EXIF orientation applied, alpha flattened on light grey."""
-    img = _to_8bit(img)
+    img = to_8bit(img)
     thumb = img.copy()
     # Bilinear (antialiased when shrinking) is near bicubic for a thumbnail at 60% of the cost.
     thumb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -242,15 +242,15 @@ def _thumbnail(img: Image.Image, *, orientation: int, icc: bytes | None, size: i
         flat.paste(rgba, mask=rgba.getchannel("A"))
         thumb = flat
     if icc and thumb.mode in ("RGB", "CMYK", "L"):
-        thumb = _to_srgb(thumb, icc)
+        thumb = to_srgb(thumb, icc)
     if thumb.mode != "RGB":
         thumb = thumb.convert("RGB")
     if orientation != 1:
-        thumb = thumb.transpose(_TRANSPOSE[orientation])
+        thumb = thumb.transpose(TRANSPOSE[orientation])
     return thumb
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
+def to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return img.convert("I").point(lambda v: v / 256).convert("L")
     if img.mode == "I":
@@ -260,7 +260,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
+def to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         out = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")

@@ -57,7 +57,7 @@ def test_official_round_trip() -> None:
     caption = Caption(
         high_level_description="Une femme lit une lettre, café au lait",
         style=Style(
-            aesthetics="[trigger], tenebrist",
+            aesthetics="tenebrist",
             lighting="one candle",
             medium="photograph",
             render="85mm, f/1.8",
@@ -164,3 +164,10 @@ def test_schema_palettes_normalised_and_bounded() -> None:
         Element(color_palette=[f"#{i:06X}" for i in range(6)])
     with pytest.raises(ValidationError, match="at most 16 colours"):
         Style(color_palette=[f"#{i:06X}" for i in range(17)])
+
+
+def test_export_trigger_placeholder_dropped_on_read() -> None:
+    raw = '{"style_description":{"aesthetics":"[trigger], tenebrist"},"compositional_deconstruction":{}}'
+    reading = read_caption(raw, ext="json", width=10, height=10)
+    assert reading.caption.style.aesthetics == "tenebrist"
+    assert "dropped the [trigger] placeholder from aesthetics" in reading.notes

@@ -1,0 +1,76 @@
+"""The PNG each image is exported as: copied byte for byte when it is already what the
+trainer should see, else converted (orientation applied, sRGB, alpha flattened, resized)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from app.images.decode import ACCEPTED_FORMATS, TRANSPOSE, orientation_of, to_8bit, to_srgb
+
+BACKGROUND = (255, 255, 255)  # alpha is flattened on white unless kept
+PNG_LEVEL = 3  # zlib level: a fair trade of size for speed; the trainer does not care
+
+
+@dataclass(frozen=True)
+class Exported:
+    width: int
+    height: int
+    sha256: str
+    copied: bool
+
+
+def export_png(src: Path, dst: Path, *, keep_alpha: bool = False, max_side: int = 0) -> Exported:
+    """Writes `dst` (a PNG) from the stored original `src`."""
+    data = src.read_bytes()
+    with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
+        orientation = orientation_of(img)
+        icc = img.info.get("icc_profile")
+        has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        too_big = bool(max_side) and max(img.size) > max_side
+        as_is = (
+            img.format == "PNG"
+            and orientation == 1
+            and not icc
+            and not too_big
+            and getattr(img, "n_frames", 1) == 1
+            and img.mode in ("RGB", "L", "RGBA", "LA")
+            and (keep_alpha or not has_alpha)
+        )
+        if as_is:
+            _write(dst, data)
+            return Exported(img.width, img.height, hashlib.sha256(data).hexdigest(), True)
+        img.load()
+        out = to_8bit(img)
+        if has_alpha:
+            rgba = out.convert("RGBA")
+            if keep_alpha:
+                out = rgba
+            else:
+                out = Image.new("RGB", rgba.size, BACKGROUND)
+                out.paste(rgba, mask=rgba.getchannel("A"))
+        if icc and out.mode in ("RGB", "CMYK", "L"):
+            out = to_srgb(out, icc)
+        if out.mode not in ("RGB", "RGBA"):
+            out = out.convert("RGB")
+        if orientation != 1:
+            out = out.transpose(TRANSPOSE[orientation])
+        if too_big:
+            out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    out.save(buf, "PNG", compress_level=PNG_LEVEL)
+    encoded = buf.getvalue()
+    _write(dst, encoded)
+    return Exported(out.width, out.height, hashlib.sha256(encoded).hexdigest(), False)
+
+
+def _write(dst: Path, data: bytes) -> None:
+    with open(dst, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,354 @@
+"""Writes a dataset where AI-Toolkit reads it: DIR/datasets/<slug>/001.png + 001.json ...,
+DIR/datasets/<slug>/atelier-manifest.json, and DIR/config/<slug>.yaml.
+
+Safety: everything is written to a staging folder beside the target and renamed into place
+at the end, so a crash leaves the previous export as it was. Nothing is deleted that Atelier
+did not write: a folder without Atelier's manifest, or a YAML without its header, is refused,
+and files the trainer added to an exported folder (its latent cache) are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from app.captions import boxes
+from app.captions.dialects import to_official
+from app.captions.schema import Caption
+from app.captions.style_block import block_of, effective
+from app.config import Settings
+from app.errors import Invalid, UserError
+from app.export import profiles
+from app.export.images import Exported, export_png
+from app.images.importer import decode_pool
+from app.images.store import ContentStore
+from app.lint import Finding, captions, lint_dataset
+from app.models import Dataset
+
+Dialect = Literal["official", "guide"]
+TriggerPlacement = Literal["aesthetics", "prefix", "none"]
+MANIFEST = "atelier-manifest.json"
+STAGING_MARK = ".atelier-staging"
+PLACEHOLDER = "[trigger]"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
+
+
+class ExportRefused(UserError):
+    status_code = 422
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    profile: str = profiles.DEFAULT_PROFILE
+    dialect: Dialect = "official"
+    trigger_placement: TriggerPlacement = "aesthetics"
+    max_side: int = 0
+    keep_alpha: bool = False
+    force: bool = False
+    steps: int = 2500
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    dataset_dir: Path | None
+    config_path: Path | None
+    zip_path: Path | None
+    images: int
+    copied: int
+    skipped: list[str]
+    warnings: list[Finding]
+    seconds: float
+    kept: list[str] = field(default_factory=list)  # files found in the old export, kept
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "dataset_dir": str(self.dataset_dir) if self.dataset_dir else None,
+            "config": str(self.config_path) if self.config_path else None,
+            "zip": str(self.zip_path) if self.zip_path else None,
+            "images": self.images,
+            "copied": self.copied,
+            "converted": self.images - self.copied,
+            "skipped": self.skipped,
+            "warnings": [w.as_dict() for w in self.warnings],
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def caption_text(
+    caption: Caption,
+    *,
+    dialect: Dialect,
+    placement: TriggerPlacement,
+    width: int,
+    height: int,
+) -> str:
+    """The caption file's text: compact JSON, with the trigger placeholder where asked."""
+    data = to_official(caption) if dialect == "official" else to_guide(caption, width, height)
+    if placement == "aesthetics":
+        style = data.get("style_description") or {}
+        aesthetics = style.get("aesthetics", "")
+        style = {
+            "aesthetics": f"{PLACEHOLDER}, {aesthetics}" if aesthetics else PLACEHOLDER,
+            **{k: v for k, v in style.items() if k != "aesthetics"},
+        }
+        data = {
+            **{k: v for k, v in data.items() if k == "high_level_description"},
+            "style_description": style,
+            "compositional_deconstruction": data["compositional_deconstruction"],
+        }
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def to_guide(caption: Caption, width: int, height: int) -> dict[str, Any]:
+    """The guide's dialect: the official keys, but boxes as pixel [x1, y1, x2, y2]."""
+    data = to_official(caption)
+    elements = data["compositional_deconstruction"]["elements"]
+    for el, e in zip(elements, caption.composition.elements, strict=True):
+        if e.box is not None:
+            el["bbox"] = boxes.to_pixels(e.box, width=width, height=height)
+    return data
+
+
+def export_dataset(
+    session: Session,
+    *,
+    settings: Settings,
+    store: ContentStore,
+    dataset: Dataset,
+    out_dir: Path,
+    options: ExportOptions = ExportOptions(),  # noqa: B008 (frozen)
+    as_zip: bool = False,
+) -> ExportReport:
+    """Exports the dataset into `out_dir` (or a zip file there); refuses on lint errors."""
+    started = time.perf_counter()
+    profiles.get_profile(options.profile)
+    findings = lint_dataset(session, dataset=dataset)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors and not options.force:
+        first = "; ".join(f"{f.image or 'dataset'}: {f.message}" for f in errors[:3])
+        raise ExportRefused(
+            f"{len(errors)} problem(s) stop the export ({first}). Fix them, or export anyway "
+            "with --force.",
+            findings=[f.as_dict() for f in findings],
+        )
+    if options.trigger_placement != "none" and not dataset.trigger_word.strip():
+        raise Invalid("The dataset has no trigger word: set one, or export with no trigger.")
+    slug = dataset.slug
+    if not _SLUG.match(slug):
+        raise Invalid(f"The dataset's folder name {slug!r} is not safe to write.")
+    out = _prepare_out(out_dir)
+    target = _inside(out, out / "datasets" / slug)
+    config = _inside(out, out / "config" / f"{slug}.yaml")
+    _recover(out, slug, target)
+    if target.exists() and not (target / MANIFEST).is_file():
+        raise Invalid(
+            f"{target} exists and was not written by Atelier: choose another folder, or move it."
+        )
+    if config.exists() and not config.read_text(errors="replace").startswith(
+        "# Written by Atelier"
+    ):
+        raise Invalid(f"{config} exists and was not written by Atelier: move it first.")
+    _clear_stale_staging(out)
+
+    block = block_of(dataset)
+    rows = [(img, cap) for img, cap in captions(session, dataset) if cap is not None]
+    skipped = [img.filename for img, cap in captions(session, dataset) if cap is None]
+    digits = max(3, len(str(len(rows))))
+    staging = out / f".atelier-export-{slug}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    (staging / STAGING_MARK).touch()
+    try:
+        stage_ds = staging / "datasets" / slug
+        stage_ds.mkdir(parents=True)
+        jobs = [
+            (store.blob_path(img.sha256), stage_ds / f"{n:0{digits}d}.png")
+            for n, (img, _) in enumerate(rows, 1)
+        ]
+        work = partial(_export_one, keep_alpha=options.keep_alpha, max_side=options.max_side)
+        pool = decode_pool(settings.import_workers) if len(jobs) > 1 else None
+        results: list[Exported] = list(
+            pool.map(work, jobs, chunksize=4) if pool else map(work, jobs)
+        )
+        entries = []
+        for (img, stored), (_, png), done in zip(rows, jobs, results, strict=True):
+            text = caption_text(
+                effective(stored, block),
+                dialect=options.dialect,
+                placement=options.trigger_placement,
+                width=done.width,
+                height=done.height,
+            )
+            data = text.encode()
+            png.with_suffix(".json").write_bytes(data)
+            entries.append(
+                {
+                    "name": png.stem,
+                    "source_sha256": img.sha256,
+                    "source_filename": img.filename,
+                    "caption_revision": img.revision,
+                    "png_sha256": done.sha256,
+                    "json_sha256": hashlib.sha256(data).hexdigest(),
+                    "width": done.width,
+                    "height": done.height,
+                    "copied": done.copied,
+                }
+            )
+        manifest = {
+            "written_by": "Atelier",
+            "dataset": dataset.name,
+            "slug": slug,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "profile": options.profile,
+            "dialect": options.dialect,
+            "trigger_placement": options.trigger_placement,
+            "images": entries,
+        }
+        (stage_ds / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+        folder = f"datasets/{slug}" if as_zip else str(target)
+        yaml_text = _yaml(dataset, block, folder, options)
+        (staging / "config").mkdir()
+        (staging / "config" / f"{slug}.yaml").write_text(yaml_text)
+        report = ExportReport(
+            out_dir=out,
+            dataset_dir=None,
+            config_path=None,
+            zip_path=None,
+            images=len(rows),
+            copied=sum(r.copied for r in results),
+            skipped=skipped,
+            warnings=[f for f in findings if f.severity == "warning"],
+            seconds=0.0,
+        )
+        if as_zip:
+            report.zip_path = _zip(staging, out / f"{slug}.zip")
+        else:
+            config.parent.mkdir(exist_ok=True)
+            os.replace(staging / "config" / f"{slug}.yaml", config)
+            report.kept = _swap_in(stage_ds, target, out, slug)
+            report.dataset_dir, report.config_path = target, config
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _export_one(job: tuple[Path, Path], *, keep_alpha: bool, max_side: int) -> Exported:
+    src, dst = job
+    return export_png(src, dst, keep_alpha=keep_alpha, max_side=max_side)
+
+
+def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportOptions) -> str:
+    from app.captions.schema import Style
+
+    style = Style(
+        aesthetics=block.get("aesthetics", ""),
+        lighting=block.get("lighting", ""),
+        medium=block.get("medium") or None,  # type: ignore[arg-type]
+        render=block.get("render", ""),
+    )
+    placement = options.trigger_placement
+    doc = profiles.training_config(
+        name=dataset.name,
+        slug=dataset.slug,
+        folder_path=folder,
+        # 'none' leaves it out: with a trigger_word set, the loader would prepend it.
+        trigger_word=dataset.trigger_word.strip() if placement != "none" else None,
+        resolution=dataset.resolution,
+        steps=options.steps,
+        profile=options.profile,
+        style=style,
+        samples_trigger=PLACEHOLDER if placement == "aesthetics" else None,
+    )
+    return profiles.dump(doc)
+
+
+def _prepare_out(out_dir: Path) -> Path:
+    out = out_dir.expanduser()
+    if out.exists() and not out.is_dir():
+        raise Invalid(f"{out} is a file, not a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise Invalid(f"Cannot create {out}: {e.strerror}.") from None
+    if not os.access(out, os.W_OK):
+        raise Invalid(f"{out} is not writable.")
+    return out.resolve()
+
+
+def _inside(out: Path, path: Path) -> Path:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(out):
+        raise Invalid(f"{path} leads outside {out}; refused.")
+    return resolved
+
+
+def _clear_stale_staging(out: Path) -> None:
+    """Staging folders left by a crash: only those carrying Atelier's mark are removed."""
+    for d in out.glob(".atelier-export-*"):
+        if d.is_dir() and (d / STAGING_MARK).is_file():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _recover(out: Path, slug: str, target: Path) -> None:
+    """A crash between the two renames of a swap left the old export aside: put it back."""
+    if target.exists():
+        return
+    for old in (out / "datasets").glob(f".atelier-old-{slug}-*"):
+        if (old / MANIFEST).is_file():
+            old.rename(target)
+            return
+
+
+def _swap_in(staged: Path, target: Path, out: Path, slug: str) -> list[str]:
+    """Puts the staged folder in place; the old export's own files go, others stay."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged.rename(target)
+        return []
+    old = target.parent / f".atelier-old-{slug}-{uuid.uuid4().hex[:8]}"
+    target.rename(old)
+    staged.rename(target)
+    ours = {MANIFEST}
+    try:
+        manifest = json.loads((old / MANIFEST).read_text())
+        for e in manifest.get("images", []):
+            ours.update({f"{e['name']}.png", f"{e['name']}.json"})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    kept = []
+    for entry in sorted(old.iterdir()):
+        if entry.name in ours and entry.is_file():
+            entry.unlink()
+        elif not (target / entry.name).exists():
+            entry.rename(target / entry.name)  # e.g. the trainer's latent cache
+            kept.append(entry.name)
+    # Something of the user's that clashes with a new name stays beside, not deleted.
+    with contextlib.suppress(OSError):
+        old.rmdir()
+    return kept
+
+
+def _zip(staging: Path, dest: Path) -> Path:
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for path in sorted(staging.rglob("*")):
+            if path.is_file() and path.name != STAGING_MARK:
+                zf.write(path, path.relative_to(staging).as_posix())
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,162 @@
+"""Readiness lint: what stops a dataset from training well, before it is exported.
+
+Errors stop an export (unless forced); warnings are listed with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlmodel import Session, col, select
+
+from app.captions import revisions
+from app.captions.dialects import dumps_official
+from app.captions.schema import Caption
+from app.captions.style_block import block_of, effective, field_states
+from app.images import catalog
+from app.models import CaptionRevision, CaptionStatus, Dataset, Flag, Image
+
+Severity = Literal["error", "warning"]
+MIN_IMAGES = 30
+TOKEN_BUDGET = 3072  # the trainer truncates captions there (Qwen3-VL text encoder)
+CHARS_PER_TOKEN = 3.2  # a cautious estimate for English JSON with a Qwen tokenizer
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    code: str
+    image: str | None  # file name, None for the dataset as a whole
+    message: str
+    image_id: int | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "image": self.image,
+            "image_id": self.image_id,
+            "message": self.message,
+        }
+
+
+def captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption | None]]:
+    """Every image in dataset order with its stored caption (None if it has none)."""
+    rows = session.exec(
+        select(Image, CaptionRevision)
+        .join(
+            CaptionRevision,
+            (col(CaptionRevision.image_id) == Image.id)
+            & (col(CaptionRevision.number) == Image.revision),
+            isouter=True,
+        )
+        .where(Image.dataset_id == dataset.id)
+        .order_by(col(Image.position))
+    ).all()
+    return [(img, revisions.parse(rev) if rev else None) for img, rev in rows]
+
+
+def lint_dataset(session: Session, *, dataset: Dataset) -> list[Finding]:
+    block = block_of(dataset)
+    trigger = dataset.trigger_word.strip().lower()
+    out: list[Finding] = []
+    rows = captions(session, dataset)
+    flags = {r.image.id: r.flags for r in catalog.list_images(session, dataset=dataset)[0]}
+    shapes: Counter[tuple[int, ...]] = Counter()
+
+    def add(sev: Severity, code: str, img: Image | None, message: str) -> None:
+        out.append(
+            Finding(sev, code, img.filename if img else None, message, img.id if img else None)
+        )
+
+    for img, stored in rows:
+        if stored is None:
+            why = (
+                f" (its caption file could not be read: {img.caption_error})"
+                if img.caption_error
+                else ""
+            )
+            add("error", "missing_caption", img, f"has no caption{why}")
+            continue
+        caption = effective(stored, block)
+        for n, e in enumerate(caption.composition.elements, 1):
+            if e.box is not None and e.box.is_degenerate:
+                add("error", "degenerate_box", img, f"element {n}'s box has no area")
+            if e.type == "text" and not (e.text or "").strip():
+                add("error", "empty_text", img, f"element {n} is a text element with no text")
+        text = dumps_official(caption)
+        if trigger and trigger in text.lower():
+            add(
+                "error",
+                "trigger_in_caption",
+                img,
+                f"the trigger word {dataset.trigger_word!r} is written in the caption; the "
+                "export places it for the trainer",
+            )
+        if img.status != CaptionStatus.approved:
+            add("warning", "not_approved", img, f"caption is {CaptionStatus(img.status).label}")
+        overridden = [k for k, v in field_states(stored, block).items() if v == "overridden"]
+        if overridden:
+            add(
+                "warning",
+                "style_drift",
+                img,
+                f"overrides the dataset's style block ({', '.join(overridden)})",
+            )
+        tokens = len(text) / CHARS_PER_TOKEN
+        if tokens > TOKEN_BUDGET:
+            add(
+                "warning",
+                "caption_too_long",
+                img,
+                f"about {tokens:.0f} tokens; the trainer cuts captions at {TOKEN_BUDGET}",
+            )
+        if img.boxes_ambiguous:
+            add(
+                "warning",
+                "ambiguous_boxes",
+                img,
+                "its boxes were read as 0..1000 but could be pixels: choose the format",
+            )
+        shapes[_shape(caption)] += 1
+        for flag in flags.get(img.id, []):
+            if flag is Flag.duplicate:
+                add("warning", "near_duplicate", img, "is in an unresolved near-duplicate pair")
+            elif flag is Flag.low_resolution:
+                add(
+                    "warning",
+                    "low_resolution",
+                    img,
+                    f"{img.width}x{img.height} is below the training resolution "
+                    f"{dataset.resolution} (the trainer never upscales)",
+                )
+    if len(rows) < MIN_IMAGES:
+        add("warning", "few_images", None, f"{len(rows)} images; a style wants 30 to 60")
+    if shapes and len(rows) >= 6:
+        shape, count = shapes.most_common(1)[0]
+        if count / len(rows) > 0.5:
+            add(
+                "warning",
+                "same_compositions",
+                None,
+                f"{count} of {len(rows)} captions have the same composition (element count and "
+                "layout): vary framing and the number of figures",
+            )
+    return out
+
+
+def _shape(caption: Caption) -> tuple[int, ...]:
+    """A coarse composition signature: element count and each box's third of the canvas."""
+    thirds = []
+    for e in caption.composition.elements:
+        if e.box is not None:
+            cx, cy = (e.box.x0 + e.box.x1) / 2, (e.box.y0 + e.box.y1) / 2
+            thirds.append(int(cx * 3) * 3 + int(cy * 3))
+    return (len(caption.composition.elements), *sorted(thirds))
+
+
+def as_json(findings: list[Finding]) -> str:
+    return json.dumps([f.as_dict() for f in findings], ensure_ascii=False, indent=1)
