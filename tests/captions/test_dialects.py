@@ -167,7 +167,12 @@ def test_schema_palettes_normalised_and_bounded() -> None:
 
 
 def test_export_trigger_placeholder_dropped_on_read() -> None:
-    raw = '{"style_description":{"aesthetics":"[trigger], tenebrist"},"compositional_deconstruction":{}}'
+    raw = json.dumps(
+        {
+            "style_description": {"aesthetics": "[trigger], tenebrist"},
+            "compositional_deconstruction": {},
+        }
+    )
     reading = read_caption(raw, ext="json", width=10, height=10)
     assert reading.caption.style.aesthetics == "tenebrist"
     assert "dropped the [trigger] placeholder from aesthetics" in reading.notes
