@@ -21,7 +21,7 @@ from app.drafting.worker import DraftWorker, EngineFactory
 from app.errors import UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
-from app.web import api, caption_api, dataset_edits, drafting, editor, pages
+from app.web import api, caption_api, dataset_edits, drafting, editor, export, pages
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
 
@@ -73,6 +73,7 @@ def create_app(
     app.include_router(editor.router)
     app.include_router(dataset_edits.router)
     app.include_router(drafting.router)
+    app.include_router(export.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:

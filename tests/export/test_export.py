@@ -300,3 +300,36 @@ def test_profile_for_gpu() -> None:
     assert profiles.profile_for_gpu(23.5) == "24gb"
     assert profiles.profile_for_gpu(79.2) == "80gb"
     assert profiles.profile_for_gpu(95.6) == "96gb"
+
+
+def test_export_page_lints_shows_overview_and_exports(client: TestClient, tmp_path: Path) -> None:
+    from bs4 import BeautifulSoup
+
+    dataset_id, _ = make_dataset(client, captioned=False)
+    page = BeautifulSoup(client.get(f"/datasets/{dataset_id}/export").text, "html.parser")
+    assert "missing_caption" in page.select_one("[data-lint]").text  # type: ignore[union-attr]
+    assert len(page.select(".palette-strips .strip")) == 2
+    assert page.select_one("select[name=profile] option[selected]")["value"] in profiles.PROFILES  # type: ignore[index]
+    out = tmp_path / "aitk"
+    r = client.post(f"/datasets/{dataset_id}/export", data={"out_dir": str(out)})
+    assert r.status_code == 422 and "stop the export" in r.text
+    r = client.post(f"/datasets/{dataset_id}/export", data={"out_dir": str(out), "force": "true"})
+    assert r.status_code == 200 and "Exported 2 images" in r.text
+    r = client.post(
+        f"/datasets/{dataset_id}/export", data={"action": "zip", "force": "true", "profile": "96gb"}
+    )
+    assert r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert "config/baroque_chiaroscuro.yaml" in zf.namelist()
+    api = client.post(
+        f"/api/datasets/{dataset_id}/export",
+        json={"out_dir": str(tmp_path / "api"), "force": True, "profile": "12gb"},
+    )
+    assert api.status_code == 200 and api.json()["images"] == 2
+    refused = client.post(
+        f"/api/datasets/{dataset_id}/export", json={"out_dir": str(tmp_path / "x")}
+    )
+    assert refused.status_code == 422
+    assert any(f["code"] == "missing_caption" for f in refused.json()["findings"])
+    lint = client.get(f"/api/datasets/{dataset_id}/lint").json()
+    assert {"error", "warning"} == {f["severity"] for f in lint}

@@ -1,0 +1,238 @@
+"""Export and readiness from the browser and the API: lint, overview, folder or zip."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from app import datasets as ds
+from app.captions.style_block import block_of, effective
+from app.config import Settings
+from app.export import profiles
+from app.export.gpu import local_gpu_gb
+from app.export.writer import Dialect, ExportOptions, TriggerPlacement, export_dataset
+from app.lint import captions, lint_dataset
+from app.models import CaptionStatus, Dataset
+from app.web.deps import SessionDep, SettingsDep, StoreDep
+from app.web.templating import templates
+
+router = APIRouter()
+
+
+class ExportIn(BaseModel):
+    out_dir: str | None = Field(default=None, description="Folder to write into (on this machine)")
+    zip: bool = Field(default=False, description="Answer with a zip file instead")
+    profile: str = profiles.DEFAULT_PROFILE
+    dialect: Dialect = "official"
+    trigger_placement: TriggerPlacement = "aesthetics"
+    max_side: int = Field(default=0, ge=0, le=16384)
+    keep_alpha: bool = False
+    force: bool = False
+
+
+def _options(body: ExportIn) -> ExportOptions:
+    return ExportOptions(
+        profile=body.profile,
+        dialect=body.dialect,
+        trigger_placement=body.trigger_placement,
+        max_side=body.max_side,
+        keep_alpha=body.keep_alpha,
+        force=body.force,
+    )
+
+
+def _zip_response(
+    session: Session, settings: Settings, store: Any, dataset: Dataset, body: ExportIn,
+    background: BackgroundTasks,
+) -> FileResponse:  # fmt: skip
+    tmp = settings.tmp_dir / f"export-{uuid.uuid4().hex}"
+    report = export_dataset(
+        session, settings=settings, store=store, dataset=dataset, out_dir=tmp,
+        options=_options(body), as_zip=True,
+    )  # fmt: skip
+    assert report.zip_path is not None
+
+    def cleanup() -> None:
+        report.zip_path.unlink(missing_ok=True)  # type: ignore[union-attr]
+        tmp.rmdir()
+
+    background.add_task(cleanup)
+    return FileResponse(
+        report.zip_path, media_type="application/zip", filename=f"{dataset.slug}.zip"
+    )
+
+
+@router.get("/api/datasets/{dataset_id}/lint", tags=["export"])
+def api_lint(dataset_id: int, session: SessionDep) -> list[dict]:
+    """Findings: errors stop an export, warnings are listed with it."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return [f.as_dict() for f in lint_dataset(session, dataset=dataset)]
+
+
+@router.post("/api/datasets/{dataset_id}/export", tags=["export"], response_model=None)
+def api_export(
+    dataset_id: int,
+    body: ExportIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    background: BackgroundTasks,
+) -> dict | FileResponse:
+    """Writes into `out_dir` (answering with the report), or answers with a zip."""
+    dataset = ds.get_dataset(session, dataset_id)
+    if body.zip:
+        return _zip_response(session, settings, store, dataset, body, background)
+    if not body.out_dir:
+        from app.errors import Invalid
+
+        raise Invalid("Say where to write (out_dir), or ask for a zip.")
+    report = export_dataset(
+        session, settings=settings, store=store, dataset=dataset,
+        out_dir=Path(body.out_dir), options=_options(body),
+    )  # fmt: skip
+    return report.as_dict()
+
+
+def overview(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """What the export page shows to look at: sizes, aspects, palettes, compositions."""
+    block = block_of(dataset)
+    rows = captions(session, dataset)
+    short_sides: Counter[str] = Counter()
+    aspects: Counter[str] = Counter()
+    elements: Counter[int] = Counter()
+    box_sizes: Counter[str] = Counter()
+    palettes = []
+    statuses: Counter[str] = Counter()
+    for img, stored in rows:
+        short = min(img.width, img.height)
+        short_sides[_bucket(short, (512, 768, 1024, 1536, 2048))] += 1
+        aspects[_aspect(img.width / img.height)] += 1
+        statuses[CaptionStatus(img.status).label] += 1
+        if stored is not None:
+            caption = effective(stored, block)
+            elements[len(caption.composition.elements)] += 1
+            for e in caption.composition.elements:
+                if e.box is not None:
+                    area = (e.box.x1 - e.box.x0) * (e.box.y1 - e.box.y0)
+                    box_sizes[_bucket_area(area)] += 1
+            palettes.append((img, caption.style.color_palette))
+    return {
+        "short_sides": _ordered(short_sides, ["< 512", "512+", "768+", "1024+", "1536+", "2048+"]),
+        "aspects": _ordered(aspects, ["tall", "portrait", "square", "landscape", "wide"]),
+        "elements": sorted(elements.items()),
+        "box_sizes": _ordered(box_sizes, ["tiny", "small", "medium", "large", "whole"]),
+        "palettes": palettes,
+        "statuses": statuses,
+        "total": len(rows),
+    }
+
+
+def _bucket(v: int, edges: tuple[int, ...]) -> str:
+    label = f"< {edges[0]}"
+    for e in edges:
+        if v >= e:
+            label = f"{e}+"
+    return label
+
+
+def _aspect(r: float) -> str:
+    if r < 0.6:
+        return "tall"
+    if r < 0.9:
+        return "portrait"
+    if r <= 1.11:
+        return "square"
+    return "landscape" if r <= 1.7 else "wide"
+
+
+def _bucket_area(a: float) -> str:
+    if a < 0.02:
+        return "tiny"
+    if a < 0.1:
+        return "small"
+    if a < 0.35:
+        return "medium"
+    return "large" if a < 0.8 else "whole"
+
+
+def _ordered(c: Counter[str], order: list[str]) -> list[tuple[str, int]]:
+    return [(k, c.get(k, 0)) for k in order]
+
+
+def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str, Any]:
+    gpu = local_gpu_gb()
+    findings = lint_dataset(session, dataset=dataset)
+    return {
+        "dataset": dataset,
+        "findings": findings,
+        "errors": [f for f in findings if f.severity == "error"],
+        "warnings": [f for f in findings if f.severity == "warning"],
+        "profiles": [
+            (p, profiles.get_profile(p).vram_estimate_gb(dataset.resolution))
+            for p in profiles.PROFILES
+        ],
+        "chosen_profile": profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE,
+        "gpu_gb": gpu,
+        "overview": overview(session, dataset),
+        "report": None,
+        "error": None,
+        "form": {},
+    } | extra
+
+
+@router.get("/datasets/{dataset_id}/export", response_class=HTMLResponse, include_in_schema=False)
+def export_page(request: Request, dataset_id: int, session: SessionDep) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    return templates.TemplateResponse(
+        request, "dataset_export.html", _page_context(session, dataset)
+    )
+
+
+@router.post("/datasets/{dataset_id}/export", include_in_schema=False, response_model=None)
+def export_form(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    background: BackgroundTasks,
+    action: Annotated[str, Form()] = "folder",
+    out_dir: Annotated[str, Form(max_length=4096)] = "",
+    profile: Annotated[str, Form()] = profiles.DEFAULT_PROFILE,
+    dialect: Annotated[Dialect, Form()] = "official",
+    trigger_placement: Annotated[TriggerPlacement, Form()] = "aesthetics",
+    max_side: Annotated[int, Form(ge=0, le=16384)] = 0,
+    keep_alpha: Annotated[bool, Form()] = False,
+    force: Annotated[bool, Form()] = False,
+) -> Response:
+    from app.errors import UserError
+
+    dataset = ds.get_dataset(session, dataset_id)
+    body = ExportIn(
+        out_dir=out_dir or None, zip=action == "zip", profile=profile, dialect=dialect,
+        trigger_placement=trigger_placement, max_side=max_side, keep_alpha=keep_alpha, force=force,
+    )  # fmt: skip
+    form = body.model_dump()
+    try:
+        if body.zip:
+            return _zip_response(session, settings, store, dataset, body, background)
+        if not body.out_dir:
+            raise UserError("Say which folder to write into, or download a zip.")
+        report = export_dataset(
+            session, settings=settings, store=store, dataset=dataset,
+            out_dir=Path(body.out_dir), options=_options(body),
+        )  # fmt: skip
+    except UserError as e:
+        context = _page_context(session, dataset, error=e.message, form=form)
+        return templates.TemplateResponse(
+            request, "dataset_export.html", context, status_code=e.status_code
+        )
+    context = _page_context(session, dataset, report=report, form=form)
+    return templates.TemplateResponse(request, "dataset_export.html", context)
