@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +25,22 @@ class Exported:
     copied: bool
 
 
-def export_png(src: Path, dst: Path, *, keep_alpha: bool = False, max_side: int = 0) -> Exported:
-    """Writes `dst` (a PNG) from the stored original `src`."""
-    data = src.read_bytes()
-    with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
-        orientation = orientation_of(img)
+def export_png(
+    src: Path,
+    dst: Path,
+    *,
+    orientation: int | None = None,
+    keep_alpha: bool = False,
+    max_side: int = 0,
+) -> Exported:
+    """Writes `dst` (a PNG) from the stored original `src`.
+
+    `orientation` is the EXIF orientation recorded at import; reading it again from a PNG
+    would decode the whole image, since its EXIF chunk may follow the pixels.
+    """
+    with Image.open(src, formats=ACCEPTED_FORMATS) as img:
+        if orientation is None:
+            orientation = orientation_of(img)
         icc = img.info.get("icc_profile")
         has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
         too_big = bool(max_side) and max(img.size) > max_side
@@ -43,8 +54,9 @@ def export_png(src: Path, dst: Path, *, keep_alpha: bool = False, max_side: int 
             and (keep_alpha or not has_alpha)
         )
         if as_is:
-            _write(dst, data)
-            return Exported(img.width, img.height, hashlib.sha256(data).hexdigest(), True)
+            # The store names each file by the sha256 of its bytes: no need to hash again.
+            shutil.copyfile(src, dst)
+            return Exported(img.width, img.height, src.name, True)
         img.load()
         out = to_8bit(img)
         if has_alpha:
@@ -70,7 +82,5 @@ def export_png(src: Path, dst: Path, *, keep_alpha: bool = False, max_side: int 
 
 
 def _write(dst: Path, data: bytes) -> None:
-    with open(dst, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    # No fsync per file: the writer syncs once before the export is renamed into place.
+    dst.write_bytes(data)

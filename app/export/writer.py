@@ -177,7 +177,7 @@ def export_dataset(
         stage_ds = staging / "datasets" / slug
         stage_ds.mkdir(parents=True)
         jobs = [
-            (store.blob_path(img.sha256), stage_ds / f"{n:0{digits}d}.png")
+            (store.blob_path(img.sha256), stage_ds / f"{n:0{digits}d}.png", img.orientation)
             for n, (img, _) in enumerate(rows, 1)
         ]
         work = partial(_export_one, keep_alpha=options.keep_alpha, max_side=options.max_side)
@@ -186,7 +186,7 @@ def export_dataset(
             pool.map(work, jobs, chunksize=4) if pool else map(work, jobs)
         )
         entries = []
-        for (img, stored), (_, png), done in zip(rows, jobs, results, strict=True):
+        for (img, stored), (_, png, _), done in zip(rows, jobs, results, strict=True):
             text = caption_text(
                 effective(stored, block),
                 dialect=options.dialect,
@@ -235,6 +235,8 @@ def export_dataset(
             warnings=[f for f in findings if f.severity == "warning"],
             seconds=0.0,
         )
+        # Everything on disk before it replaces the previous export (one sync, not one a file).
+        os.sync()
         if as_zip:
             report.zip_path = _zip(staging, out / f"{slug}.zip")
         else:
@@ -248,9 +250,9 @@ def export_dataset(
     return report
 
 
-def _export_one(job: tuple[Path, Path], *, keep_alpha: bool, max_side: int) -> Exported:
-    src, dst = job
-    return export_png(src, dst, keep_alpha=keep_alpha, max_side=max_side)
+def _export_one(job: tuple[Path, Path, int], *, keep_alpha: bool, max_side: int) -> Exported:
+    src, dst, orientation = job
+    return export_png(src, dst, orientation=orientation, keep_alpha=keep_alpha, max_side=max_side)
 
 
 def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportOptions) -> str:

@@ -333,3 +333,36 @@ def test_export_page_lints_shows_overview_and_exports(client: TestClient, tmp_pa
     assert any(f["code"] == "missing_caption" for f in refused.json()["findings"])
     lint = client.get(f"/api/datasets/{dataset_id}/lint").json()
     assert {"error", "warning"} == {f["severity"] for f in lint}
+
+
+def test_conversion_applies_orientation_and_flattens_alpha(
+    client: TestClient, tmp_path: Path
+) -> None:
+    rotated = f.rotated_exif_jpeg(tmp_path / "r.jpg", 7)
+    rgba = PILImage.new("RGBA", (600, 400), (255, 0, 0, 0))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    dataset_id = client.post("/api/datasets", json={"name": "Odd", "trigger_word": "odd"}).json()[
+        "id"
+    ]
+    files = [
+        ("files", ("r.jpg", rotated.read_bytes(), "image/jpeg")),
+        ("files", ("t.png", buf.getvalue(), "image/png")),
+    ]
+    ids = [
+        o["image_id"]
+        for o in client.post(f"/api/datasets/{dataset_id}/images", files=files).json()["imported"]
+    ]
+    for iid in ids:
+        client.put(f"/api/images/{iid}/caption", json={"revision": 0, "caption": CAPTION})
+    shown = client.get(f"/api/images/{ids[0]}").json()
+    out = tmp_path / "out"
+    export(client, dataset_id, out, force=True)
+    folder = out / "datasets" / "odd"
+    with PILImage.open(folder / "001.png") as im:
+        assert im.size == (shown["width"], shown["height"])  # as displayed, EXIF applied
+    with PILImage.open(folder / "002.png") as im:
+        assert im.mode == "RGB" and im.getpixel((10, 10)) == (255, 255, 255)
+    export(client, dataset_id, tmp_path / "alpha", force=True, keep_alpha=True)
+    with PILImage.open(tmp_path / "alpha" / "datasets" / "odd" / "002.png") as im:
+        assert im.mode == "RGBA"
