@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
 from sqlmodel import Session, col, select
 
@@ -23,6 +24,26 @@ Severity = Literal["error", "warning"]
 MIN_IMAGES = 30
 TOKEN_BUDGET = 3072  # the trainer truncates captions there (Qwen3-VL text encoder)
 CHARS_PER_TOKEN = 3.2  # a cautious estimate for English JSON with a Qwen tokenizer
+TEXT_ENCODER = "Qwen/Qwen3-VL-8B-Instruct"
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    """The text encoder's tokenizer if it is in the Hugging Face cache, else None."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(TEXT_ENCODER, local_files_only=True)
+    except Exception:  # not installed, not cached, or unreadable: estimate instead
+        return None
+
+
+def count_tokens(text: str) -> tuple[int, bool]:
+    """Tokens of a caption for the trainer's text encoder, and whether that is exact."""
+    tok = _tokenizer()
+    if tok is not None:
+        return len(tok(text)["input_ids"]), True
+    return round(len(text) / CHARS_PER_TOKEN), False
 
 
 @dataclass(frozen=True)
@@ -106,13 +127,14 @@ def lint_dataset(session: Session, *, dataset: Dataset) -> list[Finding]:
                 img,
                 f"overrides the dataset's style block ({', '.join(overridden)})",
             )
-        tokens = len(text) / CHARS_PER_TOKEN
+        tokens, exact = count_tokens(text)
         if tokens > TOKEN_BUDGET:
             add(
                 "warning",
                 "caption_too_long",
                 img,
-                f"about {tokens:.0f} tokens; the trainer cuts captions at {TOKEN_BUDGET}",
+                f"{'' if exact else 'about '}{tokens} tokens; the trainer cuts captions at "
+                f"{TOKEN_BUDGET}",
             )
         if img.boxes_ambiguous:
             add(

@@ -366,3 +366,18 @@ def test_conversion_applies_orientation_and_flattens_alpha(
     export(client, dataset_id, tmp_path / "alpha", force=True, keep_alpha=True)
     with PILImage.open(tmp_path / "alpha" / "datasets" / "odd" / "002.png") as im:
         assert im.mode == "RGBA"
+
+
+def test_long_caption_warned(client: TestClient) -> None:
+    from app.lint import TOKEN_BUDGET, count_tokens
+
+    dataset_id, ids = make_dataset(client)
+    cap = json.loads(json.dumps(CAPTION))
+    cap["compositional_deconstruction"]["elements"] = [
+        {"type": "obj", "desc": "a figure in a long crimson cloak " * 12, "color_palette": []}
+    ] * 40
+    client.put(f"/api/images/{ids[0]}/caption", json={"revision": 1, "caption": cap})
+    tokens, _ = count_tokens(json.dumps(cap))
+    assert tokens > TOKEN_BUDGET
+    codes = [f["code"] for f in client.get(f"/api/datasets/{dataset_id}/lint").json()]
+    assert "caption_too_long" in codes
