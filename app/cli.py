@@ -262,7 +262,7 @@ def draft(
             settings, engine=job.engine, model=job.model, batch_size=job.batch_size
         )
     except DraftError as e:
-        _fail_job(db, job_id, e.message)
+        jobs.mark_failed(db, job_id, e.message)
         raise fail(e.message) from None
 
     def show(p: jobs.Progress) -> None:
@@ -299,19 +299,6 @@ def draft(
     )
     if ended.error:
         raise fail(ended.error)
-
-
-def _fail_job(db: Any, job_id: int, message: str) -> None:
-    from sqlmodel import Session
-
-    from app.drafting import jobs
-    from app.models import JobStatus, utcnow
-
-    with Session(db) as session:
-        job = jobs.get_job(session, job_id)
-        job.status, job.error, job.finished_at = JobStatus.failed, message, utcnow()
-        session.add(job)
-        session.commit()
 
 
 @cli.command("export")

@@ -103,6 +103,16 @@ def create_job(
     return job
 
 
+def mark_failed(db: DBEngine, job_id: int, message: str) -> DraftJob:
+    """Ends the job as failed with the sentence that says why."""
+    with Session(db, expire_on_commit=False) as session:
+        job = get_job(session, job_id)
+        job.status, job.error, job.finished_at = JobStatus.failed, message, utcnow()
+        session.add(job)
+        session.commit()
+        return job
+
+
 def get_job(session: Session, job_id: int) -> DraftJob:
     job = session.get(DraftJob, job_id)
     if job is None:
@@ -262,11 +272,7 @@ def run_job(
                 _draft_batch(session, job, dataset, list(batch), engine, store, max_pixels)
             except DraftError as e:
                 session.rollback()
-                job = get_job(session, job_id)
-                job.status, job.error, job.finished_at = JobStatus.failed, e.message, utcnow()
-                session.add(job)
-                session.commit()
-                return job
+                return mark_failed(db, job_id, e.message)
             job.heartbeat_at = utcnow()
             session.add(job)
             session.commit()

@@ -17,7 +17,6 @@ from app.config import Settings
 from app.drafting import jobs
 from app.drafting.engines import DraftError, Engine
 from app.images.store import ContentStore
-from app.models import JobStatus, utcnow
 
 log = logging.getLogger("atelier.drafting")
 
@@ -80,11 +79,7 @@ class DraftWorker:
         try:
             engine = self._engine_for(key)
         except DraftError as e:
-            with Session(self.db) as session:
-                job = jobs.get_job(session, job_id)
-                job.status, job.error, job.finished_at = JobStatus.failed, e.message, utcnow()
-                session.add(job)
-                session.commit()
+            jobs.mark_failed(self.db, job_id, e.message)
             return True
         jobs.run_job(
             self.db,
