@@ -41,12 +41,9 @@ def editor_context(
 ) -> dict[str, Any]:
     view = revisions.view(session, image, dataset)
     block = block_of(dataset)
+    status_filter, flag_filter = _filters(status, flag)
     prev_id, next_id = catalog.neighbours(
-        session,
-        dataset=dataset,
-        image=image,
-        status=_filters(status, flag)[0],
-        flag=_filters(status, flag)[1],
+        session, dataset=dataset, image=image, status=status_filter, flag=flag_filter
     )
     query = urlencode({k: v for k, v in {"status": status, "flag": flag}.items() if v})
     suffix = f"?{query}" if query else ""
