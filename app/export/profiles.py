@@ -23,7 +23,9 @@ from app.captions.schema import Caption, Composition, Element, Style
 PROFILES = ("12gb", "16gb", "24gb", "32gb", "48gb", "80gb", "96gb")
 DEFAULT_PROFILE = "24gb"
 TRANSFORMER_GB = {"bf16": 17.0, "fp8": 9.0}
-HEADER = "# Written by Atelier. Edit freely; exporting again replaces this file."
+UNCONDITIONAL_LORA = (
+    "ostris/ideogram_4_unconditional_lora/ideogram_4_unconditional_lora_r16.safetensors"
+)
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,11 @@ def training_config(
     model["low_vram"] = p.low_vram
     _why(model, "low_vram", p)
     model["model_kwargs"] = {}
+    model["unconditional_lora_path"] = UNCONDITIONAL_LORA
+    model.yaml_add_eol_comment(
+        "AI-Toolkit's own default for ideogram4: used only in the unconditional pass of samples",
+        "unconditional_lora_path",
+    )
     model["layer_offloading"] = p.offload > 0
     _why(model, "layer_offloading", p)
     model["layer_offloading_text_encoder_percent"] = 1
