@@ -167,8 +167,9 @@ def export_dataset(
     _clear_stale_staging(out)
 
     block = block_of(dataset)
-    rows = [(img, cap) for img, cap in captions(session, dataset) if cap is not None]
-    skipped = [img.filename for img, cap in captions(session, dataset) if cap is None]
+    everything = captions(session, dataset)
+    rows = [(img, cap) for img, cap in everything if cap is not None]
+    skipped = [img.filename for img, cap in everything if cap is None]
     digits = max(3, len(str(len(rows))))
     staging = out / f".atelier-export-{slug}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
