@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--new", type=int, default=450)
+    ap.add_argument("--kernels", action="store_true", help="print the costliest GPU kernels")
     ap.add_argument(
         "--no-mask", action="store_true", help="no attention mask: is the masked path the cost?"
     )
@@ -132,6 +133,15 @@ def main() -> None:
         except Exception as e:  # a probe reports what failed and goes on
             out[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(json.dumps(out), flush=True)
+    if args.kernels:
+        from torch.profiler import ProfilerActivity, profile
+
+        cache, tok = prefill()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for i in range(8):
+                tok = eager_step(i)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
     ms = out.get("cuda_graph_ms_per_step") or out.get("eager_ms_per_step")
     if ms:
         out["projected_images_per_s"] = round(B / (out["prefill_s"] + args.new * ms / 1000), 2)
