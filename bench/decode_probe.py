@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--new", type=int, default=450)
+    ap.add_argument("--grouped", action="store_true", help="Atelier's grouped-query attention")
     ap.add_argument("--kernels", action="store_true", help="print the costliest GPU kernels")
     ap.add_argument(
         "--no-mask", action="store_true", help="no attention mask: is the masked path the cost?"
@@ -38,6 +39,10 @@ def main() -> None:
     args = ap.parse_args()
     model, processor = build(args.shape, device="cuda", dtype=torch.bfloat16)
     cfg = model.config
+    if args.grouped:
+        from app.drafting.attention import use_grouped_attention
+
+        use_grouped_attention(model)
     B, grid, prompt = args.batch, 74, 300
     n_img = grid * grid // 4
     ids = [cfg.vision_start_token_id] + [cfg.image_token_id] * n_img + [cfg.vision_end_token_id]
@@ -142,6 +147,7 @@ def main() -> None:
                 tok = eager_step(i)
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
+    out["attention"] = model.config._attn_implementation
     ms = out.get("cuda_graph_ms_per_step") or out.get("eager_ms_per_step")
     if ms:
         out["projected_images_per_s"] = round(B / (out["prefill_s"] + args.new * ms / 1000), 2)

@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("--baseline-batches", default="32")
     ap.add_argument("--json", default=None)
     ap.add_argument(
+        "--plain-attention", action="store_true", help="transformers' sdpa, not the grouped one"
+    )
+    ap.add_argument(
         "--profile-at", type=int, default=0, help="split one batch's time into its parts"
     )
     args = ap.parse_args()
@@ -124,6 +127,7 @@ def main() -> None:
         "shape": args.shape,
         "gpu": torch.cuda.get_device_name(0),
         "new_tokens": NEW_TOKENS,
+        "attention": "sdpa" if args.plain_attention else "grouped",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -142,7 +146,12 @@ def main() -> None:
     for batch in batches:
         for grammar in (True, False) if batch == args.no_grammar_at else (True,):
             engine = LocalEngine(
-                model, processor, batch_size=batch, max_new_tokens=NEW_TOKENS, grammar=grammar
+                model,
+                processor,
+                batch_size=batch,
+                max_new_tokens=NEW_TOKENS,
+                grammar=grammar,
+                grouped_attention=not args.plain_attention,
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from app.drafting.attention import use_grouped_attention
 from app.drafting.engines import DraftError, DraftInput, DraftOutput, parse_output
 from app.drafting.grammar import GrammarLogitsProcessor
 from app.drafting.schema import (
@@ -45,6 +46,7 @@ class LocalEngine:
         limits: Limits = DEFAULT_LIMITS,
         grammar: bool = True,
         static_cache: bool | None = None,
+        grouped_attention: bool | None = None,
     ) -> None:
         import torch
 
@@ -65,6 +67,8 @@ class LocalEngine:
         # A static KV cache lets transformers compile the decode step once per shape; worth
         # it on a GPU, only overhead on the CPU.
         self.static_cache = self.device.type == "cuda" if static_cache is None else static_cache
+        if self.device.type == "cuda" if grouped_attention is None else grouped_attention:
+            use_grouped_attention(model)
         self.torch = torch
 
     @classmethod

@@ -86,3 +86,39 @@ def test_static_cache_path_pads_to_buckets_and_returns_only_real_rows(tiny_qwen2
     outputs = engine.draft(images()[:3])  # padded to a batch of 4 inside
     assert len(outputs) == 3
     assert all(o.caption is not None for o in outputs), [o.error for o in outputs]
+
+
+def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
+    import torch
+
+    from app.drafting.attention import use_grouped_attention
+    from app.drafting.random_model import build
+
+    model, processor = build("tiny")  # 4 query heads share 2 KV heads
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for t in ("short", "a longer prompt, padded on the left of the other")
+    ]
+    batch = processor(
+        text=texts,
+        images=[Image.new("RGB", (200, 150), (200, 10, 10)), Image.new("RGB", (120, 220), 90)],
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+    )
+    with torch.inference_mode():
+        plain = [
+            model.generate(**batch, max_new_tokens=30, do_sample=False, cache_implementation=c)
+            for c in (None, "static")
+        ]
+        use_grouped_attention(model)
+        grouped = [
+            model.generate(**batch, max_new_tokens=30, do_sample=False, cache_implementation=c)
+            for c in (None, "static")
+        ]
+    assert model.config._attn_implementation == "atelier_grouped_sdpa"
+    assert all(torch.equal(a, b) for a, b in zip(plain, grouped, strict=True))
