@@ -29,12 +29,18 @@ TEXT_ENCODER = "Qwen/Qwen3-VL-8B-Instruct"
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> Any:
-    """The text encoder's tokenizer if it is in the Hugging Face cache, else None."""
-    try:
-        from transformers import AutoTokenizer
+    """The text encoder's tokenizer if it is in the Hugging Face cache, else None.
 
-        return AutoTokenizer.from_pretrained(TEXT_ENCODER, local_files_only=True)
-    except Exception:  # not installed, not cached, or unreadable: estimate instead
+    Read with `tokenizers` straight from the cached tokenizer.json: importing transformers
+    would cost seconds on every export.
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from tokenizers import Tokenizer
+
+        path = try_to_load_from_cache(TEXT_ENCODER, "tokenizer.json")
+        return Tokenizer.from_file(path) if isinstance(path, str) else None
+    except Exception:  # not installed or unreadable: estimate instead
         return None
 
 
@@ -42,7 +48,7 @@ def count_tokens(text: str) -> tuple[int, bool]:
     """Tokens of a caption for the trainer's text encoder, and whether that is exact."""
     tok = _tokenizer()
     if tok is not None:
-        return len(tok(text)["input_ids"]), True
+        return len(tok.encode(text).ids), True
     return round(len(text) / CHARS_PER_TOKEN), False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -381,3 +382,32 @@ def test_long_caption_warned(client: TestClient) -> None:
     assert tokens > TOKEN_BUDGET
     codes = [f["code"] for f in client.get(f"/api/datasets/{dataset_id}/lint").json()]
     assert "caption_too_long" in codes
+
+
+def test_tokens_counted_with_the_cached_text_encoder_tokenizer(tmp_path: Path) -> None:
+    from app.drafting.random_model import tokenizer
+
+    # A Hugging Face cache holding a tokenizer.json for the trainer's text encoder (here the
+    # byte-level one of the tiny test model: one token per byte).
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen3-VL-8B-Instruct" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    tokenizer().backend_tokenizer.save(str(snapshot / "tokenizer.json"))
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc")
+    code = 'from app.lint import count_tokens; print(count_tokens(\'{"a": "bc"}\'))'
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")},
+    )
+    assert run.stdout.strip() == "(11, True)", run.stderr
+    empty = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "none")},
+    )
+    assert empty.stdout.strip() == "(3, False)", empty.stderr
