@@ -171,19 +171,10 @@ def undo(session: Session, *, image: Image, dataset: Dataset, base: int) -> Capt
     if current is None or current.undo_to is None:
         raise Invalid("There is nothing to undo: this is the caption's first revision.")
     target = get_revision(session, image, current.undo_to)
-    append(
-        session,
-        image=image,
-        stored=parse(target),
-        base=base,
-        author=Author.user,
-        action=Action.undo,
-        undo_to=target.undo_to,
-        redo_to=current.number,
-        note=f"back to revision {target.number}",
-    )
-    session.commit()
-    return view(session, image, dataset)
+    return _restore(
+        session, image=image, dataset=dataset, base=base, target=target,
+        action=Action.undo, redo_to=current.number, note=f"back to revision {target.number}",
+    )  # fmt: skip
 
 
 def redo(session: Session, *, image: Image, dataset: Dataset, base: int) -> CaptionView:
@@ -192,16 +183,34 @@ def redo(session: Session, *, image: Image, dataset: Dataset, base: int) -> Capt
     if current is None or current.redo_to is None:
         raise Invalid("There is nothing to redo.")
     target = get_revision(session, image, current.redo_to)
+    return _restore(
+        session, image=image, dataset=dataset, base=base, target=target,
+        action=Action.redo, redo_to=target.redo_to, note=f"forward to revision {target.number}",
+    )  # fmt: skip
+
+
+def _restore(
+    session: Session,
+    *,
+    image: Image,
+    dataset: Dataset,
+    base: int,
+    target: CaptionRevision,
+    action: Action,
+    redo_to: int | None,
+    note: str,
+) -> CaptionView:
+    """Makes `target`'s caption the newest again; undo from there goes where target's went."""
     append(
         session,
         image=image,
         stored=parse(target),
         base=base,
         author=Author.user,
-        action=Action.redo,
+        action=action,
         undo_to=target.undo_to,
-        redo_to=target.redo_to,
-        note=f"forward to revision {target.number}",
+        redo_to=redo_to,
+        note=note,
     )
     session.commit()
     return view(session, image, dataset)

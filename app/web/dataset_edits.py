@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 
 from app import datasets as ds
 from app.captions import dataset_edits as edits
@@ -116,32 +117,36 @@ def _replace_context(dataset: Any, form: dict[str, Any], **extra: Any) -> dict[s
     } | extra
 
 
+class ReplaceForm(BaseModel):
+    find: str = Field(default="", max_length=1000)  # empty: the service says what is wrong
+    replace: str = Field(default="", max_length=4000)
+    field: edits.ReplaceField = "all"
+    case_sensitive: bool = False
+    regex: bool = False
+
+
+class ReplaceApplyForm(ReplaceForm):
+    previewed: str
+
+
 @router.post("/datasets/{dataset_id}/replace/preview", response_class=HTMLResponse)
 def replace_preview(
     request: Request,
     dataset_id: int,
     session: SessionDep,
-    find: Annotated[str, Form(max_length=1000)],
-    replace: Text = "",
-    field: Annotated[edits.ReplaceField, Form()] = "all",
-    case_sensitive: Annotated[bool, Form()] = False,
-    regex: Annotated[bool, Form()] = False,
+    body: Annotated[ReplaceForm, Form()],
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
-    form: dict[str, Any] = {
-        "find": find,
-        "replace": replace,
-        "field": field,
-        "case_sensitive": case_sensitive,
-        "regex": regex,
-    }
+    form = body.model_dump()
     preview = edits.preview_replace(session, dataset=dataset, **form)
     # Inherited style fields live in the dataset's block, not in the captions.
-    needle = find if case_sensitive else find.lower()
+    needle = body.find if body.case_sensitive else body.find.lower()
     block_matches = [
         k
         for k, v in block_of(dataset).items()
-        if field in ("all", k) and not regex and needle in (v if case_sensitive else v.lower())
+        if body.field in ("all", k)
+        and not body.regex
+        and needle in (v if body.case_sensitive else v.lower())
     ]
     context = _replace_context(dataset, form, preview=preview, block_matches=block_matches)
     return _render(request, "dataset_replace.html", context, block="result")
@@ -152,22 +157,12 @@ def replace_apply(
     request: Request,
     dataset_id: int,
     session: SessionDep,
-    find: Annotated[str, Form(max_length=1000)],
-    previewed: Annotated[str, Form()],
-    replace: Text = "",
-    field: Annotated[edits.ReplaceField, Form()] = "all",
-    case_sensitive: Annotated[bool, Form()] = False,
-    regex: Annotated[bool, Form()] = False,
+    body: Annotated[ReplaceApplyForm, Form()],
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
-    form: dict[str, Any] = {
-        "find": find,
-        "replace": replace,
-        "field": field,
-        "case_sensitive": case_sensitive,
-        "regex": regex,
-    }
-    applied = edits.apply_replace(session, dataset=dataset, previewed=_previewed(previewed), **form)
+    form = body.model_dump(exclude={"previewed"})
+    previewed = _previewed(body.previewed)
+    applied = edits.apply_replace(session, dataset=dataset, previewed=previewed, **form)
     context = _replace_context(dataset, form, applied=applied)
     return _render(request, "dataset_replace.html", context, block="result")
 
