@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # server (vLLM, SGLang, Ollama, LM Studio, a hosted API).
     draft_engine: Literal["local", "openai"] = "local"
     draft_model: str = "Qwen/Qwen2-VL-7B-Instruct"
-    draft_batch: int = Field(default=8, ge=1, le=256)
+    draft_batch: int = Field(default=32, ge=1, le=256)
     draft_max_new_tokens: int = Field(default=1024, ge=16, le=32768)
     # Bounds on a draft, enforced by the grammar: characters of a description field, elements.
     draft_max_chars: int = Field(default=240, ge=8, le=2000)

@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from app.drafting.attention import use_grouped_attention
+from app.drafting.decode import Decoder
 from app.drafting.engines import DraftError, DraftInput, DraftOutput, parse_output
-from app.drafting.grammar import GrammarLogitsProcessor
+from app.drafting.fused import use_fused_rms_norm
 from app.drafting.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -23,8 +24,6 @@ from app.drafting.schema import (
 )
 
 log = logging.getLogger("atelier.drafting")
-
-LENGTH_BUCKET = 128  # prompt lengths are padded to a multiple of this with a static cache
 
 CONVENTIONS: dict[str, BoxConvention] = {
     "qwen2_vl": "qwen2vl",
@@ -45,8 +44,10 @@ class LocalEngine:
         max_new_tokens: int = 1024,
         limits: Limits = DEFAULT_LIMITS,
         grammar: bool = True,
-        static_cache: bool | None = None,
+        graphs: bool | None = None,
         grouped_attention: bool | None = None,
+        fused_norms: bool | None = None,
+        min_steps: int = 0,
     ) -> None:
         import torch
 
@@ -64,11 +65,22 @@ class LocalEngine:
         self.limits = limits.for_convention(self.convention, max_side=8192)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.compiled = self._compile_grammar() if grammar else None
-        # A static KV cache lets transformers compile the decode step once per shape; worth
-        # it on a GPU, only overhead on the CPU.
-        self.static_cache = self.device.type == "cuda" if static_cache is None else static_cache
-        if self.device.type == "cuda" if grouped_attention is None else grouped_attention:
+        on_gpu = self.device.type == "cuda"
+        if on_gpu if grouped_attention is None else grouped_attention:
             use_grouped_attention(model)
+        if on_gpu if fused_norms is None else fused_norms:
+            use_fused_rms_norm(model)
+        eos = model.generation_config.eos_token_id
+        stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if processor.tokenizer.eos_token_id is not None:
+            stop_ids.add(processor.tokenizer.eos_token_id)
+        if self.compiled is not None:
+            stop_ids.update(self.compiled.tokenizer_info.stop_token_ids)
+        # The decode step is captured as a CUDA graph per batch size on a GPU.
+        self.decoder = Decoder(
+            model, stop_ids=stop_ids, graphs=on_gpu if graphs is None else graphs
+        )
+        self.min_steps = min_steps  # benchmarks only: decode this many steps whatever stops
         self.torch = torch
 
     @classmethod
@@ -146,17 +158,31 @@ class LocalEngine:
         )
 
     def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
-        """Drafts in batches of `batch_size`; a batch that runs out of memory is split."""
+        """Drafts in batches of `batch_size`; a batch that runs out of memory is split.
+
+        The next batch's inputs (resizing, patching, tokenizing: about 1 s for 32 images) are
+        prepared on a thread while the GPU decodes the current one.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = [inputs[i : i + self.batch_size] for i in range(0, len(inputs), self.batch_size)]
         out: list[DraftOutput] = []
-        for i in range(0, len(inputs), self.batch_size):
-            out.extend(self._batch(inputs[i : i + self.batch_size]))
+        with ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare") as pool:
+            ahead = pool.submit(self._prepare, chunks[0]) if chunks else None
+            for k, chunk in enumerate(chunks):
+                assert ahead is not None
+                prepared = ahead.result()
+                if k + 1 < len(chunks):
+                    ahead = pool.submit(self._prepare, chunks[k + 1])
+                out.extend(self._batch(chunk, prepared))
         return out
 
-    def _batch(self, inputs: list[DraftInput]) -> list[DraftOutput]:
+    def _batch(self, inputs: list[DraftInput], prepared: Any = None) -> list[DraftOutput]:
         torch = self.torch
         try:
-            return self._generate(inputs)
+            return self._generate(prepared if prepared is not None else self._prepare(inputs))
         except torch.cuda.OutOfMemoryError:
+            del prepared
             torch.cuda.empty_cache()
             if len(inputs) == 1:
                 raise DraftError(
@@ -165,62 +191,70 @@ class LocalEngine:
                     "uses the GPU."
                 ) from None
             half = len(inputs) // 2
-            log.warning("out of GPU memory at batch %d: splitting", len(inputs))
+            # Later batches start at the size that fits, rather than running out again.
+            self.batch_size = min(self.batch_size, half)
+            log.warning("out of GPU memory at batch %d: batches of %d from now", len(inputs), half)
             return self._batch(inputs[:half]) + self._batch(inputs[half:])
 
-    def _generate(self, inputs: list[DraftInput]) -> list[DraftOutput]:
-        torch = self.torch
-        messages = [
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": i.prompt}]}]
+    def _prepare(self, inputs: list[DraftInput]) -> Any:
+        """The processor's batch, padded on the left, on the model's device.
+
+        On a GPU the copy runs on a stream of its own from pinned memory, the pixels already in
+        the model's dtype (the model casts them anyway; 32 images at 1 MP are 800 MB in float32),
+        so a batch prepared on the thread lands while the previous one decodes.
+        """
+        texts = [
+            self.processor.apply_chat_template(
+                [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": i.prompt}],
+                    }
+                ],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
             for i in inputs
         ]
-        texts = [
-            self.processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
-            for m in messages
-        ]
-        images = [i.image for i in inputs]
-        real = len(texts)
-        shaped: dict[str, Any] = {}
-        if self.static_cache:
-            # Compiled decode steps are kept per (batch, cache length): round both up to a
-            # few buckets so a new batch rarely compiles again. Padding rows repeat the last.
-            bucket = min(self.batch_size, 1 << (real - 1).bit_length())
-            texts += [texts[-1]] * (bucket - real)
-            images += [images[-1]] * (bucket - real)
-            shaped["pad_to_multiple_of"] = LENGTH_BUCKET
         batch = self.processor(
             text=texts,
-            images=images,
+            images=[i.image for i in inputs],
             padding=True,
             padding_side="left",
             return_tensors="pt",
-            **shaped,
-        ).to(self.device)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": False,
-        }
-        if self.compiled is not None:
-            kwargs["logits_processor"] = [
-                GrammarLogitsProcessor(self.compiled, vocab_size=self.vocab_size)
-            ]
-        if self.static_cache:
-            kwargs["cache_implementation"] = "static"
-        with torch.inference_mode():
-            generated = self.model.generate(**batch, **kwargs)
-        new = generated[:, batch["input_ids"].shape[1] :]
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos])
-        texts_out = self.processor.batch_decode(new, skip_special_tokens=True)
+        )
+        if self.device.type != "cuda":
+            return batch.to(self.device)
+        torch = self.torch
+        dtype = next(self.model.parameters()).dtype
+        stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            for key, value in batch.items():
+                if value.is_floating_point():
+                    value = value.to(dtype)
+                batch[key] = value.pin_memory().to(self.device, non_blocking=True)
+                # Used on the default stream later: the allocator must know before reusing.
+                batch[key].record_stream(torch.cuda.default_stream(self.device))
+        stream.synchronize()
+        return batch
+
+    def _generate(self, batch: Any) -> list[DraftOutput]:
+        result = self.decoder.run(
+            batch,
+            max_new_tokens=self.max_new_tokens,
+            grammar=self.compiled,
+            min_steps=self.min_steps,
+        )
+        texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")
+        patch = getattr(self.processor.image_processor, "patch_size", 14)
         outputs = []
-        for n, raw in enumerate(texts_out[:real]):
-            finished = any(int(t) in eos_ids for t in new[n])
+        for n, raw in enumerate(texts_out):
             resized = None
             if grid is not None:
                 _, gh, gw = (int(v) for v in grid[n])
-                resized = (gw * 14, gh * 14)
-            if not finished:
+                resized = (gw * patch, gh * patch)
+            if not result.finished[n]:
                 outputs.append(DraftOutput(raw, error="the answer was cut at the token limit"))
             else:
                 outputs.append(parse_output(raw, convention=self.convention, resized=resized))

@@ -72,20 +72,57 @@ def test_missing_model_gives_a_way_forward(tmp_path: Path) -> None:
     assert "not a local folder and not in the Hugging Face cache" in e.value.message
 
 
-def test_static_cache_path_pads_to_buckets_and_returns_only_real_rows(tiny_qwen2vl: Path) -> None:
-    # The GPU path: a static KV cache with batch and length buckets, run here on the CPU.
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        batch_size=4,
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=LIMITS,
-        static_cache=True,
+@pytest.mark.parametrize("sharpen", [1.0, 300.0])
+def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float) -> None:
+    # Atelier's own loop (static cache, 4D mask, rope positions it computes itself) against
+    # transformers' greedy generate, on a left-padded batch, both attentions. Random attention
+    # is nearly uniform, which hides wrong positions; sharpened, it hides a wrong pad mask:
+    # both are checked.
+    import torch
+
+    from app.drafting.attention import use_grouped_attention
+    from app.drafting.decode import Decoder
+    from app.drafting.random_model import build
+
+    model, processor = build("tiny")
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.mul_(sharpen)
+            layer.self_attn.k_proj.weight.mul_(sharpen)
+    batch = _two_prompts(processor)
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    with torch.inference_mode():
+        want = model.generate(**batch, max_new_tokens=40, do_sample=False)
+    new = want[:, batch["input_ids"].shape[1] :].tolist()
+    expected = [row[: next((i for i, t in enumerate(row) if t in stops), None)] for row in new]
+    assert max(len(row) for row in expected) > 10
+    decoder = Decoder(model, stop_ids=stops, graphs=False)
+    for grouped in (False, True):
+        if grouped:
+            use_grouped_attention(model)
+        assert decoder.run(batch, max_new_tokens=40).tokens == expected
+        # The slot's cache is reused for the next batch of the same size.
+        assert decoder.run(batch, max_new_tokens=40).tokens == expected
+    assert len(decoder.slots) == 1
+
+
+def _two_prompts(processor: object) -> object:
+    texts = [
+        processor.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for t in ("short", "a longer prompt, padded on the left of the other")
+    ]
+    return processor(  # type: ignore[operator]
+        text=texts,
+        images=[Image.new("RGB", (200, 150), (200, 10, 10)), Image.new("RGB", (120, 220), 90)],
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
     )
-    outputs = engine.draft(images()[:3])  # padded to a batch of 4 inside
-    assert len(outputs) == 3
-    assert all(o.caption is not None for o in outputs), [o.error for o in outputs]
 
 
 def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
@@ -122,3 +159,43 @@ def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
         ]
     assert model.config._attn_implementation == "atelier_grouped_sdpa"
     assert all(torch.equal(a, b) for a, b in zip(plain, grouped, strict=True))
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="CUDA graphs need a GPU (run on the device)"
+)
+def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
+    import torch
+
+    from app.drafting.decode import Decoder
+    from app.drafting.random_model import build
+
+    model, processor = build("tiny", device="cuda", dtype=torch.float32)
+    batch = _two_prompts(processor).to("cuda")
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    eager = Decoder(model, stop_ids=stops, graphs=False).run(batch, max_new_tokens=60)
+    graphs = Decoder(model, stop_ids=stops, graphs=True)
+    for _ in range(2):  # captured on the first batch, replayed on the second
+        assert graphs.run(batch, max_new_tokens=60).tokens == eager.tokens
+    assert graphs.slots[2].graph is not None
+
+
+def test_fused_rms_norm_computes_what_transformers_norm_computes() -> None:
+    import torch
+
+    from app.drafting.fused import use_fused_rms_norm
+    from app.drafting.random_model import build
+
+    model, _ = build("tiny", dtype=torch.bfloat16)
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
+    x = torch.randn(3, 7, norms[0].weight.shape[0], dtype=torch.bfloat16) * 4
+    with torch.no_grad():
+        for m in norms:
+            m.weight.uniform_(0.5, 1.5)
+        before = [m(x) for m in norms]
+        assert use_fused_rms_norm(model) == len(norms) == 5  # 2 layers x 2, and the last
+        after = [m(x) for m in norms]
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b, atol=0.02, rtol=0.02)  # one bf16 rounding apart
+        assert not torch.equal(a * 0, a)

@@ -1,0 +1,259 @@
+"""Greedy decoding of one batch over a static KV cache, the one-token step replayed from a
+CUDA graph on the GPU, with the grammar's masks filled on the CPU while the GPU runs.
+
+Why not transformers' `generate`: at batch 32 on an H200 its loop spent most of each step
+outside the model (mask and position bookkeeping, logits processors, stopping criteria, a
+host sync per step), and `torch.compile` of the whole forward failed under CUDA graphs. Here
+the step is the model's own forward, captured once per batch size with every input in a
+fixed buffer (token, 3D rope positions, a 4D additive mask over the cache), and replayed.
+
+Per step, in order: the masked logits give the next tokens (argmax, on the GPU); the tokens
+start their copy to the host; the next forward is launched; while it runs, the CPU hands the
+tokens to the grammar matchers and fills the next mask. So the grammar costs only what its
+CPU work exceeds the GPU's step.
+
+Positions: Qwen-VL's multimodal rope gives every token of a prompt three position ids; after
+the prompt, all three are the row's largest prompt position + 1 + step, counted without the
+left padding (as transformers 5.2x does; older versions shifted padded rows by their padding).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
+SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
+FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
+
+
+@dataclass
+class Result:
+    tokens: list[list[int]]  # each row's new tokens, up to (not including) its stop token
+    finished: list[bool]  # whether the row ended with a stop token within the budget
+    steps: int
+
+
+@dataclass
+class _Slot:
+    """Everything one batch size's decode step reads and writes, at fixed addresses."""
+
+    batch: int
+    capacity: int
+    cache: Any
+    token: Any  # (batch, 1) the token fed to the next step
+    positions: Any  # (3, batch, 1) its rope position ids
+    mask: Any  # (batch, 1, 1, capacity) 0 where attended, the dtype's minimum elsewhere
+    write_at: Any  # (1,) the cache column the next step writes
+    logits: Any  # (batch, vocab) float32, the last step's output
+    graph: Any = None
+    used: int = field(default=0)
+
+
+class Decoder:
+    """Runs batches through one model; keeps a cache and a captured step per batch size."""
+
+    def __init__(self, model: Any, *, stop_ids: set[int], graphs: bool) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.stop_ids = sorted(stop_ids)
+        self.device = next(model.parameters()).device
+        self.graphs = graphs and self.device.type == "cuda"
+        self.dtype = next(model.parameters()).dtype
+        self.vocab = model.get_output_embeddings().weight.shape[0]
+        # transformers renamed the cache argument (past_key_values -> cache) in 5.2x.
+        names = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in names else "past_key_values"
+        self.slots: dict[int, _Slot] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
+        self.uses = 0
+
+    def run(
+        self,
+        inputs: Any,
+        *,
+        max_new_tokens: int,
+        grammar: Any = None,
+        rows: int | None = None,
+        min_steps: int = 0,
+    ) -> Result:
+        """Decodes `inputs` (the processor's batch, on the device, padded on the left).
+
+        `grammar` is a compiled xgrammar grammar or None; `rows` counts the real rows (the
+        rest are padding, decoded but never constrained or returned); `min_steps` keeps
+        stepping after every row has stopped, for benchmarks that need a fixed length.
+        """
+        torch = self.torch
+        batch, length = inputs["input_ids"].shape
+        rows = batch if rows is None else rows
+        slot = self._slot(batch, length + max_new_tokens)
+        stops = torch.tensor(self.stop_ids, device=self.device)
+        out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
+        matchers = _Matchers(grammar, rows, batch, self.vocab, self.device) if grammar else None
+
+        with torch.inference_mode():
+            slot.cache.reset()
+            first = self.model(
+                **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
+            ).logits[:, -1]
+            # The model's delta is the row's last prompt position + 1 - its unpadded length.
+            real = inputs["attention_mask"].sum(-1).view(1, batch, 1)
+            deltas = self.model.model.rope_deltas.view(1, batch, 1)
+            slot.positions.copy_((deltas + real).expand(3, batch, 1))
+            slot.mask.fill_(torch.finfo(self.dtype).min)
+            slot.mask[:, 0, 0, :length].masked_fill_(inputs["attention_mask"].bool(), 0.0)
+            slot.write_at.fill_(length)
+            slot.logits.copy_(first)
+            if matchers:
+                matchers.fill()  # the first mask, while the prefill runs
+            host = torch.empty(batch, dtype=torch.long, pin_memory=self.graphs)
+            copied = torch.cuda.Event() if self.device.type == "cuda" else None
+            steps = 0
+            for t in range(max_new_tokens):
+                if matchers:
+                    matchers.apply(slot.logits)
+                token = slot.logits.argmax(-1)
+                out[:, t] = token
+                steps = t + 1
+                if matchers:
+                    host.copy_(token, non_blocking=True)
+                    if copied is not None:
+                        copied.record()
+                last = steps == max_new_tokens
+                if not last:
+                    slot.token.copy_(token.view(batch, 1))
+                    self._step(slot)  # runs on the GPU while the CPU goes on below
+                if matchers:
+                    if copied is not None:
+                        copied.synchronize()
+                    matchers.accept(host.tolist())
+                    if matchers.all_done() and steps >= min_steps:
+                        break
+                    if not last:
+                        matchers.fill()
+                elif (
+                    steps % FINISH_CHECK_EVERY == 0
+                    and steps >= min_steps
+                    and self._all_stopped(out[:rows, :steps], stops)
+                ):
+                    break
+        return self._result(out[:rows, :steps].tolist(), steps)
+
+    def _all_stopped(self, tokens: Any, stops: Any) -> bool:
+        return bool(self.torch.isin(tokens, stops).any(1).all())
+
+    def _result(self, tokens: list[list[int]], steps: int) -> Result:
+        stops = set(self.stop_ids)
+        kept, finished = [], []
+        for row in tokens:
+            end = next((i for i, t in enumerate(row) if t in stops), None)
+            kept.append(row if end is None else row[:end])
+            finished.append(end is not None)
+        return Result(kept, finished, steps)
+
+    def _forward(self, slot: _Slot) -> None:
+        """The one-token step; every tensor it reads or writes lives in the slot."""
+        slot.mask.index_fill_(3, slot.write_at, 0.0)
+        logits = self.model(
+            input_ids=slot.token,
+            position_ids=slot.positions,
+            attention_mask=slot.mask,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_arg: slot.cache},
+        ).logits
+        slot.logits.copy_(logits[:, -1])
+        slot.write_at.add_(1)
+        slot.positions.add_(1)
+
+    def _step(self, slot: _Slot) -> None:
+        torch = self.torch
+        if not self.graphs:
+            self._forward(slot)
+            return
+        if slot.graph is None:
+            # The first step runs eagerly on a side stream (it is a real step, and the warm-up
+            # torch asks for before capture); capturing records kernels without running them.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._forward(slot)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                self._forward(slot)
+            slot.graph = graph
+            return
+        slot.graph.replay()
+
+    def _slot(self, batch: int, needed: int) -> _Slot:
+        from transformers import StaticCache
+
+        torch = self.torch
+        self.uses += 1
+        slot = self.slots.get(batch)
+        if slot is not None and slot.capacity >= needed:
+            slot.used = self.uses
+            return slot
+        if slot is not None or len(self.slots) >= SLOTS:
+            # Make room: drop this size's smaller slot, or the one used longest ago.
+            victim = (
+                batch if slot is not None else min(self.slots, key=lambda b: self.slots[b].used)
+            )
+            del self.slots[victim]
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        capacity = -(-needed // CAPACITY_STEP) * CAPACITY_STEP
+        d = self.device
+        slot = _Slot(
+            batch=batch,
+            capacity=capacity,
+            cache=StaticCache(config=self.model.config, max_cache_len=capacity),
+            token=torch.zeros((batch, 1), dtype=torch.long, device=d),
+            positions=torch.zeros((3, batch, 1), dtype=torch.long, device=d),
+            mask=torch.zeros((batch, 1, 1, capacity), dtype=self.dtype, device=d),
+            write_at=torch.zeros(1, dtype=torch.long, device=d),
+            logits=torch.zeros((batch, self.vocab), dtype=torch.float32, device=d),
+            used=self.uses,
+        )
+        self.slots[batch] = slot
+        return slot
+
+
+class _Matchers:
+    """One xgrammar matcher per real row, their masks filled together on several threads."""
+
+    def __init__(self, compiled: Any, rows: int, batch: int, vocab: int, device: Any) -> None:
+        import xgrammar as xgr
+
+        self.xgr = xgr
+        self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(rows)]
+        self.filler = xgr.BatchGrammarMatcher(max_threads=8)
+        self.bitmask = xgr.allocate_token_bitmask(batch, vocab)  # padding rows: all allowed
+        self.on_device = self.bitmask.to(device)
+        if device.type == "cuda":
+            self.bitmask = self.bitmask.pin_memory()
+        self.live = list(range(rows))
+
+    def fill(self) -> None:
+        if self.live:
+            self.filler.batch_fill_next_token_bitmask(
+                [self.matchers[i] for i in self.live], self.bitmask, indices=self.live
+            )
+
+    def apply(self, logits: Any) -> None:
+        self.on_device.copy_(self.bitmask, non_blocking=True)
+        self.xgr.apply_token_bitmask_inplace(logits, self.on_device)
+
+    def accept(self, tokens: list[int]) -> None:
+        if self.live:
+            self.filler.batch_accept_token(
+                [self.matchers[i] for i in self.live], [tokens[i] for i in self.live]
+            )
+            self.live = [i for i in self.live if not self.matchers[i].is_terminated()]
+
+    def all_done(self) -> bool:
+        return not self.live
