@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    # Folders exports may be written under. Unset: anywhere on this machine when bound to
+    # loopback; only <data_dir>/exports when exposed on a network (token mode).
+    export_roots: list[Path] | None = None
 
     # Refusal limits for imported files; both are deliberate, not Pillow's defaults.
     max_file_mb: int = Field(default=200, ge=1)

@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.errors import Conflict, Invalid, NotFound
@@ -65,7 +66,7 @@ def create_dataset(
         notes=notes,
     )
     session.add(dataset)
-    session.commit()
+    _commit_named(session, name)
     session.refresh(dataset)
     return dataset
 
@@ -97,7 +98,7 @@ def update_dataset(
         dataset.draft_instructions = draft_instructions
     dataset.updated_at = utcnow()
     session.add(dataset)
-    session.commit()
+    _commit_named(session, dataset.name)
     session.refresh(dataset)
     return dataset
 
@@ -166,11 +167,20 @@ def _check_resolution(resolution: int) -> None:
 
 
 def _check_name_free(session: Session, name: str, exclude_id: int | None = None) -> None:
-    clash = session.exec(
-        select(Dataset).where(func.lower(Dataset.name) == name.lower(), Dataset.id != exclude_id)
-    ).first()
-    if clash is not None:
-        raise Conflict(f"A dataset named {clash.name!r} already exists.")
+    # Compared in Python: SQLite's lower() folds ASCII only, so "É" and "é" would both pass.
+    wanted = name.casefold()
+    for other_id, other in session.exec(select(Dataset.id, Dataset.name)):
+        if other_id != exclude_id and other.casefold() == wanted:
+            raise Conflict(f"A dataset named {other!r} already exists.")
+
+
+def _commit_named(session: Session, name: str) -> None:
+    """Commits; a name taken meanwhile by a concurrent request is a conflict, not a crash."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"A dataset named {name!r} already exists.") from None
 
 
 def _free_slug(session: Session, base: str, exclude_id: int | None = None) -> str:

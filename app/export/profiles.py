@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from app.captions.boxes import Box
 from app.captions.dialects import to_official
 from app.captions.schema import Caption, Composition, Element, Style
+from app.errors import Invalid
 
 PROFILES = ("12gb", "16gb", "24gb", "32gb", "48gb", "80gb", "96gb")
 DEFAULT_PROFILE = "24gb"
@@ -138,7 +139,7 @@ _PROFILES = {
 
 def get_profile(name: str) -> Profile:
     if name not in _PROFILES:
-        raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}")
+        raise Invalid(f"There is no GPU profile {name!r}: use one of {', '.join(PROFILES)}.")
     return _PROFILES[name]
 
 

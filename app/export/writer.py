@@ -281,6 +281,41 @@ def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportO
     return profiles.dump(doc)
 
 
+def export_roots(settings: Settings) -> list[Path] | None:
+    """The folders a request may export under; None means anywhere on this machine."""
+    if settings.export_roots is not None:
+        return [r.expanduser().resolve() for r in settings.export_roots]
+    if settings.is_exposed:
+        return [(settings.data_dir / "exports").resolve()]
+    return None
+
+
+def requested_out_dir(settings: Settings, raw: str) -> Path:
+    """The export folder a request names, or a refusal saying why it may not be used.
+
+    The folder must be given in full (no reliance on the server's working directory), may
+    not climb with '..', may not be inside Atelier's own data folder (except its exports/),
+    and must be under the export roots when those apply (always, when exposed on a network).
+    """
+    if "\x00" in raw or not raw.strip():
+        raise Invalid("Give the full path of a folder to export into.")
+    path = Path(raw.strip()).expanduser()
+    if not path.is_absolute():
+        raise Invalid(f"Give the full path of the folder, from the root: {raw!r} is relative.")
+    if ".." in path.parts:
+        raise Invalid(f"{raw!r} climbs with '..': give the folder's own full path.")
+    resolved = path.resolve()
+    data = settings.data_dir.resolve()
+    exports = (settings.data_dir / "exports").resolve()
+    if resolved.is_relative_to(data) and not resolved.is_relative_to(exports):
+        raise Invalid(f"{raw!r} is inside Atelier's data folder: export somewhere else.")
+    roots = export_roots(settings)
+    if roots is not None and not any(resolved.is_relative_to(r) for r in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise Invalid(f"This Atelier exports only under {allowed}; {raw!r} is elsewhere.")
+    return path
+
+
 def _prepare_out(out_dir: Path) -> Path:
     out = out_dir.expanduser()
     if out.exists() and not out.is_dir():

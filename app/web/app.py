@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db import make_engine, migrate
 from app.drafting.engines import make_engine as make_draft_engine
 from app.drafting.worker import DraftWorker, EngineFactory
-from app.errors import UserError
+from app.errors import Invalid, UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
 from app.web import api, caption_api, dataset_edits, drafting, editor, export, pages
@@ -98,6 +98,13 @@ def create_app(
             )
         return templates.TemplateResponse(
             request, "error.html", {"message": exc.message}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: OverflowError) -> Response:
+        # SQLite integers are 64-bit; a larger id or number can name nothing stored.
+        return await user_error(
+            request, Invalid("A number in this request is out of range (the largest is 2^63-1).")
         )
 
     @app.exception_handler(RequestValidationError)

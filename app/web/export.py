@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
@@ -17,7 +16,13 @@ from app.captions.style_block import block_of, effective
 from app.config import Settings
 from app.export import profiles
 from app.export.gpu import local_gpu_gb
-from app.export.writer import Dialect, ExportOptions, TriggerPlacement, export_dataset
+from app.export.writer import (
+    Dialect,
+    ExportOptions,
+    TriggerPlacement,
+    export_dataset,
+    requested_out_dir,
+)
 from app.lint import captions, lint_dataset
 from app.models import CaptionStatus, Dataset
 from app.web.deps import SessionDep, SettingsDep, StoreDep
@@ -95,7 +100,7 @@ def api_export(
         raise Invalid("Say where to write (out_dir), or ask for a zip.")
     report = export_dataset(
         session, settings=settings, store=store, dataset=dataset,
-        out_dir=Path(body.out_dir), options=_options(body),
+        out_dir=requested_out_dir(settings, body.out_dir), options=_options(body),
     )  # fmt: skip
     return report.as_dict()
 
@@ -227,7 +232,7 @@ def export_form(
             raise UserError("Say which folder to write into, or download a zip.")
         report = export_dataset(
             session, settings=settings, store=store, dataset=dataset,
-            out_dir=Path(body.out_dir), options=_options(body),
+            out_dir=requested_out_dir(settings, body.out_dir), options=_options(body),
         )  # fmt: skip
     except UserError as e:
         context = _page_context(session, dataset, error=e.message, form=form)
