@@ -11,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import imagehash
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -119,28 +120,12 @@ def decode_bytes(data: bytes, *, limits: Limits, store: ContentStore) -> Decoded
         except Exception as e:  # a parser choking on a corrupt header
             raise Refused(f"the file is corrupt ({_short(e)})") from e
 
-        with img:
-            if img.width * img.height > limits.max_pixels:
-                raise Refused(_too_many_pixels(limits.max_pixels, img.width, img.height))
-            if img.width < 1 or img.height < 1:
-                raise Refused("the image has no pixels")
-            fmt = "JPEG" if img.format == "MPO" else str(img.format)
-            frames = int(getattr(img, "n_frames", 1) or 1)
-            icc = img.info.get("icc_profile")
-            mode = img.mode
-            orientation = orientation_of(img)
-            full_w, full_h = img.size
-            if fmt == "JPEG":
-                # DCT scaling: libjpeg still reads the whole stream (truncation is caught)
-                # but builds only the pixels the thumbnail and hash need.
-                img.draft(None, (limits.thumb_size, limits.thumb_size))
-            try:
-                img.load()
-            except Image.DecompressionBombError as e:
-                raise Refused(_too_many_pixels(limits.max_pixels, full_w, full_h)) from e
-            except Exception as e:
-                raise Refused(f"the file is truncated or corrupt ({_short(e)})") from e
-            thumb = _thumbnail(img, orientation=orientation, icc=icc, size=limits.thumb_size)
+        try:
+            fmt, frames, icc, mode, orientation, (full_w, full_h), thumb = _read(img, limits)
+        except (Refused, MemoryError):
+            raise
+        except Exception as e:  # any parser tripping over a corrupt file past its header
+            raise Refused(f"the file is truncated or corrupt ({_short(e)})") from e
 
     width, height = (full_h, full_w) if orientation in (5, 6, 7, 8) else (full_w, full_h)
     phash = perceptual_hash(thumb)
@@ -160,6 +145,43 @@ def decode_bytes(data: bytes, *, limits: Limits, store: ContentStore) -> Decoded
         frames=frames,
         phash=phash,
     )
+
+
+class _Read(NamedTuple):
+    format: str
+    frames: int
+    icc: bytes | None
+    mode: str
+    orientation: int
+    size: tuple[int, int]
+    thumb: Image.Image
+
+
+def _read(img: Image.Image, limits: Limits) -> _Read:
+    """What the import records, and the thumbnail, from an opened image (closed after)."""
+    with img:
+        if img.width * img.height > limits.max_pixels:
+            raise Refused(_too_many_pixels(limits.max_pixels, img.width, img.height))
+        if img.width < 1 or img.height < 1:
+            raise Refused("the image has no pixels")
+        fmt = "JPEG" if img.format == "MPO" else str(img.format)
+        frames = int(getattr(img, "n_frames", 1) or 1)
+        icc = img.info.get("icc_profile")
+        mode = img.mode
+        orientation = orientation_of(img)
+        full_w, full_h = img.size
+        if fmt == "JPEG":
+            # DCT scaling: libjpeg still reads the whole stream (truncation is caught)
+            # but builds only the pixels the thumbnail and hash need.
+            img.draft(None, (limits.thumb_size, limits.thumb_size))
+        try:
+            img.load()
+        except Image.DecompressionBombError as e:
+            raise Refused(_too_many_pixels(limits.max_pixels, full_w, full_h)) from e
+        except Exception as e:
+            raise Refused(f"the file is truncated or corrupt ({_short(e)})") from e
+        thumb = _thumbnail(img, orientation=orientation, icc=icc, size=limits.thumb_size)
+        return _Read(fmt, frames, icc, mode, orientation, (full_w, full_h), thumb)
 
 
 def perceptual_hash(img: Image.Image) -> str:
