@@ -344,13 +344,35 @@ def _clear_stale_staging(out: Path) -> None:
 
 
 def _recover(out: Path, slug: str, target: Path) -> None:
-    """A crash between the two renames of a swap left the old export aside: put it back."""
-    if target.exists():
-        return
-    for old in (out / "datasets").glob(f".atelier-old-{slug}-*"):
-        if (old / MANIFEST).is_file():
+    """Finishes what a crash interrupted in an earlier swap (see _swap_in).
+
+    A crash between its two renames left the previous export aside and none in place: it is
+    put back, if complete. A crash while clearing the set-aside folder left it part-cleared:
+    the clearing is finished (never is a part-cleared folder put back in place).
+    """
+    for old in sorted((out / "datasets").glob(f".atelier-old-{slug}-*")):
+        if not target.exists() and _complete(old):
             old.rename(target)
-            return
+        elif target.exists():
+            _retire(old, target)
+
+
+def _complete(folder: Path) -> bool:
+    """True when the folder's manifest lists files that are all there."""
+    names = _manifest_files(folder)
+    return names is not None and all((folder / n).is_file() for n in names)
+
+
+def _manifest_files(folder: Path) -> set[str] | None:
+    """The files an Atelier export wrote in `folder`, from its manifest; None without one."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        names = {MANIFEST}
+        for e in manifest.get("images", []):
+            names.update({f"{e['name']}.png", f"{e['name']}.json"})
+        return names
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _swap_in(staged: Path, target: Path, out: Path, slug: str) -> list[str]:
@@ -362,20 +384,27 @@ def _swap_in(staged: Path, target: Path, out: Path, slug: str) -> list[str]:
     old = target.parent / f".atelier-old-{slug}-{uuid.uuid4().hex[:8]}"
     target.rename(old)
     staged.rename(target)
-    ours = {MANIFEST}
-    try:
-        manifest = json.loads((old / MANIFEST).read_text())
-        for e in manifest.get("images", []):
-            ours.update({f"{e['name']}.png", f"{e['name']}.json"})
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    return _retire(old, target)
+
+
+def _retire(old: Path, target: Path) -> list[str]:
+    """Clears a set-aside export: its own files go; the user's move into the new one.
+
+    Returns the names moved. The manifest goes last, so a crash part-way leaves a folder that
+    can still be cleared by the next export, and that _recover never mistakes for complete.
+    """
+    ours = _manifest_files(old) or set()
     kept = []
     for entry in sorted(old.iterdir()):
+        if entry.name == MANIFEST:
+            continue
         if entry.name in ours and entry.is_file():
             entry.unlink()
         elif not (target / entry.name).exists():
             entry.rename(target / entry.name)  # e.g. the trainer's latent cache
             kept.append(entry.name)
+    if ours:
+        (old / MANIFEST).unlink(missing_ok=True)
     # Something of the user's that clashes with a new name stays beside, not deleted.
     with contextlib.suppress(OSError):
         old.rmdir()

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -242,6 +243,35 @@ def test_a_crash_mid_export_leaves_the_previous_one(client: TestClient, tmp_path
         export(client, dataset_id, out)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not list(out.glob(".atelier-export-*"))
+
+
+def test_crash_states_of_a_swap_are_recovered_never_shown_half(
+    client: TestClient, tmp_path: Path
+) -> None:
+    # The states a SIGKILL can leave inside the swap (bench/crash.py found the second one).
+    dataset_id, _ = make_dataset(client)
+    out = tmp_path / "out"
+    export(client, dataset_id, out)
+    folder = out / "datasets" / "baroque_chiaroscuro"
+    complete = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # 1. Killed between the two renames: the previous export is aside, none in place.
+    aside = out / "datasets" / ".atelier-old-baroque_chiaroscuro-aaaa0001"
+    folder.rename(aside)
+    export(client, dataset_id, out)  # put back, then replaced as usual
+    assert {p.name for p in folder.iterdir()} == set(complete)
+    assert not list((out / "datasets").glob(".atelier-old-*"))
+    # 2. Killed while clearing the set-aside folder, then again between the renames of a
+    # later export: the part-cleared folder must not come back as the export.
+    shutil.copytree(folder, aside)
+    (aside / "001.png").unlink()
+    (aside / "001.json").unlink()
+    folder.rename(out / "datasets" / ".atelier-old-baroque_chiaroscuro-aaaa0002")
+    export(client, dataset_id, out)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()}.keys() == complete.keys()
+    assert (folder / "001.png").is_file()
+    # Both set-aside folders are cleared once an export is in place again.
+    export(client, dataset_id, out)
+    assert not list((out / "datasets").glob(".atelier-old-*"))
 
 
 def test_zip_and_guide_dialect(client: TestClient, tmp_path: Path) -> None:
