@@ -7,11 +7,14 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TOKEN_COOKIE = "atelier_token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 OPEN_PATHS = {"/login", "/healthz"}
+# JSON and form bodies (captions, settings) are small; uploads (multipart) are limited per
+# file by the importer instead.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def token_matches(given: str | None, expected: str) -> bool:
@@ -31,6 +34,8 @@ class SecurityMiddleware:
             return
         request = Request(scope)
         refusal = self._refusal(request)
+        if refusal is None and request.method in UNSAFE_METHODS:
+            refusal, receive = await _bounded_body(request, receive)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -54,6 +59,39 @@ class SecurityMiddleware:
         if request.method == "GET" and _wants_html(request):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
         return _deny(401, "This Atelier requires a token: send 'Authorization: Bearer <token>'.")
+
+
+async def _bounded_body(request: Request, receive: Receive) -> tuple[Response | None, Receive]:
+    """Refuses a non-upload body over MAX_BODY_BYTES before the app reads it into memory."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return None, receive
+    too_big = _deny(413, f"The request body is over {MAX_BODY_BYTES // 2**20} MB: refused.")
+    length = request.headers.get("content-length")
+    if length is not None:
+        return (too_big if not length.isdigit() or int(length) > MAX_BODY_BYTES else None), receive
+    # No length given (chunked): read it here, within the bound, and hand it on.
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_BODY_BYTES:
+            return too_big, receive
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return None, replay
 
 
 def same_origin(request: Request) -> bool:

@@ -58,3 +58,44 @@ def test_cross_origin_write_refused(client: TestClient) -> None:
     ok = client.post("/api/datasets", json={"name": "x"}, headers={"Origin": "http://testserver"})
     assert ok.status_code == 201
     assert client.get("/api/datasets", headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(client: TestClient) -> None:
+    from app.web.security import MAX_BODY_BYTES
+
+    big = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
+    r = client.post("/api/datasets", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert "over 16 MB" in r.json()["detail"]
+
+    def chunked():  # type: ignore[no-untyped-def]  # no content-length: sent in pieces
+        for _ in range(17):
+            yield b"x" * (1024 * 1024)
+
+    r = client.post(
+        "/api/datasets", content=chunked(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    # A small chunked body still arrives whole.
+    r = client.post(
+        "/api/datasets",
+        content=iter([b'{"name": "Chun', b'ked"}']),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../app/config.py",
+        "/static/%2e%2e/app/config.py",
+        "/static/..%2fapp%2fconfig.py",
+        "/static/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/static//etc/passwd",
+    ],
+)
+def test_no_path_serves_a_file_outside_static_or_the_store(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 404
+    assert "Settings" not in r.text and "root:" not in r.text
