@@ -24,6 +24,7 @@ from app.images.importer import content_store
 from app.web import api, caption_api, dataset_edits, drafting, editor, export, pages
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
+from app.web.timing import ServerTiming
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -66,6 +67,7 @@ def create_app(
     app.state.store = store
     app.state.draft_worker = worker
     app.add_middleware(SecurityMiddleware, token=settings.token)
+    app.add_middleware(ServerTiming)  # outermost: counts the security checks too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
     app.include_router(caption_api.router)
