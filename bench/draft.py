@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--baseline-batches", default="32")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     ap.add_argument(
         "--plain-attention", action="store_true", help="transformers' sdpa, not the grouped one"
     )
@@ -120,6 +121,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0),
         "new_tokens": NEW_TOKENS,
         "attention": "sdpa" if args.plain_attention else "grouped",
+        "compiled_step": args.compile,
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -145,6 +147,7 @@ def main() -> None:
                 min_steps=NEW_TOKENS,  # every image runs the same steps, as in the baseline
                 grammar=grammar,
                 grouped_attention=not args.plain_attention,
+                compile_step=args.compile,
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

@@ -54,7 +54,9 @@ class _Slot:
 class Decoder:
     """Runs batches through one model; keeps a cache and a captured step per batch size."""
 
-    def __init__(self, model: Any, *, stop_ids: set[int], graphs: bool) -> None:
+    def __init__(
+        self, model: Any, *, stop_ids: set[int], graphs: bool, compile_step: bool = False
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -70,6 +72,11 @@ class Decoder:
         self.slots: dict[int, _Slot] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.uses = 0
+        # Opt-in: inductor fuses the step's small kernels before the graph is captured. The
+        # first batch of each size compiles (tens of seconds; cached on disk by torch).
+        self.step_fn = (
+            torch.compile(self._forward, dynamic=False) if compile_step and self.graphs else None
+        )
 
     def run(
         self,
@@ -179,12 +186,13 @@ class Decoder:
             # torch asks for before capture); capturing records kernels without running them.
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
+            step = self.step_fn or self._forward
             with torch.cuda.stream(side):
-                self._forward(slot)
+                step(slot)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                self._forward(slot)
+                step(slot)
             slot.graph = graph
             return
         slot.graph.replay()

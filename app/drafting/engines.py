@@ -193,4 +193,5 @@ def make_engine(
         max_new_tokens=settings.draft_max_new_tokens,
         limits=limits,
         allow_download=settings.draft_allow_download,
+        compile_step=settings.draft_compile,
     )

@@ -47,6 +47,7 @@ class LocalEngine:
         graphs: bool | None = None,
         grouped_attention: bool | None = None,
         fused_norms: bool | None = None,
+        compile_step: bool = False,
         min_steps: int = 0,
     ) -> None:
         import torch
@@ -78,7 +79,10 @@ class LocalEngine:
             stop_ids.update(self.compiled.tokenizer_info.stop_token_ids)
         # The decode step is captured as a CUDA graph per batch size on a GPU.
         self.decoder = Decoder(
-            model, stop_ids=stop_ids, graphs=on_gpu if graphs is None else graphs
+            model,
+            stop_ids=stop_ids,
+            graphs=on_gpu if graphs is None else graphs,
+            compile_step=compile_step,
         )
         self.min_steps = min_steps  # benchmarks only: decode this many steps whatever stops
         self.torch = torch
