@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -347,14 +348,25 @@ def trial(
 
 
 def run_trials(
-    trials: int, *, seed: int, root: Path, model: Path | None, job_wait_s: float = 60
+    trials: int,
+    *,
+    seed: int,
+    root: Path,
+    model: Path | None,
+    job_wait_s: float = 60,
+    on_trial: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     rnd = random.Random(seed)
     server = Server(root, model)
     server.start()
     try:
         ids = setup(server)
-        return [trial(server, ids, n, rnd, job_wait_s)[1] for n in range(trials)]
+        results = []
+        for n in range(trials):
+            results.append(trial(server, ids, n, rnd, job_wait_s)[1])
+            if on_trial is not None:
+                on_trial(results[-1])
+        return results
     finally:
         server.stop()
 
@@ -372,9 +384,13 @@ def main() -> None:
         from app.drafting.random_model import save
 
         model = save(root / "tiny-qwen2-vl", family="qwen2_vl")
-    results = run_trials(args.trials, seed=args.seed, root=root, model=model)
-    for r in results:
-        print(json.dumps(r), flush=True)
+    results = run_trials(
+        args.trials,
+        seed=args.seed,
+        root=root,
+        model=model,
+        on_trial=lambda r: print(json.dumps(r), flush=True),
+    )
     bad = [r for r in results if r["problems"]]
     print(
         json.dumps(

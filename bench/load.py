@@ -13,7 +13,10 @@ caption, and the editor saves again over it, as the editor page does. Checked at
 Then the same with a drafting job running in the server (a tiny random Qwen2-VL on the CPU,
 so the worker competes with the saves for the same cores).
 
-    python bench/load.py [--editors 32] [--seconds 60] [--think-ms 200] [--no-drafting]
+    python bench/load.py [--editors 32] [--seconds 60] [--think-ms 700] [--no-drafting]
+
+The editor page autosaves 700 ms after the last keystroke, so a person typing without a
+break saves about once a second; --think-ms is the mean pause between one editor's saves.
 """
 
 from __future__ import annotations
@@ -150,7 +153,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--editors", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--think-ms", type=float, default=200, help="mean pause between saves")
+    ap.add_argument(
+        "--think-ms", type=float, default=700, help="mean pause between saves (autosave: 700)"
+    )
     ap.add_argument("--no-drafting", action="store_true")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="atelier-load-"))
