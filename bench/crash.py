@@ -273,11 +273,14 @@ def check_after_restart(url: str, acked: Acked, draft_ds: int, job_wait_s: float
         r = c.get(f"/api/images/{image}/file")
         if r.status_code != 200 or hashlib.sha256(r.content).hexdigest() != sha:
             problems.append(f"acknowledged upload lost: image {image}")
-    # A job left running must be taken up again by the restarted server.
+    # A job left running must be taken up again by the restarted server. Jobs run one at a
+    # time, oldest first: the oldest unfinished one must move on; the rest wait their turn.
     jobs = c.get(f"/api/datasets/{draft_ds}/draft-jobs").json()
-    for job in jobs:
-        if job["status"] not in ("queued", "running"):
-            continue
+    waiting = sorted(
+        (j for j in jobs if j["status"] in ("queued", "running")), key=lambda j: j["id"]
+    )
+    if waiting:
+        job = waiting[0]
         before = job["done"] + job["failed"] + job["skipped"]
         deadline = time.monotonic() + job_wait_s
         while time.monotonic() < deadline:
@@ -298,11 +301,17 @@ def trial(
     acked, stop = Acked(), threading.Event()
     c = httpx.Client(base_url=server.url, timeout=TIMEOUT)
     edit_ids = [i["id"] for i in c.get(f"/api/datasets/{ids['edit']}/images").json()][:8]
-    drafting = server.model is not None and rnd.random() < 0.5
-    if drafting:
+    unfinished = [
+        j
+        for j in c.get(f"/api/datasets/{ids['draft']}/draft-jobs").json()
+        if j["status"] in ("queued", "running")
+    ]
+    drafting = bool(unfinished)  # one job at a time: a job killed before goes on first
+    if server.model is not None and not unfinished and rnd.random() < 0.5:
         c.post(
             f"/api/datasets/{ids['draft']}/draft", json={"scope": "all", "overwrite_edited": True}
         )
+        drafting = True
     threads = [
         threading.Thread(
             target=saver, args=(server.url, edit_ids, acked, stop, random.Random(rnd.random()))
