@@ -102,11 +102,13 @@ def save(
     commit: bool = True,
 ) -> CaptionView:
     """Saves `caption` (as the user sees it) over revision `base`; an unchanged save adds none."""
-    stored = stored_form(caption, block_of(dataset))
+    block = block_of(dataset)
+    stored = stored_form(caption, block)
     current = head(session, image) if image.revision == base else None
     if current is not None and parse(current) == stored and status is None:
         return view(session, image, dataset)
-    append(
+    new_status = _next_status(image, status)
+    rev = append(
         session,
         image=image,
         stored=stored,
@@ -114,13 +116,23 @@ def save(
         author=author,
         action=action,
         undo_to=base or None,
-        status=status,
+        status=new_status,
         note=note,
         batch=batch,
     )
+    # The view is what was just written: no need to read it back. Detached, the revision
+    # keeps its values through the commit rather than being reloaded.
+    session.expunge(rev)
     if commit:
         session.commit()
-    return view(session, image, dataset)
+    return CaptionView(rev.number, new_status, stored, effective(stored, block), rev)
+
+
+def _next_status(image: Image, status: CaptionStatus | None) -> CaptionStatus:
+    """A new revision's status: as asked, else a first caption is a draft, else unchanged."""
+    if status is not None:
+        return status
+    return CaptionStatus.draft if image.status == CaptionStatus.none else image.status
 
 
 def append(
@@ -139,8 +151,7 @@ def append(
 ) -> CaptionRevision:
     """Adds revision base + 1, or raises StaleRevision if `base` is not the newest."""
     number = base + 1
-    if status is None:
-        status = CaptionStatus.draft if image.status == CaptionStatus.none else image.status
+    status = _next_status(image, status)
     moved = session.execute(
         update(Image)
         .where(col(Image.id) == image.id, col(Image.revision) == base)
