@@ -170,6 +170,15 @@ def export_dataset(
     everything = captions(session, dataset)
     rows = [(img, cap) for img, cap in everything if cap is not None]
     skipped = [img.filename for img, cap in everything if cap is None]
+    missing = [img.filename for img, _ in rows if not store.has_blob(img.sha256)]
+    if missing:
+        names = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise Invalid(
+            f"The stored file of {names} is missing from the data folder ({settings.store_dir}): "
+            "restore the folder from a backup, or delete those images and import them again."
+        )
     digits = max(3, len(str(len(rows))))
     staging = out / f".atelier-export-{slug}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

@@ -236,10 +236,16 @@ def test_a_crash_mid_export_leaves_the_previous_one(client: TestClient, tmp_path
     export(client, dataset_id, out)
     folder = out / "datasets" / "baroque_chiaroscuro"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    # The third image's stored file vanishes: the export fails part-way through.
+    # The third image's stored file vanishes: the export is refused, naming it.
     sha = client.get(f"/api/images/{ids[2]}").json()["sha256"]
-    client.app.state.store.blob_path(sha).unlink()  # type: ignore[attr-defined]
-    with pytest.raises(FileNotFoundError):
+    blob = client.app.state.store.blob_path(sha)  # type: ignore[attr-defined]
+    blob.unlink()
+    with pytest.raises(Invalid, match="is missing from the data folder"):
+        export(client, dataset_id, out)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # A stored file that went bad fails the export part-way through.
+    blob.write_bytes(b"not the image any more")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the decoder raises
         export(client, dataset_id, out)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not list(out.glob(".atelier-export-*"))
