@@ -6,7 +6,9 @@ so a one-image re-draft does not pay for loading it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -22,6 +24,7 @@ log = logging.getLogger("atelier.drafting")
 
 EngineFactory = Callable[..., Engine]  # (engine=, model=, batch_size=) -> Engine
 POLL_S = 2.0
+WORKER_NICE = 10
 
 
 class DraftWorker:
@@ -59,6 +62,7 @@ class DraftWorker:
             self._engine.close()
 
     def _loop(self) -> None:
+        _yield_to_requests()
         while not self._stop.is_set():
             try:
                 ran = self._run_one()
@@ -100,4 +104,16 @@ class DraftWorker:
         engine, model, batch = key
         self._engine = self.engine_factory(engine=engine, model=model, batch_size=batch)
         self._engine_key = key
+        if getattr(self._engine, "device", None) is not None and self._engine.device.type == "cpu":  # type: ignore[attr-defined]
+            # Drafting on the CPU inside the web server: leave a core for the editors' saves.
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         return self._engine
+
+
+def _yield_to_requests() -> None:
+    """Lowers this thread's CPU priority (Linux: nice is per thread, and the threads it starts,
+    such as torch's, inherit it). Its share of the GIL stays: bench/load.py measures that."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
