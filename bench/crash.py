@@ -11,7 +11,8 @@ it at a random moment, and checks, before and after restarting it:
 - no half-written export is visible: every export folder has a manifest whose files all exist
   with their checksums (staging folders are hidden, and removed by the next export);
 - every stored image's bytes exist; bytes no image references are only those the app's own
-  garbage collection removes (written by an upload whose rows never committed).
+  garbage collection removes (written by an upload whose rows never committed);
+- no process the server started outlives it (its decode pool, the pool's forkserver).
 
     python bench/crash.py [--trials 100] [--seed 1] [--keep DIR]
 
@@ -124,15 +125,48 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("the server did not answer within 60 s")
 
-    def kill(self) -> None:
+    def kill(self) -> list[int]:
+        """SIGKILLs the server; returns its descendants' pids, which must then go too."""
         assert self.proc is not None
+        family = descendants(self.proc.pid)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        return family
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+def descendants(pid: int) -> list[int]:
+    """Child processes, and theirs (Linux /proc; empty elsewhere)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def survivors(pids: list[int], wait_s: float = 10) -> list[int]:
+    """Those of `pids` still running after `wait_s` (zombies count as gone)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def setup(server: Server) -> dict[str, int]:
@@ -333,13 +367,16 @@ def trial(
         t.start()
     delay = rnd.uniform(0.2, 2.5)
     time.sleep(delay)
-    server.kill()
+    family = server.kill()
     stop.set()
     for t in threads:
         t.join(timeout=30)
     problems = check_database(server.data / "atelier.db") + check_exports(server.exports)
     store_problems, orphans = check_store(server.data)
     problems += store_problems
+    left = survivors(family)
+    if left:
+        problems.append(f"{len(left)} of the killed server's processes live on: {left[:5]}")
     server.start()
     problems += check_after_restart(server.url, acked, ids["draft"], job_wait_s)
     stats = {
