@@ -227,8 +227,15 @@
         const key = e.key.toLowerCase();
         if (key === "z" || key === "y") {
           e.preventDefault();
-          const form = this.root.querySelector(key === "y" || e.shiftKey ? "[data-redo]" : "[data-undo]");
-          this.flush().then(() => form.requestSubmit());
+          const which = key === "y" || e.shiftKey ? "[data-redo]" : "[data-undo]";
+          this.flush().then(() => {
+            // Found after the flush: the review block may have been swapped in meanwhile, and
+            // a form htmx has not yet wired would submit natively and leave the page.
+            const form = this.root.querySelector(which);
+            if (!form) return;
+            htmx.process(form);
+            form.requestSubmit();
+          });
         }
         return;
       }
