@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,9 +27,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path / "data", import_workers=2)
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The real app on a free loopback port, in a thread; its URL once it answers."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -36,15 +37,23 @@ def live_server(tmp_path: Path) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(200):
         try:
             httpx.get(f"{url}/healthz", timeout=1)
             break
         except httpx.HTTPError:
             time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[str]:
+    with serving(Settings(data_dir=tmp_path / "data", import_workers=2)) as url:
+        yield url
 
 
 @pytest.fixture

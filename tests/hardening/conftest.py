@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from app.config import Settings
-from app.web.app import create_app
-from tests.browser.conftest import free_port
+from tests.browser.conftest import serving
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
@@ -29,22 +26,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Sett
     settings = Settings(  # type: ignore[call-arg]
         data_dir=root / "data", import_workers=1, export_roots=[root / "exports"], _env_file=None
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield url, settings
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(settings) as url:
+        yield url, settings
 
 
 @pytest.fixture(scope="module")
