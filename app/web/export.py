@@ -14,6 +14,7 @@ from sqlmodel import Session
 from app import datasets as ds
 from app.captions.style_block import block_of, effective
 from app.config import Settings
+from app.errors import Invalid
 from app.export import profiles
 from app.export.gpu import local_gpu_gb
 from app.export.writer import (
@@ -94,15 +95,19 @@ def api_export(
     dataset = ds.get_dataset(session, dataset_id)
     if body.zip:
         return _zip_response(session, settings, store, dataset, body, background)
-    if not body.out_dir:
-        from app.errors import Invalid
+    return _to_folder(session, settings, store, dataset, body).as_dict()
 
-        raise Invalid("Say where to write (out_dir), or ask for a zip.")
-    report = export_dataset(
+
+def _to_folder(
+    session: Session, settings: Settings, store: Any, dataset: Dataset, body: ExportIn
+) -> Any:
+    """Exports into the folder the request names, once that folder is allowed."""
+    if not body.out_dir:
+        raise Invalid("Say which folder to write into (out_dir), or ask for a zip.")
+    return export_dataset(
         session, settings=settings, store=store, dataset=dataset,
         out_dir=requested_out_dir(settings, body.out_dir), options=_options(body),
     )  # fmt: skip
-    return report.as_dict()
 
 
 def overview(session: Session, dataset: Dataset) -> dict[str, Any]:
@@ -228,12 +233,7 @@ def export_form(
     try:
         if body.zip:
             return _zip_response(session, settings, store, dataset, body, background)
-        if not body.out_dir:
-            raise UserError("Say which folder to write into, or download a zip.")
-        report = export_dataset(
-            session, settings=settings, store=store, dataset=dataset,
-            out_dir=requested_out_dir(settings, body.out_dir), options=_options(body),
-        )  # fmt: skip
+        report = _to_folder(session, settings, store, dataset, body)
     except UserError as e:
         context = _page_context(session, dataset, error=e.message, form=form)
         return templates.TemplateResponse(
