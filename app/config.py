@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         description="How the remote model writes boxes; the local engine knows its own",
     )
     draft_timeout_s: float = Field(default=300.0, gt=0)
+    # The drafting process keeps its model loaded this long after its last job, so a re-draft
+    # is quick, then exits and gives the (GPU) memory back, to training for instance.
+    draft_idle_exit_s: float = Field(default=600.0, ge=0)
 
     @property
     def db_path(self) -> Path:

@@ -49,8 +49,9 @@ MAX_ATTEMPTS = 2
 HEARTBEAT_STALE_S = 120  # a job silent this long on another host is taken over
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(pid: int | None = None) -> str:
+    """How a job names the process running it: host and pid (this process by default)."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def create_job(

@@ -1,79 +1,200 @@
-"""The web app's drafting worker: a background thread that runs queued jobs one at a time.
+"""The web app's drafting worker: a child process that runs queued jobs one at a time.
 
-The loaded model is kept between jobs that ask for the same engine, model and batch size,
-so a one-image re-draft does not pay for loading it again.
+Why a process and not a thread: drafting is CPU work too (the whole model on a CPU-only
+machine; inputs and grammar masks beside a GPU), and in the server's process it shared the
+GIL and the cores with the requests of people editing. `bench/load.py` measured their p95
+save latency going from 12 to 21 ms with a thread, nice or not. A process of its own, at a
+lower priority, leaves the web server's interpreter alone.
+
+The server side (`DraftWorker`) starts the child only when a job is waiting, so a server that
+never drafts never loads torch. It tells the child about new jobs through the child's stdin,
+restarts it if it dies, and gives up on a job that kills it `MAX_CRASHES` times. The child
+(`main`) exits at once when its stdin closes: the server stopped or died, even by SIGKILL.
+A job cut short that way is resumed by the next worker (`jobs.claim`).
+
+The child keeps the loaded model between jobs that ask for the same engine, model and batch
+size, so a one-image re-draft does not pay for loading it again; after
+`Settings.draft_idle_exit_s` without a job it exits and gives the memory back.
+
+Run by hand: `python -m app.drafting.worker` reads the settings as one JSON line on stdin.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+import time
+from pathlib import Path
 
 from sqlalchemy import Engine as DBEngine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.config import Settings
 from app.drafting import jobs
 from app.drafting.engines import DraftError, Engine
 from app.images.store import ContentStore
+from app.models import DraftJob, JobStatus
 
 log = logging.getLogger("atelier.drafting")
 
-EngineFactory = Callable[..., Engine]  # (engine=, model=, batch_size=) -> Engine
-POLL_S = 2.0
+POLL_S = 2.0  # how often both sides look for work nobody announced (a dead CLI's job)
 WORKER_NICE = 10
+MAX_CRASHES = 3  # a job whose worker dies this many times is marked failed
+STOP_WAIT_S = 5.0
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class DraftWorker:
-    def __init__(
-        self,
-        *,
-        db: DBEngine,
-        store: ContentStore,
-        settings: Settings,
-        engine_factory: EngineFactory,
-    ) -> None:
+    """The server's handle on its drafting process: start, wake, stop."""
+
+    def __init__(self, *, db: DBEngine, settings: Settings) -> None:
         self.db = db
-        self.store = store
         self.settings = settings
-        self.engine_factory = engine_factory
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # guards _proc between wake() and the supervisor
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._crashes: dict[int, int] = {}  # job id -> worker deaths while running it
+        self._retry_at = 0.0  # after a crash, when to start another process
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="atelier-drafting-supervisor", daemon=True
+        )
+
+    @property
+    def pid(self) -> int | None:
+        """The drafting process's pid while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def start(self) -> None:
+        """Starts supervising; a job a stopped server left unfinished starts the process."""
+        self._supervisor.start()
+
+    def wake(self) -> None:
+        """A job was queued: have the process look now rather than at its next poll."""
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None and proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.write(b"\n")
+                    proc.stdin.flush()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._supervisor.join(STOP_WAIT_S)
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the child exits at end of input
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tend()
+            except Exception:  # supervising must outlive any one failure
+                log.exception("drafting supervisor error")
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+
+    def _tend(self) -> None:
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                return
+            if proc is not None:
+                self._proc = None
+                self._reaped(proc)
+            if time.monotonic() < self._retry_at:
+                return
+            with Session(self.db) as session:
+                waiting = jobs.pending_job_ids(session)
+            if waiting and not self._stop.is_set():
+                self._proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.drafting.worker"],
+            stdin=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        assert proc.stdin is not None
+        settings = self.settings.model_dump(mode="json", exclude={"token"})
+        settings["data_dir"] = str(self.settings.data_dir.resolve())
+        proc.stdin.write(json.dumps(settings).encode() + b"\n")
+        proc.stdin.flush()
+        log.info("drafting process %d started", proc.pid)
+        return proc
+
+    def _reaped(self, proc: subprocess.Popen[bytes]) -> None:
+        """The process is gone: after a crash, count it against the job it was running."""
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        code = proc.returncode
+        if code == 0:
+            self._retry_at = 0.0
+            return
+        worker = jobs.worker_id(proc.pid)
+        with Session(self.db) as session:
+            running = session.exec(
+                select(DraftJob.id)
+                .where(DraftJob.worker == worker)
+                .where(col(DraftJob.status) == JobStatus.running)
+            ).all()
+        crashes = 1
+        for job_id in running:
+            assert job_id is not None
+            crashes = self._crashes[job_id] = self._crashes.get(job_id, 0) + 1
+            if crashes >= MAX_CRASHES:
+                del self._crashes[job_id]
+                jobs.mark_failed(
+                    self.db,
+                    job_id,
+                    f"The drafting process died {MAX_CRASHES} times while running this job "
+                    f"(last exit status {code}); the server's log says why. Out of memory is the "
+                    "usual cause: try a smaller batch, a smaller model or fewer image pixels.",
+                )
+        # Wait a little before the next try, longer after each crash on the same job.
+        self._retry_at = time.monotonic() + 2.0 ** (crashes - 1)
+        log.warning("drafting process %d exited with status %s", proc.pid, code)
+
+
+class JobRunner:
+    """Claims and runs jobs one at a time, keeping the loaded engine between them."""
+
+    def __init__(self, settings: Settings) -> None:
+        from app.db import make_engine
+        from app.drafting.engines import make_engine as make_draft_engine
+        from app.images.importer import content_store
+
+        self.settings = settings
+        self.db = make_engine(settings)
+        self.store: ContentStore = content_store(settings)
+        self.make_engine = make_draft_engine
         self.worker = jobs.worker_id()
         self._engine: Engine | None = None
         self._engine_key: tuple[str, str, int] | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="atelier-drafting", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        """A job was queued: look now rather than at the next poll."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        if self._engine is not None:
-            self._engine.close()
-
-    def _loop(self) -> None:
-        _yield_to_requests()
-        while not self._stop.is_set():
-            try:
-                ran = self._run_one()
-            except Exception:  # the worker must outlive any one job's failure
-                log.exception("drafting worker error")
-                ran = False
-            if not ran:
-                self._wake.wait(POLL_S)
-                self._wake.clear()
-
-    def _run_one(self) -> bool:
+    def run_one(self) -> bool:
+        """Runs the oldest runnable job to its end; False when there was none."""
         with Session(self.db) as session:
             job = jobs.claim(session, worker=self.worker)
             if job is None:
@@ -95,6 +216,12 @@ class DraftWorker:
         )
         return True
 
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        self.db.dispose()
+
     def _engine_for(self, key: tuple[str, str, int]) -> Engine:
         if self._engine is not None and self._engine_key == key:
             return self._engine
@@ -102,18 +229,54 @@ class DraftWorker:
             self._engine.close()
             self._engine = None
         engine, model, batch = key
-        self._engine = self.engine_factory(engine=engine, model=model, batch_size=batch)
+        self._engine = self.make_engine(self.settings, engine=engine, model=model, batch_size=batch)
         self._engine_key = key
         if getattr(self._engine, "device", None) is not None and self._engine.device.type == "cpu":  # type: ignore[attr-defined]
-            # Drafting on the CPU inside the web server: leave a core for the editors' saves.
+            # Drafting on the CPU: leave a core for the web server's requests.
             import torch
 
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         return self._engine
 
 
-def _yield_to_requests() -> None:
-    """Lowers this thread's CPU priority (Linux: nice is per thread, and the threads it starts,
-    such as torch's, inherit it). Its share of the GIL stays: bench/load.py measures that."""
+def main() -> None:
+    """The drafting process: settings on the first stdin line, a wake on each later one."""
+    # First, before any thread starts: on Linux nice is per thread, and new threads (torch's
+    # too) inherit it.
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICE)
+    logging.basicConfig(level=logging.WARNING, format="atelier drafting: %(message)s")
+    first = sys.stdin.buffer.readline()
+    if not first:
+        return
+    settings = Settings(**json.loads(first))
+    wake = threading.Event()
+    threading.Thread(target=_listen, args=(wake,), name="atelier-stdin", daemon=True).start()
+    runner = JobRunner(settings)
+    idle_since = time.monotonic()
+    while True:
+        try:
+            ran = runner.run_one()
+        except Exception:  # one job's failure must not end the process
+            log.exception("drafting worker error")
+            ran = False
+        if ran:
+            idle_since = time.monotonic()
+            continue
+        if time.monotonic() - idle_since > settings.draft_idle_exit_s:
+            break
+        wake.wait(POLL_S)
+        wake.clear()
+    runner.close()
+
+
+def _listen(wake: threading.Event) -> None:
+    for _ in sys.stdin.buffer:
+        wake.set()
+    # End of input: the server stopped or died. Leave now; a job in flight stays claimed by
+    # this pid, which the next worker sees is gone, and resumes it.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -16,8 +15,7 @@ from sqlmodel import Session
 
 from app.config import Settings
 from app.db import make_engine, migrate
-from app.drafting.engines import make_engine as make_draft_engine
-from app.drafting.worker import DraftWorker, EngineFactory
+from app.drafting.worker import DraftWorker
 from app.errors import Invalid, UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
@@ -29,26 +27,19 @@ from app.web.timing import ServerTiming
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
 
-def create_app(
-    settings: Settings | None = None, *, engine_factory: EngineFactory | None = None
-) -> FastAPI:
-    """The app; `engine_factory` builds drafting engines (default: from the settings)."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app, over the data folder the settings name."""
     settings = settings or Settings()
     engine = make_engine(settings)
     migrate(engine)
     store = content_store(settings)
     with Session(engine) as session:
         collect_garbage(session, store=store)
-    worker = DraftWorker(
-        db=engine,
-        store=store,
-        settings=settings,
-        engine_factory=engine_factory or partial(make_draft_engine, settings),
-    )
+    worker = DraftWorker(db=engine, settings=settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The drafting worker resumes any job a stopped server left unfinished.
+        # The drafting process resumes any job a stopped server left unfinished.
         worker.start()
         yield
         worker.stop()

@@ -301,3 +301,60 @@ def wait(client: TestClient, url: str, timeout: float = 120) -> dict:
             return state
         time.sleep(0.2)
     raise AssertionError(f"{url} still running: {state}")
+
+
+def test_the_app_drafts_in_a_process_of_its_own_that_it_restarts(
+    draft_settings: Settings,
+) -> None:
+    app = create_app(draft_settings)
+    worker = app.state.draft_worker
+    with TestClient(app) as client:
+        assert worker.pid is None  # nothing to draft: no process, no torch
+        dataset_id = client.post("/api/datasets", json={"name": "Proc"}).json()["id"]
+        files = [
+            ("files", (f"{i}.jpg", f.jpeg_bytes(i, (300, 200)), "image/jpeg")) for i in range(8)
+        ]
+        client.post(f"/api/datasets/{dataset_id}/images", files=files)
+
+        def claimed_by_new_process(job_id: int, before: set[str]) -> int:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                with Session(app.state.engine) as session:
+                    job = session.get(jobs.DraftJob, job_id)
+                    assert job is not None
+                    if job.status == JobStatus.running and job.worker not in before:
+                        pid = int((job.worker or ":0").rpartition(":")[2])
+                        assert pid != os.getpid() and pid == worker.pid
+                        return pid
+                    assert job.status in (JobStatus.queued, JobStatus.running), job.status
+                time.sleep(0.05)
+            raise AssertionError("no new drafting process took the job")
+
+        # A job that kills its process again and again is failed with a sentence, not retried
+        # for ever.
+        job_id = client.post(f"/api/datasets/{dataset_id}/draft", json={"batch_size": 1}).json()[
+            "id"
+        ]
+        seen: set[str] = set()
+        for _ in range(3):
+            pid = claimed_by_new_process(job_id, seen)
+            seen.add(jobs.worker_id(pid))
+            os.kill(pid, signal.SIGKILL)
+        state = wait(client, f"/api/draft-jobs/{job_id}")
+        assert state["status"] == "failed"
+        assert "died 3 times" in state["error"] and "smaller batch" in state["error"]
+        # A process killed mid-job is replaced, and the job goes on to the end.
+        job_id = client.post(
+            f"/api/datasets/{dataset_id}/draft", json={"scope": "all", "batch_size": 1}
+        ).json()["id"]
+        first = claimed_by_new_process(job_id, seen)
+        os.kill(first, signal.SIGKILL)
+        state = wait(client, f"/api/draft-jobs/{job_id}")
+        assert (state["status"], state["done"]) == ("done", 8)
+        assert worker.pid not in (None, first)
+
+        last = worker._proc
+        assert last is not None and last.poll() is None  # idle, the model still loaded
+    # The server stopping stops its drafting process.
+    assert last.poll() is not None and worker.pid is None
+    app.state.engine.dispose()
