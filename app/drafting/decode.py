@@ -23,6 +23,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.drafting.text_step import MAX_POSITIONS, TextStep
+
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
 SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
 FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
@@ -55,7 +57,13 @@ class Decoder:
     """Runs batches through one model; keeps a cache and a captured step per batch size."""
 
     def __init__(
-        self, model: Any, *, stop_ids: set[int], graphs: bool, compile_step: bool = False
+        self,
+        model: Any,
+        *,
+        stop_ids: set[int],
+        graphs: bool,
+        compile_step: bool = False,
+        lean_step: bool = True,
     ) -> None:
         import torch
 
@@ -70,6 +78,9 @@ class Decoder:
         names = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in names else "past_key_values"
         self.slots: dict[int, _Slot] = {}
+        # The step written out lean (app/drafting/text_step.py) where the model is one it
+        # knows; else the model's own forward.
+        self.text_step = TextStep.for_model(model) if lean_step else None
         self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.uses = 0
         # Opt-in: inductor fuses the step's small kernels before the graph is captured. The
@@ -164,6 +175,14 @@ class Decoder:
     def _forward(self, slot: _Slot) -> None:
         """The one-token step; every tensor it reads or writes lives in the slot."""
         slot.mask.index_fill_(3, slot.write_at, 0.0)
+        if self.text_step is not None and slot.capacity <= MAX_POSITIONS:
+            position = slot.positions[0].view(slot.batch)
+            slot.logits.copy_(
+                self.text_step(slot.token, position, slot.mask, slot.write_at, slot.cache)
+            )
+            slot.write_at.add_(1)
+            slot.positions.add_(1)
+            return
         logits = self.model(
             input_ids=slot.token,
             position_ids=slot.positions,

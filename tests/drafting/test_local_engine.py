@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -72,8 +73,9 @@ def test_missing_model_gives_a_way_forward(tmp_path: Path) -> None:
     assert "not a local folder and not in the Hugging Face cache" in e.value.message
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-step", "model-step"])
 @pytest.mark.parametrize("sharpen", [1.0, 300.0])
-def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float) -> None:
+def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, lean: bool) -> None:
     # Atelier's own loop (static cache, 4D mask, rope positions it computes itself) against
     # transformers' greedy generate, on a left-padded batch, both attentions. Random attention
     # is nearly uniform, which hides wrong positions; sharpened, it hides a wrong pad mask:
@@ -97,7 +99,8 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float) 
     new = want[:, batch["input_ids"].shape[1] :].tolist()
     expected = [row[: next((i for i, t in enumerate(row) if t in stops), None)] for row in new]
     assert max(len(row) for row in expected) > 10
-    decoder = Decoder(model, stop_ids=stops, graphs=False)
+    decoder = Decoder(model, stop_ids=stops, graphs=False, lean_step=lean)
+    assert (decoder.text_step is not None) == lean
     for grouped in (False, True):
         if grouped:
             use_grouped_attention(model)
@@ -199,3 +202,95 @@ def test_fused_rms_norm_computes_what_transformers_norm_computes() -> None:
     for a, b in zip(before, after, strict=True):
         torch.testing.assert_close(a, b, atol=0.02, rtol=0.02)  # one bf16 rounding apart
         assert not torch.equal(a * 0, a)
+
+
+def _tiny_qwen3vl() -> object:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": 300,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "deepstack_visual_indexes": [0],
+        },
+    )
+    return Qwen3VLForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
+    # Prefill through the model into a static cache, then ten steps each way from copies of
+    # it: the lean step's logits and cache writes must be the model forward's, on a
+    # left-padded batch (Qwen2/2.5-VL prompts carry an image: positions with rope deltas).
+    import copy
+    import inspect
+
+    import torch
+    from transformers import StaticCache
+
+    from app.drafting.random_model import build
+    from app.drafting.text_step import TextStep
+
+    torch.manual_seed(0)
+    if family == "qwen3_vl":
+        model: Any = _tiny_qwen3vl()
+        ids = torch.randint(5, 300, (2, 9))
+        mask = torch.ones_like(ids)
+        mask[0, :3] = 0
+        batch: Any = {"input_ids": ids, "attention_mask": mask}
+    else:
+        model, processor = build("tiny", family)  # type: ignore[arg-type]
+        batch = _two_prompts(processor)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:  # sharp attention: masks matter
+            layer.self_attn.q_proj.weight.mul_(30)
+    step = TextStep.for_model(model)
+    assert step is not None
+    rows, length = batch["input_ids"].shape
+    capacity = length + 16
+    cache = StaticCache(config=model.config, max_cache_len=capacity)
+    with torch.inference_mode():
+        arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        first = model(**batch, use_cache=True, **{arg: cache}).logits[:, -1]
+        theirs, ours = cache, copy.deepcopy(cache)
+        real = batch["attention_mask"].sum(-1)
+        deltas = model.model.rope_deltas  # None for a prompt without an image
+        deltas = torch.zeros(rows, dtype=torch.long) if deltas is None else deltas.view(rows)
+        add = torch.full((rows, 1, 1, capacity), torch.finfo(torch.float32).min)
+        add[:, 0, 0, :length].masked_fill_(batch["attention_mask"].bool(), 0.0)
+        token = first.argmax(-1).view(rows, 1)
+        for t in range(10):
+            column = torch.tensor([length + t])
+            position = deltas + real + t
+            add.index_fill_(3, column, 0.0)
+            want = model(
+                input_ids=token,
+                position_ids=position.view(1, rows, 1).expand(3, rows, 1),
+                attention_mask=add,
+                use_cache=True,
+                **{arg: theirs},
+            ).logits[:, -1]
+            got = step(token, position, add, column, ours)
+            torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+            for a, b in zip(ours.layers, theirs.layers, strict=True):
+                torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-5)
+            token = want.argmax(-1).view(rows, 1)

@@ -1,0 +1,193 @@
+"""The one-token decode step of a Qwen-VL model's text decoder, written out lean.
+
+At batch 1 a decode step of Qwen2-VL-2B is about 1,000 small kernels: the model's forward
+through transformers (masks, rope recomposition, three projections for q, k and v, the cache
+update, norms in six kernels) costs 4.3 ms on an H100 where reading the weights once costs
+under 1 ms. This step computes the same thing in about 17 kernels a layer:
+
+- q, k and v come from one matrix product, gate and up from another: the model's own
+  weights are rebound as views into one fused tensor each, so no memory is added;
+- rope is a row of a cos/sin table built once: after the prompt all three of a token's
+  multimodal positions are equal, and then multimodal rope is plain rope;
+- the new key and value go straight into the static cache's tensors, at the step's column;
+- attention is one sdpa call, the query heads of a KV head laid out as a short sequence
+  (no repeat of the cache), over the slot's additive mask;
+- each residual add rides in its matrix product (addmm).
+
+The prefill stays the model's own forward, which fills the same cache. `TextStep.for_model`
+returns None for a model it does not know how to step; the decoder then steps through the
+model's forward. tests/drafting/test_local_engine.py checks its logits against the model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_POSITIONS = 32768  # rows of the rope table; longer prompts step through the model
+
+
+class TextStep:
+    """Maps (token, position, mask, column, cache) to the next logits, for one batch size."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self.torch = torch
+        text = model.model.language_model
+        config = text.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.embed = text.embed_tokens.weight
+        self.final_norm = text.norm
+        self.lm_head = model.get_output_embeddings().weight
+        self.layers = [_Layer(layer, self.heads, self.kv_heads, self.head_dim) for layer in text.layers]
+        self.scale = self.head_dim**-0.5
+        rotary = text.rotary_emb
+        inv_freq = rotary.inv_freq.float()
+        positions = torch.arange(MAX_POSITIONS, device=inv_freq.device, dtype=torch.float32)
+        freqs = positions[:, None] * inv_freq[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        dtype = self.embed.dtype
+        scaling = float(getattr(rotary, "attention_scaling", 1.0))
+        self.cos = (angles.cos() * scaling).to(dtype)
+        self.sin = (angles.sin() * scaling).to(dtype)
+
+    @classmethod
+    def for_model(cls, model: Any) -> TextStep | None:
+        """The lean step for a Qwen2/2.5/3-VL text decoder; None for anything else."""
+        try:
+            text = model.model.language_model
+            config = text.config
+            rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+            rope_type = (rope or {}).get("rope_type", (rope or {}).get("type", "default"))
+            layers = list(text.layers)
+        except AttributeError:
+            return None
+        if getattr(config, "use_sliding_window", False) or rope_type not in ("default", "mrope"):
+            return None
+        if not layers or not all(_Layer.fits(layer) for layer in layers):
+            return None
+        return cls(model)
+
+    def __call__(self, token: Any, position: Any, mask: Any, column: Any, cache: Any) -> Any:
+        """Float32 logits (batch, vocab) for `token` (batch, 1) at `position` (batch,);
+        writes its key and value at cache `column` (1,), and attends over `mask`."""
+        torch = self.torch
+        F = torch.nn.functional
+        batch = token.shape[0]
+        x = F.embedding(token.view(batch), self.embed)
+        cos = self.cos.index_select(0, position).unsqueeze(1)  # (batch, 1, head_dim)
+        sin = self.sin.index_select(0, position).unsqueeze(1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, column, cache.layers[i], self.scale)
+        x = F.rms_norm(x, self.final_norm.weight.shape, self.final_norm.weight, _eps(self.final_norm))
+        return F.linear(x, self.lm_head).float()
+
+
+class _Layer:
+    """One decoder layer's weights, with q/k/v and gate/up fused in place."""
+
+    def __init__(self, layer: Any, heads: int, kv_heads: int, head_dim: int) -> None:
+        import torch
+
+        self.torch = torch
+        attn, mlp = layer.self_attn, layer.mlp
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.in_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
+        self.q_norm = getattr(attn, "q_norm", None)  # Qwen3: per-head norms before rope
+        self.k_norm = getattr(attn, "k_norm", None)
+        self.qkv, self.qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.gate_up, _ = _fuse([mlp.gate_proj, mlp.up_proj])
+        self.o, self.down = attn.o_proj, mlp.down_proj
+        self.q_size = heads * head_dim
+        self.kv_size = kv_heads * head_dim
+
+    @staticmethod
+    def fits(layer: Any) -> bool:
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        names = ("q_proj", "k_proj", "v_proj", "o_proj")
+        if attn is None or mlp is None or not all(hasattr(attn, n) for n in names):
+            return False
+        if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
+            return False
+        act = getattr(getattr(mlp, "act_fn", None), "__class__", type(None)).__name__
+        same_bias = len({attn.q_proj.bias is None, attn.k_proj.bias is None, attn.v_proj.bias is None}) == 1
+        return (
+            act in ("SiLU", "SiLUActivation")
+            and same_bias
+            and mlp.gate_proj.bias is None
+            and mlp.up_proj.bias is None
+            and hasattr(layer, "input_layernorm")
+            and hasattr(layer, "post_attention_layernorm")
+        )
+
+    def __call__(
+        self, x: Any, cos: Any, sin: Any, mask: Any, column: Any, cache: Any, scale: float
+    ) -> Any:
+        torch = self.torch
+        F = torch.nn.functional
+        batch, d = x.shape[0], self.head_dim
+        h = F.rms_norm(x, self.in_norm.weight.shape, self.in_norm.weight, _eps(self.in_norm))
+        qkv = F.linear(h, self.qkv, self.qkv_bias)
+        q = qkv[:, : self.q_size].view(batch, self.heads, d)
+        k = qkv[:, self.q_size : self.q_size + self.kv_size].view(batch, self.kv_heads, d)
+        v = qkv[:, self.q_size + self.kv_size :].view(batch, self.kv_heads, 1, d)
+        if self.q_norm is not None and self.k_norm is not None:
+            q = F.rms_norm(q, self.q_norm.weight.shape, self.q_norm.weight, _eps(self.q_norm))
+            k = F.rms_norm(k, self.k_norm.weight.shape, self.k_norm.weight, _eps(self.k_norm))
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        cache.keys.index_copy_(2, column, k.view(batch, self.kv_heads, 1, d))
+        cache.values.index_copy_(2, column, v)
+        group = self.heads // self.kv_heads
+        out = F.scaled_dot_product_attention(
+            q.view(batch, self.kv_heads, group, d),
+            cache.keys,
+            cache.values,
+            attn_mask=mask,
+            scale=scale,
+        )
+        x = _add_linear(x, out.reshape(batch, self.q_size), self.o)
+        h = F.rms_norm(x, self.post_norm.weight.shape, self.post_norm.weight, _eps(self.post_norm))
+        gate, up = F.linear(h, self.gate_up).chunk(2, dim=-1)
+        return _add_linear(x, F.silu(gate) * up, self.down)
+
+
+def _rope(x: Any, cos: Any, sin: Any) -> Any:
+    import torch
+
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _add_linear(x: Any, a: Any, linear: Any) -> Any:
+    """x + linear(a), the add done in the product's epilogue when there is no bias."""
+    import torch
+
+    if linear.bias is not None:
+        return x + linear(a)
+    return torch.addmm(x, a, linear.weight.t())
+
+
+def _fuse(linears: list[Any]) -> tuple[Any, Any]:
+    """One weight (and bias) for several linears over the same input; each linear's own
+    parameters become views into it, so the model keeps working and no memory is added."""
+    import torch
+
+    with torch.no_grad():
+        weight = torch.cat([lin.weight for lin in linears])
+        has_bias = linears[0].bias is not None
+        bias = torch.cat([lin.bias for lin in linears]) if has_bias else None
+        start = 0
+        for lin in linears:
+            rows = lin.weight.shape[0]
+            lin.weight = torch.nn.Parameter(weight[start : start + rows], requires_grad=False)
+            if bias is not None:
+                lin.bias = torch.nn.Parameter(bias[start : start + rows], requires_grad=False)
+            start += rows
+    return weight, bias
+
+
+def _eps(norm: Any) -> float:
+    return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
