@@ -110,6 +110,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     ap.add_argument(
+        "--model-step", action="store_true", help="step through the model, not the lean step"
+    )
+    ap.add_argument(
         "--plain-attention", action="store_true", help="transformers' sdpa, not the grouped one"
     )
     ap.add_argument(
@@ -122,6 +125,7 @@ def main() -> None:
         "new_tokens": NEW_TOKENS,
         "attention": "sdpa" if args.plain_attention else "grouped",
         "compiled_step": args.compile,
+        "step": "model" if args.model_step else "lean",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -148,6 +152,7 @@ def main() -> None:
                 grammar=grammar,
                 grouped_attention=not args.plain_attention,
                 compile_step=args.compile,
+                lean_step=not args.model_step,
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

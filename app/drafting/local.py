@@ -48,6 +48,7 @@ class LocalEngine:
         grouped_attention: bool | None = None,
         fused_norms: bool | None = None,
         compile_step: bool = False,
+        lean_step: bool = True,
         min_steps: int = 0,
     ) -> None:
         import torch
@@ -83,6 +84,7 @@ class LocalEngine:
             stop_ids=stop_ids,
             graphs=on_gpu if graphs is None else graphs,
             compile_step=compile_step,
+            lean_step=lean_step,
         )
         self.min_steps = min_steps  # benchmarks only: decode this many steps whatever stops
         self.torch = torch

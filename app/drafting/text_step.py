@@ -41,7 +41,9 @@ class TextStep:
         self.embed = text.embed_tokens.weight
         self.final_norm = text.norm
         self.lm_head = model.get_output_embeddings().weight
-        self.layers = [_Layer(layer, self.heads, self.kv_heads, self.head_dim) for layer in text.layers]
+        self.layers = [
+            _Layer(layer, self.heads, self.kv_heads, self.head_dim) for layer in text.layers
+        ]
         self.scale = self.head_dim**-0.5
         rotary = text.rotary_emb
         inv_freq = rotary.inv_freq.float()
@@ -81,7 +83,9 @@ class TextStep:
         sin = self.sin.index_select(0, position).unsqueeze(1)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, column, cache.layers[i], self.scale)
-        x = F.rms_norm(x, self.final_norm.weight.shape, self.final_norm.weight, _eps(self.final_norm))
+        x = F.rms_norm(
+            x, self.final_norm.weight.shape, self.final_norm.weight, _eps(self.final_norm)
+        )
         return F.linear(x, self.lm_head).float()
 
 
@@ -112,7 +116,9 @@ class _Layer:
         if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
             return False
         act = getattr(getattr(mlp, "act_fn", None), "__class__", type(None)).__name__
-        same_bias = len({attn.q_proj.bias is None, attn.k_proj.bias is None, attn.v_proj.bias is None}) == 1
+        same_bias = (
+            len({attn.q_proj.bias is None, attn.k_proj.bias is None, attn.v_proj.bias is None}) == 1
+        )
         return (
             act in ("SiLU", "SiLUActivation")
             and same_bias

@@ -268,7 +268,9 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
     capacity = length + 16
     cache = StaticCache(config=model.config, max_cache_len=capacity)
     with torch.inference_mode():
-        arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        arg = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
         first = model(**batch, use_cache=True, **{arg: cache}).logits[:, -1]
         theirs, ours = cache, copy.deepcopy(cache)
         real = batch["attention_mask"].sum(-1)
