@@ -81,6 +81,7 @@ class Decoder:
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
+        self.attention_for = lambda batch: "sdpa"  # which attention the lean step uses
         self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.uses = 0
         # Opt-in: inductor fuses the step's small kernels before the graph is captured. The
@@ -178,7 +179,14 @@ class Decoder:
         if self.text_step is not None and slot.capacity <= MAX_POSITIONS:
             position = slot.positions[0].view(slot.batch)
             slot.logits.copy_(
-                self.text_step(slot.token, position, slot.mask, slot.write_at, slot.cache)
+                self.text_step(
+                    slot.token,
+                    position,
+                    slot.mask,
+                    slot.write_at,
+                    slot.cache,
+                    attention=self.attention_for(slot.batch),
+                )
             )
             slot.write_at.add_(1)
             slot.positions.add_(1)

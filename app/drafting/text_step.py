@@ -72,9 +72,18 @@ class TextStep:
             return None
         return cls(model)
 
-    def __call__(self, token: Any, position: Any, mask: Any, column: Any, cache: Any) -> Any:
+    def __call__(
+        self,
+        token: Any,
+        position: Any,
+        mask: Any,
+        column: Any,
+        cache: Any,
+        attention: str = "sdpa",
+    ) -> Any:
         """Float32 logits (batch, vocab) for `token` (batch, 1) at `position` (batch,);
-        writes its key and value at cache `column` (1,), and attends over `mask`."""
+        writes its key and value at cache `column` (1,), and attends over `mask` with
+        `attention`: "sdpa" (torch picks a fused kernel) or "matmul"."""
         torch = self.torch
         F = torch.nn.functional
         batch = token.shape[0]
@@ -82,7 +91,7 @@ class TextStep:
         cos = self.cos.index_select(0, position).unsqueeze(1)  # (batch, 1, head_dim)
         sin = self.sin.index_select(0, position).unsqueeze(1)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, column, cache.layers[i], self.scale)
+            x = layer(x, cos, sin, mask, column, cache.layers[i], self.scale, attention)
         x = F.rms_norm(
             x, self.final_norm.weight.shape, self.final_norm.weight, _eps(self.final_norm)
         )
@@ -129,7 +138,15 @@ class _Layer:
         )
 
     def __call__(
-        self, x: Any, cos: Any, sin: Any, mask: Any, column: Any, cache: Any, scale: float
+        self,
+        x: Any,
+        cos: Any,
+        sin: Any,
+        mask: Any,
+        column: Any,
+        cache: Any,
+        scale: float,
+        attention: str,
     ) -> Any:
         torch = self.torch
         F = torch.nn.functional
@@ -146,13 +163,17 @@ class _Layer:
         cache.keys.index_copy_(2, column, k.view(batch, self.kv_heads, 1, d))
         cache.values.index_copy_(2, column, v)
         group = self.heads // self.kv_heads
-        out = F.scaled_dot_product_attention(
-            q.view(batch, self.kv_heads, group, d),
-            cache.keys,
-            cache.values,
-            attn_mask=mask,
-            scale=scale,
-        )
+        q = q.view(batch, self.kv_heads, group, d)
+        if attention == "matmul":
+            # Two small products and a softmax in float32, as transformers' eager attention:
+            # at batch 1 this is a third of cudnn's sdpa time for one query (bench/decode_step.py).
+            scores = torch.add(mask, torch.matmul(q, cache.keys.transpose(-1, -2)), alpha=scale)
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            out = torch.matmul(weights, cache.values)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, cache.keys, cache.values, attn_mask=mask, scale=scale
+            )
         x = _add_linear(x, out.reshape(batch, self.q_size), self.o)
         h = F.rms_norm(x, self.post_norm.weight.shape, self.post_norm.weight, _eps(self.post_norm))
         gate, up = F.linear(h, self.gate_up).chunk(2, dim=-1)

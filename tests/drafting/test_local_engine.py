@@ -292,6 +292,9 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
             ).logits[:, -1]
             got = step(token, position, add, column, ours)
             torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+            # The other attention, from the same cache (its write is the same one again).
+            again = step(token, position, add, column, copy.deepcopy(ours), attention="matmul")
+            torch.testing.assert_close(again, want.float(), rtol=1e-4, atol=1e-4)
             for a, b in zip(ours.layers, theirs.layers, strict=True):
                 torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-5)
                 torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,70 @@
+"""The decode step alone: graph replays timed back to back, without the loop around them.
+
+Tells a step's GPU cost apart from the loop around it (argmax, grammar masks, host copies),
+for each attention the lean step can use (app/drafting/text_step.py).
+
+    python bench/decode_step.py 2b [--batches 1,32] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.drafting.local import LocalEngine  # noqa: E402
+from app.drafting.random_model import build  # noqa: E402
+from bench.draft import images  # noqa: E402
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("shape", choices=["2b", "7b"])
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--replays", type=int, default=200)
+    ap.add_argument("--compile", action="store_true", help="also the compiled step")
+    args = ap.parse_args()
+    model, processor = build(args.shape, device="cuda", dtype=torch.bfloat16)
+    variants = [("matmul", False), ("sdpa", False)] + [("matmul", True)] * args.compile
+    for attention, compiled in variants:
+        for batch in (int(b) for b in args.batches.split(",")):
+            engine = LocalEngine(
+                model,
+                processor,
+                batch_size=batch,
+                max_new_tokens=args.replays + 8,
+                min_steps=8,
+                compile_step=compiled,
+            )
+            engine.decoder.attention_for = lambda _, a=attention: a
+            engine.draft(images(batch))  # captures the step
+            slot = engine.decoder.slots[batch]
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            for _ in range(3):
+                # Each replay writes one cache column further: start where all of them fit.
+                slot.write_at.fill_(slot.capacity - args.replays - 1)
+                torch.cuda.synchronize()
+                start.record()
+                for _ in range(args.replays):
+                    slot.graph.replay()
+                end.record()
+                torch.cuda.synchronize()
+            row = {
+                "compiled": compiled,
+                "attention": attention,
+                "batch": batch,
+                "graph_ms": round(start.elapsed_time(end) / args.replays, 3),
+                "gpu": torch.cuda.get_device_name(0),
+            }
+            print(json.dumps(row), flush=True)
+            engine.decoder.slots.clear()
+
+
+if __name__ == "__main__":
+    main()
