@@ -28,6 +28,14 @@ from app.drafting.text_step import MAX_POSITIONS, TextStep
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
 SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
 FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
+# The lean step attends with two matmuls below this batch size and with torch's sdpa from it.
+# Graph-replayed 2B step on an H100 (bench/decode_step.py): matmul 3.19 / 4.23 / 6.90 ms at
+# batch 1 / 32 / 128, sdpa (cudnn) 3.70 / 4.15 / 6.13 ms.
+MATMUL_ATTENTION_BELOW = 32
+
+
+def lean_attention(batch: int) -> str:
+    return "matmul" if batch < MATMUL_ATTENTION_BELOW else "sdpa"
 
 
 @dataclass
@@ -81,7 +89,7 @@ class Decoder:
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
-        self.attention_for = lambda batch: "sdpa"  # which attention the lean step uses
+        self.attention_for = lean_attention
         self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.uses = 0
         # Opt-in: inductor fuses the step's small kernels before the graph is captured. The

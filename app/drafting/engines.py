@@ -54,6 +54,10 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+# An engine may also have `prefetch(inputs)`: a hint, from a thread, that `draft(inputs)` (the
+# same list) comes next, so it can start preparing while it drafts the batch before.
+
+
 def parse_output(
     raw: str, *, convention: BoxConvention, resized: tuple[int, int] | None = None
 ) -> DraftOutput:

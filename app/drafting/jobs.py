@@ -13,7 +13,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -245,40 +246,128 @@ def run_job(
     worker: str | None = None,
     on_progress: ProgressFn | None = None,
 ) -> DraftJob:
-    """Drafts every queued item of a claimed job; returns the job as it ended."""
+    """Drafts every queued item of a claimed job; returns the job as it ended.
+
+    While the engine drafts a batch, the next one is read, decoded and handed to the engine
+    as a hint (`Engine.prefetch`) on a thread, so the GPU does not wait on the CPU between
+    batches.
+    """
     worker = worker or worker_id()
-    while True:
-        # Not expired on commit: the job returned is read after its session closes.
-        with Session(db, expire_on_commit=False) as session:
-            job = get_job(session, job_id)
-            if job.cancel_requested:
-                job.status, job.finished_at = JobStatus.cancelled, utcnow()
+    with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
+        ahead: Future[_Loaded] | None = None
+        while True:
+            # Not expired on commit: the job returned is read after its session closes.
+            with Session(db, expire_on_commit=False) as session:
+                job = get_job(session, job_id)
+                if job.cancel_requested:
+                    job.status, job.finished_at = JobStatus.cancelled, utcnow()
+                    session.add(job)
+                    session.commit()
+                    return job
+                batch = _queued(session, job)
+                if not batch:
+                    job.status, job.finished_at = JobStatus.done, utcnow()
+                    session.add(job)
+                    session.commit()
+                    return job
+                ids = [item.id for item in batch if item.id is not None]
+                loaded = _result(ahead)
+                if loaded is None or loaded.item_ids != ids:
+                    loaded = _load(db, job_id, ids, engine, store, max_pixels)
+                upcoming = [i.id for i in _queued(session, job, leaving=ids) if i.id is not None]
+                ahead = (
+                    pool.submit(_load, db, job_id, upcoming, engine, store, max_pixels, True)
+                    if upcoming
+                    else None
+                )
+                dataset = session.get(Dataset, job.dataset_id)
+                assert dataset is not None
+                try:
+                    _draft_batch(session, job, dataset, batch, engine, loaded)
+                except DraftError as e:
+                    session.rollback()
+                    return mark_failed(db, job_id, e.message)
+                job.heartbeat_at = utcnow()
                 session.add(job)
                 session.commit()
-                return job
-            batch = session.exec(
-                select(DraftItem)
-                .where(DraftItem.job_id == job_id, DraftItem.status == ItemStatus.queued)
-                .order_by(col(DraftItem.attempts), col(DraftItem.id))
-                .limit(job.batch_size)
-            ).all()
-            if not batch:
-                job.status, job.finished_at = JobStatus.done, utcnow()
-                session.add(job)
-                session.commit()
-                return job
-            dataset = session.get(Dataset, job.dataset_id)
-            assert dataset is not None
-            try:
-                _draft_batch(session, job, dataset, list(batch), engine, store, max_pixels)
-            except DraftError as e:
-                session.rollback()
-                return mark_failed(db, job_id, e.message)
-            job.heartbeat_at = utcnow()
-            session.add(job)
-            session.commit()
-            if on_progress:
-                on_progress(progress(job))
+                if on_progress:
+                    on_progress(progress(job))
+
+
+def _queued(session: Session, job: DraftJob, leaving: list[int] | None = None) -> list[DraftItem]:
+    """The job's next batch: queued items, fresh ones first, less those `leaving`."""
+    return list(
+        session.exec(
+            select(DraftItem)
+            .where(DraftItem.job_id == job.id, DraftItem.status == ItemStatus.queued)
+            .where(col(DraftItem.id).not_in(leaving or []))
+            .order_by(col(DraftItem.attempts), col(DraftItem.id))
+            .limit(job.batch_size)
+        ).all()
+    )
+
+
+@dataclass
+class _Loaded:
+    """A batch's items read from the store and decoded, ready for the engine."""
+
+    item_ids: list[int]
+    inputs: list[DraftInput] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)  # the item ids of `inputs`, in order
+    originals: dict[int, bytes] = field(default_factory=dict)  # for the palettes
+    missing: list[int] = field(default_factory=list)  # items whose stored file is gone
+
+
+def _load(
+    db: DBEngine,
+    job_id: int,
+    item_ids: list[int],
+    engine: Engine,
+    store: ContentStore,
+    max_pixels: int,
+    ahead: bool = False,
+) -> _Loaded:
+    loaded = _Loaded(item_ids)
+    side = int(max_pixels**0.5 * 1.5)  # the processor resizes further to its pixel budget
+    with Session(db) as session:
+        job = get_job(session, job_id)
+        dataset = session.get(Dataset, job.dataset_id)
+        assert dataset is not None
+        block = block_of(dataset)
+        for item_id in item_ids:
+            item = session.get(DraftItem, item_id)
+            image = session.get(Image, item.image_id) if item else None
+            blob = store.blob_path(image.sha256) if image else None
+            if image is None or blob is None or not blob.is_file():
+                loaded.missing.append(item_id)
+                continue
+            data = blob.read_bytes()
+            loaded.originals[item_id] = data
+            prompt = build_prompt(
+                width=image.width,
+                height=image.height,
+                convention=engine.convention,
+                style_block=block,
+                instructions=dataset.draft_instructions,
+            )
+            loaded.inputs.append(DraftInput(display_rgb(data, max_side=side), prompt))
+            loaded.ready.append(item_id)
+    prefetch = getattr(engine, "prefetch", None)
+    if ahead and prefetch is not None and loaded.inputs:
+        prefetch(loaded.inputs)
+    return loaded
+
+
+def _result(ahead: Future[_Loaded] | None) -> _Loaded | None:
+    """The batch loaded ahead, or None if there was none or loading it failed (the batch is
+    then loaded again in line, where a failure is handled as any other)."""
+    if ahead is None:
+        return None
+    try:
+        return ahead.result()
+    except Exception:
+        log.debug("loading the next batch ahead failed", exc_info=True)
+        return None
 
 
 def _draft_batch(
@@ -287,36 +376,20 @@ def _draft_batch(
     dataset: Dataset,
     batch: list[DraftItem],
     engine: Engine,
-    store: ContentStore,
-    max_pixels: int,
+    loaded: _Loaded,
 ) -> None:
-    block = block_of(dataset)
-    side = int(max_pixels**0.5 * 1.5)  # the processor resizes further to its pixel budget
-    inputs, ready, originals = [], [], {}
-    for item in batch:
-        image = session.get(Image, item.image_id)
-        blob = store.blob_path(image.sha256) if image else None
-        if image is None or blob is None or not blob.is_file():
-            _finish(job, item, ItemStatus.failed, error="the image's stored file is missing")
-            continue
-        data = blob.read_bytes()
-        originals[item.id] = data
-        rgb = display_rgb(data, max_side=side)
-        prompt = build_prompt(
-            width=image.width,
-            height=image.height,
-            convention=engine.convention,
-            style_block=block,
-            instructions=dataset.draft_instructions,
-        )
-        inputs.append(DraftInput(rgb, prompt))
-        ready.append((item, image))
-    if not inputs:
+    items = {item.id: item for item in batch}
+    for item_id in loaded.missing:
+        _finish(job, items[item_id], ItemStatus.failed, error="the image's stored file is missing")
+    if not loaded.inputs:
         return
     started = time.perf_counter()
-    outputs = engine.draft(inputs)
+    outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
-    for (item, image), out in zip(ready, outputs, strict=True):
+    for item_id, out in zip(loaded.ready, outputs, strict=True):
+        item = items[item_id]
+        image = session.get(Image, item.image_id)
+        assert image is not None
         item.attempts += 1
         if out.caption is None:
             if item.attempts < MAX_ATTEMPTS:
@@ -325,7 +398,7 @@ def _draft_batch(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        caption = fill_palettes(out.caption, originals[item.id])
+        caption = fill_palettes(out.caption, loaded.originals[item_id])
         _land(session, job, item, image, dataset, caption)
         session.add(item)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from app.drafting.attention import use_grouped_attention
@@ -88,6 +89,9 @@ class LocalEngine:
         )
         self.min_steps = min_steps  # benchmarks only: decode this many steps whatever stops
         self.torch = torch
+        # Inputs are prepared on this thread, ahead of the GPU (see `draft` and `prefetch`).
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare")
+        self._ahead: tuple[list[DraftInput], int, Future[Any]] | None = None
 
     @classmethod
     def load(
@@ -163,24 +167,34 @@ class LocalEngine:
             json.dumps(json_schema(self.limits)), any_whitespace=False
         )
 
+    def prefetch(self, inputs: list[DraftInput]) -> None:
+        """Starts preparing the first batch of `inputs`, which `draft` is called with next
+        (a drafting job loads its next batch while this one drafts)."""
+        chunk = inputs[: self.batch_size]
+        self._ahead = (inputs, len(chunk), self._pool.submit(self._prepare, chunk))
+
     def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
         """Drafts in batches of `batch_size`; a batch that runs out of memory is split.
 
         The next batch's inputs (resizing, patching, tokenizing: about 1 s for 32 images) are
         prepared on a thread while the GPU decodes the current one.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         chunks = [inputs[i : i + self.batch_size] for i in range(0, len(inputs), self.batch_size)]
+        hinted, self._ahead = self._ahead, None
+        ahead = None
+        if hinted is not None and hinted[0] is inputs and chunks and hinted[1] == len(chunks[0]):
+            ahead = hinted[2]
+        elif hinted is not None:
+            hinted[2].cancel()
+        if ahead is None and chunks:
+            ahead = self._pool.submit(self._prepare, chunks[0])
         out: list[DraftOutput] = []
-        with ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare") as pool:
-            ahead = pool.submit(self._prepare, chunks[0]) if chunks else None
-            for k, chunk in enumerate(chunks):
-                assert ahead is not None
-                prepared = ahead.result()
-                if k + 1 < len(chunks):
-                    ahead = pool.submit(self._prepare, chunks[k + 1])
-                out.extend(self._batch(chunk, prepared))
+        for k, chunk in enumerate(chunks):
+            assert ahead is not None
+            prepared = ahead.result()
+            if k + 1 < len(chunks):
+                ahead = self._pool.submit(self._prepare, chunks[k + 1])
+            out.extend(self._batch(chunk, prepared))
         return out
 
     def _batch(self, inputs: list[DraftInput], prepared: Any = None) -> list[DraftOutput]:
@@ -267,6 +281,8 @@ class LocalEngine:
         return outputs
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._ahead = None
         del self.model
         if self.torch.cuda.is_available():
             self.torch.cuda.empty_cache()

@@ -131,6 +131,46 @@ def test_drafts_land_as_engine_revisions_and_keep_people_s_work(
         assert back.caption.high_level_description == "written by hand"
 
 
+def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    from app.drafting.local import LocalEngine
+
+    dataset_id = add_images(db, draft_settings, tmp_path, 7)
+    with Session(db) as session:  # one image's stored file is gone: failed, the rest go on
+        gone = images_of(session, dataset_id)[4]
+        content_store(draft_settings).blob_path(gone.sha256).unlink()
+    engine = make_draft_engine(draft_settings)
+    assert isinstance(engine, LocalEngine)
+    prepared: list[int] = []
+    drafted: list[int] = []
+    prepare, draft = engine._prepare, engine.draft
+
+    def counting_prepare(inputs):  # type: ignore[no-untyped-def]
+        prepared.append(len(inputs))
+        return prepare(inputs)
+
+    def counting_draft(inputs):  # type: ignore[no-untyped-def]
+        hinted = engine._ahead is not None and engine._ahead[0] is inputs
+        drafted.append(hinted)
+        return draft(inputs)
+
+    engine._prepare, engine.draft = counting_prepare, counting_draft  # type: ignore[method-assign]
+    job = jobs.run_job(
+        db,
+        job_id=new_job(db, dataset_id),
+        engine=engine,
+        store=content_store(draft_settings),
+        max_pixels=draft_settings.draft_max_pixels,
+    )
+    assert (job.status, job.done, job.failed) == (JobStatus.done, 6, 1)
+    # Batches of two; the missing file leaves one to draft in the third, the fourth is the
+    # last image. Each is prepared once, and every batch after the first was prepared ahead,
+    # while the one before drafted.
+    assert sorted(prepared) == [1, 1, 2, 2]
+    assert drafted == [False, True, True, True]
+
+
 def test_unusable_output_is_retried_once_then_failed_with_raw_kept(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:
