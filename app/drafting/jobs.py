@@ -28,7 +28,7 @@ from app.drafting.engines import DraftError, DraftInput, Engine
 from app.drafting.prompt import build_prompt
 from app.errors import Invalid, NotFound
 from app.images.decode import display_rgb
-from app.images.palettes import fill_palettes
+from app.images.palettes import Pixels, fill_palettes
 from app.images.store import ContentStore
 from app.models import (
     Action,
@@ -314,7 +314,7 @@ class _Loaded:
     item_ids: list[int]
     inputs: list[DraftInput] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)  # the item ids of `inputs`, in order
-    originals: dict[int, bytes] = field(default_factory=dict)  # for the palettes
+    pixels: dict[int, Pixels] = field(default_factory=dict)  # for the palettes
     missing: list[int] = field(default_factory=list)  # items whose stored file is gone
 
 
@@ -342,7 +342,7 @@ def _load(
                 loaded.missing.append(item_id)
                 continue
             data = blob.read_bytes()
-            loaded.originals[item_id] = data
+            loaded.pixels[item_id] = Pixels(data)
             prompt = build_prompt(
                 width=image.width,
                 height=image.height,
@@ -398,7 +398,7 @@ def _draft_batch(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        caption = fill_palettes(out.caption, loaded.originals[item_id])
+        caption = fill_palettes(out.caption, loaded.pixels[item_id])
         _land(session, job, item, image, dataset, caption)
         session.add(item)
 

@@ -36,9 +36,21 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
     return out
 
 
-def fill_palettes(caption: Caption, image_bytes: bytes) -> Caption:
+class Pixels:
+    """An image's working copy for palettes, and its own palette, computed once.
+
+    A drafting job makes it while the GPU drafts the batch before, so that only the element
+    crops, which need the model's boxes, are left for after."""
+
+    def __init__(self, image_bytes: bytes) -> None:
+        self.img = display_rgb(image_bytes, max_side=WORK_SIDE)
+        self.palette = dominant_colours(self.img, limit=IMAGE_PALETTE_MAX)
+
+
+def fill_palettes(caption: Caption, image: bytes | Pixels) -> Caption:
     """The caption with the image palette and each boxed element's palette from the pixels."""
-    img = display_rgb(image_bytes, max_side=WORK_SIDE)
+    pixels = image if isinstance(image, Pixels) else Pixels(image)
+    img = pixels.img
     elements = []
     for e in caption.composition.elements:
         if e.box is None or e.box.is_degenerate:
@@ -48,8 +60,6 @@ def fill_palettes(caption: Caption, image_bytes: bytes) -> Caption:
         region = img.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
         colours = dominant_colours(region, limit=ELEMENT_PALETTE_MAX)
         elements.append(e.model_copy(update={"color_palette": colours}))
-    style = caption.style.model_copy(
-        update={"color_palette": dominant_colours(img, limit=IMAGE_PALETTE_MAX)}
-    )
+    style = caption.style.model_copy(update={"color_palette": list(pixels.palette)})
     composition = caption.composition.model_copy(update={"elements": elements})
     return caption.model_copy(update={"style": style, "composition": composition})
