@@ -16,7 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from sqlalchemy import Engine as DBEngine
 from sqlalchemy import update
@@ -48,6 +49,7 @@ log = logging.getLogger("atelier.drafting")
 Scope = Literal["uncaptioned", "all", "selection"]
 MAX_ATTEMPTS = 2
 HEARTBEAT_STALE_S = 120  # a job silent this long on another host is taken over
+LOAD_THREADS = 8  # images of a batch decoded at once
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -327,8 +329,11 @@ def _load(
     max_pixels: int,
     ahead: bool = False,
 ) -> _Loaded:
+    """Reads and decodes a batch's images, several at a time (Pillow decodes and resizes
+    without holding the GIL)."""
     loaded = _Loaded(item_ids)
     side = int(max_pixels**0.5 * 1.5)  # the processor resizes further to its pixel budget
+    found: list[tuple[int, Path, str]] = []
     with Session(db) as session:
         job = get_job(session, job_id)
         dataset = session.get(Dataset, job.dataset_id)
@@ -341,8 +346,6 @@ def _load(
             if image is None or blob is None or not blob.is_file():
                 loaded.missing.append(item_id)
                 continue
-            data = blob.read_bytes()
-            loaded.pixels[item_id] = Pixels(data)
             prompt = build_prompt(
                 width=image.width,
                 height=image.height,
@@ -350,8 +353,19 @@ def _load(
                 style_block=block,
                 instructions=dataset.draft_instructions,
             )
-            loaded.inputs.append(DraftInput(display_rgb(data, max_side=side), prompt))
-            loaded.ready.append(item_id)
+            found.append((item_id, blob, prompt))
+
+    def decode(blob: Path) -> tuple[Pixels, Any]:
+        data = blob.read_bytes()
+        return Pixels(data), display_rgb(data, max_side=side)
+
+    workers = min(LOAD_THREADS, os.cpu_count() or 1, max(1, len(found)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="atelier-decode") as pool:
+        decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
+    for (item_id, _, prompt), (pixels, rgb) in zip(found, decoded, strict=True):
+        loaded.pixels[item_id] = pixels
+        loaded.inputs.append(DraftInput(rgb, prompt))
+        loaded.ready.append(item_id)
     prefetch = getattr(engine, "prefetch", None)
     if ahead and prefetch is not None and loaded.inputs:
         prefetch(loaded.inputs)
