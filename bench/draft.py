@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--baseline-batches", default="32")
     ap.add_argument("--json", default=None)
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    ap.add_argument("--unfused-rotary", action="store_true", help="transformers' own vision rotary")
     ap.add_argument(
         "--model-step", action="store_true", help="step through the model, not the lean step"
     )
@@ -126,6 +127,7 @@ def main() -> None:
         "attention": "sdpa" if args.plain_attention else "grouped",
         "compiled_step": args.compile,
         "step": "model" if args.model_step else "lean",
+        "vision_rotary": "transformers" if args.unfused_rotary else "fused",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -153,6 +155,7 @@ def main() -> None:
                 grouped_attention=not args.plain_attention,
                 compile_step=args.compile,
                 lean_step=not args.model_step,
+                fused_vision_rotary=not args.unfused_rotary,
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

@@ -82,6 +82,7 @@ def main() -> None:
         args.shape,  # type: ignore[arg-type]
         device="cuda" if cuda else "cpu",
         dtype=torch.bfloat16 if cuda else torch.float32,
+        max_pixels=SIDE * SIDE,
     )
     engine = LocalEngine(
         model,

@@ -16,7 +16,7 @@ from typing import Any
 from app.drafting.attention import use_grouped_attention
 from app.drafting.decode import Decoder
 from app.drafting.engines import DraftError, DraftInput, DraftOutput, parse_output
-from app.drafting.fused import use_fused_rms_norm
+from app.drafting.fused import use_fused_rms_norm, use_fused_vision_rotary
 from app.drafting.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -48,6 +48,7 @@ class LocalEngine:
         graphs: bool | None = None,
         grouped_attention: bool | None = None,
         fused_norms: bool | None = None,
+        fused_vision_rotary: bool | None = None,
         compile_step: bool = False,
         lean_step: bool = True,
         min_steps: int = 0,
@@ -73,6 +74,8 @@ class LocalEngine:
             use_grouped_attention(model)
         if on_gpu if fused_norms is None else fused_norms:
             use_fused_rms_norm(model)
+        if on_gpu if fused_vision_rotary is None else fused_vision_rotary:
+            use_fused_vision_rotary(model)
         eos = model.generation_config.eos_token_id
         stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if processor.tokenizer.eos_token_id is not None:

@@ -299,3 +299,22 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
                 torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-5)
                 torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-5)
             token = want.argmax(-1).view(rows, 1)
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="the fused rotary is for the GPU"
+)
+def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
+    import torch
+
+    from app.drafting.fused import use_fused_vision_rotary
+    from app.drafting.random_model import build
+
+    model, processor = build("tiny", device="cuda", dtype=torch.float32)
+    batch = _two_prompts(processor).to("cuda")
+    with torch.inference_mode():
+        want = model(**batch).logits
+        assert use_fused_vision_rotary(model)
+        assert not use_fused_vision_rotary(model)  # once is enough
+        got = model(**batch).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
