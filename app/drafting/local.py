@@ -60,6 +60,7 @@ class LocalEngine:
         fused_vision_rotary: bool | None = None,
         compile_step: bool = False,
         lean_step: bool = True,
+        overlap_prefill: bool = True,
         min_steps: int = 0,
     ) -> None:
         import torch
@@ -105,6 +106,7 @@ class LocalEngine:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare")
         self._ahead: tuple[list[DraftInput], int, Future[_Ready]] | None = None
         self._parity = 0
+        self.overlap_prefill = overlap_prefill  # prefill the next batch during this decode
 
     @classmethod
     def load(
@@ -221,6 +223,8 @@ class LocalEngine:
         """On the pool thread: the batch prepared and, memory allowing, prefilled."""
         torch = self.torch
         batch = self._prepare(chunk)
+        if not self.overlap_prefill:
+            return _Ready(batch, None)
         try:
             prefilled = self.decoder.prefill(
                 batch, max_new_tokens=self.max_new_tokens, parity=parity
