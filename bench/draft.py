@@ -111,9 +111,6 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     ap.add_argument("--unfused-rotary", action="store_true", help="transformers' own vision rotary")
     ap.add_argument(
-        "--no-overlap", action="store_true", help="no prefill of the next batch during a decode"
-    )
-    ap.add_argument(
         "--model-step", action="store_true", help="step through the model, not the lean step"
     )
     ap.add_argument(
@@ -131,7 +128,6 @@ def main() -> None:
         "compiled_step": args.compile,
         "step": "model" if args.model_step else "lean",
         "vision_rotary": "transformers" if args.unfused_rotary else "fused",
-        "overlap_prefill": not args.no_overlap,
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -160,7 +156,6 @@ def main() -> None:
                 compile_step=args.compile,
                 lean_step=not args.model_step,
                 fused_vision_rotary=not args.unfused_rotary,
-                overlap_prefill=not args.no_overlap,
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

@@ -20,17 +20,13 @@ left padding (as transformers 5.2x does; older versions shifted padded rows by t
 from __future__ import annotations
 
 import inspect
-import threading
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.drafting.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
-# Slots kept at once: a job's batch size and its shorter last one, each in two parities (one
-# batch decodes while the next one's prompt fills the other).
-SLOTS = 4
+SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
 FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
 # The lean step attends with two matmuls below this batch size and with torch's sdpa from it.
 # Graph-replayed 2B step on an H100 (bench/decode_step.py): matmul 3.19 / 4.23 / 6.90 ms at
@@ -65,15 +61,6 @@ class _Slot:
     used: int = field(default=0)
 
 
-@dataclass
-class Prefilled:
-    """A batch whose prompt is in its slot's cache, ready to decode."""
-
-    slot: _Slot
-    max_new_tokens: int
-    done: Any  # CUDA event the decode waits for (the prefill ran on its own stream), or None
-
-
 class Decoder:
     """Runs batches through one model; keeps a cache and a captured step per batch size."""
 
@@ -98,9 +85,7 @@ class Decoder:
         # transformers renamed the cache argument (past_key_values -> cache) in 5.2x.
         names = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in names else "past_key_values"
-        self.slots: dict[tuple[int, int], _Slot] = {}  # by (batch size, parity)
-        self.lock = threading.Lock()  # slots are made on the prefill thread too
-        self.prefill_stream = torch.cuda.Stream(self.device) if self.graphs else None
+        self.slots: dict[int, _Slot] = {}
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
@@ -128,25 +113,15 @@ class Decoder:
         rest are padding, decoded but never constrained or returned); `min_steps` keeps
         stepping after every row has stopped, for benchmarks that need a fixed length.
         """
-        prefilled = self.prefill(inputs, max_new_tokens=max_new_tokens)
-        return self.decode(prefilled, grammar=grammar, rows=rows, min_steps=min_steps)
-
-    def prefill(self, inputs: Any, *, max_new_tokens: int, parity: int = 0) -> Prefilled:
-        """Runs the prompt through the model into a slot's cache: the first half of `run`.
-
-        Safe to call on another thread while `decode` runs: on a GPU it runs on a stream of
-        its own, into the slot of the other `parity`, so one batch's prefill (compute-bound)
-        overlaps the previous batch's decode (bandwidth-bound).
-        """
         torch = self.torch
         batch, length = inputs["input_ids"].shape
-        with self.lock:
-            slot = self._slot(batch, length + max_new_tokens, parity)
-        stream = self.prefill_stream
-        with torch.inference_mode(), torch.cuda.stream(stream) if stream else nullcontext():
-            if stream is not None:
-                for value in inputs.values():  # read here: not to be reused before we are done
-                    value.record_stream(stream)
+        rows = batch if rows is None else rows
+        slot = self._slot(batch, length + max_new_tokens)
+        stops = torch.tensor(self.stop_ids, device=self.device)
+        out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
+        matchers = _Matchers(grammar, rows, batch, self.vocab, self.device) if grammar else None
+
+        with torch.inference_mode():
             slot.cache.reset()
             first = self.model(
                 **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
@@ -159,34 +134,8 @@ class Decoder:
             slot.mask[:, 0, 0, :length].masked_fill_(inputs["attention_mask"].bool(), 0.0)
             slot.write_at.fill_(length)
             slot.logits.copy_(first)
-            done = None
-            if stream is not None:
-                done = torch.cuda.Event()
-                done.record(stream)
-        return Prefilled(slot, max_new_tokens, done)
-
-    def decode(
-        self,
-        prefilled: Prefilled,
-        *,
-        grammar: Any = None,
-        rows: int | None = None,
-        min_steps: int = 0,
-    ) -> Result:
-        """Decodes a prefilled batch: the second half of `run`."""
-        torch = self.torch
-        slot, max_new_tokens = prefilled.slot, prefilled.max_new_tokens
-        batch = slot.batch
-        rows = batch if rows is None else rows
-        if prefilled.done is not None:
-            torch.cuda.current_stream().wait_event(prefilled.done)
-        stops = torch.tensor(self.stop_ids, device=self.device)
-        out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
-        matchers = _Matchers(grammar, rows, batch, self.vocab, self.device) if grammar else None
-
-        with torch.inference_mode():
             if matchers:
-                matchers.fill()  # the first mask (the prefill may still be running)
+                matchers.fill()  # the first mask, while the prefill runs
             host = torch.empty(batch, dtype=torch.long, pin_memory=self.graphs)
             copied = torch.cuda.Event() if self.device.type == "cuda" else None
             steps = 0
@@ -277,27 +226,26 @@ class Decoder:
                 step(slot)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            # thread_local: the prefill thread may allocate and launch meanwhile.
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=self.pool):
                 step(slot)
             slot.graph = graph
             return
         slot.graph.replay()
 
-    def _slot(self, batch: int, needed: int, parity: int = 0) -> _Slot:
+    def _slot(self, batch: int, needed: int) -> _Slot:
         from transformers import StaticCache
 
         torch = self.torch
         self.uses += 1
-        key = (batch, parity)
-        slot = self.slots.get(key)
+        slot = self.slots.get(batch)
         if slot is not None and slot.capacity >= needed:
             slot.used = self.uses
             return slot
         if slot is not None or len(self.slots) >= SLOTS:
-            # Make room: drop this key's smaller slot, or the one used longest ago (never one
-            # of the two newest: a batch decoding and the next one's prefill).
-            victim = key if slot is not None else min(self.slots, key=lambda k: self.slots[k].used)
+            # Make room: drop this size's smaller slot, or the one used longest ago.
+            victim = (
+                batch if slot is not None else min(self.slots, key=lambda b: self.slots[b].used)
+            )
             del self.slots[victim]
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -314,7 +262,7 @@ class Decoder:
             logits=torch.zeros((batch, self.vocab), dtype=torch.float32, device=d),
             used=self.uses,
         )
-        self.slots[key] = slot
+        self.slots[batch] = slot
         return slot
 
 

@@ -11,11 +11,10 @@ import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from app.drafting.attention import use_grouped_attention
-from app.drafting.decode import Decoder, Prefilled
+from app.drafting.decode import Decoder
 from app.drafting.engines import DraftError, DraftInput, DraftOutput, parse_output
 from app.drafting.fused import use_fused_rms_norm, use_fused_vision_rotary
 from app.drafting.schema import (
@@ -32,14 +31,6 @@ CONVENTIONS: dict[str, BoxConvention] = {
     "qwen2_5_vl": "qwen25vl",
     "qwen3_vl": "qwen3vl",
 }
-
-
-@dataclass
-class _Ready:
-    """A batch's inputs on the device, and its prefill when it was run ahead."""
-
-    batch: Any
-    prefilled: Prefilled | None
 
 
 class LocalEngine:
@@ -60,7 +51,6 @@ class LocalEngine:
         fused_vision_rotary: bool | None = None,
         compile_step: bool = False,
         lean_step: bool = True,
-        overlap_prefill: bool = True,
         min_steps: int = 0,
     ) -> None:
         import torch
@@ -104,9 +94,7 @@ class LocalEngine:
         self.torch = torch
         # Inputs are prepared on this thread, ahead of the GPU (see `draft` and `prefetch`).
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare")
-        self._ahead: tuple[list[DraftInput], int, Future[_Ready]] | None = None
-        self._parity = 0
-        self.overlap_prefill = overlap_prefill  # prefill the next batch during this decode
+        self._ahead: tuple[list[DraftInput], int, Future[Any]] | None = None
 
     @classmethod
     def load(
@@ -183,18 +171,16 @@ class LocalEngine:
         )
 
     def prefetch(self, inputs: list[DraftInput]) -> None:
-        """Starts readying the first batch of `inputs`, which `draft` is called with next
+        """Starts preparing the first batch of `inputs`, which `draft` is called with next
         (a drafting job loads its next batch while this one drafts)."""
         chunk = inputs[: self.batch_size]
-        self._ahead = (inputs, len(chunk), self._submit(chunk))
+        self._ahead = (inputs, len(chunk), self._pool.submit(self._prepare, chunk))
 
     def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
         """Drafts in batches of `batch_size`; a batch that runs out of memory is split.
 
-        While the GPU decodes one batch, the next is readied on a thread: its inputs prepared
-        on the CPU (resizing, patching, tokenizing: about 1 s for 32 images), then its prompt
-        run through the model on a CUDA stream of its own (`Decoder.prefill`), so the
-        compute-bound prefill overlaps the bandwidth-bound decode.
+        The next batch's inputs (resizing, patching, tokenizing: about 1 s for 32 images) are
+        prepared on a thread while the GPU decodes the current one.
         """
         chunks = [inputs[i : i + self.batch_size] for i in range(0, len(inputs), self.batch_size)]
         hinted, self._ahead = self._ahead, None
@@ -204,47 +190,22 @@ class LocalEngine:
         elif hinted is not None:
             hinted[2].cancel()
         if ahead is None and chunks:
-            ahead = self._submit(chunks[0])
+            ahead = self._pool.submit(self._prepare, chunks[0])
         out: list[DraftOutput] = []
         for k, chunk in enumerate(chunks):
             assert ahead is not None
-            ready = ahead.result()
+            prepared = ahead.result()
             if k + 1 < len(chunks):
-                ahead = self._submit(chunks[k + 1])
-            out.extend(self._batch(chunk, ready))
+                ahead = self._pool.submit(self._prepare, chunks[k + 1])
+            out.extend(self._batch(chunk, prepared))
         return out
 
-    def _submit(self, chunk: list[DraftInput]) -> Future[_Ready]:
-        # Two batches are in flight at most (one decoding, one readied): alternate their slots.
-        self._parity ^= 1
-        return self._pool.submit(self._ready, chunk, self._parity)
-
-    def _ready(self, chunk: list[DraftInput], parity: int) -> _Ready:
-        """On the pool thread: the batch prepared and, memory allowing, prefilled."""
-        torch = self.torch
-        batch = self._prepare(chunk)
-        if not self.overlap_prefill:
-            return _Ready(batch, None)
-        try:
-            prefilled = self.decoder.prefill(
-                batch, max_new_tokens=self.max_new_tokens, parity=parity
-            )
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            return _Ready(batch, None)  # tried again in line, and split if it must be
-        return _Ready(batch, prefilled)
-
-    def _batch(self, inputs: list[DraftInput], ready: _Ready | None = None) -> list[DraftOutput]:
+    def _batch(self, inputs: list[DraftInput], prepared: Any = None) -> list[DraftOutput]:
         torch = self.torch
         try:
-            batch = ready.batch if ready is not None else self._prepare(inputs)
-            prefilled = ready.prefilled if ready is not None else None
-            if prefilled is None:
-                prefilled = self.decoder.prefill(batch, max_new_tokens=self.max_new_tokens)
-            result = self.decoder.decode(prefilled, grammar=self.compiled, min_steps=self.min_steps)
-            return self._outputs(batch, result)
+            return self._generate(prepared if prepared is not None else self._prepare(inputs))
         except torch.cuda.OutOfMemoryError:
-            ready = batch = prefilled = None
+            del prepared
             torch.cuda.empty_cache()
             if len(inputs) == 1:
                 raise DraftError(
@@ -300,7 +261,13 @@ class LocalEngine:
         stream.synchronize()
         return batch
 
-    def _outputs(self, batch: Any, result: Any) -> list[DraftOutput]:
+    def _generate(self, batch: Any) -> list[DraftOutput]:
+        result = self.decoder.run(
+            batch,
+            max_new_tokens=self.max_new_tokens,
+            grammar=self.compiled,
+            min_steps=self.min_steps,
+        )
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")
         patch = getattr(self.processor.image_processor, "patch_size", 14)
