@@ -395,6 +395,12 @@ def test_the_app_drafts_in_a_process_of_its_own_that_it_restarts(
 
         last = worker._proc
         assert last is not None and last.poll() is None  # idle, the model still loaded
+        # Drafting on the CPU, every thread of the process runs only when the CPU is idle.
+        policies = {
+            int(stat.read_text().rpartition(") ")[2].split()[38])
+            for stat in Path(f"/proc/{last.pid}/task").glob("*/stat")
+        }
+        assert policies == {os.SCHED_IDLE}
     # The server stopping stops its drafting process.
     assert last.poll() is not None and worker.pid is None
     app.state.engine.dispose()
