@@ -8,6 +8,7 @@ constrained decoding and parsing code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,15 +45,25 @@ SHAPES: dict[str, tuple[int, int, int, int, int, int, int, int, int]] = {
 }
 
 
-def tokenizer() -> Any:
-    """A byte-level tokenizer (every byte one token) with the Qwen special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 151_000) -> Any:
+    """A tokenizer with the Qwen special tokens: byte-level (every byte one token), or, given
+    a `corpus`, a byte-level BPE trained on it like Qwen's (GPT-style pre-splitting), so that
+    prompts have about the length and the vocabulary its size that a real one gives."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    if corpus is None:
+        vocab = {ch: i for i, ch in enumerate(alphabet)}
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False
+        )
+        tok.train_from_iterator(corpus, trainer)
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -64,6 +75,23 @@ def tokenizer() -> Any:
     return fast
 
 
+def python_sources(megabytes: float = 40) -> Iterator[str]:
+    """English-bearing text found on any machine with Python: the standard library's source
+    (docstrings and comments), up to `megabytes`, in a fixed order. A corpus for `tokenizer`."""
+    import sysconfig
+
+    left = int(megabytes * 1e6)
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if left <= 0:
+            return
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        left -= len(text)
+        yield text
+
+
 def build(
     shape: Shape = "tiny",
     family: Family = "qwen2_vl",
@@ -72,12 +100,14 @@ def build(
     seed: int = 0,
     dtype: Any = None,
     device: str = "cpu",
+    tok: Any = None,
 ) -> tuple[Any, Any]:
-    """A (model, processor) pair with random weights."""
+    """A (model, processor) pair with random weights (`tok`: the byte-level tokenizer unless
+    given one)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    tok = tokenizer()
+    tok = tok or tokenizer()
     processor = _processor(family, tok, max_pixels=max_pixels)
     hidden, layers, heads, kv, mlp, vocab, v_depth, v_width, v_heads = SHAPES[shape]
     vocab = vocab or len(tok)
