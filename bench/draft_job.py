@@ -37,7 +37,7 @@ from app.drafting import jobs  # noqa: E402
 from app.drafting.engines import DraftInput  # noqa: E402
 from app.drafting.local import LocalEngine  # noqa: E402
 from app.drafting.prompt import build_prompt  # noqa: E402
-from app.drafting.random_model import build  # noqa: E402
+from app.drafting.random_model import build, python_sources, tokenizer  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 from app.images.importer import content_store, import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("shape", choices=["2b", "7b", "tiny"], help="tiny: a CPU smoke run")
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--tokenizer", choices=["byte", "bpe"], default="byte", help="as in draft.py")
     args = ap.parse_args()
     assert args.images % args.batch == 0, "whole batches: one captured batch size"
     jobs.MAX_ATTEMPTS = 1  # each image drafted once (see the docstring)
@@ -77,12 +78,14 @@ def main() -> None:
         "images": args.images,
         "batch": args.batch,
         "new_tokens": NEW_TOKENS,
+        "tokenizer": args.tokenizer,
     }
     model, processor = build(
         args.shape,  # type: ignore[arg-type]
         device="cuda" if cuda else "cpu",
         dtype=torch.bfloat16 if cuda else torch.float32,
         max_pixels=SIDE * SIDE,
+        tok=tokenizer(python_sources()) if args.tokenizer == "bpe" else None,
     )
     engine = LocalEngine(
         model,
