@@ -132,6 +132,9 @@ def main() -> None:
         "tokenizer's length (about 340 text tokens, not 1,300) and a 140k-token vocabulary",
     )
     ap.add_argument(
+        "--cpu-preprocess", action="store_true", help="images resized and patched on the CPU"
+    )
+    ap.add_argument(
         "--model-step", action="store_true", help="step through the model, not the lean step"
     )
     ap.add_argument(
@@ -149,6 +152,7 @@ def main() -> None:
         "compiled_step": args.compile,
         "step": "model" if args.model_step else "lean",
         "vision_rotary": "transformers" if args.unfused_rotary else "fused",
+        "preprocess": "cpu" if args.cpu_preprocess else "gpu",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -185,6 +189,7 @@ def main() -> None:
                 compile_step=args.compile,
                 lean_step=not args.model_step,
                 fused_vision_rotary=not args.unfused_rotary,
+                gpu_preprocess=not args.cpu_preprocess,
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

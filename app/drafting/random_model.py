@@ -178,25 +178,34 @@ def save(path: Path, shape: Shape = "tiny", family: Family = "qwen2_vl", **kw: A
     return path
 
 
+def _image_processor(**kw: Any) -> Any:
+    """Qwen2-VL's torch-based image processor (it can run on the GPU): the default class from
+    transformers 5.2x, the "Fast" one before."""
+    import transformers
+    from transformers import Qwen2VLImageProcessor
+
+    if "Torchvision" not in "".join(c.__name__ for c in Qwen2VLImageProcessor.__mro__):
+        fast = getattr(transformers, "Qwen2VLImageProcessorFast", None)
+        if fast is not None:
+            return fast(**kw)
+    return Qwen2VLImageProcessor(**kw)
+
+
 def _processor(family: Family, tok: Any, *, max_pixels: int) -> Any:
     pixels: dict[str, Any] = {"size": {"shortest_edge": 4 * 28 * 28, "longest_edge": max_pixels}}
     if family == "qwen2_vl":
-        from transformers import (
-            Qwen2VLImageProcessor,
-            Qwen2VLProcessor,
-            Qwen2VLVideoProcessor,
-        )
+        from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
 
         return Qwen2VLProcessor(
-            image_processor=Qwen2VLImageProcessor(**pixels),
+            image_processor=_image_processor(**pixels),
             tokenizer=tok,
             video_processor=Qwen2VLVideoProcessor(),
             chat_template=CHAT_TEMPLATE,
         )
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
 
     return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**pixels),
+        image_processor=_image_processor(**pixels),
         tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=CHAT_TEMPLATE,

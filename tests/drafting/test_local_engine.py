@@ -318,3 +318,24 @@ def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
         assert not use_fused_vision_rotary(model)  # once is enough
         got = model(**batch).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="preprocessing on the GPU needs one"
+)
+def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
+    import torch
+
+    from app.drafting.random_model import build
+
+    model, processor = build("tiny", device="cuda", dtype=torch.float32, max_pixels=256 * 28 * 28)
+    inputs = images()
+    on_gpu = LocalEngine(model, processor, grammar=False)._prepare(inputs)
+    on_cpu = LocalEngine(model, processor, grammar=False, gpu_preprocess=False)._prepare(inputs)
+    assert on_gpu.keys() == on_cpu.keys()
+    for key in on_cpu:
+        assert on_gpu[key].device.type == "cuda"
+        if on_cpu[key].is_floating_point():  # resampling on another device: close, not equal
+            torch.testing.assert_close(on_gpu[key], on_cpu[key], atol=0.05, rtol=0)
+        else:
+            assert torch.equal(on_gpu[key], on_cpu[key])
