@@ -206,13 +206,18 @@ def test_foreign_folder_refused_and_untouched(client: TestClient, tmp_path: Path
         export(client, dataset_id, tmp_path / "file")
 
 
-def test_reexport_replaces_its_files_and_keeps_the_trainer_s(
-    client: TestClient, tmp_path: Path
-) -> None:
+def exported_once(client: TestClient, tmp_path: Path) -> tuple[int, list[int], Path, Path]:
+    """The sample dataset exported under tmp_path/out: its id, image ids, out and folder."""
     dataset_id, ids = make_dataset(client)
     out = tmp_path / "out"
     export(client, dataset_id, out)
-    folder = out / "datasets" / "baroque_chiaroscuro"
+    return dataset_id, ids, out, out / "datasets" / "baroque_chiaroscuro"
+
+
+def test_reexport_replaces_its_files_and_keeps_the_trainer_s(
+    client: TestClient, tmp_path: Path
+) -> None:
+    dataset_id, ids, out, folder = exported_once(client, tmp_path)
     (folder / "_latent_cache").mkdir()
     (folder / "_latent_cache" / "001.safetensors").write_bytes(b"cache")
     client.delete(f"/api/images/{ids[2]}")
@@ -231,10 +236,7 @@ def test_reexport_replaces_its_files_and_keeps_the_trainer_s(
 
 
 def test_a_crash_mid_export_leaves_the_previous_one(client: TestClient, tmp_path: Path) -> None:
-    dataset_id, ids = make_dataset(client)
-    out = tmp_path / "out"
-    export(client, dataset_id, out)
-    folder = out / "datasets" / "baroque_chiaroscuro"
+    dataset_id, ids, out, folder = exported_once(client, tmp_path)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     # The third image's stored file vanishes: the export is refused, naming it.
     sha = client.get(f"/api/images/{ids[2]}").json()["sha256"]
@@ -255,10 +257,7 @@ def test_crash_states_of_a_swap_are_recovered_never_shown_half(
     client: TestClient, tmp_path: Path
 ) -> None:
     # The states a SIGKILL can leave inside the swap (bench/crash.py found the second one).
-    dataset_id, _ = make_dataset(client)
-    out = tmp_path / "out"
-    export(client, dataset_id, out)
-    folder = out / "datasets" / "baroque_chiaroscuro"
+    dataset_id, _, out, folder = exported_once(client, tmp_path)
     complete = {p.name: p.read_bytes() for p in folder.iterdir()}
     # 1. Killed between the two renames: the previous export is aside, none in place.
     aside = out / "datasets" / ".atelier-old-baroque_chiaroscuro-aaaa0001"
