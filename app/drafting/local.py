@@ -197,7 +197,11 @@ class LocalEngine:
         out: list[DraftOutput] = []
         for k, chunk in enumerate(chunks):
             assert ahead is not None
-            prepared = ahead.result()
+            try:
+                prepared = ahead.result()
+            except self.torch.cuda.OutOfMemoryError:
+                prepared = None  # prepared again in `_batch`, which splits what does not fit
+                self.torch.cuda.empty_cache()
             if k + 1 < len(chunks):
                 ahead = self._pool.submit(self._prepare, chunks[k + 1])
             out.extend(self._batch(chunk, prepared))
@@ -231,19 +235,7 @@ class LocalEngine:
         previous one decodes. What comes from the CPU is copied from pinned memory; pixels
         are cast to the model's dtype (the model casts them anyway).
         """
-        texts = [
-            self.processor.apply_chat_template(
-                [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image"}, {"type": "text", "text": i.prompt}],
-                    }
-                ],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for i in inputs
-        ]
+        texts = self._texts(inputs)
         images = [i.image for i in inputs]
         if self.device.type != "cuda":
             return self._process(texts, images).to(self.device)
@@ -263,6 +255,22 @@ class LocalEngine:
         stream.synchronize()
         return batch
 
+    def _texts(self, inputs: list[DraftInput]) -> list[str]:
+        """Each request as the chat template writes it: the image, then the prompt."""
+        return [
+            self.processor.apply_chat_template(
+                [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": i.prompt}],
+                    }
+                ],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for i in inputs
+        ]
+
     def _process(self, texts: list[str], images: list[Any], on_device: bool = False) -> Any:
         kw = {"device": self.device} if on_device else {}
         try:
@@ -275,8 +283,8 @@ class LocalEngine:
                 **kw,
             )
         except (TypeError, ValueError, RuntimeError) as e:
-            if not on_device:
-                raise
+            if not on_device or isinstance(e, self.torch.cuda.OutOfMemoryError):
+                raise  # out of memory: the batch is split (`draft`, `_batch`)
             # An image processor that cannot work on the GPU: on the CPU from now on.
             log.warning("image preprocessing stays on the CPU: %s", str(e).splitlines()[0][:200])
             self.gpu_preprocess = False

@@ -330,7 +330,11 @@ def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32, max_pixels=256 * 28 * 28)
     inputs = images()
-    on_gpu = LocalEngine(model, processor, grammar=False)._prepare(inputs)
+    engine = LocalEngine(model, processor, grammar=False)
+    # The processor itself hands back pixels made on the GPU (not copied there afterwards).
+    raw = engine._process(engine._texts(inputs), [i.image for i in inputs], on_device=True)
+    assert raw["pixel_values"].device.type == "cuda" and engine.gpu_preprocess
+    on_gpu = engine._prepare(inputs)
     on_cpu = LocalEngine(model, processor, grammar=False, gpu_preprocess=False)._prepare(inputs)
     assert on_gpu.keys() == on_cpu.keys()
     for key in on_cpu:
