@@ -141,13 +141,18 @@ def main() -> None:
                 max_pixels=settings.draft_max_pixels,
             )
 
-        job_s = timed(job)
+        ended: list[jobs.DraftJob] = []
+        job_s = timed(lambda: ended.append(job()))
         db.dispose()
     n = args.images
     report |= {
         "engine_per_call_images_per_s": round(n / per_call, 3),
         "engine_streamed_images_per_s": round(n / streamed, 3),
         "job_images_per_s": round(n / job_s, 3),
+        # Where the job's time went: inside the engine's calls, and around them (loading the
+        # first batch, writing results).
+        "job_in_engine_s": round(ended[0].drafting_seconds, 2),
+        "job_outside_engine_s": round(job_s - ended[0].drafting_seconds, 2),
         "job_vs_engine_per_call": round(per_call / job_s, 3),
         "job_vs_engine_streamed": round(streamed / job_s, 3),
         "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1) if cuda else None,

@@ -30,20 +30,50 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--steps", type=int, default=64, help="new tokens in the profiled call")
     ap.add_argument("--rows", type=int, default=15)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    ap.add_argument(
+        "--step-only",
+        action="store_true",
+        help="profile the decode step alone, run eagerly (no graph), to see its kernels",
+    )
     args = ap.parse_args()
     model, processor = build(
         args.shape, device="cuda", dtype=torch.bfloat16, max_pixels=1024 * 1024
     )
     engine = LocalEngine(
-        model, processor, batch_size=args.batch, max_new_tokens=args.steps, min_steps=args.steps
+        model,
+        processor,
+        batch_size=args.batch,
+        max_new_tokens=args.steps,
+        min_steps=args.steps,
+        compile_step=args.compile,
     )
     inputs = images(args.batch)
     engine.draft(inputs)  # captures this batch size's step
     torch.cuda.synchronize()
+    decoder = engine.decoder
+    slot = decoder.slots[args.batch]
+    step = decoder.step_fn or decoder._forward
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        engine.draft(inputs)
+        if args.step_only:
+            with torch.inference_mode():
+                for _ in range(args.steps):
+                    slot.write_at.fill_(slot.capacity - 2)
+                    step(slot)
+        else:
+            engine.draft(inputs)
         torch.cuda.synchronize()
     table = prof.key_averages()
+    if args.step_only:
+        # Each kernel counted once, under the operator that launched it.
+        cpu_ops = [e for e in table if e.device_type.name == "CPU"]
+        kernels = sum(e.self_device_time_total for e in cpu_ops)
+        launched = sum(e.count for e in table if e.device_type.name != "CPU")
+        print(
+            f"per step: kernel time {kernels / args.steps / 1000:.3f} ms, "
+            f"{launched / args.steps:.0f} kernels",
+            flush=True,
+        )
     print(table.table(sort_by="cuda_time_total", row_limit=args.rows), flush=True)
     print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows), flush=True)
 

@@ -275,7 +275,10 @@ def run_job(
                 ids = [item.id for item in batch if item.id is not None]
                 loaded = _result(ahead)
                 if loaded is None or loaded.item_ids != ids:
-                    loaded = _load(db, job_id, ids, engine, store, max_pixels)
+                    # In line (the first batch): the engine starts as soon as the images are
+                    # decoded; their palettes are prepared on the thread while it drafts.
+                    loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
+                    loaded.palettes = pool.submit(_palettes, loaded)
                 upcoming = [i.id for i in _queued(session, job, leaving=ids) if i.id is not None]
                 ahead = (
                     pool.submit(_load, db, job_id, upcoming, engine, store, max_pixels, True)
@@ -316,8 +319,12 @@ class _Loaded:
     item_ids: list[int]
     inputs: list[DraftInput] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)  # the item ids of `inputs`, in order
-    pixels: dict[int, Pixels] = field(default_factory=dict)  # for the palettes
     missing: list[int] = field(default_factory=list)  # items whose stored file is gone
+    # Each input's working copy and image palette, by item id (`_palettes`).
+    palettes: Future[dict[int, Pixels]] | dict[int, Pixels] = field(default_factory=dict)
+
+    def pixels(self) -> dict[int, Pixels]:
+        return self.palettes.result() if isinstance(self.palettes, Future) else self.palettes
 
 
 def _load(
@@ -328,9 +335,11 @@ def _load(
     store: ContentStore,
     max_pixels: int,
     ahead: bool = False,
+    palettes: bool = True,
 ) -> _Loaded:
     """Reads and decodes a batch's images, several at a time (Pillow decodes and resizes
-    without holding the GIL)."""
+    without holding the GIL); loaded `ahead`, hands them to the engine to prepare, then
+    prepares their palettes (unless not `palettes`)."""
     loaded = _Loaded(item_ids)
     side = int(max_pixels**0.5 * 1.5)  # the processor resizes further to its pixel budget
     found: list[tuple[int, Path, str]] = []
@@ -355,21 +364,32 @@ def _load(
             )
             found.append((item_id, blob, prompt))
 
-    def decode(blob: Path) -> tuple[Pixels, Any]:
-        data = blob.read_bytes()
-        return Pixels(data), display_rgb(data, max_side=side)
+    def decode(blob: Path) -> Any:
+        return display_rgb(blob.read_bytes(), max_side=side)
 
-    workers = min(LOAD_THREADS, os.cpu_count() or 1, max(1, len(found)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="atelier-decode") as pool:
+    with _threads(len(found)) as pool:
         decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
-    for (item_id, _, prompt), (pixels, rgb) in zip(found, decoded, strict=True):
-        loaded.pixels[item_id] = pixels
+    for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))
         loaded.ready.append(item_id)
     prefetch = getattr(engine, "prefetch", None)
     if ahead and prefetch is not None and loaded.inputs:
         prefetch(loaded.inputs)
+    if palettes:
+        loaded.palettes = _palettes(loaded)
     return loaded
+
+
+def _palettes(loaded: _Loaded) -> dict[int, Pixels]:
+    """Each image's palette working copy, made from the image decoded for the model."""
+    with _threads(len(loaded.inputs)) as pool:
+        pixels = list(pool.map(Pixels, [i.image for i in loaded.inputs]))
+    return dict(zip(loaded.ready, pixels, strict=True))
+
+
+def _threads(n: int) -> ThreadPoolExecutor:
+    workers = min(LOAD_THREADS, os.cpu_count() or 1, max(1, n))
+    return ThreadPoolExecutor(workers, thread_name_prefix="atelier-decode")
 
 
 def _result(ahead: Future[_Loaded] | None) -> _Loaded | None:
@@ -400,6 +420,7 @@ def _draft_batch(
     started = time.perf_counter()
     outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
+    pixels = loaded.pixels()
     for item_id, out in zip(loaded.ready, outputs, strict=True):
         item = items[item_id]
         image = session.get(Image, item.image_id)
@@ -412,7 +433,7 @@ def _draft_batch(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        caption = fill_palettes(out.caption, loaded.pixels[item_id])
+        caption = fill_palettes(out.caption, pixels[item_id])
         _land(session, job, item, image, dataset, caption)
         session.add(item)
 

@@ -39,11 +39,16 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
 class Pixels:
     """An image's working copy for palettes, and its own palette, computed once.
 
-    A drafting job makes it while the GPU drafts the batch before, so that only the element
-    crops, which need the model's boxes, are left for after."""
+    A drafting job makes it from the image it already decoded for the model, while the GPU
+    drafts, so that only the element crops, which need the model's boxes, are left for after.
+    """
 
-    def __init__(self, image_bytes: bytes) -> None:
-        self.img = display_rgb(image_bytes, max_side=WORK_SIDE)
+    def __init__(self, image: bytes | Image.Image) -> None:
+        if isinstance(image, bytes):
+            self.img = display_rgb(image, max_side=WORK_SIDE)
+        else:  # already decoded as shown (oriented, sRGB, RGB): only made smaller
+            self.img = image.copy()
+            self.img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
         self.palette = dominant_colours(self.img, limit=IMAGE_PALETTE_MAX)
 
 
