@@ -1,7 +1,8 @@
 """The decode step alone: graph replays timed back to back, without the loop around them.
 
 Tells a step's GPU cost apart from the loop around it (argmax, grammar masks, host copies),
-for each attention the lean step can use (app/drafting/text_step.py).
+for each attention the lean step can use (app/drafting/text_step.py): "triton" is Atelier's
+kernels (app/drafting/kernels.py).
 
     python bench/decode_step.py 2b [--batches 1,32] [--compile]
 """
@@ -29,9 +30,11 @@ def main() -> None:
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--compile", action="store_true", help="also the compiled step")
+    ap.add_argument("--attentions", default="triton,matmul,sdpa")
     args = ap.parse_args()
     model, processor = build(args.shape, device="cuda", dtype=torch.bfloat16)
-    variants = [("matmul", False), ("sdpa", False)] + [("matmul", True)] * args.compile
+    attentions = args.attentions.split(",")
+    variants = [(a, False) for a in attentions] + [(a, True) for a in attentions] * args.compile
     for attention, compiled in variants:
         for batch in (int(b) for b in args.batches.split(",")):
             engine = LocalEngine(

@@ -138,6 +138,9 @@ def main() -> None:
         "--model-step", action="store_true", help="step through the model, not the lean step"
     )
     ap.add_argument(
+        "--no-kernels", action="store_true", help="torch ops, not Atelier's Triton kernels"
+    )
+    ap.add_argument(
         "--plain-attention", action="store_true", help="transformers' sdpa, not the grouped one"
     )
     ap.add_argument(
@@ -151,6 +154,7 @@ def main() -> None:
         "attention": "sdpa" if args.plain_attention else "grouped",
         "compiled_step": args.compile,
         "step": "model" if args.model_step else "lean",
+        "kernels": not args.no_kernels,
         "vision_rotary": "transformers" if args.unfused_rotary else "fused",
         "preprocess": "cpu" if args.cpu_preprocess else "gpu",
     }
@@ -188,6 +192,7 @@ def main() -> None:
                 grouped_attention=not args.plain_attention,
                 compile_step=args.compile,
                 lean_step=not args.model_step,
+                kernels=not args.no_kernels,
                 fused_vision_rotary=not args.unfused_rotary,
                 gpu_preprocess=not args.cpu_preprocess,
             )

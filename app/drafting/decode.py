@@ -23,19 +23,26 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.drafting import kernels
 from app.drafting.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
 SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
 FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
-# The lean step attends with two matmuls below this batch size and with torch's sdpa from it.
-# Graph-replayed 2B step on an H100 (bench/decode_step.py): matmul 3.19 / 4.23 / 6.90 ms at
-# batch 1 / 32 / 128, sdpa (cudnn) 3.70 / 4.15 / 6.13 ms.
+# The lean step attends with Atelier's Triton kernels (or two matmuls where they cannot run)
+# below this batch size and with torch's sdpa from it. Graph-replayed 2B step on an H100
+# (bench/decode_step.py): kernels 2.12 / 2.87 ms at batch 1 / 32, matmul 3.16-3.19 / 4.22 /
+# 6.90 ms at batch 1 / 32 / 128, sdpa (cudnn) 3.70 / 4.15 / 6.13 ms.
 MATMUL_ATTENTION_BELOW = 32
+assert CAPACITY_STEP % kernels.KEYS_PER_PROGRAM == 0  # every slot's cache fits the kernels
 
 
-def lean_attention(batch: int) -> str:
-    return "matmul" if batch < MATMUL_ATTENTION_BELOW else "sdpa"
+def lean_attention(batch: int, with_kernels: bool = False) -> str:
+    """The lean step's attention for a batch size: below MATMUL_ATTENTION_BELOW, Atelier's
+    Triton kernels where they run (app/drafting/kernels.py), else two matmuls; sdpa above."""
+    if batch >= MATMUL_ATTENTION_BELOW:
+        return "sdpa"
+    return "triton" if with_kernels else "matmul"
 
 
 @dataclass
@@ -72,6 +79,7 @@ class Decoder:
         graphs: bool,
         compile_step: bool = False,
         lean_step: bool = True,
+        use_kernels: bool = True,
     ) -> None:
         import torch
 
@@ -89,7 +97,13 @@ class Decoder:
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
-        self.attention_for = lean_attention
+        self.kernels = (
+            use_kernels
+            and self.text_step is not None
+            and kernels.available(self.device)
+            and kernels.fits(head_dim=self.text_step.head_dim, capacity=CAPACITY_STEP)
+        )
+        self.attention_for = lambda batch: lean_attention(batch, self.kernels)
         self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.uses = 0
         # Opt-in: inductor fuses the step's small kernels before the graph is captured. The

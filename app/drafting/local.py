@@ -51,6 +51,7 @@ class LocalEngine:
         fused_vision_rotary: bool | None = None,
         compile_step: bool = False,
         lean_step: bool = True,
+        kernels: bool = True,
         gpu_preprocess: bool = True,
         min_steps: int = 0,
     ) -> None:
@@ -90,6 +91,7 @@ class LocalEngine:
             graphs=on_gpu if graphs is None else graphs,
             compile_step=compile_step,
             lean_step=lean_step,
+            use_kernels=kernels,
         )
         self.min_steps = min_steps  # benchmarks only: decode this many steps whatever stops
         self.gpu_preprocess = gpu_preprocess  # images resized and patched on the GPU

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Family = Literal["qwen2_vl", "qwen2_5_vl"]
-Shape = Literal["tiny", "2b", "7b"]
+Shape = Literal["tiny", "tiny16", "2b", "7b"]
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -40,6 +40,7 @@ CHAT_TEMPLATE = (
 # (text hidden, layers, heads, kv heads, MLP, vocab, vision depth, vision width, vision heads)
 SHAPES: dict[str, tuple[int, int, int, int, int, int, int, int, int]] = {
     "tiny": (32, 2, 4, 2, 64, 0, 1, 32, 4),
+    "tiny16": (64, 2, 4, 2, 128, 0, 1, 32, 4),  # head size 16, the smallest Triton's tiles take
     "2b": (1536, 28, 12, 2, 8960, 151936, 32, 1280, 16),
     "7b": (3584, 28, 28, 4, 18944, 152064, 32, 1280, 16),
 }
@@ -148,10 +149,10 @@ def build(
         config_class = Qwen2_5_VLConfig
         vision |= {
             "hidden_size": v_width,
-            "intermediate_size": v_width * 4 if shape == "tiny" else 3420,
+            "intermediate_size": v_width * 4 if shape.startswith("tiny") else 3420,
             "out_hidden_size": hidden,
             "window_size": 112,
-            "fullatt_block_indexes": [0] if shape == "tiny" else [7, 15, 23, 31],
+            "fullatt_block_indexes": [0] if shape.startswith("tiny") else [7, 15, 23, 31],
         }
     config = config_class(
         text_config=text,

@@ -1,0 +1,293 @@
+"""Triton kernels for the decode step at small batches (app/drafting/text_step.py).
+
+At batch 1 a step of Qwen2-VL-2B is bound by kernel count, not by the weights: its torch
+ops spend 27 kernels a layer where the four matrix products are what must be read. These
+three kernels take the small ones over:
+
+- `rope_into_cache`: rope on q and k and the new key and value written into the static
+  cache at the step's column, one kernel for what torch does in about twelve;
+- `decode_attention`: one query token over the cache, split along the cache (each program
+  takes one KV head's query heads over a stretch of keys, with an online softmax), then
+  one small kernel that merges the stretches. It replaces two matrix products, the mask
+  add, the softmax and a cast;
+- `silu_mul`: silu(gate) * up from the fused gate/up product.
+
+Arithmetic is float32 inside each kernel, with bfloat16 (or the model's dtype) in and out.
+`available()` says whether they can run here: a CUDA device and Triton, or Triton's CPU
+interpreter (TRITON_INTERPRET=1, which the tests use on machines without a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the step keeps its torch ops
+    triton = None
+
+KEYS_PER_PROGRAM = 256  # the stretch of the cache one attention program covers
+KEY_BLOCK = 64  # keys loaded at once; divides KEYS_PER_PROGRAM and the cache's length step
+
+
+def available(device: Any) -> bool:
+    if triton is None:
+        return False
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return getattr(device, "type", str(device)) == "cuda"
+
+
+def fits(*, head_dim: int, capacity: int) -> bool:
+    """Whether the kernels take this shape: a power-of-two head size, a cache in whole
+    stretches."""
+    return head_dim & (head_dim - 1) == 0 and head_dim >= 16 and capacity % KEYS_PER_PROGRAM == 0
+
+
+if triton is not None:
+
+    @triton.jit
+    def _rope_into_cache_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        q_row,
+        k_row,
+        v_row,
+        cos_ptr,
+        sin_ptr,
+        position_ptr,
+        column_ptr,
+        q_out_ptr,
+        keys_ptr,
+        values_ptr,
+        cache_batch,
+        cache_head,
+        cache_pos,
+        HEADS: tl.constexpr,
+        KV_HEADS: tl.constexpr,
+        D: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        h = tl.program_id(1)  # q heads, then k heads, then v heads
+        offs = tl.arange(0, D)
+        half = D // 2
+        column = tl.load(column_ptr)
+        if h < HEADS + KV_HEADS:
+            position = tl.load(position_ptr + b)
+            cos = tl.load(cos_ptr + position * D + offs).to(tl.float32)
+            sin = tl.load(sin_ptr + position * D + offs).to(tl.float32)
+            partner = tl.where(offs < half, offs + half, offs - half)
+            sign = tl.where(offs < half, -1.0, 1.0)
+            if h < HEADS:  # noqa: SIM108 (Triton takes an if on a runtime value, not a ternary)
+                row = q_ptr + b * q_row + h * D
+            else:
+                row = k_ptr + b * k_row + (h - HEADS) * D
+            x = tl.load(row + offs).to(tl.float32)
+            rotated = tl.load(row + partner).to(tl.float32) * sign
+            y = x * cos + rotated * sin
+            if h < HEADS:
+                tl.store(q_out_ptr + (b * HEADS + h) * D + offs, y.to(q_out_ptr.dtype.element_ty))
+            else:
+                at = b * cache_batch + (h - HEADS) * cache_head + column * cache_pos
+                tl.store(keys_ptr + at + offs, y.to(keys_ptr.dtype.element_ty))
+        else:
+            kv = h - HEADS - KV_HEADS
+            value = tl.load(v_ptr + b * v_row + kv * D + offs)
+            at = b * cache_batch + kv * cache_head + column * cache_pos
+            tl.store(values_ptr + at + offs, value.to(values_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _attention_part_kernel(
+        q_ptr,
+        keys_ptr,
+        values_ptr,
+        mask_ptr,
+        out_ptr,
+        max_ptr,
+        sum_ptr,
+        scale,
+        cache_batch,
+        cache_head,
+        cache_pos,
+        mask_batch,
+        HEADS: tl.constexpr,
+        KV_HEADS: tl.constexpr,
+        GROUP: tl.constexpr,
+        GROUP_PAD: tl.constexpr,
+        D: tl.constexpr,
+        PARTS: tl.constexpr,
+        KEYS: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        bk = tl.program_id(0)  # batch row * KV_HEADS + kv head
+        part = tl.program_id(1)
+        b = bk // KV_HEADS
+        kv = bk % KV_HEADS
+        g = tl.arange(0, GROUP_PAD)
+        d = tl.arange(0, D)
+        live = g < GROUP
+        head = kv * GROUP + g
+        q = tl.load(
+            q_ptr + (b * HEADS + head)[:, None] * D + d[None, :], mask=live[:, None], other=0.0
+        )
+        base = b * cache_batch + kv * cache_head
+        best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
+        total = tl.zeros((GROUP_PAD,), tl.float32)
+        acc = tl.zeros((GROUP_PAD, D), tl.float32)
+        for start in range(0, KEYS, BLOCK):
+            n = part * KEYS + start + tl.arange(0, BLOCK)
+            k = tl.load(keys_ptr + base + n[:, None] * cache_pos + d[None, :])
+            # Masked columns hold the dtype's minimum (or -inf): kept finite, so that a stretch
+            # with no attended key merges with weight 0 instead of NaN.
+            add = tl.maximum(tl.load(mask_ptr + b * mask_batch + n).to(tl.float32), -1.0e30)
+            scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale + add[None, :]
+            new_best = tl.maximum(best, tl.max(scores, 1))
+            p = tl.exp(scores - new_best[:, None])
+            keep = tl.exp(best - new_best)
+            total = total * keep + tl.sum(p, 1)
+            v = tl.load(values_ptr + base + n[:, None] * cache_pos + d[None, :])
+            acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            best = new_best
+        at = (b * HEADS + head) * PARTS + part
+        tl.store(out_ptr + at[:, None] * D + d[None, :], acc, mask=live[:, None])
+        tl.store(max_ptr + at, best, mask=live)
+        tl.store(sum_ptr + at, total, mask=live)
+
+    @triton.jit
+    def _attention_merge_kernel(
+        part_ptr,
+        max_ptr,
+        sum_ptr,
+        out_ptr,
+        PARTS: tl.constexpr,
+        PARTS_PAD: tl.constexpr,
+        D: tl.constexpr,
+    ):
+        bh = tl.program_id(0)  # batch row * HEADS + head
+        s = tl.arange(0, PARTS_PAD)
+        d = tl.arange(0, D)
+        live = s < PARTS
+        best = tl.load(max_ptr + bh * PARTS + s, mask=live, other=float("-inf"))
+        total = tl.load(sum_ptr + bh * PARTS + s, mask=live, other=0.0)
+        top = tl.max(best, 0)
+        weight = tl.where(live, tl.exp(best - top), 0.0)
+        part = tl.load(
+            part_ptr + (bh * PARTS + s)[:, None] * D + d[None, :], mask=live[:, None], other=0.0
+        )
+        out = tl.sum(part * weight[:, None], 0) / tl.sum(total * weight, 0)
+        tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _silu_mul_kernel(gate_up_ptr, out_ptr, row, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        b = tl.program_id(0)
+        i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        live = i < WIDTH
+        gate = tl.load(gate_up_ptr + b * row + i, mask=live).to(tl.float32)
+        up = tl.load(gate_up_ptr + b * row + WIDTH + i, mask=live).to(tl.float32)
+        out = gate / (1.0 + tl.exp(-gate)) * up
+        tl.store(out_ptr + b * WIDTH + i, out.to(out_ptr.dtype.element_ty), mask=live)
+
+
+def rope_into_cache(
+    q: Any, k: Any, v: Any, cos: Any, sin: Any, position: Any, column: Any, cache: Any
+) -> Any:
+    """Roped q (batch, heads, d); writes roped k and v at `column` of the layer's cache.
+
+    q, k and v are (batch, heads, d) with unit stride inside a row (views into the fused
+    projection are fine); cos and sin are the rope tables (positions, d); `position` (batch,)
+    is each row's position and `column` (1,) the cache column.
+    """
+    import torch
+
+    batch, heads, d = q.shape
+    kv_heads = k.shape[1]
+    keys, values = cache.keys, cache.values
+    out = torch.empty((batch, heads, d), dtype=q.dtype, device=q.device)
+    _rope_into_cache_kernel[(batch, heads + 2 * kv_heads)](
+        q,
+        k,
+        v,
+        q.stride(0),
+        k.stride(0),
+        v.stride(0),
+        cos,
+        sin,
+        position,
+        column,
+        out,
+        keys,
+        values,
+        keys.stride(0),
+        keys.stride(1),
+        keys.stride(2),
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        D=d,
+    )
+    return out
+
+
+def decode_attention(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> Any:
+    """softmax(q k^T * scale + mask) v for one query token a row: (batch, heads * d).
+
+    q is (batch, heads, d); keys and values (batch, kv_heads, capacity, d), heads a multiple
+    of kv_heads; mask (batch, 1, 1, capacity), additive.
+    """
+    import torch
+
+    batch, heads, d = q.shape
+    kv_heads, capacity = keys.shape[1], keys.shape[2]
+    group = heads // kv_heads
+    parts = capacity // KEYS_PER_PROGRAM
+    part_out = torch.empty((batch * heads * parts, d), dtype=torch.float32, device=q.device)
+    part_max = torch.empty(batch * heads * parts, dtype=torch.float32, device=q.device)
+    part_sum = torch.empty_like(part_max)
+    _attention_part_kernel[(batch * kv_heads, parts)](
+        q,
+        keys,
+        values,
+        mask,
+        part_out,
+        part_max,
+        part_sum,
+        scale,
+        keys.stride(0),
+        keys.stride(1),
+        keys.stride(2),
+        mask.stride(0),
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        GROUP=group,
+        GROUP_PAD=max(16, triton.next_power_of_2(group)),  # tl.dot's smallest tile
+        D=d,
+        PARTS=parts,
+        KEYS=KEYS_PER_PROGRAM,
+        BLOCK=KEY_BLOCK,
+    )
+    out = torch.empty((batch, heads * d), dtype=q.dtype, device=q.device)
+    _attention_merge_kernel[(batch * heads,)](
+        part_out,
+        part_max,
+        part_sum,
+        out,
+        PARTS=parts,
+        PARTS_PAD=triton.next_power_of_2(parts),
+        D=d,
+    )
+    return out
+
+
+def silu_mul(gate_up: Any) -> Any:
+    """silu(gate) * up, where gate_up (batch, 2 * width) is the fused product."""
+    import torch
+
+    batch, width = gate_up.shape[0], gate_up.shape[1] // 2
+    out = torch.empty((batch, width), dtype=gate_up.dtype, device=gate_up.device)
+    block = 1024
+    _silu_mul_kernel[(batch, triton.cdiv(width, block))](
+        gate_up, out, gate_up.stride(0), WIDTH=width, BLOCK=block
+    )
+    return out
