@@ -63,6 +63,7 @@ def main() -> None:
                 "attention": attention,
                 "batch": batch,
                 "graph_ms": round(start.elapsed_time(end) / args.replays, 3),
+                "kernel_products": sorted(engine.decoder.text_step.products.get(batch, ())),
                 "gpu": torch.cuda.get_device_name(0),
             }
             print(json.dumps(row), flush=True)

@@ -131,6 +131,8 @@ class Decoder:
         batch, length = inputs["input_ids"].shape
         rows = batch if rows is None else rows
         slot = self._slot(batch, length + max_new_tokens)
+        if self.text_step is not None and self.attention_for(batch) == "triton":
+            self.text_step.choose_products(batch)  # timed once per batch size, before capture
         stops = torch.tensor(self.stop_ids, device=self.device)
         out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
         matchers = _Matchers(grammar, rows, batch, self.vocab, self.device) if grammar else None
@@ -200,16 +202,17 @@ class Decoder:
         slot.mask.index_fill_(3, slot.write_at, 0.0)
         if self.text_step is not None and slot.capacity <= MAX_POSITIONS:
             position = slot.positions[0].view(slot.batch)
-            slot.logits.copy_(
-                self.text_step(
-                    slot.token,
-                    position,
-                    slot.mask,
-                    slot.write_at,
-                    slot.cache,
-                    attention=self.attention_for(slot.batch),
-                )
+            logits = self.text_step(
+                slot.token,
+                position,
+                slot.mask,
+                slot.write_at,
+                slot.cache,
+                attention=self.attention_for(slot.batch),
+                out=slot.logits,
             )
+            if logits is not slot.logits:
+                slot.logits.copy_(logits)
             slot.write_at.add_(1)
             slot.positions.add_(1)
             return

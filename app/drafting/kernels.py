@@ -10,7 +10,10 @@ three kernels take the small ones over:
   takes one KV head's query heads over a stretch of keys, with an online softmax), then
   one small kernel that merges the stretches. It replaces two matrix products, the mask
   add, the softmax and a cast;
-- `silu_mul`: silu(gate) * up from the fused gate/up product.
+- `silu_mul`: silu(gate) * up from the fused gate/up product;
+- `linear`: a product of a few rows with the norm before it, its bias and the residual add
+  inside, for the o, gate/up and lm_head products up to 16 rows, where it reads the weights
+  faster than cuBLAS does and saves the norm's kernel.
 
 Arithmetic is float32 inside each kernel, with bfloat16 (or the model's dtype) in and out.
 `available()` says whether they can run here: a CUDA device and Triton, or Triton's CPU
@@ -189,6 +192,193 @@ if triton is not None:
         up = tl.load(gate_up_ptr + b * row + WIDTH + i, mask=live).to(tl.float32)
         out = gate / (1.0 + tl.exp(-gate)) * up
         tl.store(out_ptr + b * WIDTH + i, out.to(out_ptr.dtype.element_ty), mask=live)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _linear_kernel(
+        x_ptr,
+        w_ptr,
+        bias_ptr,
+        residual_ptr,
+        norm_ptr,
+        out_ptr,
+        part_ptr,
+        rows,
+        N,
+        K,
+        x_row,
+        eps,
+        chunk,
+        ROWS: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        HAS_RESIDUAL: tl.constexpr,
+        HAS_NORM: tl.constexpr,
+        GATED: tl.constexpr,
+        SPLIT: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+    ):
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        r = tl.arange(0, ROWS)
+        live_r = r < rows
+        live_n = n < N
+        if HAS_NORM:  # each program sums the squares of the (short) rows itself
+            squares = tl.zeros((ROWS,), tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                k = k0 + tl.arange(0, BLOCK_K)
+                live = live_r[:, None] & (k < K)[None, :]
+                x = tl.load(x_ptr + r[:, None] * x_row + k[None, :], mask=live, other=0.0)
+                x = x.to(tl.float32)
+                squares += tl.sum(x * x, 1)
+            scale = tl.rsqrt(squares / K + eps)
+        # With SPLIT > 1 each program takes a `chunk` of K, and `_linear_sum_kernel` adds up.
+        start = tl.program_id(1) * chunk
+        stop = tl.minimum(start + chunk, K)
+        acc = tl.zeros((ROWS, BLOCK_N), tl.float32)
+        for k0 in range(start, stop, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            # Where every chunk is whole blocks, no mask along K: the loads stay vectorised.
+            inside = (k < stop) | EVEN_K
+            live = live_r[:, None] & inside[None, :]
+            x = tl.load(x_ptr + r[:, None] * x_row + k[None, :], mask=live, other=0.0)
+            if GATED:  # x is [gate | up]: the product's input is silu(gate) * up
+                up = tl.load(x_ptr + r[:, None] * x_row + K + k[None, :], mask=live, other=0.0)
+                gate = x.to(tl.float32)
+                x = (gate / (1.0 + tl.exp(-gate)) * up.to(tl.float32)).to(w_ptr.dtype.element_ty)
+            if HAS_NORM:
+                weight = tl.load(norm_ptr + k, mask=inside, other=0.0)
+                x = (x.to(tl.float32) * scale[:, None]).to(w_ptr.dtype.element_ty) * weight[None, :]
+            w = tl.load(
+                w_ptr + n[:, None] * K + k[None, :],
+                mask=live_n[:, None] & inside[None, :],
+                other=0.0,
+            )
+            acc += tl.dot(x.to(w.dtype), tl.trans(w), input_precision="ieee")
+        at = r[:, None] * N + n[None, :]
+        live = live_r[:, None] & live_n[None, :]
+        if SPLIT > 1:
+            tl.store(part_ptr + tl.program_id(1) * rows * N + at, acc, mask=live)
+        else:
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + n, mask=live_n, other=0.0).to(tl.float32)[None, :]
+            if HAS_RESIDUAL:
+                acc += tl.load(residual_ptr + at, mask=live, other=0.0).to(tl.float32)
+            tl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty), mask=live)
+
+    @triton.jit
+    def _linear_sum_kernel(
+        part_ptr,
+        bias_ptr,
+        residual_ptr,
+        out_ptr,
+        rows,
+        N,
+        HAS_BIAS: tl.constexpr,
+        HAS_RESIDUAL: tl.constexpr,
+        SPLIT: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        r = tl.program_id(0)
+        n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        live = n < N
+        acc = tl.zeros((BLOCK,), tl.float32)
+        for s in tl.static_range(SPLIT):
+            acc += tl.load(part_ptr + (s * rows + r) * N + n, mask=live, other=0.0)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + n, mask=live, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            acc += tl.load(residual_ptr + r * N + n, mask=live, other=0.0).to(tl.float32)
+        tl.store(out_ptr + r * N + n, acc.to(out_ptr.dtype.element_ty), mask=live)
+
+
+# Up to this many rows the step's products may run in `linear` (which ones: `TextStep`
+# times both ways on the first step of a batch size); from 17 rows on cuBLAS was as fast or
+# faster for all of them (bench/linear_kernel.py, H100).
+LINEAR_ROWS = 16
+
+Config = tuple[int, int, int, int, int]  # BLOCK_N, BLOCK_K, num_warps, num_stages, split
+
+
+def linear_config(n: int, k: int, rows: int) -> Config:
+    """The block shape for a product of `rows` rows: wide products (gate/up, lm_head) in
+    wide blocks, narrow ones in narrow blocks, and a long K split, for enough programs."""
+    if n >= 8192:
+        return (64, 128, 8, 3, 1)
+    return (16, 256, 4, 3, 4) if k >= 4 * n else (16, 512, 4, 3, 1)
+
+
+def linear(
+    x: Any,
+    weight: Any,
+    *,
+    bias: Any = None,
+    residual: Any = None,
+    norm: Any = None,
+    eps: float = 1e-6,
+    gated: bool = False,
+    out_dtype: Any = None,
+    out: Any = None,
+    config: Config | None = None,
+) -> Any:
+    """residual + f(x) @ weight.T + bias, for a few rows (a decode step's batch).
+
+    f is rms_norm with weight `norm` (the layer's norm before the product) when given; with
+    `gated`, x is the fused [gate | up] and f(x) is silu(gate) * up. x (rows, K or 2K) and
+    weight (N, K) are row-major; `out`, if given, a contiguous (rows, N) to write into.
+    """
+    import torch
+
+    rows, n, k = x.shape[0], weight.shape[0], weight.shape[1]
+    if out is None:
+        out = torch.empty((rows, n), dtype=out_dtype or weight.dtype, device=x.device)
+    block_n, block_k, warps, stages, split = config or linear_config(n, k, rows)
+    block_k = max(16, block_k * 2 // weight.element_size())  # the same bytes for float32
+    chunk = triton.cdiv(triton.cdiv(k, split), block_k) * block_k
+    split = triton.cdiv(k, chunk)
+    part = torch.empty((split, rows, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    _linear_kernel[(triton.cdiv(n, block_n), split)](
+        x,
+        weight,
+        bias if bias is not None else weight,
+        residual if residual is not None else out,
+        norm if norm is not None else weight,
+        out,
+        part,
+        rows,
+        n,
+        k,
+        x.stride(0),
+        eps,
+        chunk,
+        ROWS=max(16, triton.next_power_of_2(rows)),
+        HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=residual is not None,
+        HAS_NORM=norm is not None,
+        GATED=gated,
+        SPLIT=split,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        EVEN_K=chunk % block_k == 0 and k % block_k == 0,
+        num_warps=warps,
+        num_stages=stages,
+    )
+    if split > 1:
+        _linear_sum_kernel[(rows, triton.cdiv(n, 1024))](
+            part,
+            bias if bias is not None else weight,
+            residual if residual is not None else out,
+            out,
+            rows,
+            n,
+            HAS_BIAS=bias is not None,
+            HAS_RESIDUAL=residual is not None,
+            SPLIT=split,
+            BLOCK=1024,
+        )
+    return out
 
 
 def rope_into_cache(

@@ -23,9 +23,14 @@ model's forward. tests/drafting/test_local_engine.py checks its logits against t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+log = logging.getLogger("atelier.drafting")
+
 MAX_POSITIONS = 32768  # rows of the rope table; longer prompts step through the model
+# The products that may run in Atelier's `kernels.linear` rather than cuBLAS.
+PRODUCTS = ("o", "gate_up", "down", "lm_head")
 
 
 class TextStep:
@@ -47,6 +52,8 @@ class TextStep:
             _Layer(layer, self.heads, self.kv_heads, self.head_dim) for layer in text.layers
         ]
         self.scale = self.head_dim**-0.5
+        # Batch size -> the products that run in `kernels.linear` (`choose_products`).
+        self.products: dict[int, frozenset[str]] = {}
         rotary = text.rotary_emb
         inv_freq = rotary.inv_freq.float()
         positions = torch.arange(MAX_POSITIONS, device=inv_freq.device, dtype=torch.float32)
@@ -82,8 +89,10 @@ class TextStep:
         column: Any,
         cache: Any,
         attention: str = "sdpa",
+        out: Any = None,
     ) -> Any:
-        """Float32 logits (batch, vocab) for `token` (batch, 1) at `position` (batch,);
+        """Float32 logits (batch, vocab) for `token` (batch, 1) at `position` (batch,), maybe
+        written into `out` (then returned);
         writes its key and value at cache `column` (1,), and attends over `mask` with
         `attention`: "sdpa" (torch picks a fused kernel), "matmul", or "triton" (rope, cache
         write, attention and silu in Atelier's kernels, app/drafting/kernels.py)."""
@@ -92,19 +101,102 @@ class TextStep:
         batch = token.shape[0]
         x = F.embedding(token.view(batch), self.embed)
         if attention == "triton":
+            products = self.products.get(batch, frozenset())
             for i, layer in enumerate(self.layers):
                 x = layer.with_kernels(
-                    x, self.cos, self.sin, position, mask, column, cache.layers[i], self.scale
+                    x,
+                    self.cos,
+                    self.sin,
+                    position,
+                    mask,
+                    column,
+                    cache.layers[i],
+                    self.scale,
+                    products,
                 )
+            if "lm_head" in products:
+                return self._lm_head(x, kernel=True, out=out)
         else:
             cos = self.cos.index_select(0, position).unsqueeze(1)  # (batch, 1, head_dim)
             sin = self.sin.index_select(0, position).unsqueeze(1)
             for i, layer in enumerate(self.layers):
                 x = layer(x, cos, sin, mask, column, cache.layers[i], self.scale, attention)
-        x = F.rms_norm(
-            x, self.final_norm.weight.shape, self.final_norm.weight, _eps(self.final_norm)
-        )
-        return F.linear(x, self.lm_head).float()
+        return self._lm_head(x, kernel=False)
+
+    def _lm_head(self, x: Any, *, kernel: bool, out: Any = None) -> Any:
+        """Float32 logits of the final norm of x (written into `out` by the kernel)."""
+        norm = self.final_norm
+        if kernel:
+            from app.drafting import kernels
+
+            return kernels.linear(
+                x,
+                self.lm_head,
+                norm=norm.weight,
+                eps=_eps(norm),
+                out_dtype=self.torch.float32,
+                out=out,
+            )
+        F = self.torch.nn.functional
+        return F.linear(_norm(x, norm), self.lm_head).float()
+
+    def choose_products(self, batch: int) -> frozenset[str]:
+        """Which products run in `kernels.linear` at this batch size, chosen once by timing
+        each both ways over every layer's weights (as a CUDA graph: GPU time, as the step
+        will spend it). Which is faster depends on the card and the model: on an H100 the
+        kernel wins for 2B's gate/up and loses for 7B's. Without a GPU (Triton's CPU
+        interpreter, for the tests) all of them."""
+        from app.drafting import kernels
+
+        chosen = self.products.get(batch)
+        if chosen is not None:
+            return chosen
+        if batch > kernels.LINEAR_ROWS:
+            chosen = frozenset()
+        elif self.embed.device.type != "cuda":
+            chosen = frozenset(PRODUCTS)
+        else:
+            chosen = frozenset(p for p in PRODUCTS if self._kernel_is_faster(p, batch))
+            log.info("decode step at batch %d: products in Atelier's kernel: %s", batch, chosen)
+        self.products[batch] = chosen
+        return chosen
+
+    def _kernel_is_faster(self, product: str, batch: int) -> bool:
+        torch = self.torch
+        F = torch.nn.functional
+        dtype, device = self.embed.dtype, self.embed.device
+        hidden = self.embed.shape[1]
+        layer0 = self.layers[0]
+        x = torch.randn(batch, hidden, dtype=dtype, device=device)
+        attended = torch.randn(batch, layer0.q_size, dtype=dtype, device=device)
+        gate_up = torch.randn(batch, layer0.gate_up.shape[0], dtype=dtype, device=device)
+        from app.drafting import kernels
+
+        def ours() -> None:
+            for layer in self.layers:
+                if product == "o":
+                    kernels.linear(attended, layer.o.weight, bias=layer.o.bias, residual=x)
+                elif product == "gate_up":
+                    norm = layer.post_norm
+                    kernels.linear(x, layer.gate_up, norm=norm.weight, eps=_eps(norm))
+                elif product == "down":
+                    kernels.linear(gate_up, layer.down.weight, gated=True, residual=x)
+            if product == "lm_head":
+                self._lm_head(x, kernel=True)
+
+        def theirs() -> None:
+            for layer in self.layers:
+                if product == "o":
+                    _add_linear(x, attended, layer.o)
+                elif product == "gate_up":
+                    norm = layer.post_norm
+                    F.linear(_norm(x, norm), layer.gate_up)
+                elif product == "down":
+                    _add_linear(x, kernels.silu_mul(gate_up), layer.down)
+            if product == "lm_head":
+                self._lm_head(x, kernel=False)
+
+        return _graph_ms(torch, ours) < _graph_ms(torch, theirs)
 
 
 class _Layer:
@@ -198,9 +290,11 @@ class _Layer:
         column: Any,
         cache: Any,
         scale: float,
+        products: frozenset[str] = frozenset(),
     ) -> Any:
         """The same layer with its small ops in Triton kernels; `cos` and `sin` are the
-        whole rope tables, indexed by `position` inside the kernel."""
+        whole rope tables, indexed by `position` inside the kernel; the `products` named
+        run in `kernels.linear`, the others in cuBLAS."""
         from app.drafting import kernels
 
         F = self.torch.nn.functional
@@ -215,9 +309,36 @@ class _Layer:
             k = F.rms_norm(k, self.k_norm.weight.shape, self.k_norm.weight, _eps(self.k_norm))
         q = kernels.rope_into_cache(q, k, v, cos, sin, position, column, cache)
         out = kernels.decode_attention(q, cache.keys, cache.values, mask, scale)
-        x = _add_linear(x, out, self.o)
-        h = F.rms_norm(x, self.post_norm.weight.shape, self.post_norm.weight, _eps(self.post_norm))
-        return _add_linear(x, kernels.silu_mul(F.linear(h, self.gate_up)), self.down)
+        if "o" in products:
+            x = kernels.linear(out, self.o.weight, bias=self.o.bias, residual=x)
+        else:
+            x = _add_linear(x, out, self.o)
+        norm = self.post_norm
+        if "gate_up" in products:
+            gate_up = kernels.linear(x, self.gate_up, norm=norm.weight, eps=_eps(norm))
+        else:
+            gate_up = F.linear(_norm(x, norm), self.gate_up)
+        if "down" in products:
+            return kernels.linear(gate_up, self.down.weight, gated=True, residual=x)
+        return _add_linear(x, kernels.silu_mul(gate_up), self.down)
+
+
+def _graph_ms(torch: Any, fn: Any) -> float:
+    """GPU milliseconds of `fn`, captured as a CUDA graph and replayed."""
+    fn()  # compiles what it needs, outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    del graph
+    return float(start.elapsed_time(end))
 
 
 def _rope(x: Any, cos: Any, sin: Any) -> Any:
@@ -254,6 +375,13 @@ def _fuse(linears: list[Any]) -> tuple[Any, Any]:
                 lin.bias = torch.nn.Parameter(bias[start : start + rows], requires_grad=False)
             start += rows
     return weight, bias
+
+
+def _norm(x: Any, norm: Any) -> Any:
+    """The RMS norm module `norm` applied to x, in one kernel."""
+    import torch
+
+    return torch.nn.functional.rms_norm(x, norm.weight.shape, norm.weight, _eps(norm))
 
 
 def _eps(norm: Any) -> float:

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from app.drafting import kernels  # noqa: E402
-from app.drafting.text_step import _rope  # noqa: E402
+from app.drafting.text_step import PRODUCTS, _rope  # noqa: E402
 
 
 def close(got: Any, want: Any, dtype: Any) -> None:
@@ -81,8 +81,47 @@ def check_silu_mul(device: str, dtype: Any) -> None:
     close(kernels.silu_mul(gate_up), want, dtype)
 
 
-def image_prompts(processor: Any, device: str) -> Any:
-    """Two requests with an image each, the shorter padded on the left."""
+def check_linear(device: str, dtype: Any) -> None:
+    """The small-batch product with each of its fused parts, on shapes that fill no block."""
+    torch.manual_seed(3)
+    # K in whole blocks or not, N too.
+    for n, k, rows in ((100, 200, 1), (100, 200, 3), (100, 200, 17), (64, 256, 2)):
+        _linear_rows(n, k, rows, device, dtype)
+
+
+def _linear_rows(n: int, k: int, rows: int, device: str, dtype: Any) -> None:
+    F = torch.nn.functional
+    weight = torch.randn(n, k, dtype=dtype, device=device) / k**0.5
+    bias = torch.randn(n, dtype=dtype, device=device)
+    norm = torch.rand(k, dtype=dtype, device=device) + 0.5
+    x = torch.randn(rows, k, dtype=dtype, device=device) * 3
+    residual = torch.randn(rows, n, dtype=dtype, device=device)
+    close(kernels.linear(x, weight), F.linear(x, weight), dtype)
+    close(kernels.linear(x, weight, bias=bias), F.linear(x, weight, bias), dtype)
+    close(kernels.linear(x, weight, residual=residual), residual + F.linear(x, weight), dtype)
+    normed = F.rms_norm(x, (k,), norm, 1e-6)
+    close(kernels.linear(x, weight, norm=norm, eps=1e-6), F.linear(normed, weight), dtype)
+    logits = kernels.linear(x, weight, norm=norm, out_dtype=torch.float32)
+    assert logits.dtype == torch.float32
+    close(logits, F.linear(normed, weight), dtype)
+    gate_up = torch.randn(rows, 2 * k, dtype=dtype, device=device) * 2
+    gated = F.silu(gate_up[:, :k]) * gate_up[:, k:]
+    for split in (1, 3):  # K in three chunks (the last one short), added up after
+        config = (16, 32, 4, 3, split)
+        close(
+            kernels.linear(gate_up, weight, gated=True, residual=residual, config=config),
+            residual + F.linear(gated, weight),
+            dtype,
+        )
+        close(
+            kernels.linear(x, weight, bias=bias, norm=norm, config=config),
+            F.linear(normed, weight, bias),
+            dtype,
+        )
+
+
+def image_prompts(processor: Any, device: str, copies: int = 1) -> Any:
+    """Two requests with an image each (`copies` times), the shorter padded on the left."""
     from PIL import Image
 
     texts = [
@@ -92,10 +131,11 @@ def image_prompts(processor: Any, device: str) -> Any:
             tokenize=False,
         )
         for t in ("short", "a longer prompt, padded on the left of the other")
-    ]
+    ] * copies
     return processor(
         text=texts,
-        images=[Image.new("RGB", (200, 150), (200, 10, 10)), Image.new("RGB", (120, 220), 90)],
+        images=[Image.new("RGB", (200, 150), (200, 10, 10)), Image.new("RGB", (120, 220), 90)]
+        * copies,
         padding=True,
         padding_side="left",
         return_tensors="pt",
@@ -105,16 +145,22 @@ def image_prompts(processor: Any, device: str) -> Any:
 def check_lean_step(device: str, dtype: Any) -> None:
     """Ten steps of a random Qwen2-VL's lean step from a prefilled cache, a left-padded batch
     of image prompts: the kernels' logits and cache writes are the torch ops'."""
-    from transformers import StaticCache
-
     from app.drafting.random_model import build
-    from app.drafting.text_step import TextStep
 
     model, processor = build("tiny16", device=device, dtype=dtype)
     with torch.no_grad():
         for layer in model.model.language_model.layers:
             layer.self_attn.q_proj.weight.mul_(30)
-    batch = image_prompts(processor, device)
+    for copies in (1, 9):  # 2 rows, and 18: past kernels.LINEAR_ROWS, cuBLAS's products
+        _lean_step_steps(model, processor, copies, device, dtype)
+
+
+def _lean_step_steps(model: Any, processor: Any, copies: int, device: str, dtype: Any) -> None:
+    from transformers import StaticCache
+
+    from app.drafting.text_step import TextStep
+
+    batch = image_prompts(processor, device, copies)
     step = TextStep.for_model(model)
     assert step is not None
     rows, length = batch["input_ids"].shape
@@ -133,6 +179,13 @@ def check_lean_step(device: str, dtype: Any) -> None:
             add.index_fill_(3, column, 0.0)
             want = step(token, position + t, add, column, theirs, attention="matmul")
             got = step(token, position + t, add, column, ours, attention="triton")
+            if t == 0:
+                assert not step.products  # none chosen yet: torch's products
+                step.choose_products(rows)
+                # On a GPU the faster of each pair, timed; in the interpreter all of them.
+                every = frozenset(PRODUCTS) if device == "cpu" else step.products[rows]
+                assert step.products == {rows: frozenset() if rows > 16 else every}
+                assert every <= frozenset(PRODUCTS)
             close(got, want, dtype)
             for a, b in zip(ours.layers, theirs.layers, strict=True):
                 close(a.keys, b.keys, dtype)
@@ -161,6 +214,7 @@ CHECKS = [
     check_rope_into_cache,
     check_decode_attention,
     check_silu_mul,
+    check_linear,
     check_lean_step,
     check_decoder_uses_them,
 ]
