@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.drafting import kernels  # noqa: E402
 from app.drafting.local import LocalEngine  # noqa: E402
 from app.drafting.random_model import build  # noqa: E402
 from bench.draft import images  # noqa: E402
@@ -31,7 +32,12 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--compile", action="store_true", help="also the compiled step")
     ap.add_argument("--attentions", default="triton,matmul,sdpa")
+    ap.add_argument(
+        "--keys-per-program", type=int, default=0, help="the attention kernel's cache stretch"
+    )
     args = ap.parse_args()
+    if args.keys_per_program:
+        kernels.KEYS_PER_PROGRAM = args.keys_per_program
     model, processor = build(args.shape, device="cuda", dtype=torch.bfloat16)
     attentions = args.attentions.split(",")
     variants = [(a, False) for a in attentions] + [(a, True) for a in attentions] * args.compile
@@ -63,6 +69,7 @@ def main() -> None:
                 "attention": attention,
                 "batch": batch,
                 "graph_ms": round(start.elapsed_time(end) / args.replays, 3),
+                "keys_per_program": kernels.KEYS_PER_PROGRAM,
                 "kernel_products": sorted(engine.decoder.text_step.products.get(batch, ())),
                 "gpu": torch.cuda.get_device_name(0),
             }

@@ -31,7 +31,10 @@ try:
 except ImportError:  # the step keeps its torch ops
     triton = None
 
-KEYS_PER_PROGRAM = 256  # the stretch of the cache one attention program covers
+# The stretch of the cache one attention program covers: short stretches, many programs.
+# Graph-replayed 2B step on an H100 at batch 1 / 8 / 31 (bench/decode_step.py): 256 keys
+# 1.993 / 2.098 / 2.830 ms, 128 keys 1.952 / 2.124 / 2.813, 64 keys 1.942 / 2.105 / 2.768.
+KEYS_PER_PROGRAM = 64
 KEY_BLOCK = 64  # keys loaded at once; divides KEYS_PER_PROGRAM and the cache's length step
 
 
@@ -307,7 +310,11 @@ def linear_config(n: int, k: int, rows: int) -> Config:
     wide blocks, narrow ones in narrow blocks, and a long K split, for enough programs."""
     if n >= 8192:
         return (64, 128, 8, 3, 1)
-    return (16, 256, 4, 3, 4) if k >= 4 * n else (16, 512, 4, 3, 1)
+    if k >= 4 * n:  # down
+        return (16, 256, 4, 3, 4)
+    if n > k:  # q/k/v
+        return (64, 128, 8, 3, 4)
+    return (16, 512, 4, 3, 1)
 
 
 def linear(

@@ -30,7 +30,7 @@ log = logging.getLogger("atelier.drafting")
 
 MAX_POSITIONS = 32768  # rows of the rope table; longer prompts step through the model
 # The products that may run in Atelier's `kernels.linear` rather than cuBLAS.
-PRODUCTS = ("o", "gate_up", "down", "lm_head")
+PRODUCTS = ("qkv", "o", "gate_up", "down", "lm_head")
 
 
 class TextStep:
@@ -174,7 +174,12 @@ class TextStep:
 
         def ours() -> None:
             for layer in self.layers:
-                if product == "o":
+                if product == "qkv":
+                    norm = layer.in_norm
+                    kernels.linear(
+                        x, layer.qkv, bias=layer.qkv_bias, norm=norm.weight, eps=_eps(norm)
+                    )
+                elif product == "o":
                     kernels.linear(attended, layer.o.weight, bias=layer.o.bias, residual=x)
                 elif product == "gate_up":
                     norm = layer.post_norm
@@ -186,7 +191,9 @@ class TextStep:
 
         def theirs() -> None:
             for layer in self.layers:
-                if product == "o":
+                if product == "qkv":
+                    F.linear(_norm(x, layer.in_norm), layer.qkv, layer.qkv_bias)
+                elif product == "o":
                     _add_linear(x, attended, layer.o)
                 elif product == "gate_up":
                     norm = layer.post_norm
@@ -299,8 +306,11 @@ class _Layer:
 
         F = self.torch.nn.functional
         batch, d = x.shape[0], self.head_dim
-        h = F.rms_norm(x, self.in_norm.weight.shape, self.in_norm.weight, _eps(self.in_norm))
-        qkv = F.linear(h, self.qkv, self.qkv_bias)
+        norm = self.in_norm
+        if "qkv" in products:
+            qkv = kernels.linear(x, self.qkv, bias=self.qkv_bias, norm=norm.weight, eps=_eps(norm))
+        else:
+            qkv = F.linear(_norm(x, norm), self.qkv, self.qkv_bias)
         q = qkv[:, : self.q_size].view(batch, self.heads, d)
         k = qkv[:, self.q_size : self.q_size + self.kv_size].view(batch, self.kv_heads, d)
         v = qkv[:, self.q_size + self.kv_size :].view(batch, self.kv_heads, d)
