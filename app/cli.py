@@ -218,7 +218,16 @@ def draft(
         str | None,
         typer.Option(help="Hugging Face id or local folder [default: ATELIER_DRAFT_MODEL]"),
     ] = None,
-    batch: Annotated[int | None, typer.Option("--batch", min=1, max=256)] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch",
+            min=0,
+            max=256,
+            help="Images drafted at once; 0 lets the local engine choose from the GPU's memory "
+            "[default: ATELIER_DRAFT_BATCH]",
+        ),
+    ] = None,
     redraft: Annotated[
         bool, typer.Option(help="Draft every image again, not only those without a caption")
     ] = False,

@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     # server (vLLM, SGLang, Ollama, LM Studio, a hosted API).
     draft_engine: Literal["local", "openai"] = "local"
     draft_model: str = "Qwen/Qwen2-VL-7B-Instruct"
-    draft_batch: int = Field(default=32, ge=1, le=256)
+    # Images drafted at once. 0: the local engine chooses from the GPU's memory (a short
+    # first batch, measured, then the largest power of two that fits, up to 128).
+    draft_batch: int = Field(default=0, ge=0, le=256)
     draft_max_new_tokens: int = Field(default=1024, ge=16, le=32768)
     # torch.compile the local engine's decode step: about 10% faster at batch 32 on an H100,
     # after 30-40 s of compiling for each batch size (bench/results/*compiled*).

@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--tokenizer", choices=["byte", "bpe"], default="byte", help="as in draft.py")
     args = ap.parse_args()
-    assert args.images % args.batch == 0, "whole batches: one captured batch size"
+    # 0: the engine's choice from the GPU's memory, made on the warm-up batch here.
+    assert args.batch == 0 or args.images % args.batch == 0, "whole batches: one batch size"
     jobs.MAX_ATTEMPTS = 1  # each image drafted once (see the docstring)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -107,7 +108,11 @@ def main() -> None:
 
         prompt = build_prompt(width=SIDE, height=SIDE, convention="qwen2vl", style_block={})
         inputs = [DraftInput(display_rgb(p.read_bytes(), max_side=SIDE), prompt) for p in paths]
-        engine.draft(inputs[: args.batch])  # captures the step for this batch size
+        engine.draft(inputs[: args.batch or engine.batch_size])  # captures this batch size
+        if not args.batch:
+            engine.draft(inputs[: engine.batch_size])  # the size it chose, captured
+            report["batch_chosen"] = engine.batch_size
+        size = engine.batch_size
 
         def timed(fn) -> float:  # type: ignore[no-untyped-def]
             sync()
@@ -116,7 +121,7 @@ def main() -> None:
             sync()
             return time.perf_counter() - t
 
-        chunks = [inputs[i : i + args.batch] for i in range(0, len(inputs), args.batch)]
+        chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
         per_call = timed(lambda: [engine.draft(c) for c in chunks])
         streamed = timed(lambda: engine.draft(inputs))
 

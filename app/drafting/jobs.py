@@ -266,7 +266,8 @@ def run_job(
                     session.add(job)
                     session.commit()
                     return job
-                batch = _queued(session, job)
+                size = job.batch_size or getattr(engine, "batch_size", 8)
+                batch = _queued(session, job, size)
                 if not batch:
                     job.status, job.finished_at = JobStatus.done, utcnow()
                     session.add(job)
@@ -279,7 +280,9 @@ def run_job(
                     # decoded; their palettes are prepared on the thread while it drafts.
                     loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
                     loaded.palettes = pool.submit(_palettes, loaded)
-                upcoming = [i.id for i in _queued(session, job, leaving=ids) if i.id is not None]
+                size = job.batch_size or getattr(engine, "batch_size", 8)
+                following = _queued(session, job, size, leaving=ids)
+                upcoming = [i.id for i in following if i.id is not None]
                 ahead = (
                     pool.submit(_load, db, job_id, upcoming, engine, store, max_pixels, True)
                     if upcoming
@@ -299,15 +302,19 @@ def run_job(
                     on_progress(progress(job))
 
 
-def _queued(session: Session, job: DraftJob, leaving: list[int] | None = None) -> list[DraftItem]:
-    """The job's next batch: queued items, fresh ones first, less those `leaving`."""
+def _queued(
+    session: Session, job: DraftJob, size: int, leaving: list[int] | None = None
+) -> list[DraftItem]:
+    """The job's next batch of `size`: queued items, fresh ones first, less those `leaving`
+    (a job's batch size 0 means the engine's, which the local engine may raise after its
+    first batch)."""
     return list(
         session.exec(
             select(DraftItem)
             .where(DraftItem.job_id == job.id, DraftItem.status == ItemStatus.queued)
             .where(col(DraftItem.id).not_in(leaving or []))
             .order_by(col(DraftItem.attempts), col(DraftItem.id))
-            .limit(job.batch_size)
+            .limit(size)
         ).all()
     )
 

@@ -26,6 +26,15 @@ from app.drafting.schema import (
 
 log = logging.getLogger("atelier.drafting")
 
+# Batch size 0 (the default): the first batch is short, its GPU memory per image measured,
+# and later batches are the largest power of two up to AUTO_MAX_BATCH that fits in
+# AUTO_MEMORY_SHARE of the memory the GPU has for this process. A short first batch also
+# starts the GPU sooner. On an H100 batch 64 drafts 2B a third faster than batch 32.
+AUTO_FIRST_BATCH = 8
+AUTO_MAX_BATCH = 128
+AUTO_MEMORY_SHARE = 0.85
+AUTO_CPU_BATCH = 4
+
 CONVENTIONS: dict[str, BoxConvention] = {
     "qwen2_vl": "qwen2vl",
     "qwen2_5_vl": "qwen25vl",
@@ -60,6 +69,10 @@ class LocalEngine:
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
+        # 0: chosen from the GPU's memory after a short first batch (`_measured`).
+        self.auto_batch = batch_size <= 0
+        if self.auto_batch:
+            batch_size = AUTO_FIRST_BATCH if self.device.type == "cuda" else AUTO_CPU_BATCH
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         model_type = model.config.model_type
@@ -211,10 +224,19 @@ class LocalEngine:
 
     def _batch(self, inputs: list[DraftInput], prepared: Any = None) -> list[DraftOutput]:
         torch = self.torch
+        measure = self.auto_batch and self.device.type == "cuda" and len(inputs) == self.batch_size
+        if measure:
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         try:
-            return self._generate(prepared if prepared is not None else self._prepare(inputs))
+            out = self._generate(prepared if prepared is not None else self._prepare(inputs))
+            if measure:
+                self._measured(before, torch.cuda.max_memory_allocated(self.device), len(inputs))
+            return out
         except torch.cuda.OutOfMemoryError:
             del prepared
+            self.auto_batch = False  # the size that fits is found by halving from here
             torch.cuda.empty_cache()
             if len(inputs) == 1:
                 raise DraftError(
@@ -227,6 +249,27 @@ class LocalEngine:
             self.batch_size = min(self.batch_size, half)
             log.warning("out of GPU memory at batch %d: batches of %d from now", len(inputs), half)
             return self._batch(inputs[:half]) + self._batch(inputs[half:])
+
+    def _measured(self, before: int, peak: int, rows: int) -> None:
+        """Sets the batch size from a first batch's memory: `peak` bytes at most while
+        drafting `rows` images, from `before`."""
+        torch = self.torch
+        per_image = max(peak - before, 1) / rows
+        free, _ = torch.cuda.mem_get_info(self.device)
+        usable = (free + torch.cuda.memory_reserved(self.device)) * AUTO_MEMORY_SHARE
+        held = torch.cuda.memory_allocated(self.device)
+        size = rows
+        # The next batch's inputs are prepared while one drafts: room for both, and 10 %.
+        while size * 2 <= AUTO_MAX_BATCH and held + size * 2 * per_image * 1.1 <= usable:
+            size *= 2
+        self.batch_size, self.auto_batch = size, False
+        log.info(
+            "drafting in batches of %d: %.2f GB an image, %.1f GB held, %.1f GB usable",
+            size,
+            per_image / 1e9,
+            held / 1e9,
+            usable / 1e9,
+        )
 
     def _prepare(self, inputs: list[DraftInput]) -> Any:
         """The processor's batch, padded on the left, on the model's device.

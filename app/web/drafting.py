@@ -34,7 +34,7 @@ class DraftIn(BaseModel):
     )
     engine: str | None = Field(default=None, description="local or openai (default: settings)")
     model: str | None = Field(default=None, max_length=500)
-    batch_size: int | None = Field(default=None, ge=1, le=256)
+    batch_size: int | None = Field(default=None, ge=0, le=256)  # 0: chosen by the engine
 
 
 def start(
@@ -143,7 +143,7 @@ def page_start(
     overwrite_edited: Annotated[bool, Form()] = False,
     engine: Annotated[str, Form()] = "",
     model: Annotated[str, Form(max_length=500)] = "",
-    batch_size: Annotated[int | None, Form(ge=1, le=256)] = None,
+    batch_size: Annotated[int | None, Form(ge=0, le=256)] = None,
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
     body = DraftIn(

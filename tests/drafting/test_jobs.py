@@ -80,9 +80,8 @@ def run(db: DBEngine, settings: Settings, job_id: int, **kw) -> jobs.DraftJob:  
 def new_job(db: DBEngine, dataset_id: int, **kw) -> int:  # type: ignore[no-untyped-def]
     with Session(db) as session:
         dataset = ds.get_dataset(session, dataset_id)
-        job = jobs.create_job(
-            session, dataset=dataset, engine="local", model="tiny", batch_size=2, **kw
-        )
+        args = {"dataset": dataset, "engine": "local", "model": "tiny", "batch_size": 2}
+        job = jobs.create_job(session, **(args | kw))
         jobs.claim(session, worker=jobs.worker_id(), job_id=job.id)
         assert job.id is not None
         return job.id
@@ -169,6 +168,35 @@ def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
     # while the one before drafted.
     assert sorted(prepared) == [1, 1, 2, 2]
     assert drafted == [False, True, True, True]
+
+
+def test_a_job_of_batch_size_zero_drafts_in_the_engine_s_batches(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    from app.drafting.local import AUTO_CPU_BATCH, LocalEngine
+
+    assert Settings.model_fields["draft_batch"].default == 0  # the default: the engine chooses
+    dataset_id = add_images(db, draft_settings, tmp_path, 6)
+    engine = make_draft_engine(draft_settings.model_copy(update={"draft_batch": 0}))
+    assert isinstance(engine, LocalEngine) and engine.auto_batch
+    assert engine.batch_size == AUTO_CPU_BATCH == 4  # on a CPU; a GPU measures (GPU test)
+    sizes: list[int] = []
+    draft = engine.draft
+
+    def counting_draft(inputs):  # type: ignore[no-untyped-def]
+        sizes.append(len(inputs))
+        return draft(inputs)
+
+    engine.draft = counting_draft  # type: ignore[method-assign]
+    job = jobs.run_job(
+        db,
+        job_id=new_job(db, dataset_id, batch_size=0),
+        engine=engine,
+        store=content_store(draft_settings),
+        max_pixels=draft_settings.draft_max_pixels,
+    )
+    assert (job.status, job.done, job.batch_size) == (JobStatus.done, 6, 0)
+    assert sizes == [4, 2]
 
 
 def test_unusable_output_is_retried_once_then_failed_with_raw_kept(

@@ -343,3 +343,31 @@ def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
             torch.testing.assert_close(on_gpu[key], on_cpu[key], atol=0.05, rtol=0)
         else:
             assert torch.equal(on_gpu[key], on_cpu[key])
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="batch size from GPU memory needs one"
+)
+def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_batch() -> None:
+    import torch
+
+    from app.drafting import local
+    from app.drafting.random_model import build
+
+    model, processor = build("tiny", device="cuda", dtype=torch.bfloat16)
+    engine = local.LocalEngine(model, processor, batch_size=0, max_new_tokens=8)
+    assert engine.auto_batch and engine.batch_size == local.AUTO_FIRST_BATCH
+    image = Image.new("RGB", (64, 64), (200, 10, 10))
+    inputs = [DraftInput(image, "describe") for _ in range(local.AUTO_FIRST_BATCH)]
+    engine.draft(inputs)
+    # A tiny model's batch takes megabytes: the largest batch fits.
+    assert not engine.auto_batch and engine.batch_size == local.AUTO_MAX_BATCH
+    # Nine tenths of the free memory already held (past AUTO_MEMORY_SHARE): no growth.
+    engine = local.LocalEngine(model, processor, batch_size=0, max_new_tokens=8)
+    hog = torch.empty(int(torch.cuda.mem_get_info()[0] * 0.9), dtype=torch.uint8, device="cuda")
+    try:
+        engine.draft(inputs)
+        assert not engine.auto_batch and engine.batch_size == local.AUTO_FIRST_BATCH
+    finally:
+        del hog
+        torch.cuda.empty_cache()
