@@ -180,7 +180,7 @@ def make_engine(
             model=model_id,
             api_key=settings.draft_api_key,
             convention=settings.draft_box_convention or "qwen2vl",
-            batch_size=batch or 8,  # requests in flight at once
+            batch_size=batch or 32,  # requests in flight at once (the default, 0: 32)
             max_new_tokens=settings.draft_max_new_tokens,
             timeout_s=settings.draft_timeout_s,
             limits=limits,
