@@ -31,7 +31,7 @@ SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last 
 FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
 # The lean step attends with Atelier's Triton kernels (or two matmuls where they cannot run)
 # below this batch size and with torch's sdpa from it. Graph-replayed 2B step on an H100
-# (bench/decode_step.py): kernels 2.12 / 2.87 ms at batch 1 / 32, matmul 3.16-3.19 / 4.22 /
+# (bench/decode_step.py): kernels 1.94 / 2.77 ms at batch 1 / 31, matmul 3.16-3.19 / 4.22 /
 # 6.90 ms at batch 1 / 32 / 128, sdpa (cudnn) 3.70 / 4.15 / 6.13 ms.
 MATMUL_ATTENTION_BELOW = 32
 assert CAPACITY_STEP % kernels.KEYS_PER_PROGRAM == 0  # every slot's cache fits the kernels

@@ -13,6 +13,7 @@ from app.drafting.engines import DraftError, DraftInput
 from app.drafting.local import LocalEngine
 from app.drafting.schema import Limits
 from tests.drafting.conftest import MAX_CHARS, MAX_ELEMENTS, TOKENS
+from tests.drafting.kernel_checks import image_prompts
 
 LIMITS = Limits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS)
 
@@ -91,7 +92,7 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, 
         for layer in model.model.language_model.layers:
             layer.self_attn.q_proj.weight.mul_(sharpen)
             layer.self_attn.k_proj.weight.mul_(sharpen)
-    batch = _two_prompts(processor)
+    batch = image_prompts(processor, "cpu")
     eos = model.generation_config.eos_token_id
     stops = set(eos if isinstance(eos, list) else [eos])
     with torch.inference_mode():
@@ -108,24 +109,6 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, 
         # The slot's cache is reused for the next batch of the same size.
         assert decoder.run(batch, max_new_tokens=40).tokens == expected
     assert len(decoder.slots) == 1
-
-
-def _two_prompts(processor: object) -> object:
-    texts = [
-        processor.apply_chat_template(  # type: ignore[attr-defined]
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for t in ("short", "a longer prompt, padded on the left of the other")
-    ]
-    return processor(  # type: ignore[operator]
-        text=texts,
-        images=[Image.new("RGB", (200, 150), (200, 10, 10)), Image.new("RGB", (120, 220), 90)],
-        padding=True,
-        padding_side="left",
-        return_tensors="pt",
-    )
 
 
 def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
@@ -174,7 +157,7 @@ def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
     from app.drafting.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32)
-    batch = _two_prompts(processor).to("cuda")
+    batch = image_prompts(processor, "cpu").to("cuda")
     eos = model.generation_config.eos_token_id
     stops = set(eos if isinstance(eos, list) else [eos])
     eager = Decoder(model, stop_ids=stops, graphs=False).run(batch, max_new_tokens=60)
@@ -258,7 +241,7 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
         batch: Any = {"input_ids": ids, "attention_mask": mask}
     else:
         model, processor = build("tiny", family)  # type: ignore[arg-type]
-        batch = _two_prompts(processor)
+        batch = image_prompts(processor, "cpu")
     with torch.no_grad():
         for layer in model.model.language_model.layers:  # sharp attention: masks matter
             layer.self_attn.q_proj.weight.mul_(30)
@@ -311,7 +294,7 @@ def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
     from app.drafting.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32)
-    batch = _two_prompts(processor).to("cuda")
+    batch = image_prompts(processor, "cpu").to("cuda")
     with torch.inference_mode():
         want = model(**batch).logits
         assert use_fused_vision_rotary(model)
