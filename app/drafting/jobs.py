@@ -280,7 +280,6 @@ def run_job(
                     # decoded; their palettes are prepared on the thread while it drafts.
                     loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
                     loaded.palettes = pool.submit(_palettes, loaded)
-                size = job.batch_size or getattr(engine, "batch_size", 8)
                 following = _queued(session, job, size, leaving=ids)
                 upcoming = [i.id for i in following if i.id is not None]
                 ahead = (

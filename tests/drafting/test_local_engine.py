@@ -118,21 +118,7 @@ def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
     from app.drafting.random_model import build
 
     model, processor = build("tiny")  # 4 query heads share 2 KV heads
-    texts = [
-        processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for t in ("short", "a longer prompt, padded on the left of the other")
-    ]
-    batch = processor(
-        text=texts,
-        images=[Image.new("RGB", (200, 150), (200, 10, 10)), Image.new("RGB", (120, 220), 90)],
-        padding=True,
-        padding_side="left",
-        return_tensors="pt",
-    )
+    batch = image_prompts(processor, "cpu")
     with torch.inference_mode():
         plain = [
             model.generate(**batch, max_new_tokens=30, do_sample=False, cache_implementation=c)
