@@ -114,6 +114,9 @@ class Image(SQLModel, table=True):
     # edits, so a stale save is refused (optimistic concurrency).
     revision: int = 0
     created_at: datetime = Field(default_factory=utcnow)
+    # Set while the image is in the dataset's trash (app/images/trash.py): it keeps its rows,
+    # history and stored bytes, and every listing, count, export and job leaves it out.
+    trashed_at: datetime | None = Field(default=None, index=True)
 
 
 class NearDuplicate(SQLModel, table=True):
