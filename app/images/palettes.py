@@ -1,7 +1,8 @@
-"""Palettes from the real pixels: Pillow's median-cut quantiser, most dominant colour first."""
+"""Palettes from the real pixels: median cut, near-identical colours merged, most pixels first."""
 
 from __future__ import annotations
 
+from coloraide import Color
 from PIL import Image
 
 from app.captions import boxes
@@ -12,28 +13,51 @@ from app.images.decode import display_rgb
 WORK_SIDE = 512
 # Colours covering less than this share of the pixels are noise, not palette.
 MIN_SHARE = 0.01
+# Median cut spends its boxes where the pixels are, so a dark painting's blacks take most of
+# them: quantise to this many times the palette's size, then merge what the eye cannot tell
+# apart, so that small but distinct colours (a candle, a red sleeve) still get a place.
+CANDIDATES_PER_COLOUR = 3
+# CIEDE2000 (coloraide) below this is one colour for a palette: about 1 is just noticeable side
+# by side, and a caption's palette names colours, not the shades of one.
+MERGE_DELTA_E = 6.0
 
 
 def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
-    """Up to `limit` uppercase #RRGGBB colours of an RGB image, most pixels first."""
+    """Up to `limit` perceptually distinct uppercase #RRGGBB colours, most pixels first."""
     if img.width == 0 or img.height == 0:
         return []
+    candidates = limit * CANDIDATES_PER_COLOUR
     quantised = img.quantize(
-        colors=limit, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        colors=candidates, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     )
     palette = quantised.getpalette() or []
-    total = img.width * img.height
-    counts = sorted(quantised.getcolors(limit) or [], reverse=True)
-    out: list[str] = []
-    for count, index in counts:
-        if out and count / total < MIN_SHARE:
-            break
+    # Each cluster: its colour (its most dominant member), that colour in Lab, its pixels.
+    clusters: list[tuple[str, Color, int]] = []
+    for count, index in sorted(quantised.getcolors(candidates) or [], reverse=True):
         i = int(index)  # type: ignore[call-overload]
         r, g, b = palette[i * 3 : i * 3 + 3]
-        colour = f"#{r:02X}{g:02X}{b:02X}"
-        if colour not in out:
-            out.append(colour)
-    return out
+        lab = Color("srgb", [r / 255, g / 255, b / 255]).convert("lab-d65")
+        near = _nearest(lab, [c[1] for c in clusters])
+        if near is None:
+            clusters.append((f"#{r:02X}{g:02X}{b:02X}", lab, count))
+        else:
+            colour, near_lab, pixels = clusters[near]
+            clusters[near] = (colour, near_lab, pixels + count)
+    total = img.width * img.height
+    ranked = sorted(clusters, key=lambda c: c[2], reverse=True)
+    out = [ranked[0][0]] if ranked else []
+    out += [colour for colour, _, pixels in ranked[1:] if pixels / total >= MIN_SHARE]
+    return out[:limit]
+
+
+def _nearest(lab: Color, others: list[Color]) -> int | None:
+    """The index of the closest of `others` within MERGE_DELTA_E (CIEDE2000), if any."""
+    best, best_delta = None, MERGE_DELTA_E
+    for n, other in enumerate(others):
+        delta = lab.delta_e(other, method="2000")
+        if delta < best_delta:
+            best, best_delta = n, delta
+    return best
 
 
 class Pixels:

@@ -1,11 +1,14 @@
-"""Palettes from the pixels: the same whether made from the file or from the decoded image."""
+"""Palettes from the pixels: the same from the file or the decoded image; distinct colours."""
 
 import io
 
+from coloraide import Color
 from PIL import Image
 
+from app.captions.boxes import Box
+from app.captions.schema import Caption, Composition, Element
 from app.images.decode import display_rgb
-from app.images.palettes import WORK_SIDE, Pixels
+from app.images.palettes import MERGE_DELTA_E, WORK_SIDE, Pixels, dominant_colours, fill_palettes
 
 COLOURS = [(200, 30, 30), (20, 40, 220), (240, 220, 60), (30, 160, 90)]
 
@@ -43,3 +46,77 @@ def test_a_job_palette_from_the_decoded_image_matches_the_one_from_the_file() ->
     assert from_decoded.img.getpixel((10, 10)) == from_file.img.getpixel((10, 10))
     r, g, b = from_decoded.img.getpixel((WORK_SIDE - 10, WORK_SIDE // 2 - 10))
     assert g > 120 and r < 80 and b < 130
+
+
+def painted(areas: list[tuple[tuple[int, int, int], int]], *, side: int = 400) -> Image.Image:
+    """Vertical bands of flat colour, each `width` columns wide, `side` rows tall."""
+    img = Image.new("RGB", (sum(w for _, w in areas), side))
+    x = 0
+    for colour, width in areas:
+        img.paste(colour, (x, 0, x + width, side))
+        x += width
+    return img
+
+
+def delta_e(a: str, b: str) -> float:
+    return Color(a).delta_e(b, method="2000")
+
+
+def test_a_dark_painting_gives_distinct_colours_with_merged_blacks_first() -> None:
+    # 42% of the canvas in seven near-blacks (6% each), then a red cloak, a flesh tone and a
+    # candle: each black alone is smaller than the cloak, together they are the painting.
+    blacks = [(8 + 2 * n, 6 + 2 * n, 5 + n) for n in range(7)]
+    img = painted(
+        [(c, 60) for c in blacks]
+        + [((150, 30, 25), 250), ((205, 150, 110), 200), ((250, 170, 40), 130)]
+    )
+    palette = dominant_colours(img, limit=16)
+    assert len(palette) == 4, palette
+    for n, a in enumerate(palette):
+        for b in palette[n + 1 :]:
+            assert delta_e(a, b) >= MERGE_DELTA_E, (a, b)
+    near_black, red, flesh, candle = (rgb(c) for c in palette)
+    assert max(near_black) < 25
+    assert red[0] > 130 and red[1] < 50
+    assert flesh[0] > 190 and flesh[1] > 130
+    assert candle[0] > 230 and candle[2] < 60
+
+
+def test_a_dark_painting_with_grain_keeps_few_near_blacks() -> None:
+    # Noise and gradients: the median cut alone gave 13 near-blacks of 16 on such a painting.
+    import random
+
+    rnd = random.Random(3)
+    img = Image.new("RGB", (300, 200))
+    px = img.load()
+    assert px is not None
+    for y in range(200):
+        for x in range(300):
+            v = 6 + x // 20 + rnd.randint(-3, 3)
+            px[x, y] = (v + 3, v, max(v - 2, 0))
+    img.paste((180, 40, 30), (200, 50, 260, 150))
+    palette = dominant_colours(img, limit=16)
+    darks = [c for c in palette if max(rgb(c)) < 40]
+    assert 1 <= len(darks) <= 3, palette
+    assert any(rgb(c)[0] > 150 and rgb(c)[1] < 60 for c in palette), palette
+    for n, a in enumerate(palette):
+        for b in palette[n + 1 :]:
+            assert delta_e(a, b) >= MERGE_DELTA_E, (a, b)
+
+
+def test_an_element_palette_holds_one_orange_not_three() -> None:
+    oranges = [(230, 120, 30), (233, 123, 32), (227, 118, 34)]
+    img = painted([(oranges[0], 100), (oranges[1], 90), (oranges[2], 80), ((40, 60, 140), 130)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    caption = Caption(
+        composition=Composition(
+            background="a wall",
+            elements=[Element(box=Box(0.0, 0.0, 1.0, 1.0), desc="a cloth")],
+        )
+    )
+    palette = fill_palettes(caption, buf.getvalue()).composition.elements[0].color_palette
+    assert len(palette) == 2, palette
+    orange, blue = (rgb(c) for c in palette)
+    assert orange[0] > 220 and 110 <= orange[1] <= 130
+    assert blue[2] > 120
