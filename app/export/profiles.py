@@ -43,6 +43,11 @@ class Profile:
     max_resolution: int | None = None
     why: dict[str, str] = field(default_factory=dict)
 
+    def resolutions(self, resolution: int) -> list[int]:
+        """The training resolutions this profile writes for a dataset trained at `resolution`."""
+        res = min(resolution, self.max_resolution or resolution)
+        return [r for r in (512, 768, 1024) if r <= res] if self.multires else [res]
+
     def vram_estimate_gb(self, resolution: int) -> float:
         """A rough peak: weights on the GPU, LoRA and optimizer, activations, CUDA overhead."""
         weights = TRANSFORMER_GB["fp8" if self.quantize else "bf16"] * (1 - self.offload)
@@ -225,8 +230,7 @@ def training_config(
 ) -> CommentedMap:
     """The YAML document as a ruamel map, comments attached."""
     p = get_profile(profile)
-    res = min(resolution, p.max_resolution or resolution)
-    resolutions = [r for r in (512, 768, 1024) if r <= res] if p.multires else [res]
+    resolutions = p.resolutions(resolution)
     process = CommentedMap()
     process["type"] = "diffusion_trainer"
     process["training_folder"] = "output"
