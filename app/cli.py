@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.drafting.engine import ENGINE_NAMES
 
 cli = typer.Typer(
     no_args_is_help=True,
@@ -22,9 +23,7 @@ cli = typer.Typer(
 )
 
 
-class EngineOption(StrEnum):
-    local = "local"
-    openai = "openai"
+EngineOption = StrEnum("EngineOption", {name: name for name in ENGINE_NAMES})  # type: ignore[misc]
 
 
 class ProfileOption(StrEnum):
@@ -242,9 +241,9 @@ def draft(
 
     from app import datasets as ds
     from app.db import make_engine, migrate
-    from app.drafting import jobs
-    from app.drafting.engines import DraftError
-    from app.drafting.engines import make_engine as make_draft_engine
+    from app.drafting import jobs, pipeline
+    from app.drafting.engine import DraftError
+    from app.drafting.open_engine import open_engine
     from app.images.importer import content_store
 
     settings = settings_for(data_dir)
@@ -267,7 +266,7 @@ def draft(
         assert job_id is not None
     typer.echo(f"job {job_id}: drafting {total} image(s) with {job.engine} {job.model}", err=True)
     try:
-        drafter = make_draft_engine(
+        drafter = open_engine(
             settings, engine=job.engine, model=job.model, batch_size=job.batch_size
         )
     except DraftError as e:
@@ -281,7 +280,7 @@ def draft(
         typer.echo(f"drafted {j.done + j.failed + j.skipped}/{j.total}{rate}{eta}", err=True)
 
     try:
-        ended = jobs.run_job(
+        ended = pipeline.run_job(
             db,
             job_id=job_id,
             engine=drafter,

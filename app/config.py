@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.drafting.engine import EngineName
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -35,7 +37,7 @@ class Settings(BaseSettings):
     # Drafting captions (app/drafting/). The local engine loads `draft_model` from the
     # Hugging Face cache or a local folder; the openai engine calls any OpenAI-compatible
     # server (vLLM, SGLang, Ollama, LM Studio, a hosted API).
-    draft_engine: Literal["local", "openai"] = "local"
+    draft_engine: EngineName = "local"
     draft_model: str = "Qwen/Qwen2-VL-7B-Instruct"
     # Images drafted at once. 0: the local engine chooses from the GPU's memory (a short
     # first batch, measured, then the largest power of two that fits, up to 128).
@@ -67,6 +69,13 @@ class Settings(BaseSettings):
     # is quick, then exits and gives the (GPU) memory back, to training for instance.
     draft_idle_exit_s: float = Field(default=600.0, ge=0)
 
+    # Training (app/training/): the user's AI-Toolkit checkout, and the Python that runs it
+    # (unset: the checkout's venv/bin/python or .venv/bin/python).
+    aitk_dir: Path | None = None
+    aitk_python: Path | None = None
+    # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
+    train_stop_grace_s: float = Field(default=20.0, ge=0)
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "atelier.db"
@@ -82,6 +91,11 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    @property
+    def training_dir(self) -> Path:
+        """Training logs and the run thumbnails' cache."""
+        return self.data_dir / "training"
 
     @property
     def max_file_bytes(self) -> int:

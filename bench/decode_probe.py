@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.random_model import build  # noqa: E402
+from tests.support.random_model import build  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     model, processor = build(args.shape, device="cuda", dtype=torch.bfloat16)
     cfg = model.config
     if args.grouped:
-        from app.drafting.attention import use_grouped_attention
+        from app.drafting.local.attention import use_grouped_attention
 
         use_grouped_attention(model)
     B, grid, prompt = args.batch, 74, 300

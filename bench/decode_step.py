@@ -17,10 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting import kernels  # noqa: E402
-from app.drafting.local import LocalEngine  # noqa: E402
-from app.drafting.random_model import build  # noqa: E402
+from app.drafting.local import kernels  # noqa: E402
+from app.drafting.local.engine import LocalEngine  # noqa: E402
+from app.drafting.local.options import LocalOptions  # noqa: E402
 from bench.draft import images  # noqa: E402
+from tests.support.random_model import build  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +49,8 @@ def main() -> None:
                 processor,
                 batch_size=batch,
                 max_new_tokens=args.replays + 8,
-                min_steps=8,
                 compile_step=compiled,
+                options=LocalOptions(min_steps=8),
             )
             engine.decoder.attention_for = lambda _, a=attention: a
             engine.draft(images(batch))  # captures the step

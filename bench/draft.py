@@ -29,10 +29,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.engines import DraftInput  # noqa: E402
-from app.drafting.local import LocalEngine  # noqa: E402
+from app.drafting.engine import DraftInput  # noqa: E402
+from app.drafting.local.engine import LocalEngine  # noqa: E402
+from app.drafting.local.options import LocalOptions  # noqa: E402
 from app.drafting.prompt import build_prompt  # noqa: E402
-from app.drafting.random_model import build, python_sources, tokenizer  # noqa: E402
+from tests.support.random_model import build, python_sources, tokenizer  # noqa: E402
 
 NEW_TOKENS = int(os.environ.get("NEW_TOKENS", 450))
 
@@ -86,7 +87,9 @@ def profile(model: object, processor: object, batch: int) -> dict:
     import torch
 
     inputs = images(batch)
-    engine = LocalEngine(model, processor, batch_size=batch, max_new_tokens=1, min_steps=1)
+    engine = LocalEngine(
+        model, processor, batch_size=batch, max_new_tokens=1, options=LocalOptions(min_steps=1)
+    )
     t = time.perf_counter()
     prepared = engine._prepare(inputs)
     prep = time.perf_counter() - t
@@ -97,7 +100,11 @@ def profile(model: object, processor: object, batch: int) -> dict:
     torch.cuda.synchronize()
     prefill = time.perf_counter() - t
     engine = LocalEngine(
-        model, processor, batch_size=batch, max_new_tokens=NEW_TOKENS, min_steps=NEW_TOKENS
+        model,
+        processor,
+        batch_size=batch,
+        max_new_tokens=NEW_TOKENS,
+        options=LocalOptions(min_steps=NEW_TOKENS),
     )
     total = timed(engine, inputs)
     return {
@@ -187,14 +194,16 @@ def main() -> None:
                 processor,
                 batch_size=batch,
                 max_new_tokens=NEW_TOKENS,
-                min_steps=NEW_TOKENS,  # every image runs the same steps, as in the baseline
-                grammar=grammar,
-                grouped_attention=not args.plain_attention,
                 compile_step=args.compile,
-                lean_step=not args.model_step,
-                kernels=not args.no_kernels,
-                fused_vision_rotary=not args.unfused_rotary,
-                gpu_preprocess=not args.cpu_preprocess,
+                options=LocalOptions(
+                    min_steps=NEW_TOKENS,  # every image runs the same steps, as in the baseline
+                    grammar=grammar,
+                    grouped_attention=not args.plain_attention,
+                    lean_step=not args.model_step,
+                    kernels=not args.no_kernels,
+                    fused_vision_rotary=not args.unfused_rotary,
+                    gpu_preprocess=not args.cpu_preprocess,
+                ),
             )
             inputs = images(batch)
             torch.cuda.reset_peak_memory_stats()

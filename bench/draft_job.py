@@ -1,7 +1,7 @@
 """A whole drafting job on a GPU, against the engine alone on the same images, same run.
 
 The job is the real thing: PNG files imported into a SQLite data folder, a job created and
-run by `jobs.run_job`, which reads and decodes each image, prepares palettes, drafts and
+run by `pipeline.run_job`, which reads and decodes each image, prepares palettes, drafts and
 writes back, loading the next batch while one drafts. The engine alone gets the same images
 already decoded, one batch per call and then all in one call. The job's figure is what a
 user's progress bar shows; the ratios say what the job costs beyond the engine.
@@ -33,15 +33,16 @@ from sqlmodel import Session  # noqa: E402
 from app import datasets as ds  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
-from app.drafting import jobs  # noqa: E402
-from app.drafting.engines import DraftInput  # noqa: E402
-from app.drafting.local import LocalEngine  # noqa: E402
+from app.drafting import jobs, pipeline  # noqa: E402
+from app.drafting.engine import DraftInput  # noqa: E402
+from app.drafting.local.engine import LocalEngine  # noqa: E402
+from app.drafting.local.options import LocalOptions  # noqa: E402
 from app.drafting.prompt import build_prompt  # noqa: E402
-from app.drafting.random_model import build, python_sources, tokenizer  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 from app.images.importer import content_store, import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
 from bench.draft import NEW_TOKENS  # noqa: E402
+from tests.support.random_model import build, python_sources, tokenizer  # noqa: E402
 
 SIDE = 1024
 
@@ -70,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     # 0: the engine's choice from the GPU's memory, made on the warm-up batch here.
     assert args.batch == 0 or args.images % args.batch == 0, "whole batches: one batch size"
-    jobs.MAX_ATTEMPTS = 1  # each image drafted once (see the docstring)
+    pipeline.MAX_ATTEMPTS = 1  # each image drafted once (see the docstring)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     report: dict = {
@@ -93,7 +94,7 @@ def main() -> None:
         processor,
         batch_size=args.batch,
         max_new_tokens=NEW_TOKENS,
-        min_steps=NEW_TOKENS,
+        options=LocalOptions(min_steps=NEW_TOKENS),
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp) / "data", draft_max_pixels=SIDE * SIDE)  # type: ignore[call-arg]
@@ -138,7 +139,7 @@ def main() -> None:
                     worker=jobs.worker_id(),
                 )
                 job_id = created.id
-            return jobs.run_job(
+            return pipeline.run_job(
                 db,
                 job_id=job_id,  # type: ignore[arg-type]
                 engine=engine,

@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.local import LocalEngine  # noqa: E402
-from app.drafting.random_model import build  # noqa: E402
+from app.drafting.local.engine import LocalEngine  # noqa: E402
+from app.drafting.local.options import LocalOptions  # noqa: E402
 from bench.draft import images  # noqa: E402
+from tests.support.random_model import build  # noqa: E402
 
 
 def main() -> None:
@@ -45,8 +46,8 @@ def main() -> None:
         processor,
         batch_size=args.batch,
         max_new_tokens=args.steps,
-        min_steps=args.steps,
         compile_step=args.compile,
+        options=LocalOptions(min_steps=args.steps),
     )
     inputs = images(args.batch)
     engine.draft(inputs)  # captures this batch size's step

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting import kernels  # noqa: E402
-from app.drafting.random_model import SHAPES  # noqa: E402
+from app.drafting.local import kernels  # noqa: E402
+from tests.support.random_model import SHAPES  # noqa: E402
 
 CALLS = 20
 L2_BYTES = 50 * 2**20  # an H100's

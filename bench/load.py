@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.crash import Server, png  # noqa: E402
+from tests.support.crash import Server, png  # noqa: E402
 
 
 @dataclass
@@ -161,7 +161,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="atelier-load-"))
     model = None
     if not args.no_drafting:
-        from app.drafting.random_model import save
+        from tests.support.random_model import save
 
         model = save(root / "tiny-qwen2-vl", family="qwen2_vl")
     server = Server(root, model)

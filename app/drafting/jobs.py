@@ -1,9 +1,9 @@
-"""Drafting jobs: persistent in SQLite, run by a worker outside any request.
+"""Drafting jobs and their state, persistent in SQLite: create, claim, cancel, progress.
 
 A job lists its images as items. A worker claims the job (one process at a time; a job
-whose process died is taken over, so a restart resumes it), drafts the queued items batch by
-batch, lands each caption as a new revision, and records progress as it goes. An item whose
-output cannot be used is retried once, then marked failed with the raw output kept.
+whose process died is taken over, so a restart resumes it) and runs it through the batch
+pipeline (app/drafting/pipeline.py). One dataset has at most one active job: `create_job`
+refuses a second, for the web and the CLI alike.
 """
 
 from __future__ import annotations
@@ -11,35 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import Engine as DBEngine
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from app.captions import revisions
-from app.captions.style_block import block_of
-from app.drafting.engines import DraftError, DraftInput, Engine
-from app.drafting.prompt import build_prompt
 from app.errors import Invalid, NotFound
-from app.images.decode import display_rgb
-from app.images.palettes import Pixels, fill_palettes
-from app.images.store import ContentStore
 from app.models import (
-    Action,
-    Author,
-    CaptionStatus,
     Dataset,
     DraftItem,
     DraftJob,
     Image,
-    ItemStatus,
     JobStatus,
     utcnow,
 )
@@ -47,9 +32,7 @@ from app.models import (
 log = logging.getLogger("atelier.drafting")
 
 Scope = Literal["uncaptioned", "all", "selection"]
-MAX_ATTEMPTS = 2
 HEARTBEAT_STALE_S = 120  # a job silent this long on another host is taken over
-LOAD_THREADS = 8  # images of a batch decoded at once
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -72,7 +55,13 @@ def create_job(
     """A queued job over the images the scope picks; refuses one with nothing to draft.
 
     With `worker`, the job is created already claimed by that process (the CLI runs its own).
+    A dataset has one active job at a time; a re-draft of chosen images may run beside it.
     """
+    running = active_job(session, dataset=dataset)
+    if running is not None and scope != "selection":
+        raise Invalid(
+            f"Drafting job {running.id} is still running for this dataset; wait or cancel it."
+        )
     query = select(Image.id).where(Image.dataset_id == dataset.id).order_by(col(Image.position))
     if scope == "uncaptioned":
         query = query.where(Image.revision == 0)
@@ -233,270 +222,6 @@ def items(session: Session, job: DraftJob) -> list[tuple[DraftItem, Image]]:
             .order_by(col(Image.position))
         )
     )
-
-
-ProgressFn = Callable[[Progress], None]
-
-
-def run_job(
-    db: DBEngine,
-    *,
-    job_id: int,
-    engine: Engine,
-    store: ContentStore,
-    max_pixels: int,
-    worker: str | None = None,
-    on_progress: ProgressFn | None = None,
-) -> DraftJob:
-    """Drafts every queued item of a claimed job; returns the job as it ended.
-
-    While the engine drafts a batch, the next one is read, decoded and handed to the engine
-    as a hint (`Engine.prefetch`) on a thread, so the GPU does not wait on the CPU between
-    batches.
-    """
-    worker = worker or worker_id()
-    with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
-        ahead: Future[_Loaded] | None = None
-        while True:
-            # Not expired on commit: the job returned is read after its session closes.
-            with Session(db, expire_on_commit=False) as session:
-                job = get_job(session, job_id)
-                if job.cancel_requested:
-                    job.status, job.finished_at = JobStatus.cancelled, utcnow()
-                    session.add(job)
-                    session.commit()
-                    return job
-                size = job.batch_size or getattr(engine, "batch_size", 8)
-                batch = _queued(session, job, size)
-                if not batch:
-                    job.status, job.finished_at = JobStatus.done, utcnow()
-                    session.add(job)
-                    session.commit()
-                    return job
-                ids = [item.id for item in batch if item.id is not None]
-                loaded = _result(ahead)
-                if loaded is None or loaded.item_ids != ids:
-                    # In line (the first batch): the engine starts as soon as the images are
-                    # decoded; their palettes are prepared on the thread while it drafts.
-                    loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
-                    loaded.palettes = pool.submit(_palettes, loaded)
-                following = _queued(session, job, size, leaving=ids)
-                upcoming = [i.id for i in following if i.id is not None]
-                ahead = (
-                    pool.submit(_load, db, job_id, upcoming, engine, store, max_pixels, True)
-                    if upcoming
-                    else None
-                )
-                dataset = session.get(Dataset, job.dataset_id)
-                assert dataset is not None
-                try:
-                    _draft_batch(session, job, dataset, batch, engine, loaded)
-                except DraftError as e:
-                    session.rollback()
-                    return mark_failed(db, job_id, e.message)
-                job.heartbeat_at = utcnow()
-                session.add(job)
-                session.commit()
-                if on_progress:
-                    on_progress(progress(job))
-
-
-def _queued(
-    session: Session, job: DraftJob, size: int, leaving: list[int] | None = None
-) -> list[DraftItem]:
-    """The job's next batch of `size`: queued items, fresh ones first, less those `leaving`
-    (a job's batch size 0 means the engine's, which the local engine may raise after its
-    first batch)."""
-    return list(
-        session.exec(
-            select(DraftItem)
-            .where(DraftItem.job_id == job.id, DraftItem.status == ItemStatus.queued)
-            .where(col(DraftItem.id).not_in(leaving or []))
-            .order_by(col(DraftItem.attempts), col(DraftItem.id))
-            .limit(size)
-        ).all()
-    )
-
-
-@dataclass
-class _Loaded:
-    """A batch's items read from the store and decoded, ready for the engine."""
-
-    item_ids: list[int]
-    inputs: list[DraftInput] = field(default_factory=list)
-    ready: list[int] = field(default_factory=list)  # the item ids of `inputs`, in order
-    missing: list[int] = field(default_factory=list)  # items whose stored file is gone
-    # Each input's working copy and image palette, by item id (`_palettes`).
-    palettes: Future[dict[int, Pixels]] | dict[int, Pixels] = field(default_factory=dict)
-
-    def pixels(self) -> dict[int, Pixels]:
-        return self.palettes.result() if isinstance(self.palettes, Future) else self.palettes
-
-
-def _load(
-    db: DBEngine,
-    job_id: int,
-    item_ids: list[int],
-    engine: Engine,
-    store: ContentStore,
-    max_pixels: int,
-    ahead: bool = False,
-    palettes: bool = True,
-) -> _Loaded:
-    """Reads and decodes a batch's images, several at a time (Pillow decodes and resizes
-    without holding the GIL); loaded `ahead`, hands them to the engine to prepare, then
-    prepares their palettes (unless not `palettes`)."""
-    loaded = _Loaded(item_ids)
-    side = int(max_pixels**0.5 * 1.5)  # the processor resizes further to its pixel budget
-    found: list[tuple[int, Path, str]] = []
-    with Session(db) as session:
-        job = get_job(session, job_id)
-        dataset = session.get(Dataset, job.dataset_id)
-        assert dataset is not None
-        block = block_of(dataset)
-        for item_id in item_ids:
-            item = session.get(DraftItem, item_id)
-            image = session.get(Image, item.image_id) if item else None
-            blob = store.blob_path(image.sha256) if image else None
-            if image is None or blob is None or not blob.is_file():
-                loaded.missing.append(item_id)
-                continue
-            prompt = build_prompt(
-                width=image.width,
-                height=image.height,
-                convention=engine.convention,
-                style_block=block,
-                instructions=dataset.draft_instructions,
-            )
-            found.append((item_id, blob, prompt))
-
-    def decode(blob: Path) -> Any:
-        return display_rgb(blob.read_bytes(), max_side=side)
-
-    with _threads(len(found)) as pool:
-        decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
-    for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
-        loaded.inputs.append(DraftInput(rgb, prompt))
-        loaded.ready.append(item_id)
-    prefetch = getattr(engine, "prefetch", None)
-    if ahead and prefetch is not None and loaded.inputs:
-        prefetch(loaded.inputs)
-    if palettes:
-        loaded.palettes = _palettes(loaded)
-    return loaded
-
-
-def _palettes(loaded: _Loaded) -> dict[int, Pixels]:
-    """Each image's palette working copy, made from the image decoded for the model."""
-    with _threads(len(loaded.inputs)) as pool:
-        pixels = list(pool.map(Pixels, [i.image for i in loaded.inputs]))
-    return dict(zip(loaded.ready, pixels, strict=True))
-
-
-def _threads(n: int) -> ThreadPoolExecutor:
-    workers = min(LOAD_THREADS, os.cpu_count() or 1, max(1, n))
-    return ThreadPoolExecutor(workers, thread_name_prefix="atelier-decode")
-
-
-def _result(ahead: Future[_Loaded] | None) -> _Loaded | None:
-    """The batch loaded ahead, or None if there was none or loading it failed (the batch is
-    then loaded again in line, where a failure is handled as any other)."""
-    if ahead is None:
-        return None
-    try:
-        return ahead.result()
-    except Exception:
-        log.debug("loading the next batch ahead failed", exc_info=True)
-        return None
-
-
-def _draft_batch(
-    session: Session,
-    job: DraftJob,
-    dataset: Dataset,
-    batch: list[DraftItem],
-    engine: Engine,
-    loaded: _Loaded,
-) -> None:
-    items = {item.id: item for item in batch}
-    for item_id in loaded.missing:
-        _finish(job, items[item_id], ItemStatus.failed, error="the image's stored file is missing")
-    if not loaded.inputs:
-        return
-    started = time.perf_counter()
-    outputs = engine.draft(loaded.inputs)
-    job.drafting_seconds += time.perf_counter() - started
-    pixels = loaded.pixels()
-    for item_id, out in zip(loaded.ready, outputs, strict=True):
-        item = items[item_id]
-        image = session.get(Image, item.image_id)
-        assert image is not None
-        item.attempts += 1
-        if out.caption is None:
-            if item.attempts < MAX_ATTEMPTS:
-                item.error = out.error  # stays queued: tried once more in a later batch
-            else:
-                _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
-            session.add(item)
-            continue
-        caption = fill_palettes(out.caption, pixels[item_id])
-        _land(session, job, item, image, dataset, caption)
-        session.add(item)
-
-
-def _land(
-    session: Session,
-    job: DraftJob,
-    item: DraftItem,
-    image: Image,
-    dataset: Dataset,
-    caption: object,
-) -> None:
-    """The draft becomes a new revision, unless a person's work would be replaced."""
-    session.refresh(image)
-    head = revisions.head(session, image)
-    human = head is not None and head.author == Author.user
-    approved = image.status == CaptionStatus.approved
-    if (human or approved) and not job.overwrite_edited:
-        why = "approved" if approved else "edited by hand"
-        _finish(job, item, ItemStatus.skipped, error=f"kept: the caption is {why}")
-        return
-    try:
-        rev = revisions.append(
-            session,
-            image=image,
-            stored=revisions.stored_for(caption, dataset),  # type: ignore[arg-type]
-            base=image.revision,
-            author=Author.engine,
-            action=Action.draft,
-            undo_to=image.revision or None,
-            status=CaptionStatus.draft,
-            note=f"{job.engine} {job.model}",
-        )
-    except revisions.StaleRevision:
-        _finish(job, item, ItemStatus.skipped, error="kept: the caption was saved meanwhile")
-        return
-    item.revision = rev.number
-    _finish(job, item, ItemStatus.done)
-
-
-def _finish(
-    job: DraftJob,
-    item: DraftItem,
-    status: ItemStatus,
-    *,
-    error: str | None = None,
-    raw: str | None = None,
-) -> None:
-    item.status = status
-    item.error = error
-    item.raw_output = raw
-    if status == ItemStatus.done:
-        job.done += 1
-    elif status == ItemStatus.failed:
-        job.failed += 1
-    else:
-        job.skipped += 1
 
 
 def pending_job_ids(session: Session) -> list[int]:

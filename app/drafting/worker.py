@@ -36,8 +36,8 @@ from sqlalchemy import Engine as DBEngine
 from sqlmodel import Session, col, select
 
 from app.config import Settings
-from app.drafting import jobs
-from app.drafting.engines import DraftError, Engine
+from app.drafting import jobs, pipeline
+from app.drafting.engine import DraftError, Engine
 from app.images.store import ContentStore
 from app.models import DraftJob, JobStatus
 
@@ -183,13 +183,13 @@ class JobRunner:
 
     def __init__(self, settings: Settings) -> None:
         from app.db import make_engine
-        from app.drafting.engines import make_engine as make_draft_engine
+        from app.drafting.open_engine import open_engine
         from app.images.importer import content_store
 
         self.settings = settings
         self.db = make_engine(settings)
         self.store: ContentStore = content_store(settings)
-        self.make_engine = make_draft_engine
+        self.open_engine = open_engine
         self.worker = jobs.worker_id()
         self._engine: Engine | None = None
         self._engine_key: tuple[str, str, int] | None = None
@@ -207,7 +207,7 @@ class JobRunner:
         except DraftError as e:
             jobs.mark_failed(self.db, job_id, e.message)
             return True
-        jobs.run_job(
+        pipeline.run_job(
             self.db,
             job_id=job_id,
             engine=engine,
@@ -230,7 +230,7 @@ class JobRunner:
             self._engine.close()
             self._engine = None
         engine, model, batch = key
-        self._engine = self.make_engine(self.settings, engine=engine, model=model, batch_size=batch)
+        self._engine = self.open_engine(self.settings, engine=engine, model=model, batch_size=batch)
         self._engine_key = key
         if getattr(self._engine, "device", None) is not None and self._engine.device.type == "cpu":  # type: ignore[attr-defined]
             # Drafting on the CPU is batch work that would take every core: it runs only when

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from app import datasets as ds
 from app.config import Settings
 from app.drafting import jobs
-from app.errors import Invalid
+from app.drafting.engine import engine_name
 from app.images import catalog
 from app.models import Dataset, DraftJob, ItemStatus, JobStatus
 from app.web.deps import SessionDep, SettingsDep
@@ -44,14 +44,7 @@ def start(
     dataset: Dataset,
     body: DraftIn,
 ) -> DraftJob:
-    engine = body.engine or settings.draft_engine
-    if engine not in ("local", "openai"):
-        raise Invalid(f"Unknown engine {engine!r}; use local or openai.")
-    running = jobs.active_job(session, dataset=dataset)
-    if running is not None and body.scope != "selection":
-        raise Invalid(
-            f"Drafting job {running.id} is still running for this dataset; wait or cancel it."
-        )
+    engine = engine_name(body.engine or settings.draft_engine)
     job = jobs.create_job(
         session,
         dataset=dataset,

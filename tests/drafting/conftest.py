@@ -18,14 +18,14 @@ TOKENS = 4 * worst_case_chars(Limits.scaled(max_chars=MAX_CHARS, max_elements=MA
 
 @pytest.fixture(scope="session")
 def tiny_qwen2vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from app.drafting.random_model import save
+    from tests.support.random_model import save
 
     return save(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl", family="qwen2_vl")
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen25vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from app.drafting.random_model import save
+    from tests.support.random_model import save
 
     return save(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl", family="qwen2_5_vl")
 

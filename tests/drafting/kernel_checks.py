@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.drafting import kernels  # noqa: E402
-from app.drafting.text_step import PRODUCTS, _rope  # noqa: E402
+from app.drafting.local import kernels  # noqa: E402
+from app.drafting.local.text_step import PRODUCTS, _rope  # noqa: E402
 
 
 def close(got: Any, want: Any, dtype: Any) -> None:
@@ -145,7 +145,7 @@ def image_prompts(processor: Any, device: str, copies: int = 1) -> Any:
 def check_lean_step(device: str, dtype: Any) -> None:
     """Ten steps of a random Qwen2-VL's lean step from a prefilled cache, a left-padded batch
     of image prompts: the kernels' logits and cache writes are the torch ops'."""
-    from app.drafting.random_model import build
+    from tests.support.random_model import build
 
     model, processor = build("tiny16", device=device, dtype=dtype)
     with torch.no_grad():
@@ -158,7 +158,7 @@ def check_lean_step(device: str, dtype: Any) -> None:
 def _lean_step_steps(model: Any, processor: Any, copies: int, device: str, dtype: Any) -> None:
     from transformers import StaticCache
 
-    from app.drafting.text_step import TextStep
+    from app.drafting.local.text_step import TextStep
 
     batch = image_prompts(processor, device, copies)
     step = TextStep.for_model(model)
@@ -196,8 +196,8 @@ def _lean_step_steps(model: Any, processor: Any, copies: int, device: str, dtype
 def check_decoder_uses_them(device: str, dtype: Any) -> None:
     """The decoder picks the kernels below batch 32 where they run, and decodes the same
     tokens with them as with its torch ops."""
-    from app.drafting.decode import Decoder
-    from app.drafting.random_model import build
+    from app.drafting.local.decoder import Decoder
+    from tests.support.random_model import build
 
     model, processor = build("tiny16", device=device, dtype=dtype)
     batch = image_prompts(processor, device)

@@ -21,8 +21,8 @@ from app.captions import revisions
 from app.captions.schema import Caption
 from app.config import Settings
 from app.db import make_engine, migrate
-from app.drafting import jobs
-from app.drafting.engines import make_engine as make_draft_engine
+from app.drafting import jobs, pipeline
+from app.drafting.open_engine import open_engine
 from app.images.importer import content_store, import_sources
 from app.images.sources import walk_paths
 from app.models import (
@@ -67,8 +67,8 @@ def images_of(session: Session, dataset_id: int) -> list[Image]:
 
 
 def run(db: DBEngine, settings: Settings, job_id: int, **kw) -> jobs.DraftJob:  # type: ignore[no-untyped-def]
-    engine = make_draft_engine(settings, **kw)
-    return jobs.run_job(
+    engine = open_engine(settings, **kw)
+    return pipeline.run_job(
         db,
         job_id=job_id,
         engine=engine,
@@ -133,13 +133,13 @@ def test_drafts_land_as_engine_revisions_and_keep_people_s_work(
 def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:
-    from app.drafting.local import LocalEngine
+    from app.drafting.local.engine import LocalEngine
 
     dataset_id = add_images(db, draft_settings, tmp_path, 7)
     with Session(db) as session:  # one image's stored file is gone: failed, the rest go on
         gone = images_of(session, dataset_id)[4]
         content_store(draft_settings).blob_path(gone.sha256).unlink()
-    engine = make_draft_engine(draft_settings)
+    engine = open_engine(draft_settings)
     assert isinstance(engine, LocalEngine)
     prepared: list[int] = []
     drafted: list[int] = []
@@ -155,7 +155,7 @@ def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
         return draft(inputs)
 
     engine._prepare, engine.draft = counting_prepare, counting_draft  # type: ignore[method-assign]
-    job = jobs.run_job(
+    job = pipeline.run_job(
         db,
         job_id=new_job(db, dataset_id),
         engine=engine,
@@ -173,11 +173,11 @@ def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
 def test_a_job_of_batch_size_zero_drafts_in_the_engine_s_batches(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:
-    from app.drafting.local import AUTO_CPU_BATCH, LocalEngine
+    from app.drafting.local.engine import AUTO_CPU_BATCH, LocalEngine
 
     assert Settings.model_fields["draft_batch"].default == 0  # the default: the engine chooses
     dataset_id = add_images(db, draft_settings, tmp_path, 6)
-    engine = make_draft_engine(draft_settings.model_copy(update={"draft_batch": 0}))
+    engine = open_engine(draft_settings.model_copy(update={"draft_batch": 0}))
     assert isinstance(engine, LocalEngine) and engine.auto_batch
     assert engine.batch_size == AUTO_CPU_BATCH == 4  # on a CPU; a GPU measures (GPU test)
     sizes: list[int] = []
@@ -188,7 +188,7 @@ def test_a_job_of_batch_size_zero_drafts_in_the_engine_s_batches(
         return draft(inputs)
 
     engine.draft = counting_draft  # type: ignore[method-assign]
-    job = jobs.run_job(
+    job = pipeline.run_job(
         db,
         job_id=new_job(db, dataset_id, batch_size=0),
         engine=engine,
@@ -233,10 +233,10 @@ def test_cancel_stops_after_the_batch(
         with Session(db) as session:
             jobs.cancel_job(session, jobs.get_job(session, job_id))
 
-    job = jobs.run_job(
+    job = pipeline.run_job(
         db,
         job_id=job_id,
-        engine=make_draft_engine(draft_settings),
+        engine=open_engine(draft_settings),
         store=content_store(draft_settings),
         max_pixels=draft_settings.draft_max_pixels,
         on_progress=cancel,
@@ -283,10 +283,10 @@ def test_a_killed_worker_s_job_is_resumed(
         assert job.id in jobs.pending_job_ids(session)  # its process is gone
         taken = jobs.claim(session, worker="elsewhere:1")
         assert taken is not None and taken.id == job.id
-    ended = jobs.run_job(
+    ended = pipeline.run_job(
         db,
         job_id=job.id,  # type: ignore[arg-type]
-        engine=make_draft_engine(draft_settings),
+        engine=open_engine(draft_settings),
         store=content_store(draft_settings),
         max_pixels=draft_settings.draft_max_pixels,
         worker="elsewhere:1",

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.drafting.engines import DraftError, DraftInput
-from app.drafting.local import LocalEngine
+from app.drafting.engine import DraftError, DraftInput
+from app.drafting.local.engine import LocalEngine
+from app.drafting.local.options import LocalOptions
 from app.drafting.schema import Limits
 from tests.drafting.conftest import MAX_CHARS, MAX_ELEMENTS, TOKENS
 from tests.drafting.kernel_checks import image_prompts
@@ -83,9 +84,9 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, 
     # both are checked.
     import torch
 
-    from app.drafting.attention import use_grouped_attention
-    from app.drafting.decode import Decoder
-    from app.drafting.random_model import build
+    from app.drafting.local.attention import use_grouped_attention
+    from app.drafting.local.decoder import Decoder
+    from tests.support.random_model import build
 
     model, processor = build("tiny")
     with torch.no_grad():
@@ -114,8 +115,8 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, 
 def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
     import torch
 
-    from app.drafting.attention import use_grouped_attention
-    from app.drafting.random_model import build
+    from app.drafting.local.attention import use_grouped_attention
+    from tests.support.random_model import build
 
     model, processor = build("tiny")  # 4 query heads share 2 KV heads
     batch = image_prompts(processor, "cpu")
@@ -139,8 +140,8 @@ def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
 def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
     import torch
 
-    from app.drafting.decode import Decoder
-    from app.drafting.random_model import build
+    from app.drafting.local.decoder import Decoder
+    from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32)
     batch = image_prompts(processor, "cpu").to("cuda")
@@ -156,8 +157,8 @@ def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
 def test_fused_rms_norm_computes_what_transformers_norm_computes() -> None:
     import torch
 
-    from app.drafting.fused import use_fused_rms_norm
-    from app.drafting.random_model import build
+    from app.drafting.local.fused import use_fused_rms_norm
+    from tests.support.random_model import build
 
     model, _ = build("tiny", dtype=torch.bfloat16)
     norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
@@ -215,8 +216,8 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
     import torch
     from transformers import StaticCache
 
-    from app.drafting.random_model import build
-    from app.drafting.text_step import TextStep
+    from app.drafting.local.text_step import TextStep
+    from tests.support.random_model import build
 
     torch.manual_seed(0)
     if family == "qwen3_vl":
@@ -276,8 +277,8 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
 def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
     import torch
 
-    from app.drafting.fused import use_fused_vision_rotary
-    from app.drafting.random_model import build
+    from app.drafting.local.fused import use_fused_vision_rotary
+    from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32)
     batch = image_prompts(processor, "cpu").to("cuda")
@@ -295,16 +296,17 @@ def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
 def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
     import torch
 
-    from app.drafting.random_model import build
+    from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32, max_pixels=256 * 28 * 28)
     inputs = images()
-    engine = LocalEngine(model, processor, grammar=False)
+    engine = LocalEngine(model, processor, options=LocalOptions(grammar=False))
     # The processor itself hands back pixels made on the GPU (not copied there afterwards).
     raw = engine._process(engine._texts(inputs), [i.image for i in inputs], on_device=True)
     assert raw["pixel_values"].device.type == "cuda" and engine.gpu_preprocess
     on_gpu = engine._prepare(inputs)
-    on_cpu = LocalEngine(model, processor, grammar=False, gpu_preprocess=False)._prepare(inputs)
+    cpu_options = LocalOptions(grammar=False, gpu_preprocess=False)
+    on_cpu = LocalEngine(model, processor, options=cpu_options)._prepare(inputs)
     assert on_gpu.keys() == on_cpu.keys()
     for key in on_cpu:
         assert on_gpu[key].device.type == "cuda"
@@ -320,8 +322,8 @@ def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
 def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_batch() -> None:
     import torch
 
-    from app.drafting import local
-    from app.drafting.random_model import build
+    from app.drafting.local import engine as local
+    from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.bfloat16)
     engine = local.LocalEngine(model, processor, batch_size=0, max_new_tokens=8)

@@ -16,7 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from app.drafting.engines import DraftError, DraftInput, OpenAIEngine
+from app.drafting.engine import DraftError, DraftInput
+from app.drafting.openai_engine import OpenAIEngine
 from tests.browser.conftest import free_port
 
 DRAFT = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.drafting.prompt import build_prompt
-from app.drafting.random_model import SPECIAL_TOKENS, python_sources, tokenizer
+from tests.support.random_model import SPECIAL_TOKENS, python_sources, tokenizer
 
 
 def test_a_trained_bpe_gives_prompts_of_a_real_tokenizer_s_length_and_round_trips() -> None:

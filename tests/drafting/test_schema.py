@@ -111,7 +111,7 @@ def test_unusable_output_is_a_parse_error(raw: str) -> None:
 def test_default_schema_compiles_and_holds_its_bounds(convention: str) -> None:
     import xgrammar as xgr
 
-    from app.drafting.random_model import tokenizer
+    from tests.support.random_model import tokenizer
 
     tok = tokenizer()
     limits = DEFAULT_LIMITS.for_convention(convention, max_side=8192)  # type: ignore[arg-type]

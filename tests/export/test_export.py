@@ -420,7 +420,7 @@ def test_long_caption_warned(client: TestClient) -> None:
 
 
 def test_tokens_counted_with_the_cached_text_encoder_tokenizer(tmp_path: Path) -> None:
-    from app.drafting.random_model import tokenizer
+    from tests.support.random_model import tokenizer
 
     # A Hugging Face cache holding a tokenizer.json for the trainer's text encoder (here the
     # byte-level one of the tiny test model: one token per byte).

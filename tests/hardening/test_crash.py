@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.crash import run_trials
+from tests.support.crash import run_trials
 
 
 def test_sigkill_mid_work_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    from app.drafting.random_model import save
+    from tests.support.random_model import save
 
     model = save(tmp_path / "tiny-qwen2-vl", family="qwen2_vl")
     results = run_trials(3, seed=11, root=tmp_path / "run", model=model)

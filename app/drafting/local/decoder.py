@@ -23,8 +23,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.drafting import kernels
-from app.drafting.text_step import MAX_POSITIONS, TextStep
+from app.drafting.local import kernels
+from app.drafting.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
 SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)

@@ -13,10 +13,11 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from app.drafting.attention import use_grouped_attention
-from app.drafting.decode import Decoder
-from app.drafting.engines import DraftError, DraftInput, DraftOutput, parse_output
-from app.drafting.fused import use_fused_rms_norm, use_fused_vision_rotary
+from app.drafting.engine import DraftError, DraftInput, DraftOutput, parse_output
+from app.drafting.local.attention import use_grouped_attention
+from app.drafting.local.decoder import Decoder
+from app.drafting.local.fused import use_fused_rms_norm, use_fused_vision_rotary
+from app.drafting.local.options import LocalOptions
 from app.drafting.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -42,6 +43,10 @@ CONVENTIONS: dict[str, BoxConvention] = {
 }
 
 
+def _on(option: bool | None, on_gpu: bool) -> bool:
+    return on_gpu if option is None else option
+
+
 class LocalEngine:
     name = "local"
 
@@ -53,18 +58,12 @@ class LocalEngine:
         batch_size: int = 8,
         max_new_tokens: int = 1024,
         limits: Limits = DEFAULT_LIMITS,
-        grammar: bool = True,
-        graphs: bool | None = None,
-        grouped_attention: bool | None = None,
-        fused_norms: bool | None = None,
-        fused_vision_rotary: bool | None = None,
         compile_step: bool = False,
-        lean_step: bool = True,
-        kernels: bool = True,
-        gpu_preprocess: bool = True,
-        min_steps: int = 0,
+        options: LocalOptions | None = None,
     ) -> None:
         import torch
+
+        options = options or LocalOptions()
 
         self.model = model
         self.processor = processor
@@ -83,13 +82,13 @@ class LocalEngine:
         self.convention = CONVENTIONS[model_type]
         self.limits = limits.for_convention(self.convention, max_side=8192)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.compiled = self._compile_grammar() if grammar else None
+        self.compiled = self._compile_grammar() if options.grammar else None
         on_gpu = self.device.type == "cuda"
-        if on_gpu if grouped_attention is None else grouped_attention:
+        if _on(options.grouped_attention, on_gpu):
             use_grouped_attention(model)
-        if on_gpu if fused_norms is None else fused_norms:
+        if _on(options.fused_norms, on_gpu):
             use_fused_rms_norm(model)
-        if on_gpu if fused_vision_rotary is None else fused_vision_rotary:
+        if _on(options.fused_vision_rotary, on_gpu):
             use_fused_vision_rotary(model)
         eos = model.generation_config.eos_token_id
         stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -101,13 +100,13 @@ class LocalEngine:
         self.decoder = Decoder(
             model,
             stop_ids=stop_ids,
-            graphs=on_gpu if graphs is None else graphs,
+            graphs=_on(options.graphs, on_gpu),
             compile_step=compile_step,
-            lean_step=lean_step,
-            use_kernels=kernels,
+            lean_step=options.lean_step,
+            use_kernels=options.kernels,
         )
-        self.min_steps = min_steps  # benchmarks only: decode this many steps whatever stops
-        self.gpu_preprocess = gpu_preprocess  # images resized and patched on the GPU
+        self.min_steps = options.min_steps
+        self.gpu_preprocess = options.gpu_preprocess  # turned off where the processor cannot
         self.torch = torch
         # Inputs are prepared on this thread, ahead of the GPU (see `draft` and `prefetch`).
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare")

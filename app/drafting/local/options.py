@@ -1,0 +1,20 @@
+"""The local engine's parts that benchmarks switch off, one at a time, to measure each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """What a benchmark changes; the defaults are what users run (None: on a GPU only)."""
+
+    grammar: bool = True  # xgrammar's masks on every step
+    graphs: bool | None = None  # the step replayed from a CUDA graph
+    grouped_attention: bool | None = None  # query heads laid out over their shared KV head
+    fused_norms: bool | None = None  # RMSNorm in one kernel
+    fused_vision_rotary: bool | None = None  # the vision tower's rotary compiled into one kernel
+    lean_step: bool = True  # Atelier's one-token step rather than the model's forward
+    kernels: bool = True  # Triton kernels in the step at small batches
+    gpu_preprocess: bool = True  # images resized and patched on the GPU
+    min_steps: int = 0  # decode at least this many steps whatever stops (equal work a batch)

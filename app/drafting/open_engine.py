@@ -1,0 +1,47 @@
+"""Opens the drafting engine that the settings (or a job's choices) name, loaded and ready."""
+
+from __future__ import annotations
+
+from app.config import Settings
+from app.drafting.engine import Engine, engine_name
+from app.drafting.openai_engine import OpenAIEngine
+from app.drafting.schema import Limits
+
+
+def open_engine(
+    settings: Settings,
+    *,
+    engine: str | None = None,
+    model: str | None = None,
+    batch_size: int | None = None,
+) -> Engine:
+    """The engine the settings (or the caller's choices) describe, loaded and ready."""
+    kind = engine_name(engine or settings.draft_engine)
+    model_id = model or settings.draft_model
+    batch = batch_size or settings.draft_batch
+    limits = Limits.scaled(
+        max_chars=settings.draft_max_chars, max_elements=settings.draft_max_elements
+    )
+    if kind == "openai":
+        return OpenAIEngine(
+            base_url=settings.draft_base_url,
+            model=model_id,
+            api_key=settings.draft_api_key,
+            convention=settings.draft_box_convention or "qwen2vl",
+            batch_size=batch or 32,  # requests in flight at once (the default, 0: 32)
+            max_new_tokens=settings.draft_max_new_tokens,
+            timeout_s=settings.draft_timeout_s,
+            limits=limits,
+        )
+    from app.drafting.local.engine import LocalEngine
+
+    return LocalEngine.load(
+        model_id,
+        device=settings.draft_device,
+        batch_size=batch,
+        max_pixels=settings.draft_max_pixels,
+        max_new_tokens=settings.draft_max_new_tokens,
+        limits=limits,
+        allow_download=settings.draft_allow_download,
+        compile_step=settings.draft_compile,
+    )
