@@ -10,6 +10,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from app.errors import Invalid, NotFound
+from app.export.buckets import is_low_resolution
 from app.images.store import ContentStore
 from app.models import CaptionStatus, Dataset, Flag, Image, NearDuplicate
 
@@ -58,7 +59,7 @@ def _filters(
     if status is not None:
         conds.append(Image.status == status)  # type: ignore[arg-type]
     if flag is Flag.low_resolution:
-        conds.append(func.min(Image.width, Image.height) < dataset.resolution)
+        conds.append(_low_resolution(dataset))
     elif flag is Flag.duplicate:
         conds.append(_open_pair_exists())
     elif flag is Flag.unreadable_caption:
@@ -82,7 +83,7 @@ def list_images(
         raise Invalid("offset must be 0 or more and limit 1 or more.")
     conds = _filters(dataset, status, flag)
     total = session.exec(select(func.count()).select_from(Image).where(and_(*conds))).one()
-    low_res = (func.min(Image.width, Image.height) < dataset.resolution).label("low_res")
+    low_res = _low_resolution(dataset).label("low_res")
     dup = _open_pair_exists().label("dup")
     query = select(Image, low_res, dup).where(and_(*conds)).order_by(col(Image.position))
     query = query.offset(offset)
@@ -145,7 +146,13 @@ def get_image(session: Session, image_id: int) -> Image:
 
 def image_flags(session: Session, image: Image, dataset: Dataset) -> list[Flag]:
     is_dup = bool(session.exec(select(_open_pair_exists()).where(Image.id == image.id)).first())
-    return _flags(image, is_dup=is_dup, is_low=min(image.width, image.height) < dataset.resolution)
+    is_low = is_low_resolution(image.width, image.height, resolution=dataset.resolution)
+    return _flags(image, is_dup=is_dup, is_low=is_low)
+
+
+def _low_resolution(dataset: Dataset) -> ColumnElement[bool]:
+    """SQL: the image trains in a smaller bucket than the dataset's resolution (its area)."""
+    return is_low_resolution(col(Image.width), col(Image.height), resolution=dataset.resolution)
 
 
 def _flags(image: Image, *, is_dup: bool, is_low: bool) -> list[Flag]:

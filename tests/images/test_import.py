@@ -112,10 +112,20 @@ def test_resolve_near_duplicate_keep_both_clears_flag(
 def test_import_flags_low_resolution(tmp_path: Path, session: Session, settings: Settings) -> None:
     dataset = ds.create_dataset(session, name="Oils", resolution=1024)
     f.jpeg(tmp_path / "in" / "big.jpg", 1, size=(1400, 1100))
-    f.jpeg(tmp_path / "in" / "small.jpg", 2, size=(1400, 800))
+    f.jpeg(tmp_path / "in" / "small.jpg", 2, size=(1400, 700))
+    # The short side is below 1024 but the area is not: the trainer shrinks it to 1120x928.
+    f.jpeg(tmp_path / "in" / "wide.jpg", 3, size=(1200, 1000))
     run_import(session, settings, dataset, [tmp_path / "in"])
     rows, total = catalog.list_images(session, dataset=dataset, flag=Flag.low_resolution)
     assert total == 1 and rows[0].image.filename == "small.jpg"
+    everything = {
+        r.image.filename: r.flags for r in catalog.list_images(session, dataset=dataset)[0]
+    }
+    assert everything == {"big.jpg": [], "small.jpg": [Flag.low_resolution], "wide.jpg": []}
+    wide = next(
+        r.image for r in catalog.list_images(session, dataset=dataset)[0] if r.image.width == 1200
+    )
+    assert catalog.image_flags(session, wide, dataset) == []
     ds.update_dataset(session, dataset, resolution=768)
     assert catalog.list_images(session, dataset=dataset, flag=Flag.low_resolution)[1] == 0
 
