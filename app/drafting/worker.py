@@ -232,12 +232,10 @@ class JobRunner:
         engine, model, batch = key
         self._engine = self.open_engine(self.settings, engine=engine, model=model, batch_size=batch)
         self._engine_key = key
-        if getattr(self._engine, "device", None) is not None and self._engine.device.type == "cpu":  # type: ignore[attr-defined]
+        leave_one_core = getattr(self._engine, "leave_one_core", None)
+        if leave_one_core is not None and leave_one_core():
             # Drafting on the CPU is batch work that would take every core: it runs only when
             # nothing else wants the CPU, the web server's requests first.
-            import torch
-
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
             _only_when_idle()
         return self._engine
 

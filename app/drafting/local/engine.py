@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -355,6 +356,13 @@ class LocalEngine:
             else:
                 outputs.append(parse_output(raw, convention=self.convention, resized=resized))
         return outputs
+
+    def leave_one_core(self) -> bool:
+        """On the CPU, draws on one core fewer than the machine has; whether it is on the CPU."""
+        if self.device.type != "cpu":
+            return False
+        self.torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
