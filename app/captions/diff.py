@@ -1,11 +1,14 @@
-"""Field-by-field differences between two captions, as people read them."""
+"""Field-by-field differences between captions, and the three-way merge of two edits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from app.captions import boxes
-from app.captions.schema import Caption
+from app.captions.schema import Caption, Element, Style
 
 
 @dataclass(frozen=True)
@@ -57,43 +60,255 @@ def summary(before: Caption | None, after: Caption | None, *, limit: int = 4) ->
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-# The parts a conflict is merged by: each top-level and style field, and the element list
-# as a whole (elements have no identity across versions to merge them one by one).
-MERGE_PARTS = (
-    "high_level_description",
-    "style.aesthetics",
-    "style.lighting",
-    "style.medium",
-    "style.render",
-    "style.color_palette",
-    "background",
-    "elements",
-)
+# Merging two edits of one caption from the revision both started from (the base): a part
+# changed on one side only is taken from that side; a part both changed, differently, is a
+# conflict that only a person (or `keep_mine`) decides. Parts are the top-level and style
+# fields, each field of an element (elements are told apart by their `id`, kept through
+# edits), an element's presence (removed on one side, edited on the other), and the order.
+STYLE_KEYS = ("aesthetics", "lighting", "medium", "render", "color_palette")
+ELEMENT_KEYS = ("type", "box", "text", "desc", "color_palette")
+ORDER = "elements.order"
 
 
-def part_of(path: str) -> str:
-    return "elements" if path.startswith("elements.") else path
+@dataclass(frozen=True)
+class Part:
+    """One part both sides changed differently, as text for people to choose from."""
+
+    key: str  # e.g. "background", "elements.<id>.desc", "elements.<id>", "elements.order"
+    label: str  # e.g. "background", "element 2 · desc"
+    base: str
+    mine: str
+    theirs: str
 
 
-def merge(mine: Caption, theirs: Caption, *, keep_mine: set[str]) -> Caption:
-    """Their caption with the parts named in `keep_mine` taken from mine."""
-    style = {
-        k: getattr(mine.style, k)
-        for k in ("aesthetics", "lighting", "medium", "render", "color_palette")
-        if f"style.{k}" in keep_mine
-    }
-    composition: dict[str, object] = {}
-    if "background" in keep_mine:
-        composition["background"] = mine.composition.background
-    if "elements" in keep_mine:
-        composition["elements"] = mine.composition.elements
-    top = {}
-    if "high_level_description" in keep_mine:
-        top["high_level_description"] = mine.high_level_description
-    return theirs.model_copy(
-        update={
-            **top,
-            "style": theirs.style.model_copy(update=style),
-            "composition": theirs.composition.model_copy(update=composition),
+@dataclass(frozen=True)
+class Merged:
+    caption: Caption  # conflicts settled as `keep_mine` says, theirs otherwise
+    conflicts: list[Part]
+    from_mine: list[str] = field(default_factory=list)  # labels taken from mine unasked
+    from_theirs: list[str] = field(default_factory=list)  # labels taken from theirs unasked
+
+
+def new_element_id() -> str:
+    return secrets.token_hex(6)
+
+
+def identify(caption: Caption, *, like: Caption | None) -> Caption:
+    """The caption with every element named: as given, else as the same element in `like`.
+
+    An element without an id (from the API, a sidecar, the model, an older revision) takes
+    the id of an unclaimed element of `like` saying exactly the same thing, else of the
+    unclaimed one at its place in order, else a new one.
+    """
+    elements = caption.composition.elements
+    if all(e.id for e in elements):
+        return caption
+    known = like.composition.elements if like is not None else []
+    claimed = {e.id for e in elements if e.id}
+    free = [e for e in known if e.id and e.id not in claimed]
+    ids: list[str] = [e.id for e in elements]
+    for n, e in enumerate(elements):
+        if not ids[n]:
+            same = next((k for k in free if k == e), None)
+            if same is not None:
+                ids[n] = same.id
+                free.remove(same)
+    for n in range(len(elements)):
+        if not ids[n] and free:
+            ids[n] = free.pop(0).id
+    ids = [i or new_element_id() for i in ids]
+    named = [e.model_copy(update={"id": i}) for e, i in zip(elements, ids, strict=True)]
+    return caption.model_copy(
+        update={"composition": caption.composition.model_copy(update={"elements": named})}
+    )
+
+
+def _numbered(caption: Caption) -> Caption:
+    """The base caption with unnamed elements named by their place (older revisions)."""
+    elements = [
+        e if e.id else e.model_copy(update={"id": f"#{n}"})
+        for n, e in enumerate(caption.composition.elements, 1)
+    ]
+    return caption.model_copy(
+        update={"composition": caption.composition.model_copy(update={"elements": elements})}
+    )
+
+
+def _element_text(e: Element | None) -> str:
+    if e is None:
+        return "(removed)"
+    words = [e.type, _field_text(e, "box")]
+    if e.type == "text":
+        words.append(repr(e.text or ""))
+    words += [e.desc, " ".join(e.color_palette)]
+    return " · ".join(w for w in words if w)
+
+
+def _field_text(e: Element, key: str) -> str:
+    value = getattr(e, key)
+    if key == "box":
+        return "" if value is None else "[" + ", ".join(map(str, boxes.to_official(value))) + "]"
+    if key == "color_palette":
+        return " ".join(value)
+    return "" if value is None else str(value)
+
+
+class _Picker:
+    """Takes each part from the side that changed it, and records what it could not."""
+
+    def __init__(self, keep_mine: frozenset[str]) -> None:
+        self.keep_mine = keep_mine
+        self.conflicts: list[Part] = []
+        self.from_mine: list[str] = []
+        self.from_theirs: list[str] = []
+
+    def __call__(
+        self, key: str, label: str, b: Any, m: Any, t: Any, text: Callable[[Any], str]
+    ) -> Any:
+        if m == t:
+            return t
+        if m == b:
+            self.from_theirs.append(label)
+            return t
+        if t == b:
+            self.from_mine.append(label)
+            return m
+        self.conflicts.append(Part(key, label, text(b), text(m), text(t)))
+        return m if key in self.keep_mine else t
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, list):
+        return " ".join(map(str, v))
+    return "" if v is None else str(v)
+
+
+def _texter(key: str) -> Callable[[Any], str]:
+    return lambda v: _field_text(Element.model_construct(**{key: v}), key)
+
+
+def merge3(
+    *, base: Caption, mine: Caption, theirs: Caption, keep_mine: frozenset[str] = frozenset()
+) -> Merged:
+    """Both edits of `base` in one caption; parts both changed differently are conflicts."""
+    base = _numbered(base)
+    mine, theirs = identify(mine, like=base), identify(theirs, like=base)
+    pick = _Picker(keep_mine)
+    description = pick(
+        "high_level_description",
+        "high_level_description",
+        base.high_level_description,
+        mine.high_level_description,
+        theirs.high_level_description,
+        _plain,
+    )
+    style = Style.model_validate(
+        {
+            k: pick(
+                f"style.{k}",
+                f"style.{k}",
+                getattr(base.style, k),
+                getattr(mine.style, k),
+                getattr(theirs.style, k),
+                _plain,
+            )
+            for k in STYLE_KEYS
         }
     )
+    background = pick(
+        "background",
+        "background",
+        base.composition.background,
+        mine.composition.background,
+        theirs.composition.background,
+        _plain,
+    )
+    elements = _merge_elements(base, mine, theirs, pick)
+    order = _merge_order(base, mine, theirs, elements, pick)
+    caption = Caption(
+        high_level_description=description,
+        style=style,
+        composition=theirs.composition.model_copy(
+            update={"background": background, "elements": [elements[i] for i in order]}
+        ),
+    )
+    return Merged(caption, pick.conflicts, pick.from_mine, pick.from_theirs)
+
+
+def _by_id(caption: Caption) -> dict[str, Element]:
+    return {e.id: e for e in caption.composition.elements}
+
+
+def _label(n: int | None, e: Element) -> str:
+    what = (e.text or e.desc) if e.type == "text" else e.desc
+    short = (what[:30] + "…") if len(what) > 30 else what
+    return f"element {n or '?'}" + (f" ({short})" if short else "")
+
+
+def _merge_elements(
+    base: Caption, mine: Caption, theirs: Caption, pick: _Picker
+) -> dict[str, Element]:
+    """The merged elements that survive, by id."""
+    b, m, t = _by_id(base), _by_id(mine), _by_id(theirs)
+    place = {e.id: n for n, e in enumerate(theirs.composition.elements, 1)}
+    for n, e in enumerate(mine.composition.elements, 1):
+        place.setdefault(e.id, n)
+    out: dict[str, Element] = {}
+    for eid in dict.fromkeys([*b, *t, *m]):
+        be, me, te = b.get(eid), m.get(eid), t.get(eid)
+        shown = te or me or be
+        assert shown is not None
+        label = _label(place.get(eid), shown)
+        if me is None or te is None:
+            # Removed on one side at least: the element's presence is the part.
+            kept = pick(f"elements.{eid}", label, be, me, te, _element_text)
+            if kept is not None:
+                out[eid] = kept
+            continue
+        fields = {
+            k: pick(
+                f"elements.{eid}.{k}",
+                f"{label} · {k}",
+                getattr(be, k) if be is not None else None,
+                getattr(me, k),
+                getattr(te, k),
+                _texter(k),
+            )
+            for k in ELEMENT_KEYS
+        }
+        merged = Element.model_validate({**fields, "id": eid})
+        if merged.type != "text":
+            merged = merged.model_copy(update={"text": None})
+        out[eid] = merged
+    return out
+
+
+def _merge_order(
+    base: Caption, mine: Caption, theirs: Caption, merged: dict[str, Element], pick: _Picker
+) -> list[str]:
+    """Theirs' order, or mine where only mine reordered; an added element stays after the
+    element it followed on its side."""
+    shared = set(_by_id(base)) & set(_by_id(mine)) & set(_by_id(theirs)) & set(merged)
+
+    def common(c: Caption) -> list[str]:
+        return [e.id for e in c.composition.elements if e.id in shared]
+
+    b, m, t = common(base), common(mine), common(theirs)
+
+    def places(ids: Any) -> str:
+        return ", ".join(str(b.index(i) + 1) for i in ids)
+
+    order: list[str] = list(pick(ORDER, "order of the elements", b, m, t, places))
+    lead, other = (mine, theirs) if order == m and m != t else (theirs, mine)
+    for side in (lead, other):
+        ids = [e.id for e in side.composition.elements if e.id in merged]
+        for n, eid in enumerate(ids):
+            if eid in order:
+                continue
+            before = [i for i in ids[:n] if i in order]
+            at = order.index(before[-1]) + 1 if before else 0
+            # The other side's additions go after the leading side's ones at that place.
+            while side is other and at < len(order) and order[at] not in shared:
+                at += 1
+            order.insert(at, eid)
+    return order

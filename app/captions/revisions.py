@@ -125,7 +125,61 @@ def save(
     session.expunge(rev)
     if commit:
         session.commit()
+    stored = parse(rev)
     return CaptionView(rev.number, new_status, stored, effective(stored, block), rev)
+
+
+class MergeConflict(Conflict):
+    """A stale save could not be merged by itself: both sides changed the same parts."""
+
+
+def merge_with_newest(
+    session: Session,
+    *,
+    image: Image,
+    dataset: Dataset,
+    mine: Caption,
+    base: int,
+    keep_mine: frozenset[str] = frozenset(),
+) -> tuple[diff.Merged, CaptionView]:
+    """Three-way merge of `mine`, an edit of revision `base`, with the newest caption."""
+    current = view(session, image, dataset)
+    if not 0 <= base <= current.revision:
+        raise _stale(session, image, base)
+    block = block_of(dataset)
+    start = effective(parse(get_revision(session, image, base)), block) if base else Caption()
+    merged = diff.merge3(
+        base=start, mine=mine, theirs=current.caption or Caption(), keep_mine=keep_mine
+    )
+    return merged, current
+
+
+def save_merging(
+    session: Session, *, image: Image, dataset: Dataset, caption: Caption, base: int
+) -> tuple[CaptionView, diff.Merged | None]:
+    """Saves over `base`; when stale, merges with the newest unless both changed one part."""
+    try:
+        return save(session, image=image, dataset=dataset, caption=caption, base=base), None
+    except StaleRevision:
+        session.rollback()
+        merged, current = merge_with_newest(
+            session, image=image, dataset=dataset, mine=caption, base=base
+        )
+        if merged.conflicts:
+            labels = ", ".join(p.label for p in merged.conflicts)
+            raise MergeConflict(
+                f"You edited revision {base}, but revision {current.revision} was saved since"
+                f" and both changed {labels}: choose for each of them and save again.",
+                current=current.as_dict(),
+                conflicts=[
+                    {"part": p.label, "base": p.base, "yours": p.mine, "theirs": p.theirs}
+                    for p in merged.conflicts
+                ],
+            ) from None
+        saved = save(
+            session, image=image, dataset=dataset, caption=merged.caption, base=current.revision
+        )
+        return saved, merged
 
 
 def _next_status(image: Image, status: CaptionStatus | None) -> CaptionStatus:
@@ -159,6 +213,10 @@ def append(
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         raise _stale(session, image, base)
+    # Elements keep their ids through every kind of save; those that come without one (API,
+    # model, sidecar, older revisions) are named after the element they replace.
+    previous = parse(get_revision(session, image, base)) if base else None
+    stored = diff.identify(stored, like=previous)
     rev = CaptionRevision(
         image_id=image.id,  # type: ignore[arg-type]
         number=number,

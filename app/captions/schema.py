@@ -69,6 +69,17 @@ class Element(_Model):
     text: str | None = None
     desc: str = ""
     color_palette: ElementPalette = Field(default_factory=list)
+    # Atelier's own name for the element, kept through edits so that a three-way merge can
+    # tell an edited element from another (app/captions/diff.py); never exported.
+    id: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_#-]*$")
+
+    def __eq__(self, other: object) -> bool:
+        # Two elements saying the same thing are equal whatever Atelier calls them.
+        if not isinstance(other, Element):
+            return NotImplemented
+        return self.model_dump(exclude={"id"}) == other.model_dump(exclude={"id"})
+
+    __hash__ = None  # type: ignore[assignment]
 
     @field_validator("box")
     @classmethod

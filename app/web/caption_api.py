@@ -36,6 +36,11 @@ class CaptionPut(BaseModel):
     revision: int = Field(ge=0, description="The revision this caption edits (0: none yet)")
     caption: dict[str, Any]
     dialect: Dialect = "official"
+    merge: bool = Field(
+        default=False,
+        description="When `revision` is stale, merge with the newest caption: the parts "
+        "only you changed are yours, the rest theirs; 409 listing the parts both changed",
+    )
 
 
 class RevisionIn(BaseModel):
@@ -94,14 +99,26 @@ def get_caption(image_id: int, session: SessionDep) -> dict:
 
 @router.put("/images/{image_id}/caption")
 def put_caption(image_id: int, body: CaptionPut, session: SessionDep) -> dict:
-    """Saves a caption over `revision`: 409 with the newest one if it is stale, 422 if invalid."""
+    """Saves a caption over `revision`: 409 if stale (unless `merge` can), 422 if invalid."""
     image, dataset = _image(session, image_id)
     caption = read_submitted(
         body.caption, dialect=body.dialect, width=image.width, height=image.height
     )
-    return revisions.save(
+    if not body.merge:
+        return revisions.save(
+            session, image=image, dataset=dataset, caption=caption, base=body.revision
+        ).as_dict()
+    saved, merged = revisions.save_merging(
         session, image=image, dataset=dataset, caption=caption, base=body.revision
-    ).as_dict()
+    )
+    out = saved.as_dict()
+    if merged is not None:
+        out["merged"] = {
+            "with_revision": saved.revision - 1,
+            "yours": merged.from_mine,
+            "theirs": merged.from_theirs,
+        }
+    return out
 
 
 @router.post("/images/{image_id}/status")

@@ -6,10 +6,11 @@ import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import Session
+from starlette.datastructures import FormData
 
 from app import datasets as ds
 from app.captions import diff, revisions, sidecars
@@ -121,14 +122,17 @@ def parse_form(
     el_text: list[str],
     el_desc: list[str],
     el_palette: list[str],
+    el_id: list[str] | None = None,
 ) -> Caption:
     """The caption the editor's form describes; Invalid lists every field that is wrong."""
-    columns = (el_type, el_box, el_text, el_desc, el_palette)
+    # A page loaded before elements had ids sends none: they are named at the save.
+    ids = el_id if el_id else [""] * len(el_type)
+    columns = (el_type, el_box, el_text, el_desc, el_palette, ids)
     if len({len(c) for c in columns}) != 1:
         raise Invalid("The form's element fields do not line up; reload the page.")
     errors: list[str] = []
     elements = []
-    for n, (kind, box, text, desc, colours) in enumerate(zip(*columns, strict=True), 1):
+    for n, (kind, box, text, desc, colours, eid) in enumerate(zip(*columns, strict=True), 1):
         try:
             elements.append(
                 Element(
@@ -137,6 +141,7 @@ def parse_form(
                     text=text if kind == "text" else None,
                     desc=desc,
                     color_palette=_colours(colours),
+                    id=eid,
                 )
             )
         except (ValidationError, ValueError) as e:
@@ -202,8 +207,10 @@ def save_caption(
     el_text: ListField = [],  # noqa: B006
     el_desc: ListField = [],  # noqa: B006
     el_palette: ListField = [],  # noqa: B006
+    el_id: ListField = [],  # noqa: B006
 ) -> Response:
-    """Autosave: answers with the save state, the conflict to merge, or what is invalid."""
+    """Autosave: the save state, the editor merged with a save made elsewhere, the parts
+    both changed to choose from, or what is invalid."""
     image, dataset = _load(session, image_id)
     state: dict[str, Any] = {"image": image, "errors": [], "conflict": None}
     try:
@@ -220,6 +227,7 @@ def save_caption(
             el_text=el_text,
             el_desc=el_desc,
             el_palette=el_palette,
+            el_id=el_id,
         )
     except Invalid as e:
         view = revisions.view(session, image, dataset)
@@ -227,11 +235,19 @@ def save_caption(
         return _save_state(request, state, 422)
     try:
         view = revisions.save(session, image=image, dataset=dataset, caption=caption, base=revision)
-    except revisions.StaleRevision as e:
+    except revisions.StaleRevision:
         session.rollback()
-        view = revisions.view(session, image, dataset)
-        state |= {"view": view, "revision": revision, "conflict": _conflict(caption, view, e)}
-        return _save_state(request, state, 409)
+        merged, view = revisions.merge_with_newest(
+            session, image=image, dataset=dataset, mine=caption, base=revision
+        )
+        if merged.conflicts:
+            conflict = _conflict(caption, view, merged, base=revision)
+            state |= {"view": view, "revision": revision, "conflict": conflict}
+            return _save_state(request, state, 409)
+        saved = revisions.save(
+            session, image=image, dataset=dataset, caption=merged.caption, base=view.revision
+        )
+        return _merged_editor(request, session, image, dataset, merged, saved, theirs=view)
     if not request.headers.get("hx-request"):
         return RedirectResponse(f"/images/{image_id}", status_code=303)
     response = _save_state(request, state | {"view": view, "revision": view.revision}, 200)
@@ -239,20 +255,49 @@ def save_caption(
     return response
 
 
-def _conflict(mine: Caption, view: revisions.CaptionView, e: Exception) -> dict[str, Any]:
-    theirs = view.caption or Caption()
-    rows = diff.changes(theirs, mine)
-    parts = list(dict.fromkeys(diff.part_of(c.path) for c in rows))
+def _conflict(
+    mine: Caption, view: revisions.CaptionView, merged: diff.Merged, *, base: int
+) -> dict[str, Any]:
+    labels = ", ".join(p.label for p in merged.conflicts)
     return {
-        "message": str(e),
-        "rows": rows,
-        "parts": parts,
+        "message": f"You edited revision {base}, but revision {view.revision} was saved since "
+        f"and both changed {labels}. Choose yours or theirs for each; everything else is "
+        "merged already.",
+        "parts": merged.conflicts,
+        "from_mine": merged.from_mine,
+        "from_theirs": merged.from_theirs,
+        "base": base,
         "mine_json": mine.model_dump_json(),
     }
 
 
+def _merged_editor(
+    request: Request,
+    session: Session,
+    image: Image,
+    dataset: Dataset,
+    merged: diff.Merged,
+    saved: revisions.CaptionView,
+    *,
+    theirs: revisions.CaptionView,
+) -> Response:
+    """The editor, fresh, after a stale save merged by itself with the newest caption."""
+    note = {"revision": theirs.revision, "theirs": merged.from_theirs, "mine": merged.from_mine}
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(f"/images/{image.id}", status_code=303)
+    response = _editor_block(request, session, image, dataset, merged_note=note)
+    response.headers["HX-Retarget"] = "#editor"
+    response.headers["HX-Reswap"] = "outerHTML"
+    response.headers["HX-Trigger"] = "captionSaved"
+    return response
+
+
 def _save_state(request: Request, state: dict[str, Any], status_code: int) -> Response:
     return templates.TemplateResponse(request, "_save_state.html", state, status_code=status_code)
+
+
+async def _form(request: Request) -> FormData:
+    return await request.form()
 
 
 @router.post("/images/{image_id}/merge", response_class=HTMLResponse)
@@ -260,19 +305,31 @@ def merge(
     request: Request,
     image_id: int,
     session: SessionDep,
+    form: Annotated[FormData, Depends(_form)],
     revision: Annotated[int, Form()],
     mine: Annotated[str, Form()],
-    keep_mine: Annotated[list[str], Form()] = [],  # noqa: B006
+    base: Annotated[int | None, Form()] = None,
 ) -> Response:
-    """Saves their newest caption with the parts the user kept from theirs or mine."""
+    """Saves the three-way merge, each part both changed taken as the user chose."""
     image, dataset = _load(session, image_id)
     try:
         my_caption = Caption.model_validate_json(mine)
     except ValidationError:
         raise Invalid("The caption to merge is damaged; reload the page.") from None
-    theirs = revisions.view(session, image, dataset).caption or Caption()
-    merged = diff.merge(my_caption, theirs, keep_mine=set(keep_mine))
-    revisions.save(session, image=image, dataset=dataset, caption=merged, base=revision)
+    choices = {k.removeprefix("take:"): v for k, v in form.items() if k.startswith("take:")}
+    keep_mine = frozenset(k for k, v in choices.items() if v == "mine")
+    merged, current = revisions.merge_with_newest(
+        session,
+        image=image,
+        dataset=dataset,
+        mine=my_caption,
+        base=revision if base is None else base,
+        keep_mine=keep_mine,
+    )
+    undecided = [p.label for p in merged.conflicts if p.key not in choices]
+    if undecided:
+        raise Invalid(f"Choose yours or theirs for {', '.join(undecided)}, then save the merge.")
+    revisions.save(session, image=image, dataset=dataset, caption=merged.caption, base=revision)
     return _editor_block(request, session, image, dataset)
 
 

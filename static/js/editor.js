@@ -9,6 +9,43 @@
 
   let editor = null; // the current Editor; the page holds one
 
+  const newId = () => {
+    const bytes = new Uint8Array(6);
+    crypto.getRandomValues(bytes);
+    return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  };
+
+  // The field the user is in when the editor is swapped (a merge with a save made elsewhere,
+  // undo): found again in the new editor, with the caret where it was.
+  let focusMemo = null;
+
+  function rememberFocus(form) {
+    const el = document.activeElement;
+    if (!form || !el || !el.name || el.form !== form) return;
+    const same = [...form.querySelectorAll(`[name="${el.name}"]`)];
+    focusMemo = {
+      name: el.name, index: same.indexOf(el), value: el.value, sent: el.dataset.sent,
+      start: el.selectionStart, end: el.selectionEnd,
+    };
+  }
+
+  function restoreFocus(form) {
+    const memo = focusMemo;
+    focusMemo = null;
+    if (!memo || !form) return;
+    const el = form.querySelectorAll(`[name="${memo.name}"]`)[memo.index];
+    if (!el) return;
+    // Typed while the save was on its way: kept, unless the merge brought another value.
+    if (memo.sent !== undefined && memo.value !== memo.sent && el.value === memo.sent) {
+      el.value = memo.value;
+      el.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+    el.focus({ preventScroll: true });
+    if (typeof memo.start === "number" && el.setSelectionRange) {
+      try { el.setSelectionRange(memo.start, memo.end); } catch (_) { /* not a text field */ }
+    }
+  }
+
   class Editor {
     constructor(root) {
       this.root = root;
@@ -104,6 +141,8 @@
 
     addElement(box) {
       const li = this.template.content.firstElementChild.cloneNode(true);
+      // The element's own name from birth: a merge with another tab's edits tells it apart.
+      li.querySelector("[data-el-id]").value = newId();
       this.list.appendChild(li);
       if (box) li.querySelector("[data-el-box]").value = window.AtelierBoxes.Geometry.format(box);
       li.querySelector("[data-box-state]").textContent = box ? "boxed" : "no box";
@@ -283,20 +322,28 @@
     if (el && !el.editor) {
       el.editor = new Editor(el);
       editor = el.editor;
+      restoreFocus(editor.form);
     }
   }
 
   document.addEventListener("keydown", (e) => { if (editor && !document.querySelector("dialog[open]")) editor.onKey(e); });
   document.addEventListener("htmx:load", (e) => init(e.target));
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    if (editor && e.detail.target && e.detail.target.id === "editor") rememberFocus(editor.form);
+  });
   document.addEventListener("htmx:beforeRequest", (e) => {
     if (editor && e.detail.elt === editor.form) {
+      const el = document.activeElement;
+      if (el && el.form === editor.form && "value" in el) el.dataset.sent = el.value;
       editor.dirty = false;
       const s = editor.saveState;
       if (s && s.dataset.state !== "conflict") s.dataset.state = "saving";
     }
   });
   document.addEventListener("htmx:afterRequest", (e) => {
-    if (editor && e.detail.elt === editor.form) {
+    // The caption form may be a new one by now: a merged save swaps the editor.
+    const elt = e.detail.elt;
+    if (editor && elt && elt.matches && elt.matches("[data-caption-form]")) {
       if (editor.dirty) editor.markDirty();
       document.body.dispatchEvent(new Event("atelier:saved"));
     }

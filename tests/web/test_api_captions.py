@@ -367,3 +367,50 @@ def test_concurrent_saves_of_one_revision_one_wins(client: TestClient, dataset_i
         codes = list(pool.map(save, range(16)))
     assert codes.count(200) == 1 and codes.count(409) == 15
     assert client.get(f"/api/images/{iid}/caption").json()["revision"] == 2
+
+
+def test_stale_save_with_merge_takes_both_edits_or_lists_the_clash(
+    client: TestClient, dataset_id: int
+) -> None:
+    iid = image_id(client, dataset_id)
+    put(client, iid, 0, CAPTION)
+    theirs = CAPTION | {"high_level_description": "theirs"}
+    assert put(client, iid, 1, theirs).status_code == 200
+    elements = CAPTION["compositional_deconstruction"]["elements"]
+    mine = CAPTION | {
+        "compositional_deconstruction": {
+            "background": "a dark study",
+            "elements": [elements[0] | {"desc": "the scholar, mine"}, elements[1]],
+        }
+    }
+    # Without `merge` the API still refuses; with it, both edits land in one new revision.
+    assert put(client, iid, 1, mine).status_code == 409
+    r = put(client, iid, 1, mine, merge=True)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["revision"] == 3
+    assert body["merged"] == {
+        "with_revision": 2,
+        "yours": ["element 1 (the scholar) · desc"],
+        "theirs": ["high_level_description"],
+    }
+    got = client.get(f"/api/images/{iid}/caption").json()["caption"]
+    assert got["high_level_description"] == "theirs"
+    assert got["compositional_deconstruction"]["elements"][0]["desc"] == "the scholar, mine"
+    assert "id" not in got["compositional_deconstruction"]["elements"][0]
+    # The same field changed on both sides: 409 naming it, and nothing saved.
+    clash = mine | {"high_level_description": "mine"}
+    r = put(client, iid, 1, clash, merge=True)
+    assert r.status_code == 409
+    body = r.json()
+    assert "both changed high_level_description" in body["detail"]
+    assert body["conflicts"] == [
+        {
+            "part": "high_level_description",
+            "base": CAPTION["high_level_description"],
+            "yours": "mine",
+            "theirs": "theirs",
+        }
+    ]
+    assert body["current"]["revision"] == 3
+    assert client.get(f"/api/images/{iid}/caption").json()["revision"] == 3

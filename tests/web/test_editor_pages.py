@@ -81,7 +81,36 @@ def test_form_errors_are_listed_and_nothing_saved(client: TestClient, dataset_id
     assert client.post(f"/images/{iid}/caption", data=mismatched, headers=HX).status_code == 422
 
 
-def test_stale_form_save_shows_conflict_then_merges(client: TestClient, dataset_id: int) -> None:
+def test_stale_form_save_of_other_fields_merges_by_itself(
+    client: TestClient, dataset_id: int
+) -> None:
+    (iid,) = images(client, dataset_id)
+    client.post(f"/images/{iid}/caption", data=form(0), headers=HX)
+    first_ids = [e["value"] for e in soup(client.get(f"/images/{iid}").text).select("[data-el-id]")]
+    assert len(first_ids) == 2 and all(first_ids) and first_ids[0] != first_ids[1]
+    # Another tab saves their background and a new description for element 2...
+    theirs = form(1, background="theirs", el_id=first_ids, el_desc=["a man", "their sign"])
+    client.post(f"/images/{iid}/caption", data=theirs, headers=HX)
+    # ...while this one, still on revision 1, changes the description and element 1.
+    mine = form(1, high_level_description="mine", el_id=first_ids, el_desc=["my man", "a sign"])
+    r = client.post(f"/images/{iid}/caption", data=mine, headers=HX)
+    assert r.status_code == 200
+    assert r.headers["HX-Retarget"] == "#editor" and r.headers["HX-Trigger"] == "captionSaved"
+    page = soup(r.text)
+    assert "Merged with revision 2" in page.select_one("[data-merged]").text  # type: ignore[union-attr]
+    assert page.select_one("textarea[name=background]").text == "theirs"  # type: ignore[union-attr]
+    cap = api_caption(client, iid)
+    assert cap["revision"] == 3
+    assert cap["caption"]["high_level_description"] == "mine"
+    assert cap["caption"]["compositional_deconstruction"]["background"] == "theirs"
+    descs = [e["desc"] for e in cap["caption"]["compositional_deconstruction"]["elements"]]
+    assert descs == ["my man", "their sign"]
+    assert [e["value"] for e in page.select("[data-el-id]")] == first_ids
+
+
+def test_stale_form_save_of_one_field_shows_only_it_then_merges(
+    client: TestClient, dataset_id: int
+) -> None:
     (iid,) = images(client, dataset_id)
     client.post(f"/images/{iid}/caption", data=form(0), headers=HX)
     client.post(f"/images/{iid}/caption", data=form(1, background="theirs"), headers=HX)
@@ -92,17 +121,18 @@ def test_stale_form_save_shows_conflict_then_merges(client: TestClient, dataset_
     )
     assert r.status_code == 409
     page = soup(r.text)
-    rows = [[c.text for c in tr.select("th, td")] for tr in page.select("table.diff tbody tr")]
-    assert rows == [
-        ["high_level_description", "A scholar.", "mine"],
-        ["background", "theirs", "mine too"],
+    rows = [
+        [c.text.strip() for c in tr.select("th, td")] for tr in page.select("table.diff tbody tr")
     ]
+    assert rows == [["background", "dark", "theirs", "mine too"]]
+    assert "yours for high_level_description" in page.select_one("[data-merged-parts]").text  # type: ignore[union-attr]
     mine = page.select_one("input[name=mine]")["value"]  # type: ignore[index]
-    r = client.post(
-        f"/images/{iid}/merge",
-        data={"revision": 2, "mine": mine, "keep_mine": ["high_level_description"]},
-        headers=HX,
-    )
+    data = {"revision": 2, "base": 1, "mine": mine}
+    undecided = client.post(f"/images/{iid}/merge", data=data, headers=HX)
+    assert undecided.status_code == 422
+    message = json.loads(undecided.headers["HX-Trigger"])["atelier:error"]["message"]
+    assert message == "Choose yours or theirs for background, then save the merge."
+    r = client.post(f"/images/{iid}/merge", data=data | {"take:background": "theirs"}, headers=HX)
     assert r.status_code == 200
     cap = api_caption(client, iid)
     assert cap["revision"] == 3
