@@ -17,6 +17,7 @@ from app.captions import revisions
 from app.captions.dialects import dumps_official
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, field_states
+from app.export import buckets, profiles
 from app.images import catalog
 from app.models import CaptionRevision, CaptionStatus, Dataset, Flag, Image
 
@@ -86,13 +87,16 @@ def captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption | 
     return [(img, revisions.parse(rev) if rev else None) for img, rev in rows]
 
 
-def lint_dataset(session: Session, *, dataset: Dataset) -> list[Finding]:
+def lint_dataset(
+    session: Session, *, dataset: Dataset, profile: str = profiles.DEFAULT_PROFILE
+) -> list[Finding]:
     block = block_of(dataset)
     trigger = dataset.trigger_word.strip().lower()
     out: list[Finding] = []
     rows = captions(session, dataset)
     flags = {r.image.id: r.flags for r in catalog.list_images(session, dataset=dataset)[0]}
     shapes: Counter[tuple[int, ...]] = Counter()
+    trained_at = profiles.get_profile(profile).resolutions(dataset.resolution)
 
     def add(sev: Severity, code: str, img: Image | None, message: str) -> None:
         out.append(
@@ -153,14 +157,26 @@ def lint_dataset(session: Session, *, dataset: Dataset) -> list[Finding]:
         for flag in flags.get(img.id, []):
             if flag is Flag.duplicate:
                 add("warning", "near_duplicate", img, "is in an unresolved near-duplicate pair")
-            elif flag is Flag.low_resolution:
-                add(
-                    "warning",
-                    "low_resolution",
-                    img,
-                    f"{img.width}x{img.height} is below the training resolution "
-                    f"{dataset.resolution} (the trainer never upscales)",
-                )
+        largest = buckets.fit(img.width, img.height, resolution=max(trained_at))
+        if buckets.is_low_resolution(img.width, img.height, resolution=largest.resolution):
+            add(
+                "warning",
+                "low_resolution",
+                img,
+                f"{img.width}x{img.height} has fewer pixels than {largest.resolution}x"
+                f"{largest.resolution}: the trainer never upscales, so it trains at "
+                f"{largest.bucket_width}x{largest.bucket_height}, not at the full resolution",
+            )
+        for cut in buckets.cropped_boxes(
+            caption, width=img.width, height=img.height, resolutions=trained_at
+        ):
+            add(
+                "warning",
+                "box_cropped",
+                img,
+                f"element {cut.element}'s box loses {cut.lost:.0%} of its area to the trainer's "
+                f"centre crop at {cut.resolution} px: the caption names what it does not see",
+            )
     if len(rows) < MIN_IMAGES:
         add("warning", "few_images", None, f"{len(rows)} images; a style wants 30 to 60")
     if shapes and len(rows) >= 6:

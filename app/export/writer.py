@@ -138,7 +138,7 @@ def export_dataset(
     """Exports the dataset into `out_dir` (or a zip file there); refuses on lint errors."""
     started = time.perf_counter()
     profiles.get_profile(options.profile)
-    findings = lint_dataset(session, dataset=dataset)
+    findings = lint_dataset(session, dataset=dataset, profile=options.profile)
     errors = [f for f in findings if f.severity == "error"]
     if errors and not options.force:
         first = "; ".join(f"{f.image or 'dataset'}: {f.message}" for f in errors[:3])

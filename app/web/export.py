@@ -76,10 +76,12 @@ def _zip_response(
 
 
 @router.get("/api/datasets/{dataset_id}/lint", tags=["export"])
-def api_lint(dataset_id: int, session: SessionDep) -> list[dict]:
-    """Findings: errors stop an export, warnings are listed with it."""
+def api_lint(
+    dataset_id: int, session: SessionDep, profile: str = profiles.DEFAULT_PROFILE
+) -> list[dict]:
+    """Findings: errors stop an export, warnings are listed with it (sizes: the profile's)."""
     dataset = ds.get_dataset(session, dataset_id)
-    return [f.as_dict() for f in lint_dataset(session, dataset=dataset)]
+    return [f.as_dict() for f in lint_dataset(session, dataset=dataset, profile=profile)]
 
 
 @router.post("/api/datasets/{dataset_id}/export", tags=["export"], response_model=None)
@@ -178,7 +180,8 @@ def _ordered(c: Counter[str], order: list[str]) -> list[tuple[str, int]]:
 
 def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str, Any]:
     gpu = local_gpu_gb()
-    findings = lint_dataset(session, dataset=dataset)
+    chosen = profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE
+    findings = lint_dataset(session, dataset=dataset, profile=chosen)
     return {
         "dataset": dataset,
         "findings": findings,
@@ -188,7 +191,7 @@ def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str,
             (p, profiles.get_profile(p).vram_estimate_gb(dataset.resolution))
             for p in profiles.PROFILES
         ],
-        "chosen_profile": profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE,
+        "chosen_profile": chosen,
         "gpu_gb": gpu,
         "overview": overview(session, dataset),
         "report": None,

@@ -6,11 +6,16 @@ size; FORMAT.md section 8), written here as facts.
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
 
 from app.captions.boxes import Box
 from app.captions.schema import Caption, Composition, Element
 from app.export import buckets, profiles
+from tests import imagefiles
 
 # (width, height, resolution) -> bucket, resized image, crop's top-left corner
 TRAINER = [
@@ -125,3 +130,94 @@ def test_profiles_name_the_resolutions_they_train_at() -> None:
     assert profiles.get_profile("24gb").resolutions(1024) == [1024]
     assert profiles.get_profile("48gb").resolutions(1024) == [512, 768, 1024]
     assert profiles.get_profile("24gb").resolutions(896) == [896]
+
+
+def png(seed: int, size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    imagefiles.picture(seed, size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def caption_with_boxes(*boxes: list[int]) -> dict[str, Any]:
+    return {
+        "style_description": {
+            "aesthetics": "Italian Baroque",
+            "lighting": "one candle",
+            "medium": "painting",
+            "art_style": "oil on canvas",
+        },
+        "compositional_deconstruction": {
+            "background": "a dark tavern",
+            "elements": [
+                {"type": "obj", "bbox": b, "desc": f"thing {n}", "color_palette": []}
+                for n, b in enumerate(boxes, 1)
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def sized_dataset(client: TestClient) -> int:
+    """1200x1000 (shrunk at 1024, not low), 1000x900 (low at 1024), a 3:1 panorama whose first
+    box runs along the top edge, 4% of the height, which the crop cuts at 512 and 768."""
+    dataset_id = client.post("/api/datasets", json={"name": "Sizes", "resolution": 1024}).json()[
+        "id"
+    ]
+    files = [
+        ("files", ("wide.png", png(1, (1200, 1000)), "image/png")),
+        ("files", ("small.png", png(2, (1000, 900)), "image/png")),
+        ("files", ("pano.png", png(3, (3000, 1000)), "image/png")),
+    ]
+    r = client.post(f"/api/datasets/{dataset_id}/images", files=files)
+    ids = {o["filename"]: o["image_id"] for o in r.json()["imported"]}
+    for name, iid in ids.items():
+        boxes = (
+            [[0, 0, 40, 500], [300, 300, 700, 700]]
+            if name == "pano.png"
+            else [[100, 200, 700, 600]]
+        )
+        r = client.put(
+            f"/api/images/{iid}/caption",
+            json={"revision": 0, "caption": caption_with_boxes(*boxes)},
+        )
+        assert r.status_code == 200, r.text
+    return dataset_id
+
+
+def lint(client: TestClient, dataset_id: int, profile: str) -> list[tuple[str, str, str]]:
+    r = client.get(f"/api/datasets/{dataset_id}/lint", params={"profile": profile})
+    assert r.status_code == 200, r.text
+    wanted = {"low_resolution", "box_cropped"}
+    return [(x["code"], x["image"], x["message"]) for x in r.json() if x["code"] in wanted]
+
+
+def test_lint_judges_sizes_at_the_resolutions_the_profile_trains_at(
+    client: TestClient, sized_dataset: int
+) -> None:
+    at_1024 = lint(client, sized_dataset, "24gb")
+    assert [(code, image) for code, image, _ in at_1024] == [("low_resolution", "small.png")]
+    assert "1000x900" in at_1024[0][2] and "1008x896" in at_1024[0][2]
+    # 512, 768 and 1024: the panorama's top strip is cut at 768 (45%) and 512 (42%).
+    multi = lint(client, sized_dataset, "48gb")
+    assert [(code, image) for code, image, _ in multi] == [
+        ("low_resolution", "small.png"),
+        ("box_cropped", "pano.png"),
+    ]
+    assert "element 1's box loses 45% of its area" in multi[1][2] and "768 px" in multi[1][2]
+    # The 12 GB profile trains at 768: nothing is below it, the strip is still cut.
+    assert [(code, image) for code, image, _ in lint(client, sized_dataset, "12gb")] == [
+        ("box_cropped", "pano.png")
+    ]
+    r = client.get(f"/api/datasets/{sized_dataset}/lint", params={"profile": "8gb"})
+    assert r.status_code == 422 and "There is no GPU profile '8gb'" in r.text
+
+
+def test_the_grid_flags_by_area_at_the_dataset_resolution(
+    client: TestClient, sized_dataset: int
+) -> None:
+    images = client.get(f"/api/datasets/{sized_dataset}/images").json()
+    assert {i["filename"]: i["flags"] for i in images} == {
+        "wide.png": [],
+        "small.png": ["low_resolution"],
+        "pano.png": [],
+    }
