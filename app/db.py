@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, event
-from sqlmodel import Session, create_engine
+from sqlmodel import create_engine
 
 from app.config import Settings
 
@@ -47,8 +46,3 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine) -> None:
     """Brings the database to the newest schema."""
     command.upgrade(alembic_config(engine), "head")
-
-
-def sessions(engine: Engine) -> Iterator[Session]:
-    with Session(engine) as session:
-        yield session

@@ -39,8 +39,9 @@ from app.drafting.local.engine import LocalEngine  # noqa: E402
 from app.drafting.local.options import LocalOptions  # noqa: E402
 from app.drafting.prompt import build_prompt  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
-from app.images.importer import content_store, import_sources  # noqa: E402
+from app.images.importer import import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
+from app.images.store import content_store  # noqa: E402
 from bench.draft import NEW_TOKENS  # noqa: E402
 from tests.support.random_model import build, python_sources, tokenizer  # noqa: E402
 

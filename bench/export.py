@@ -35,8 +35,10 @@ from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
 from app.export.images import PNG_LEVEL  # noqa: E402
 from app.export.writer import ExportOptions, export_dataset  # noqa: E402
-from app.images.importer import content_store, decode_pool, import_sources  # noqa: E402
+from app.images.decode_pool import decode_pool  # noqa: E402
+from app.images.importer import import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
+from app.images.store import content_store  # noqa: E402
 from app.lint import captions  # noqa: E402
 
 make_jpeg = __import__("import").make_jpeg  # bench/import.py's painting-like JPEGs

@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 from app import datasets as ds  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
-from app.images.importer import decode_pool, import_sources  # noqa: E402
+from app.images.decode_pool import decode_pool  # noqa: E402
+from app.images.importer import import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
 
 

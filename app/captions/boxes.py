@@ -5,7 +5,9 @@ applied), x before y, origin top-left: (x0, y0, x1, y1) with x0 <= x1 and y0 <= 
 Each outside convention has one pair of functions here:
 - official dialect: integers 0..1000, [y_min, x_min, y_max, x_max] (what the trainer reads);
 - guide dialect: pixel [x1, y1, x2, y2] of the image;
-- the editor's screen: pixels of the image as drawn on screen.
+- each Qwen-VL family's output (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).
+The editor draws in fractions of the image, this canonical form (static/js/boxes.js, checked
+in Chromium by tests/browser/test_box_geometry.py).
 """
 
 from __future__ import annotations
@@ -54,21 +56,6 @@ def to_pixels(box: Box, *, width: int, height: int) -> list[int]:
         round(box.x1 * width),
         round(box.y1 * height),
     ]
-
-
-def from_screen(
-    x0: float, y0: float, x1: float, y1: float, *, shown_width: float, shown_height: float
-) -> Box:
-    return Box.ordered(x0 / shown_width, y0 / shown_height, x1 / shown_width, y1 / shown_height)
-
-
-def to_screen(box: Box, *, shown_width: float, shown_height: float) -> tuple[float, ...]:
-    return (
-        box.x0 * shown_width,
-        box.y0 * shown_height,
-        box.x1 * shown_width,
-        box.y1 * shown_height,
-    )
 
 
 def _clamp(v: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.config import Settings
 from app.drafting.engine import Engine, engine_name
 from app.drafting.openai_engine import OpenAIEngine
-from app.drafting.schema import Limits
+from app.drafting.schema import DraftLimits
 
 
 def open_engine(
@@ -19,7 +19,7 @@ def open_engine(
     kind = engine_name(engine or settings.draft_engine)
     model_id = model or settings.draft_model
     batch = batch_size or settings.draft_batch
-    limits = Limits.scaled(
+    limits = DraftLimits.scaled(
         max_chars=settings.draft_max_chars, max_elements=settings.draft_max_elements
     )
     if kind == "openai":

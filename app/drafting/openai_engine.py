@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from app.drafting.engine import DraftError, DraftInput, DraftOutput, parse_output
-from app.drafting.schema import DEFAULT_LIMITS, BoxConvention, Limits, json_schema
+from app.drafting.schema import DEFAULT_LIMITS, BoxConvention, DraftLimits, json_schema
 
 
 class OpenAIEngine:
@@ -28,7 +28,7 @@ class OpenAIEngine:
         batch_size: int = 8,
         max_new_tokens: int = 1024,
         timeout_s: float = 300.0,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: DraftLimits = DEFAULT_LIMITS,
     ) -> None:
         import httpx
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.drafting.schema import DEFAULT_LIMITS, BoxConvention, Limits
+from app.drafting.schema import DEFAULT_LIMITS, BoxConvention, DraftLimits
 
 _BOXES = {
     "qwen2vl": "[x1, y1, x2, y2] as integers from 0 to 1000, relative to the image's width and "
@@ -22,7 +22,7 @@ def build_prompt(
     convention: BoxConvention,
     style_block: dict[str, str],
     instructions: str = "",
-    limits: Limits = DEFAULT_LIMITS,
+    limits: DraftLimits = DEFAULT_LIMITS,
 ) -> str:
     """The text that goes beside the image."""
     ratio = width / height

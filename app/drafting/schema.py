@@ -30,7 +30,7 @@ _STEP = 128
 
 
 @dataclass(frozen=True)
-class Limits:
+class DraftLimits:
     """Upper bounds on what a draft may hold."""
 
     description: int = 400
@@ -42,8 +42,8 @@ class Limits:
     coordinate: int = 1000  # the largest box coordinate the convention allows
 
     @classmethod
-    def scaled(cls, *, max_chars: int, max_elements: int) -> Limits:
-        """Limits from one field length: the description gets twice as much."""
+    def scaled(cls, *, max_chars: int, max_elements: int) -> DraftLimits:
+        """DraftLimits from one field length: the description gets twice as much."""
         return cls(
             description=2 * max_chars,
             style_field=max_chars,
@@ -53,12 +53,12 @@ class Limits:
             text=max_chars,
         )
 
-    def for_convention(self, convention: BoxConvention, *, max_side: int = 4096) -> Limits:
+    def for_convention(self, convention: BoxConvention, *, max_side: int = 4096) -> DraftLimits:
         top = max_side if convention == "qwen25vl" else boxes.OFFICIAL_SCALE
-        return Limits(**{**self.__dict__, "coordinate": top})
+        return DraftLimits(**{**self.__dict__, "coordinate": top})
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = DraftLimits()
 
 
 def _bounded(n: int) -> str:
@@ -73,7 +73,7 @@ def _text(n: int) -> dict[str, Any]:
     return {"type": "string", "pattern": "^" + _bounded(n) + "$"}
 
 
-def json_schema(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+def json_schema(limits: DraftLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """The JSON schema the model's output is constrained to."""
     coordinate = {"type": "integer", "minimum": 0, "maximum": limits.coordinate}
     bbox = {"type": "array", "items": coordinate, "minItems": 4, "maxItems": 4}
@@ -132,7 +132,7 @@ def json_schema(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     }
 
 
-def worst_case_chars(limits: Limits) -> int:
+def worst_case_chars(limits: DraftLimits) -> int:
     """The longest output the schema allows, in characters (keys and punctuation included)."""
     skeleton = len(json.dumps(json_schema(limits)["required"])) + 200
     coords = 4 * (len(str(limits.coordinate)) + 1)

@@ -184,7 +184,7 @@ class JobRunner:
     def __init__(self, settings: Settings) -> None:
         from app.db import make_engine
         from app.drafting.open_engine import open_engine
-        from app.images.importer import content_store
+        from app.images.store import content_store
 
         self.settings = settings
         self.db = make_engine(settings)

@@ -77,13 +77,13 @@ class Decoded:
 
 
 @dataclass(frozen=True)
-class Limits:
+class FileLimits:
     max_bytes: int
     max_pixels: int
     thumb_size: int
 
 
-def decode_file(path: Path, *, limits: Limits, store: ContentStore) -> Decoded:
+def decode_file(path: Path, *, limits: FileLimits, store: ContentStore) -> Decoded:
     """Decodes `path` once; on success its bytes and thumbnail are in the store."""
     try:
         size = path.stat().st_size
@@ -100,7 +100,7 @@ def decode_file(path: Path, *, limits: Limits, store: ContentStore) -> Decoded:
     return decode_bytes(data, limits=limits, store=store)
 
 
-def decode_bytes(data: bytes, *, limits: Limits, store: ContentStore) -> Decoded:
+def decode_bytes(data: bytes, *, limits: FileLimits, store: ContentStore) -> Decoded:
     sha256 = hashlib.sha256(data).hexdigest()
     not_an_image = describe_non_image(data[:512])
     if not_an_image:
@@ -157,7 +157,7 @@ class _Read(NamedTuple):
     thumb: Image.Image
 
 
-def _read(img: Image.Image, limits: Limits) -> _Read:
+def _read(img: Image.Image, limits: FileLimits) -> _Read:
     """What the import records, and the thumbnail, from an opened image (closed after)."""
     with img:
         if img.width * img.height > limits.max_pixels:

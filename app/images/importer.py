@@ -6,13 +6,7 @@ dataset) or refused (with the reason). A refused file leaves nothing behind.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import select as io_select
-import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
@@ -24,10 +18,11 @@ from sqlmodel import Session, select
 from app.captions.dialects import BoxFormat
 from app.captions.sidecars import read_sidecars
 from app.config import Settings
-from app.images.decode import Decoded, Limits, Refused, decode_file
+from app.images.decode import Decoded, FileLimits, Refused, decode_file
+from app.images.decode_pool import decode_pool
 from app.images.duplicates import close_pairs
 from app.images.sources import Skipped, Source
-from app.images.store import ContentStore
+from app.images.store import ContentStore, content_store
 from app.models import Dataset, Image, NearDuplicate, utcnow
 
 Result = Literal["imported", "duplicate", "refused"]
@@ -69,69 +64,15 @@ class ImportReport:
         }
 
 
-def content_store(settings: Settings) -> ContentStore:
-    return ContentStore(
-        store_dir=settings.store_dir, thumbs_dir=settings.thumbs_dir, tmp_dir=settings.tmp_dir
-    )
-
-
-def limits(settings: Settings) -> Limits:
-    return Limits(
+def limits(settings: Settings) -> FileLimits:
+    return FileLimits(
         max_bytes=settings.max_file_bytes,
         max_pixels=settings.max_image_pixels,
         thumb_size=settings.thumb_size,
     )
 
 
-_pool: ProcessPoolExecutor | None = None
-_pool_size = 0
-
-
-def decode_pool(workers: int) -> Executor | None:
-    """A shared process pool (forkserver: safe beside the server's threads), or None for one."""
-    global _pool, _pool_size
-    n = workers or os.cpu_count() or 1
-    if n <= 1:
-        return None
-    if _pool is None or _pool_size != n:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["app.images.decode"])
-        _pool = ProcessPoolExecutor(
-            max_workers=n, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),)
-        )
-        _pool_size = n
-    return _pool
-
-
-def _exit_with(parent: int) -> None:
-    """Pool worker start: exit when the process that made the pool dies, even by SIGKILL.
-
-    Otherwise a killed server leaves its workers (and, through them, the forkserver) alive
-    for ever: each holds the pipes whose end-of-file would have told it (bench/crash.py left
-    632 of them behind in 100 trials).
-    """
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(parent)  # Linux: readable once the process has exited
-            io_select.select([fd], [], [])
-        except (AttributeError, OSError):  # elsewhere: look once a second
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(parent, 0)
-                except ProcessLookupError:
-                    break
-                except PermissionError:
-                    pass
-        os._exit(0)
-
-    threading.Thread(target=watch, name="atelier-exit-with-parent", daemon=True).start()
-
-
-def _decode_one(source: Source, lim: Limits, store: ContentStore) -> Decoded | str:
+def _decode_one(source: Source, lim: FileLimits, store: ContentStore) -> Decoded | str:
     try:
         return decode_file(source.path, limits=lim, store=store)
     except Refused as r:

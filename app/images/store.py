@@ -7,6 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.config import Settings
+
 THUMB_SUFFIX = ".jpg"
 
 
@@ -77,3 +79,10 @@ def _check_sha(sha256: str) -> None:
     # Paths are built from this string: never let anything but a hex digest through.
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+
+
+def content_store(settings: Settings) -> ContentStore:
+    """The store under the settings' data dir."""
+    return ContentStore(
+        store_dir=settings.store_dir, thumbs_dir=settings.thumbs_dir, tmp_dir=settings.tmp_dir
+    )

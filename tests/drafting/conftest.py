@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.drafting.schema import Limits, worst_case_chars
+from app.drafting.schema import DraftLimits, worst_case_chars
 
 # Small bounds keep a random model's output (which fills every string to its limit) short;
 # the byte-level tokenizer spends up to 4 tokens on a character.
 MAX_CHARS, MAX_ELEMENTS = 12, 2
-TOKENS = 4 * worst_case_chars(Limits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS))
+TOKENS = 4 * worst_case_chars(DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS))
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,10 @@ from app.config import Settings
 from app.db import make_engine, migrate
 from app.drafting import jobs, pipeline
 from app.drafting.open_engine import open_engine
-from app.images.importer import content_store, import_sources
+from app.errors import Invalid
+from app.images.importer import import_sources
 from app.images.sources import walk_paths
+from app.images.store import content_store
 from app.models import (
     Author,
     CaptionRevision,
@@ -219,8 +221,31 @@ def test_nothing_to_draft_is_refused(
 ) -> None:
     dataset_id = add_images(db, draft_settings, tmp_path, 1)
     run(db, draft_settings, new_job(db, dataset_id))
-    with pytest.raises(Exception, match="every image already has a caption"):
+    with pytest.raises(Invalid, match="every image already has a caption") as refused:
         new_job(db, dataset_id)
+    assert refused.value.status_code == 422
+
+
+def test_a_second_job_for_a_dataset_is_refused_while_one_is_active(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    # The rule lives in jobs.create_job, so the web and `atelier draft` keep it alike.
+    dataset_id = add_images(db, draft_settings, tmp_path, 3)
+    first = new_job(db, dataset_id)
+    with pytest.raises(Invalid, match=f"Drafting job {first} is still running"):
+        new_job(db, dataset_id, scope="all")
+    with Session(db) as session:
+        ids = [i.id for i in images_of(session, dataset_id)]
+    # A re-draft of chosen images (the editor's button) may run beside it.
+    beside = new_job(db, dataset_id, scope="selection", image_ids=ids[:1])
+    assert beside != first
+    with Session(db) as session:
+        jobs.cancel_job(session, jobs.get_job(session, first))
+    assert run(db, draft_settings, first).status == JobStatus.cancelled
+    with pytest.raises(Invalid, match=f"Drafting job {beside} is still running"):
+        new_job(db, dataset_id, scope="all")
+    assert run(db, draft_settings, beside).status == JobStatus.done
+    assert new_job(db, dataset_id, scope="all") > beside
 
 
 def test_cancel_stops_after_the_batch(
@@ -263,6 +288,7 @@ def cli(data: Path, model: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_job_is_resumed(
     db: DBEngine, draft_settings: Settings, tiny_qwen2vl: Path, tmp_path: Path
 ) -> None:
@@ -301,6 +327,7 @@ def test_a_killed_worker_s_job_is_resumed(
         )  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_cli_drafts_and_reports(
     draft_settings: Settings, tiny_qwen2vl: Path, tmp_path: Path
 ) -> None:
@@ -323,6 +350,7 @@ def test_cli_drafts_and_reports(
     assert missing.returncode == 2 and "cannot find the model" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_api_job_runs_in_the_app_worker(draft_settings: Settings) -> None:
     app = create_app(draft_settings)
     with TestClient(app) as client:
@@ -345,7 +373,7 @@ def test_api_job_runs_in_the_app_worker(draft_settings: Settings) -> None:
         assert state["images_per_s"] > 0
         got = client.get(f"/api/images/{image_ids[0]}/caption").json()
         assert (got["author"], got["status"]) == ("engine", "draft")
-        # The grid page shows the drafting card; a second job while one runs is refused.
+        # The grid page shows the drafting card.
         page = client.get(f"/datasets/{dataset_id}").text
         assert "Draft captions" in page
         # One-image re-draft from the editor.
@@ -371,6 +399,7 @@ def wait(client: TestClient, url: str, timeout: float = 120) -> dict:
     raise AssertionError(f"{url} still running: {state}")
 
 
+@pytest.mark.slow
 def test_the_app_drafts_in_a_process_of_its_own_that_it_restarts(
     draft_settings: Settings,
 ) -> None:

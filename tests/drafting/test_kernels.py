@@ -10,6 +10,7 @@ import pytest
 CHECKS = Path(__file__).with_name("kernel_checks.py")
 
 
+@pytest.mark.slow
 def test_kernels_compute_what_torch_computes_in_triton_s_interpreter() -> None:
     # No GPU needed: Triton's interpreter runs the kernels on the CPU, in float32. It is
     # chosen when the kernels are defined, so the checks run in a process of their own.
@@ -27,9 +28,7 @@ def test_kernels_compute_what_torch_computes_in_triton_s_interpreter() -> None:
     assert out.stdout.count(" ok\n") == 6
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="the compiled kernels need a GPU"
-)
+@pytest.mark.gpu
 def test_kernels_compute_what_torch_computes_on_the_gpu() -> None:
     import torch
 

@@ -12,11 +12,11 @@ from PIL import Image
 from app.drafting.engine import DraftError, DraftInput
 from app.drafting.local.engine import LocalEngine
 from app.drafting.local.options import LocalOptions
-from app.drafting.schema import Limits
+from app.drafting.schema import DraftLimits
 from tests.drafting.conftest import MAX_CHARS, MAX_ELEMENTS, TOKENS
 from tests.drafting.kernel_checks import image_prompts
 
-LIMITS = Limits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS)
+LIMITS = DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS)
 
 
 def images() -> list[DraftInput]:
@@ -134,9 +134,7 @@ def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
     assert all(torch.equal(a, b) for a, b in zip(plain, grouped, strict=True))
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="CUDA graphs need a GPU (run on the device)"
-)
+@pytest.mark.gpu
 def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
     import torch
 
@@ -271,9 +269,7 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
             token = want.argmax(-1).view(rows, 1)
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="the fused rotary is for the GPU"
-)
+@pytest.mark.gpu
 def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
     import torch
 
@@ -290,9 +286,7 @@ def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="preprocessing on the GPU needs one"
-)
+@pytest.mark.gpu
 def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
     import torch
 
@@ -316,9 +310,7 @@ def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
             assert torch.equal(on_gpu[key], on_cpu[key])
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="batch size from GPU memory needs one"
-)
+@pytest.mark.gpu
 def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_batch() -> None:
     import torch
 

@@ -9,8 +9,8 @@ import pytest
 from app.captions import boxes
 from app.drafting.schema import (
     DEFAULT_LIMITS,
+    DraftLimits,
     DraftParseError,
-    Limits,
     json_schema,
     to_caption,
     worst_case_chars,
@@ -38,7 +38,7 @@ def test_every_string_and_array_is_bounded() -> None:
 
 
 def test_worst_case_covers_a_maximal_draft() -> None:
-    lim = Limits.scaled(max_chars=12, max_elements=2)
+    lim = DraftLimits.scaled(max_chars=12, max_elements=2)
     element = {"type": "text", "bbox_2d": [1000] * 4, "text": "x" * 12, "desc": "x" * 12}
     biggest = {
         "high_level_description": "x" * 24,

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.crash import run_trials
 
 
+@pytest.mark.slow
 def test_sigkill_mid_work_loses_nothing_acknowledged(tmp_path: Path) -> None:
     from tests.support.random_model import save
 

@@ -11,6 +11,7 @@ import os
 from collections import Counter
 
 import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -24,6 +25,7 @@ EXAMPLES = int(os.environ.get("ATELIER_FUZZ_EXAMPLES", 40))  # cases per operati
 DERANDOMIZE = os.environ.get("ATELIER_FUZZ_RANDOM") != "1"
 
 
+@pytest.mark.slow
 def test_no_operation_answers_with_a_server_error(served: tuple[str, Settings]) -> None:
     # schemathesis' own pytest plugin does not load under pytest 9: its strategies are driven
     # here with hypothesis directly, one operation after another, every failure collected.

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.images.decode import Limits, Refused, decode_file
+from app.images.decode import FileLimits, Refused, decode_file
 from app.images.store import ContentStore
 from tests import imagefiles as f
 
-LIMITS = Limits(max_bytes=5 * 2**20, max_pixels=20_000_000, thumb_size=256)
+LIMITS = FileLimits(max_bytes=5 * 2**20, max_pixels=20_000_000, thumb_size=256)
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def store(tmp_path: Path) -> ContentStore:
     )
 
 
-def refusal(path: Path, store: ContentStore, limits: Limits = LIMITS) -> str:
+def refusal(path: Path, store: ContentStore, limits: FileLimits = LIMITS) -> str:
     with pytest.raises(Refused) as info:
         decode_file(path, limits=limits, store=store)
     assert not any(store.store_dir.rglob("*")), "a refused file left bytes in the store"
@@ -130,13 +130,13 @@ def test_refuse_decompression_bomb(tmp_path: Path, store: ContentStore) -> None:
 
 def test_refuse_far_over_pixel_limit(tmp_path: Path, store: ContentStore) -> None:
     # Over twice the limit Pillow itself raises: still one clear sentence.
-    reason = refusal(f.bomb_png(tmp_path / "b.png", 3000), store, Limits(2**30, 1_000_000, 256))
+    reason = refusal(f.bomb_png(tmp_path / "b.png", 3000), store, FileLimits(2**30, 1_000_000, 256))
     assert "megapixels" in reason
 
 
 def test_refuse_over_size_limit(tmp_path: Path, store: ContentStore) -> None:
     path = f.jpeg(tmp_path / "big.jpg", 9)
-    small = Limits(max_bytes=path.stat().st_size - 1, max_pixels=10**8, thumb_size=256)
+    small = FileLimits(max_bytes=path.stat().st_size - 1, max_pixels=10**8, thumb_size=256)
     assert "MB limit" in refusal(path, store, small)
 
 

@@ -22,7 +22,7 @@ from app.drafting.local.options import LocalOptions
 from app.drafting.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
-    Limits,
+    DraftLimits,
     json_schema,
 )
 
@@ -58,7 +58,7 @@ class LocalEngine:
         *,
         batch_size: int = 8,
         max_new_tokens: int = 1024,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: DraftLimits = DEFAULT_LIMITS,
         compile_step: bool = False,
         options: LocalOptions | None = None,
     ) -> None:
