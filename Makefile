@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    installs Atelier into .venv and starts it on ./atelier-data
 #   make test   installs the test tools (and Debian's chromium) and runs the whole suite
+#   make test-fast  the suite less the tests marked slow (under two minutes on 2 cores)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint chromium
+.PHONY: run test test-fast lint chromium
 
 run: $(VENV)/.installed
 	$(BIN)/atelier serve
@@ -15,6 +16,9 @@ test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check app tests bench tools
 	$(BIN)/mypy app
 	$(BIN)/pytest
+
+test-fast: $(VENV)/.installed-test chromium
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check app tests bench tools

@@ -37,6 +37,11 @@ AUTO_MAX_BATCH = 128
 AUTO_MEMORY_SHARE = 0.85
 AUTO_CPU_BATCH = 4
 
+# Qwen-VL processors count pixels in units of one merged patch: 2x2 patches of 14 px, 28 x 28.
+QWEN_PIXEL_UNIT = 28 * 28
+MIN_IMAGE_PIXELS = 4 * QWEN_PIXEL_UNIT  # the processors' own floor: 4 merged patches
+QWEN_PATCH = 14  # Qwen2-VL and Qwen2.5-VL; Qwen3-VL's processor says 16 itself
+
 CONVENTIONS: dict[str, BoxConvention] = {
     "qwen2_vl": "qwen2vl",
     "qwen2_5_vl": "qwen25vl",
@@ -148,7 +153,7 @@ class LocalEngine:
             # smallest and largest image area the model is given.
             processor = AutoProcessor.from_pretrained(
                 model_id,
-                size={"shortest_edge": 4 * 28 * 28, "longest_edge": max_pixels},
+                size={"shortest_edge": MIN_IMAGE_PIXELS, "longest_edge": max_pixels},
                 local_files_only=not allow_download,
                 use_fast=True,  # the torch-based image processor, which can work on the GPU
             )
@@ -344,7 +349,7 @@ class LocalEngine:
         )
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")
-        patch = getattr(self.processor.image_processor, "patch_size", 14)
+        patch = getattr(self.processor.image_processor, "patch_size", QWEN_PATCH)
         outputs = []
         for n, raw in enumerate(texts_out):
             resized = None
