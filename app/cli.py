@@ -686,5 +686,225 @@ def pick(
     typer.echo(f"step {step}: {chosen.checkpoint} copied to {chosen.copied_to}")
 
 
+@cli.command("train")
+@user_errors
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    profile: Annotated[
+        ProfileOption, typer.Option(help="Your GPU's memory: tunes the training YAML")
+    ] = ProfileOption.p24,
+    steps: Annotated[int | None, typer.Option(help="Training steps [default: 2500]", min=1)] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Save (and sample) every N steps [default: 250]", min=1)
+    ] = None,
+    aitk_dir: Annotated[
+        Path | None,
+        typer.Option("--aitk-dir", help="AI-Toolkit checkout [default: ATELIER_AITK_DIR]"),
+    ] = None,
+    python: Annotated[
+        Path | None,
+        typer.Option(help="Python of AI-Toolkit's venv [default: ATELIER_AITK_PYTHON or its venv]"),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="Start it and return; the run goes on without this command")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Export despite lint errors")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Export into the AI-Toolkit checkout and train there, following it until it ends."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.db import make_engine, migrate
+    from app.images.store import content_store
+    from app.training import jobs
+
+    settings = settings_for(data_dir)
+    db = make_engine(settings)
+    migrate(db)
+    with Session(db) as session:
+        job = jobs.start_training(
+            session,
+            settings=settings,
+            store=content_store(settings),
+            dataset=ds.find_dataset(session, dataset),
+            profile=profile.value,
+            steps=steps,
+            save_every=save_every,
+            checkout_dir=str(aitk_dir) if aitk_dir else None,
+            python=str(python) if python else None,
+            force=force,
+        )
+    typer.echo(f"job {job.id}: training in {job.checkout} (pid {job.pid}, log {job.log_path})")
+    typer.echo(f"run folder: {job.run_dir}")
+    if detach:
+        typer.echo(f"follow it with: atelier runs; stop it with: atelier stop {job.id}")
+        return
+    _follow(db, settings, job.id)  # type: ignore[arg-type]
+
+
+def _follow(db: Any, settings: Settings, job_id: int) -> None:
+    import time
+
+    from sqlmodel import Session
+
+    from app.models import TrainStatus
+    from app.training import jobs
+
+    shown = ""
+    stopping = False
+    while True:
+        try:
+            with Session(db) as session:
+                job = jobs.refresh(session, settings=settings, job=jobs.get_job(session, job_id))
+                if job.status not in jobs.ACTIVE:
+                    break
+                line = _progress_line(jobs.progress(job))
+                if line != shown:
+                    typer.echo(line, err=True)
+                    shown = line
+            time.sleep(1)
+        except KeyboardInterrupt:
+            if stopping:
+                typer.echo(f"left job {job_id} stopping; see it with: atelier runs", err=True)
+                return
+            stopping = True
+            typer.echo("stopping the training (Ctrl+C again to leave it)", err=True)
+            with Session(db) as session:
+                jobs.request_stop(session, settings=settings, job=jobs.get_job(session, job_id))
+    if job.status is TrainStatus.failed:
+        raise fail(job.error or "the training failed")
+    typer.echo(f"job {job_id} {job.status.value} at step {job.last_step} of {job.total_steps}")
+    if job.status is TrainStatus.done:
+        typer.echo(f"pick a step with: atelier pick --job {job_id} --step N --to DIR")
+
+
+def _progress_line(p: Any) -> str:
+    if not p.total or p.step == 0 and p.rate is None:
+        return p.phase
+    parts = [f"step {p.step}/{p.total}"]
+    if p.rate:
+        parts.append(f"{p.rate:.2f} steps/s")
+    if p.eta_s is not None:
+        parts.append(f"{p.eta_s / 60:.0f} min left")
+    if p.loss is not None:
+        parts.append(f"loss {p.loss:.4f}")
+    if p.gpu:
+        parts.append(f"GPU {p.gpu}")
+    return " · ".join(parts)
+
+
+@cli.command("runs")
+@user_errors
+def list_runs(data_dir: DataDir = None) -> None:
+    """List training jobs, newest first."""
+    from sqlmodel import Session
+
+    from app.db import make_engine, migrate
+    from app.models import Dataset
+    from app.training import jobs
+
+    settings = settings_for(data_dir)
+    db = make_engine(settings)
+    migrate(db)
+    with Session(db) as session:
+        found = jobs.list_jobs(session)
+        if not found:
+            typer.echo("No training jobs yet.")
+            return
+        typer.echo(f"{'JOB':>4} {'DATASET':24} {'STATUS':9} {'STEP':>11}  RUN FOLDER")
+        for job in found:
+            job = jobs.refresh(session, settings=settings, job=job)
+            dataset = session.get(Dataset, job.dataset_id)
+            name = dataset.name if dataset else "?"
+            step = f"{job.last_step}/{job.total_steps}"
+            typer.echo(f"{job.id:>4} {name[:24]:24} {job.status.value:9} {step:>11}  {job.run_dir}")
+            if job.error:
+                typer.echo(f"     {job.error}")
+
+
+@cli.command("stop")
+@user_errors
+def stop_run(
+    job_id: Annotated[int, typer.Argument(help="The training job (see atelier runs)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Stop a training job cleanly (as Ctrl+C), killing it after the grace time."""
+    import time
+
+    from sqlmodel import Session
+
+    from app.db import make_engine, migrate
+    from app.training import jobs
+
+    settings = settings_for(data_dir)
+    db = make_engine(settings)
+    migrate(db)
+    with Session(db) as session:
+        job = jobs.request_stop(session, settings=settings, job=jobs.get_job(session, job_id))
+        deadline = time.monotonic() + settings.train_stop_grace_s + 5
+        while job.status in jobs.ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = jobs.refresh(session, settings=settings, job=job)
+    typer.echo(f"job {job_id} {job.status.value} at step {job.last_step} of {job.total_steps}")
+
+
+@cli.command("pick")
+@user_errors
+def pick(
+    step: Annotated[int, typer.Option("--step", help="The step whose LoRA to use", min=0)],
+    to: Annotated[Path, typer.Option("--to", help="Folder to copy it into (ComfyUI models/loras)")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Dataset name [default: the job's]")
+    ] = None,
+    job_id: Annotated[
+        int | None, typer.Option("--job", help="Training job [default: the dataset's last]")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Any AI-Toolkit run folder instead of a job's")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Copy one step's checkpoint out, named with the dataset and step, and record the choice."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.db import make_engine, migrate
+    from app.errors import Invalid
+    from app.models import Dataset
+    from app.training import jobs
+    from app.training import pick as picking
+
+    settings = settings_for(data_dir)
+    db = make_engine(settings)
+    migrate(db)
+    with Session(db) as session:
+        target = ds.find_dataset(session, dataset) if dataset else None
+        recorded = None
+        if run is None:
+            if job_id is not None:
+                job = jobs.get_job(session, job_id)
+            elif target is not None:
+                found = jobs.list_jobs(session, dataset_id=target.id, limit=1)
+                if not found:
+                    raise Invalid(f"{target.name} has no training job: name a run with --run.")
+                job = found[0]
+            else:
+                raise Invalid("Say which run: --dataset, --job or --run.")
+            run, recorded = Path(job.run_dir), job.config_yaml
+            target = target or session.get(Dataset, job.dataset_id)
+        if target is None:
+            raise Invalid("Say which dataset the LoRA is for (--dataset).")
+        chosen = picking.use_step(
+            session,
+            dataset=target,
+            run_dir=run.expanduser().resolve(),
+            step=step,
+            to_dir=to.expanduser().resolve(),
+            recorded_yaml=recorded,
+        )
+    typer.echo(f"step {step}: {chosen.checkpoint} copied to {chosen.copied_to}")
+
+
 def main() -> None:
     cli()

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
     train_stop_grace_s: float = Field(default=20.0, ge=0)
 
+    # Training (app/training/): the user's AI-Toolkit checkout, and the Python that runs it
+    # (unset: the checkout's venv/bin/python or .venv/bin/python).
+    aitk_dir: Path | None = None
+    aitk_python: Path | None = None
+    # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
+    train_stop_grace_s: float = Field(default=20.0, ge=0)
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "atelier.db"
@@ -91,6 +98,11 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    @property
+    def training_dir(self) -> Path:
+        """Training logs and the run thumbnails' cache."""
+        return self.data_dir / "training"
 
     @property
     def training_dir(self) -> Path:

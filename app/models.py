@@ -209,3 +209,62 @@ class DraftItem(SQLModel, table=True):
     # The model's output when it could not be used, kept for inspection.
     raw_output: str | None = None
     revision: int | None = None
+
+
+class TrainStatus(StrEnum):
+    running = "running"
+    stopping = "stopping"
+    done = "done"
+    stopped = "stopped"
+    failed = "failed"
+
+
+class TrainJob(SQLModel, table=True):
+    """An AI-Toolkit run started by Atelier: the process is detached, so it outlives a restart."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", ondelete="CASCADE", index=True)
+    profile: str = Field(max_length=20)
+    checkout: str
+    python: str
+    config_path: str
+    # The YAML exactly as the run was started with it: the board labels samples from it.
+    config_yaml: str
+    run_dir: str
+    log_path: str
+    status: TrainStatus = Field(default=TrainStatus.running, index=True)
+    # The process (and its group) with its start time: a pid alone may have been reused.
+    pid: int | None = None
+    pid_started: float | None = None
+    total_steps: int = 0
+    last_step: int = 0
+    stop_requested_at: datetime | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class RunFavourite(SQLModel, table=True):
+    """A sample marked on the board: one prompt (sample index) at one step of a run."""
+
+    __table_args__ = (
+        UniqueConstraint("run_dir", "sample_index", "step", name="uq_runfavourite_sample"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_dir: str = Field(index=True)
+    sample_index: int
+    step: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoraPick(SQLModel, table=True):
+    """The step chosen from a run, and where its checkpoint was copied."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", ondelete="CASCADE", index=True)
+    run_dir: str
+    step: int
+    checkpoint: str
+    copied_to: str
+    created_at: datetime = Field(default_factory=utcnow)

@@ -19,7 +19,8 @@ from app.drafting.worker import DraftWorker
 from app.errors import Invalid, UserError
 from app.images.catalog import collect_garbage
 from app.images.importer import content_store
-from app.web import api, caption_api, dataset_edits, drafting, editor, export, pages
+from app.training.jobs import TrainSupervisor
+from app.web import api, caption_api, dataset_edits, drafting, editor, export, pages, training
 from app.web.security import SecurityMiddleware
 from app.web.templating import templates
 from app.web.timing import ServerTiming
@@ -36,12 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     with Session(engine) as session:
         collect_garbage(session, store=store)
     worker = DraftWorker(db=engine, settings=settings)
+    trainer = TrainSupervisor(db=engine, settings=settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The drafting process resumes any job a stopped server left unfinished.
         worker.start()
+        trainer.start()  # re-attaches to training runs that outlived the last server
         yield
+        trainer.stop()
         worker.stop()
 
     app = FastAPI(
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dataset_edits.router)
     app.include_router(drafting.router)
     app.include_router(export.router)
+    app.include_router(training.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:

@@ -1,0 +1,1 @@
+"""Training with AI-Toolkit: the checkout, jobs and their process, run folders, board, pick."""
