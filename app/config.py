@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.drafting.engine import EngineName
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Never handed to a program Atelier starts (the drafting process gets its settings, less the
+# token, on its stdin; the trainer needs neither).
+SECRET_VARIABLES = ("ATELIER_TOKEN", "ATELIER_DRAFT_API_KEY")
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a program it starts, without Atelier's secrets."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in SECRET_VARIABLES}
+    return env | extra
 
 
 class Settings(BaseSettings):
@@ -76,13 +86,6 @@ class Settings(BaseSettings):
     # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
     train_stop_grace_s: float = Field(default=20.0, ge=0)
 
-    # Training (app/training/): the user's AI-Toolkit checkout, and the Python that runs it
-    # (unset: the checkout's venv/bin/python or .venv/bin/python).
-    aitk_dir: Path | None = None
-    aitk_python: Path | None = None
-    # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
-    train_stop_grace_s: float = Field(default=20.0, ge=0)
-
     @property
     def db_path(self) -> Path:
         return self.data_dir / "atelier.db"
@@ -98,11 +101,6 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
-
-    @property
-    def training_dir(self) -> Path:
-        """Training logs and the run thumbnails' cache."""
-        return self.data_dir / "training"
 
     @property
     def training_dir(self) -> Path:

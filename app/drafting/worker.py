@@ -35,7 +35,7 @@ from pathlib import Path
 from sqlalchemy import Engine as DBEngine
 from sqlmodel import Session, col, select
 
-from app.config import Settings
+from app.config import Settings, child_environment
 from app.drafting import jobs, pipeline
 from app.drafting.engine import DraftError, Engine
 from app.images.store import ContentStore
@@ -128,7 +128,7 @@ class DraftWorker:
                 self._proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
+        env = child_environment()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.drafting.worker"],

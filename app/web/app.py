@@ -18,10 +18,10 @@ from app.db import make_engine, migrate
 from app.drafting.worker import DraftWorker
 from app.errors import Invalid, UserError
 from app.images.catalog import collect_garbage
-from app.images.importer import content_store
+from app.images.store import content_store
 from app.training.jobs import TrainSupervisor
 from app.web import api, caption_api, dataset_edits, drafting, editor, export, pages, training
-from app.web.security import SecurityMiddleware
+from app.web.security import SecurityMiddleware, Throttle
 from app.web.templating import templates
 from app.web.timing import ServerTiming
 
@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.store = store
     app.state.draft_worker = worker
-    app.add_middleware(SecurityMiddleware, token=settings.token)
+    app.state.throttle = Throttle()
+    app.add_middleware(SecurityMiddleware, token=settings.token, throttle=app.state.throttle)
     app.add_middleware(ServerTiming)  # outermost: counts the security checks too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)

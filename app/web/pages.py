@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session
 
 from app import datasets as ds
 from app.drafting import jobs
 from app.errors import Invalid, UserError
-from app.images import catalog
-from app.models import CaptionStatus, Flag
+from app.images import catalog, trash
+from app.models import CaptionStatus, Dataset, Flag, Image
 from app.web.deps import SessionDep, SettingsDep, StoreDep
-from app.web.security import TOKEN_COOKIE, local_path, token_matches
+from app.web.security import TOKEN_COOKIE, client_key, local_path, token_matches
 from app.web.templating import templates
 from app.web.uploads import import_uploads
 
@@ -111,6 +112,7 @@ def dataset_grid(
         "counts": counts,
         "first_ambiguous": first_ambiguous,
         "near_duplicates": ds.open_near_duplicate_count(session, dataset_id),
+        **_trash_context(session, dataset),
         "link": link,
         "max_file_mb": settings.max_file_mb,
         "draft_model": settings.draft_model,
@@ -219,10 +221,15 @@ def delete_dataset(
 
 
 @router.get("/datasets/{dataset_id}/duplicates", response_class=HTMLResponse)
-def duplicates(request: Request, dataset_id: int, session: SessionDep) -> Response:
+def duplicates(
+    request: Request, dataset_id: int, session: SessionDep, trashed: int | None = None
+) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
     pairs = catalog.open_pairs(session, dataset=dataset)
-    context = {"dataset": dataset, "pairs": pairs}
+    moved = session.get(Image, trashed) if trashed is not None else None
+    if moved is not None and (moved.dataset_id != dataset.id or moved.trashed_at is None):
+        moved = None
+    context = {"dataset": dataset, "pairs": pairs, "moved": moved}
     if request.headers.get("hx-request"):
         return templates.TemplateResponse(request, "duplicates.html", context, block_name="pairs")
     return templates.TemplateResponse(request, "duplicates.html", context)
@@ -233,12 +240,70 @@ def resolve_pair(
     request: Request,
     pair_id: int,
     session: SessionDep,
-    store: StoreDep,
     keep: Annotated[str, Form()],
     dataset_id: Annotated[int, Form()],
 ) -> Response:
-    catalog.resolve_pair(session, store=store, pair_id=pair_id, keep=keep)
-    return duplicates(request, dataset_id, session)
+    """Keeps one (the other goes to the trash, with an undo) or both."""
+    moved = catalog.resolve_pair(session, pair_id=pair_id, keep=keep)
+    trashed = moved.id if moved is not None else None
+    if not request.headers.get("hx-request"):
+        query = f"?trashed={trashed}" if trashed is not None else ""
+        return _see_other(f"/datasets/{dataset_id}/duplicates{query}")
+    return duplicates(request, dataset_id, session, trashed=trashed)
+
+
+def _back(request: Request, back: str, dataset_id: int) -> Response:
+    """After a trash action: htmx refreshes the grid and the trash; a plain form goes back."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Trigger": "trashChanged"})
+    return _see_other(local_path(back) if back else f"/datasets/{dataset_id}#trash")
+
+
+@router.get("/datasets/{dataset_id}/trash", response_class=HTMLResponse)
+def trash_list(request: Request, dataset_id: int, session: SessionDep) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    return templates.TemplateResponse(request, "_trash.html", _trash_context(session, dataset))
+
+
+def _trash_context(session: Session, dataset: Dataset) -> dict[str, Any]:
+    items = [(i, trash.expires_at(i)) for i in trash.in_trash(session, dataset=dataset)]
+    return {"dataset": dataset, "trashed": items, "trash_days": trash.TRASH_DAYS}
+
+
+@router.post("/images/{image_id}/trash", response_class=HTMLResponse)
+def move_to_trash(
+    request: Request, image_id: int, session: SessionDep, back: Annotated[str, Form()] = ""
+) -> Response:
+    image = catalog.get_image(session, image_id)
+    trash.move_to_trash(session, images=[image])
+    return _back(request, back, image.dataset_id)
+
+
+@router.post("/datasets/{dataset_id}/trash/restore", response_class=HTMLResponse)
+def restore_from_trash(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    image_id: Annotated[list[int], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    trash.restore(session, dataset=dataset, image_ids=image_id)
+    return _back(request, back, dataset_id)
+
+
+@router.post("/datasets/{dataset_id}/trash/empty", response_class=HTMLResponse)
+def empty_trash(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    store: StoreDep,
+    image_id: Annotated[list[int] | None, Form()] = None,
+) -> Response:
+    """Deletes for good every trashed image, or the one named."""
+    dataset = ds.get_dataset(session, dataset_id)
+    trash.empty(session, store=store, dataset=dataset, image_ids=image_id or None)
+    return _back(request, "", dataset_id)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -249,19 +314,22 @@ def login_page(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(
+async def login(
     request: Request,
     settings: SettingsDep,
-    token: Annotated[str, Form()],
-    next: Annotated[str, Form()] = "/",
+    token: Annotated[str, Form(max_length=4096)] = "",
+    next: Annotated[str, Form(max_length=4096)] = "/",
 ) -> Response:
+    # A missing token is answered as a wrong one, after the same penalty (security.Throttle).
     if settings.token is None or not token_matches(token, settings.token):
+        await request.app.state.throttle.refused(client_key(request), "/login")
         return templates.TemplateResponse(
             request,
             "login.html",
             {"next": local_path(next), "error": "That token is not right."},
             status_code=401,
         )
+    request.app.state.throttle.succeeded(client_key(request))
     response = _see_other(local_path(next))
     response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
     return response

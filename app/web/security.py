@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -15,18 +20,87 @@ OPEN_PATHS = {"/login", "/healthz"}
 # JSON and form bodies (captions, settings) are small; uploads (multipart) are limited per
 # file by the importer instead.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+REFUSED = "This Atelier requires a token: send 'Authorization: Bearer <token>'."
+
+log = logging.getLogger("atelier.security")
 
 
 def token_matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+@dataclass
+class _Client:
+    failures: int = 0
+    last: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Throttle:
+    """Slows down one client's refused tokens: the first FREE_FAILURES are answered at once,
+    each later one after twice the wait of the one before, at most MAX_WAIT_S, one at a time.
+
+    The penalty is small and bounded on purpose: a right token is never delayed, and a client
+    quiet for FORGET_S starts afresh, so it cannot lock the owner out for long; answered one at
+    a time, it still turns a guessing script's thousands of tries a second into one every few
+    seconds. Wrong and missing tokens count alike, and are answered alike."""
+
+    FREE_FAILURES = 5
+    FIRST_WAIT_S = 0.25
+    MAX_WAIT_S = 4.0
+    FORGET_S = 300.0
+    MAX_CLIENTS = 4096  # the oldest are forgotten first: memory stays bounded
+
+    def __init__(self) -> None:
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+
+    def _client(self, key: str) -> _Client:
+        now = time.monotonic()
+        client = self._clients.pop(key, None)
+        if client is None or now - client.last > self.FORGET_S:
+            client = _Client()
+        self._clients[key] = client
+        while len(self._clients) > self.MAX_CLIENTS:
+            self._clients.popitem(last=False)
+        return client
+
+    def wait_s(self, failures: int) -> float:
+        """The wait before answering a client's `failures`-th refusal in a row."""
+        over = failures - self.FREE_FAILURES
+        return 0.0 if over <= 0 else min(self.MAX_WAIT_S, self.FIRST_WAIT_S * 2 ** (over - 1))
+
+    async def refused(self, key: str, where: str) -> None:
+        """Counts a refused token from `key` (an address) and waits its penalty out."""
+        client = self._client(key)
+        async with client.lock:
+            client.failures += 1
+            client.last = time.monotonic()
+            wait = self.wait_s(client.failures)
+            log.warning(
+                "refused a request without the right token from %s (%s; %d in a row%s)",
+                key,
+                where,
+                client.failures,
+                f", answered after {wait:.2f} s" if wait else "",
+            )
+            if wait:
+                await asyncio.sleep(wait)
+
+    def succeeded(self, key: str) -> None:
+        self._clients.pop(key, None)
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 class SecurityMiddleware:
     """Refuses cross-origin writes; with a token set, refuses requests that do not carry it."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None, throttle: Throttle) -> None:
         self.app = app
         self.token = token
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,6 +108,8 @@ class SecurityMiddleware:
             return
         request = Request(scope)
         refusal = self._refusal(request)
+        if refusal is not None and refusal.status_code == 401:
+            await self.throttle.refused(client_key(request), request.url.path)
         if refusal is None and request.method in UNSAFE_METHODS:
             refusal, receive = await _bounded_body(request, receive)
         if refusal is not None:
@@ -55,10 +131,11 @@ class SecurityMiddleware:
         if token_matches(bearer, self.token) or token_matches(
             request.cookies.get(TOKEN_COOKIE), self.token
         ):
+            self.throttle.succeeded(client_key(request))
             return None
         if request.method == "GET" and _wants_html(request):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-        return _deny(401, "This Atelier requires a token: send 'Authorization: Bearer <token>'.")
+        return _deny(401, REFUSED)
 
 
 async def _bounded_body(request: Request, receive: Receive) -> tuple[Response | None, Receive]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings, is_exposed_host
 from app.web.app import create_app
+from app.web.security import Throttle
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -99,3 +101,70 @@ def test_no_path_serves_a_file_outside_static_or_the_store(client: TestClient, p
     r = client.get(path)
     assert r.status_code == 404
     assert "Settings" not in r.text and "root:" not in r.text
+
+
+def test_a_wrong_token_and_a_missing_one_are_answered_alike(locked: TestClient) -> None:
+    missing = locked.get("/api/datasets")
+    wrong = locked.get("/api/datasets", headers={"Authorization": "Bearer not-the-token"})
+    assert (missing.status_code, missing.json()) == (wrong.status_code, wrong.json())
+    page_missing = locked.post("/login", data={"next": "/"})
+    page_wrong = locked.post("/login", data={"token": "not-the-token", "next": "/"})
+    assert page_missing.status_code == page_wrong.status_code == 401
+    assert page_missing.text == page_wrong.text
+
+
+def test_refused_tokens_are_slowed_per_client_within_a_bound() -> None:
+    t = Throttle()
+    waits = [t.wait_s(n) for n in range(1, 16)]
+    assert waits[: Throttle.FREE_FAILURES] == [0.0] * Throttle.FREE_FAILURES
+    grown = waits[Throttle.FREE_FAILURES :]
+    assert grown == sorted(grown) and grown[0] > 0 and grown[1] == 2 * grown[0]
+    assert max(waits) == Throttle.MAX_WAIT_S  # bounded: the owner is never locked out
+
+
+def test_guesses_wait_their_penalty_and_the_right_token_does_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path / "d", host="0.0.0.0", token=TOKEN)
+    app = create_app(settings)
+    throttle: Throttle = app.state.throttle
+    throttle.FIRST_WAIT_S = 0.2  # type: ignore[misc]
+    with TestClient(app, base_url="http://atelier.lan:8000") as c, caplog.at_level("WARNING"):
+        for n in range(Throttle.FREE_FAILURES):
+            c.post("/login", data={"token": f"guess-{n}", "next": "/"})
+        started = time.monotonic()
+        assert c.get("/api/datasets", headers={"Authorization": "Bearer guess"}).status_code == 401
+        assert time.monotonic() - started >= 0.2  # the first failure past the free ones
+        # The owner, from the same address, is let in, and that clears the count.
+        ok = c.get("/api/datasets", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+        assert throttle.wait_s(throttle._client("testclient").failures + 1) == 0.0
+    refusals = [r for r in caplog.records if "without the right token" in r.getMessage()]
+    assert len(refusals) == Throttle.FREE_FAILURES + 1
+    assert TOKEN not in caplog.text and "guess-0" not in caplog.text
+
+
+def test_the_drafting_process_never_sees_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.db import make_engine, migrate
+    from app.drafting.worker import DraftWorker
+
+    monkeypatch.setenv("ATELIER_TOKEN", TOKEN)
+    monkeypatch.setenv("ATELIER_DRAFT_API_KEY", "sk-secret-key")
+    settings = Settings(data_dir=tmp_path / "d", host="0.0.0.0")
+    assert settings.token == TOKEN
+    db = make_engine(settings)
+    migrate(db)
+    worker = DraftWorker(db=db, settings=settings)
+    proc = worker._spawn()
+    try:
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        names = {e.split(b"=", 1)[0] for e in environ}
+        assert b"ATELIER_TOKEN" not in names and b"ATELIER_DRAFT_API_KEY" not in names
+        assert not any(TOKEN.encode() in e for e in environ)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        db.dispose()
