@@ -196,7 +196,7 @@ def _captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption]]
             (col(CaptionRevision.image_id) == Image.id)
             & (col(CaptionRevision.number) == Image.revision),
         )
-        .where(Image.dataset_id == dataset.id)
+        .where(Image.dataset_id == dataset.id, col(Image.trashed_at).is_(None))
         .order_by(col(Image.position))
     ).all()
     return [(image, revisions.parse(rev)) for image, rev in rows]

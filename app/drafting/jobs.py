@@ -62,7 +62,11 @@ def create_job(
         raise Invalid(
             f"Drafting job {running.id} is still running for this dataset; wait or cancel it."
         )
-    query = select(Image.id).where(Image.dataset_id == dataset.id).order_by(col(Image.position))
+    query = (
+        select(Image.id)
+        .where(Image.dataset_id == dataset.id, col(Image.trashed_at).is_(None))
+        .order_by(col(Image.position))
+    )
     if scope == "uncaptioned":
         query = query.where(Image.revision == 0)
     elif scope == "selection":

@@ -1,4 +1,4 @@
-"""A dataset's images: listing with flags, filters and paging; deletion; near-duplicate pairs."""
+"""A dataset's images: listing with flags, filters and paging; near-duplicate pairs; garbage."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from app.errors import Invalid, NotFound
 from app.export.buckets import is_low_resolution
+from app.images import trash
 from app.images.store import ContentStore
 from app.models import CaptionStatus, Dataset, Flag, Image, NearDuplicate
 
@@ -44,18 +45,26 @@ class ImageRow:
 
 
 def _open_pair_exists() -> ColumnElement[bool]:
-    """SQL: the image is in a near-duplicate pair not yet resolved."""
-    nd = aliased(NearDuplicate)
+    """SQL: the image is in a near-duplicate pair not yet resolved, its other image not trashed."""
+    nd, other = aliased(NearDuplicate), aliased(Image)
     return exists().where(
         col(nd.kept_both).is_(False),
-        or_(col(nd.image_a_id) == col(Image.id), col(nd.image_b_id) == col(Image.id)),
+        or_(
+            and_(col(nd.image_a_id) == col(Image.id), col(other.id) == col(nd.image_b_id)),
+            and_(col(nd.image_b_id) == col(Image.id), col(other.id) == col(nd.image_a_id)),
+        ),
+        col(other.trashed_at).is_(None),
     )
 
 
 def _filters(
     dataset: Dataset, status: CaptionStatus | None, flag: Flag | None
 ) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = [Image.dataset_id == dataset.id]  # type: ignore[list-item]
+    # Trashed images are out of every listing and count (app/images/trash.py).
+    conds: list[ColumnElement[bool]] = [
+        Image.dataset_id == dataset.id,  # type: ignore[list-item]
+        col(Image.trashed_at).is_(None),
+    ]
     if status is not None:
         conds.append(Image.status == status)  # type: ignore[arg-type]
     if flag is Flag.low_resolution:
@@ -100,7 +109,7 @@ def counts(session: Session, *, dataset: Dataset) -> dict[str, int]:
     out = {s.value: 0 for s in CaptionStatus}
     for status, n in session.exec(
         select(Image.status, func.count())
-        .where(Image.dataset_id == dataset.id)
+        .where(Image.dataset_id == dataset.id, col(Image.trashed_at).is_(None))
         .group_by(Image.status)
     ):
         out[CaptionStatus(status).value] = n
@@ -166,31 +175,25 @@ def _flags(image: Image, *, is_dup: bool, is_low: bool) -> list[Flag]:
     return flags
 
 
-def delete_images(session: Session, *, store: ContentStore, images: list[Image]) -> None:
-    """Deletes the rows, then the stored bytes no other dataset still uses."""
-    shas = {i.sha256 for i in images}
-    for image in images:
-        session.delete(image)
-    session.commit()
-    still_used = set(session.exec(select(Image.sha256).where(col(Image.sha256).in_(shas))))
-    for sha in shas - still_used:
-        store.remove(sha)
-
-
 def open_pairs(session: Session, *, dataset: Dataset) -> list[tuple[NearDuplicate, Image, Image]]:
     a, b = aliased(Image), aliased(Image)
     rows = session.exec(
         select(NearDuplicate, a, b)
         .join(a, a.id == NearDuplicate.image_a_id)  # type: ignore[arg-type]
         .join(b, b.id == NearDuplicate.image_b_id)  # type: ignore[arg-type]
-        .where(NearDuplicate.dataset_id == dataset.id, col(NearDuplicate.kept_both).is_(False))
+        .where(
+            NearDuplicate.dataset_id == dataset.id,
+            col(NearDuplicate.kept_both).is_(False),
+            col(a.trashed_at).is_(None),
+            col(b.trashed_at).is_(None),
+        )
         .order_by(col(NearDuplicate.id))
     ).all()
     return [(p, ia, ib) for p, ia, ib in rows]
 
 
-def resolve_pair(session: Session, *, store: ContentStore, pair_id: int, keep: str) -> None:
-    """keep: 'a' or 'b' deletes the other image; 'both' closes the pair and keeps both."""
+def resolve_pair(session: Session, *, pair_id: int, keep: str) -> Image | None:
+    """keep 'a' or 'b': the other image goes to the trash (returned); 'both' keeps both."""
     pair = session.get(NearDuplicate, pair_id)
     if pair is None:
         raise NotFound(f"No near-duplicate pair has id {pair_id}.")
@@ -198,16 +201,20 @@ def resolve_pair(session: Session, *, store: ContentStore, pair_id: int, keep: s
         pair.kept_both = True
         session.add(pair)
         session.commit()
-    elif keep in ("a", "b"):
-        doomed = get_image(session, pair.image_b_id if keep == "a" else pair.image_a_id)
-        delete_images(session, store=store, images=[doomed])
-    else:
-        raise Invalid("keep must be 'a', 'b' or 'both'.")
+        return None
+    if keep in ("a", "b"):
+        # The pair stays open: restoring the other image from the trash brings it back.
+        other = get_image(session, pair.image_b_id if keep == "a" else pair.image_a_id)
+        trash.move_to_trash(session, images=[other])
+        return other
+    raise Invalid("keep must be 'a', 'b' or 'both'.")
 
 
 def collect_garbage(session: Session, *, store: ContentStore) -> int:
-    """Removes stored bytes no image references (left by a crash); returns how many."""
+    """Purges the expired trash, then bytes no image references (a crash's); returns how many."""
+    trash.purge_expired(session, store=store)
     store.clear_tmp(older_than_s=ORPHAN_GRACE_S)
+    # Trashed images are rows like any other: their bytes stay until the trash lets them go.
     referenced = set(session.exec(select(Image.sha256).distinct()))
     removed = 0
     now = time.time()

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 from app import datasets as ds
 from app.errors import NotFound
-from app.images import catalog
+from app.images import catalog, trash
 from app.images.decode import MIME_TYPES, render_thumbnail
+from app.images.trash import TRASH_DAYS
 from app.models import CaptionStatus, Flag
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.uploads import import_uploads
@@ -200,9 +201,59 @@ def image_thumb(
 
 
 @router.delete("/images/{image_id}", status_code=204)
-def delete_image(image_id: int, session: SessionDep, store: StoreDep) -> Response:
-    catalog.delete_images(session, store=store, images=[catalog.get_image(session, image_id)])
+def delete_image(image_id: int, session: SessionDep) -> Response:
+    """Moves the image, caption and history with it, to its dataset's trash (restorable)."""
+    trash.move_to_trash(session, images=[catalog.get_image(session, image_id)])
     return Response(status_code=204)
+
+
+class TrashOut(BaseModel):
+    id: int
+    filename: str
+    trashed_at: datetime
+    expires_at: datetime = Field(description=f"Deleted for good then ({TRASH_DAYS} days on)")
+
+
+class TrashIn(BaseModel):
+    image_ids: list[int] = Field(min_length=1, max_length=100_000)
+
+
+class EmptyTrashIn(BaseModel):
+    image_ids: list[int] | None = Field(
+        default=None, max_length=100_000, description="Only these; leave out to empty it all"
+    )
+
+
+@router.get("/datasets/{dataset_id}/trash", response_model=list[TrashOut])
+def list_trash(dataset_id: int, session: SessionDep) -> list[dict]:
+    """The dataset's trashed images, most recently trashed first."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return [
+        {
+            "id": i.id,
+            "filename": i.filename,
+            "trashed_at": i.trashed_at,
+            "expires_at": trash.expires_at(i),
+        }
+        for i in trash.in_trash(session, dataset=dataset)
+    ]
+
+
+@router.post("/datasets/{dataset_id}/trash/restore")
+def restore_from_trash(dataset_id: int, body: TrashIn, session: SessionDep) -> dict:
+    """Puts trashed images back where they were in the dataset, captions and all."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return {"restored": trash.restore(session, dataset=dataset, image_ids=body.image_ids)}
+
+
+@router.post("/datasets/{dataset_id}/trash/empty")
+def empty_trash(
+    dataset_id: int, session: SessionDep, store: StoreDep, body: EmptyTrashIn | None = None
+) -> dict:
+    """Deletes trashed images for good (all, or those named): this cannot be undone."""
+    dataset = ds.get_dataset(session, dataset_id)
+    ids = body.image_ids if body is not None else None
+    return {"deleted": trash.empty(session, store=store, dataset=dataset, image_ids=ids)}
 
 
 @router.get("/datasets/{dataset_id}/near-duplicates")
@@ -221,9 +272,7 @@ def near_duplicates(dataset_id: int, session: SessionDep) -> list[dict]:
 
 
 @router.post("/near-duplicates/{pair_id}/resolve", status_code=204)
-def resolve_near_duplicate(
-    pair_id: int, body: ResolveIn, session: SessionDep, store: StoreDep
-) -> Response:
-    """keep 'a' or 'b' deletes the other image; 'both' keeps both and closes the pair."""
-    catalog.resolve_pair(session, store=store, pair_id=pair_id, keep=body.keep)
+def resolve_near_duplicate(pair_id: int, body: ResolveIn, session: SessionDep) -> Response:
+    """keep 'a' or 'b' moves the other image to the trash; 'both' keeps both, closing the pair."""
+    catalog.resolve_pair(session, pair_id=pair_id, keep=body.keep)
     return Response(status_code=204)

@@ -82,7 +82,7 @@ def test_import_flags_near_duplicates_in_pairs(
     assert total == 2 and {r.image.filename for r in rows} == {"a.jpg", "b_small.jpg"}
 
 
-def test_resolve_near_duplicate_keep_one_deletes_other(
+def test_resolve_near_duplicate_keep_one_trashes_other(
     tmp_path: Path, session: Session, settings: Settings, store: ContentStore
 ) -> None:
     dataset = ds.create_dataset(session, name="Oils")
@@ -90,10 +90,15 @@ def test_resolve_near_duplicate_keep_one_deletes_other(
     run_import(session, settings, dataset, [original, f.near_copy(original, tmp_path / "b.jpg")])
     pair = session.exec(select(NearDuplicate)).one()
     b_sha = session.get(Image, pair.image_b_id).sha256  # type: ignore[union-attr]
-    catalog.resolve_pair(session, store=store, pair_id=pair.id, keep="a")  # type: ignore[arg-type]
-    assert [i.filename for i in session.exec(select(Image))] == ["a.jpg"]
-    assert not store.has_blob(b_sha)
-    assert session.exec(select(NearDuplicate)).all() == []
+    moved = catalog.resolve_pair(session, pair_id=pair.id, keep="a")  # type: ignore[arg-type]
+    assert moved is not None and moved.id == pair.image_b_id
+    rows, total = catalog.list_images(session, dataset=dataset)
+    assert total == 1 and [r.image.filename for r in rows] == ["a.jpg"]
+    assert Flag.duplicate not in rows[0].flags
+    assert catalog.open_pairs(session, dataset=dataset) == []
+    # In the trash, not gone: its bytes stay through garbage collection.
+    assert store.has_blob(b_sha)
+    assert catalog.collect_garbage(session, store=store) == 0 and store.has_blob(b_sha)
 
 
 def test_resolve_near_duplicate_keep_both_clears_flag(
@@ -103,7 +108,7 @@ def test_resolve_near_duplicate_keep_both_clears_flag(
     original = f.jpeg(tmp_path / "a.jpg", 11)
     run_import(session, settings, dataset, [original, f.near_copy(original, tmp_path / "b.jpg")])
     pair = session.exec(select(NearDuplicate)).one()
-    catalog.resolve_pair(session, store=store, pair_id=pair.id, keep="both")  # type: ignore[arg-type]
+    catalog.resolve_pair(session, pair_id=pair.id, keep="both")  # type: ignore[arg-type]
     rows, _ = catalog.list_images(session, dataset=dataset)
     assert [Flag.duplicate in r.flags for r in rows] == [False, False]
     assert len(rows) == 2
