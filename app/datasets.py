@@ -30,6 +30,29 @@ def slugify(name: str) -> str:
     return slug[:80] or "dataset"
 
 
+def check_trigger_word(word: str) -> None:
+    """Refuses a trigger word the trainer's textual replacement would turn into broken JSON.
+
+    AI-Toolkit replaces [trigger] and [name] inside the caption's raw text, and reads
+    ${NAME} in its config as an environment variable: a quote, a backslash or a control
+    character ends or breaks the JSON string the word lands in, and the caption silently
+    becomes plain text.
+    """
+    bad = [c for c in word if c in '"\\' or unicodedata.category(c) == "Cc"]
+    if bad:
+        shown = ", ".join(sorted({repr(c) for c in bad}))
+        raise Invalid(
+            f"The trigger word may not hold {shown}: the trainer writes the word into the "
+            "JSON captions as it is, and the captions would stop being JSON."
+        )
+    for placeholder in ("[trigger]", "[name]", "${"):
+        if placeholder in word:
+            raise Invalid(
+                f"The trigger word may not hold {placeholder}: the trainer replaces that text "
+                "itself."
+            )
+
+
 def get_dataset(session: Session, dataset_id: int) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
@@ -57,6 +80,7 @@ def create_dataset(
 ) -> Dataset:
     name = _clean_name(name)
     _check_resolution(resolution)
+    check_trigger_word(trigger_word.strip())
     _check_name_free(session, name)
     dataset = Dataset(
         name=name,
@@ -81,6 +105,8 @@ def update_dataset(
     notes: str | None = None,
     draft_instructions: str | None = None,
 ) -> Dataset:
+    if trigger_word is not None:
+        check_trigger_word(trigger_word.strip())  # before anything changes
     if name is not None:
         name = _clean_name(name)
         if name != dataset.name:
@@ -115,10 +141,8 @@ def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
 def list_summaries(session: Session, *, only: Dataset | None = None) -> list[DatasetSummary]:
     """Every dataset (or only `only`) with its image counts by caption status."""
     query = select(Dataset).order_by(func.lower(Dataset.name))
-    count_query = (
-        select(Image.dataset_id, Image.status, func.count())
-        .where(col(Image.trashed_at).is_(None))
-        .group_by(col(Image.dataset_id), col(Image.status))
+    count_query = select(Image.dataset_id, Image.status, func.count()).group_by(
+        col(Image.dataset_id), col(Image.status)
     )
     if only is not None:
         query = query.where(Dataset.id == only.id)
@@ -144,17 +168,10 @@ def summarize(session: Session, dataset: Dataset) -> DatasetSummary:
 
 
 def open_near_duplicate_count(session: Session, dataset_id: int) -> int:
-    trashed = select(Image.id).where(col(Image.trashed_at).is_not(None))
     return session.exec(
         select(func.count())
         .select_from(NearDuplicate)
-        .where(
-            NearDuplicate.dataset_id == dataset_id,
-            col(NearDuplicate.kept_both).is_(False),
-            # A pair one of whose images is in the trash is not open; a restore reopens it.
-            col(NearDuplicate.image_a_id).not_in(trashed),
-            col(NearDuplicate.image_b_id).not_in(trashed),
-        )
+        .where(NearDuplicate.dataset_id == dataset_id, col(NearDuplicate.kept_both).is_(False))
     ).one()
 
 

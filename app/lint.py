@@ -14,10 +14,12 @@ from typing import Any, Literal
 from sqlmodel import Session, col, select
 
 from app.captions import revisions
-from app.captions.dialects import dumps_official
+from app.captions.dialects import dumps_official, to_trainer
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, field_states
 from app.export import buckets, profiles
+from app.export.caption_file import caption_text
+from app.export.verifier import verify_text
 from app.images import catalog
 from app.models import CaptionRevision, CaptionStatus, Dataset, Flag, Image
 
@@ -81,15 +83,36 @@ def captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption | 
             & (col(CaptionRevision.number) == Image.revision),
             isouter=True,
         )
-        .where(Image.dataset_id == dataset.id)
+        # A trashed image is not part of the dataset any more: it is never exported.
+        .where(Image.dataset_id == dataset.id, col(Image.trashed_at).is_(None))
         .order_by(col(Image.position))
     ).all()
     return [(img, revisions.parse(rev) if rev else None) for img, rev in rows]
 
 
+def verifier_findings(img: Image, text: str) -> list[Finding]:
+    """Ideogram's caption rules the exported text of `img`'s caption breaks, as findings."""
+    return [
+        Finding(
+            v.severity,
+            f"verifier_{v.rule}",
+            img.filename,
+            f"breaks Ideogram's caption rules: {v.message}",
+            img.id,
+        )
+        for v in verify_text(text)
+    ]
+
+
 def lint_dataset(
-    session: Session, *, dataset: Dataset, profile: str = profiles.DEFAULT_PROFILE
+    session: Session,
+    *,
+    dataset: Dataset,
+    placement: str = "aesthetics",
+    dialect: str = "official",
+    profile: str = profiles.DEFAULT_PROFILE,
 ) -> list[Finding]:
+    """Findings for the dataset as it would be exported with this placement and dialect."""
     block = block_of(dataset)
     trigger = dataset.trigger_word.strip().lower()
     out: list[Finding] = []
@@ -97,6 +120,7 @@ def lint_dataset(
     flags = {r.image.id: r.flags for r in catalog.list_images(session, dataset=dataset)[0]}
     shapes: Counter[tuple[int, ...]] = Counter()
     trained_at = profiles.get_profile(profile).resolutions(dataset.resolution)
+    with_commas = 0
 
     def add(sev: Severity, code: str, img: Image | None, message: str) -> None:
         out.append(
@@ -140,19 +164,39 @@ def lint_dataset(
         tokens, exact = count_tokens(text)
         if tokens > TOKEN_BUDGET:
             add(
-                "warning",
+                "error",
                 "caption_too_long",
                 img,
-                f"{'' if exact else 'about '}{tokens} tokens; the trainer cuts captions at "
-                f"{TOKEN_BUDGET}",
+                f"{'' if exact else 'about '}{tokens} tokens; the trainer's text encoder reads "
+                f"{TOKEN_BUDGET} and cuts the rest off: shorten it",
             )
         if img.boxes_ambiguous:
             add(
-                "warning",
+                "error",
                 "ambiguous_boxes",
                 img,
-                "its boxes were read as 0..1000 but could be pixels: choose the format",
+                "its boxes were read as 0..1000 but could be pixels: choose the format on "
+                "the dataset page (trained on the wrong reading, every box is misplaced)",
             )
+        exported = caption_text(
+            caption,
+            dialect=dialect,  # type: ignore[arg-type]
+            placement=placement,  # type: ignore[arg-type]
+            width=img.width,
+            height=img.height,
+        )
+        out.extend(verifier_findings(img, exported))
+        if placement == "aesthetics" and "style_description" not in to_trainer(caption):
+            add(
+                "warning",
+                "trigger_in_description",
+                img,
+                "has no style block, so the export writes [trigger] at the start of its "
+                "high-level description (a style block of the trigger alone would break "
+                "Ideogram's rules): fill the dataset's style block",
+            )
+        if placement == "prefix" and "," in "".join(_strings(to_trainer(caption))):
+            with_commas += 1
         shapes[_shape(caption)] += 1
         for flag in flags.get(img.id, []):
             if flag is Flag.duplicate:
@@ -177,6 +221,15 @@ def lint_dataset(
                 f"element {cut.element}'s box loses {cut.lost:.0%} of its area to the trainer's "
                 f"centre crop at {cut.resolution} px: the caption names what it does not see",
             )
+    if with_commas:
+        add(
+            "warning",
+            "prefix_commas",
+            None,
+            f"{with_commas} caption(s) hold commas: with the trigger word prefixed, the trainer "
+            "reads captions as plain text and gives every comma a space after it "
+            '("1,000" becomes "1, 000"); place the trigger in aesthetics to keep them exact',
+        )
     if len(rows) < MIN_IMAGES:
         add("warning", "few_images", None, f"{len(rows)} images; a style wants 30 to 60")
     if shapes and len(rows) >= 6:
@@ -190,6 +243,17 @@ def lint_dataset(
                 "layout): vary framing and the number of figures",
             )
     return out
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a caption's JSON data."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def _shape(caption: Caption) -> tuple[int, ...]:

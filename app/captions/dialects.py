@@ -149,6 +149,32 @@ def to_official(caption: Caption) -> dict[str, Any]:
     return out
 
 
+def to_trainer(caption: Caption) -> dict[str, Any]:
+    """The official dialect as the trainer's normaliser leaves it: a fixed point of it.
+
+    The normaliser drops empty palettes and empty render keys, and keeps `aesthetics` and
+    `lighting` whenever they are present; Ideogram's verifier wants both present in a style
+    block, so they are written (empty if need be) whenever there is one.
+    """
+    out = to_official(caption)
+    style = out.get("style_description")
+    if style is not None:
+        style.setdefault("aesthetics", "")
+        style.setdefault("lighting", "")
+        order = [k for k in _STYLE_ORDER[caption.style.medium == "photograph"] if k in style]
+        out["style_description"] = {k: style[k] for k in order}
+    for el in out["compositional_deconstruction"]["elements"]:
+        if not el["color_palette"]:
+            del el["color_palette"]
+    return out
+
+
+_STYLE_ORDER = {
+    True: ("aesthetics", "lighting", "photo", "medium", "color_palette"),
+    False: ("aesthetics", "lighting", "medium", "art_style", "color_palette"),
+}
+
+
 def dumps_official(caption: Caption) -> str:
     """Compact JSON, non-ASCII kept as is, as the trainer re-serialises it."""
     return json.dumps(to_official(caption), separators=(",", ":"), ensure_ascii=False)
@@ -220,12 +246,9 @@ def _build(
         notes.append(f"the technique under 'photo' moved to 'art_style' (medium is {medium})")
     if photo and art_style:
         notes.append("both 'photo' and 'art_style' were given: kept them joined")
-    aesthetics = _str(style_raw.get("aesthetics", ""), "aesthetics")
-    for placeholder in ("[trigger]", "[name]"):
-        if aesthetics.startswith(placeholder):
-            # An Atelier export's trigger placeholder: the trainer fills it, we drop it.
-            aesthetics = aesthetics.removeprefix(placeholder).lstrip(", ").strip()
-            notes.append(f"dropped the {placeholder} placeholder from aesthetics")
+    aesthetics = _without_placeholder(
+        _str(style_raw.get("aesthetics", ""), "aesthetics"), "aesthetics", notes
+    )
     style = Style(
         aesthetics=aesthetics,
         lighting=_str(style_raw.get("lighting", ""), "lighting"),
@@ -254,8 +277,10 @@ def _build(
         )
     try:
         return Caption(
-            high_level_description=_str(
-                data.get("high_level_description", ""), "high_level_description"
+            high_level_description=_without_placeholder(
+                _str(data.get("high_level_description", ""), "high_level_description"),
+                "the high-level description",
+                notes,
             ),
             style=style,
             composition=Composition(
@@ -265,6 +290,15 @@ def _build(
     except ValidationError as e:
         first = e.errors()[0]
         raise CaptionParseError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _without_placeholder(value: str, where: str, notes: list[str]) -> str:
+    """The value without an Atelier export's leading trigger placeholder (the trainer fills it)."""
+    for placeholder in ("[trigger]", "[name]"):
+        if value.startswith(placeholder):
+            notes.append(f"dropped the {placeholder} placeholder from {where}")
+            return value.removeprefix(placeholder).lstrip(", ").strip()
+    return value
 
 
 def _box(value: Any, n: int, box_format: BoxFormat, width: int, height: int) -> Box | None:
@@ -327,6 +361,11 @@ def _refuse_constant(name: str) -> Any:
 
 
 Dialect = Literal["official", "guide"]
+# Bounds on what a client may submit. The trainer reads 3,072 tokens at most (about 10,000
+# characters of JSON): a field of 20,000 characters or a caption of 60,000 cannot be a caption
+# anyone reviewed, and storing megabytes of it would slow every page that shows it.
+MAX_FIELD_CHARS = 20_000
+MAX_CAPTION_CHARS = 60_000
 
 
 def read_submitted(data: Any, *, dialect: Dialect, width: int, height: int) -> Caption:
@@ -334,6 +373,7 @@ def read_submitted(data: Any, *, dialect: Dialect, width: int, height: int) -> C
     from app.captions.official import OfficialCaption
     from app.errors import Invalid
 
+    _check_size(data)
     if dialect == "official":
         try:
             return OfficialCaption.model_validate(data).to_caption()
@@ -356,3 +396,35 @@ def read_submitted(data: Any, *, dialect: Dialect, width: int, height: int) -> C
             f"The caption is not valid: {e.reason}.",
             errors=[{"field": "caption", "message": e.reason}],
         ) from None
+
+
+def _check_size(data: Any) -> None:
+    """Refuses a submitted caption with an absurdly long field, or absurdly long as a whole."""
+    from app.errors import Invalid
+
+    total = 0
+    stack: list[tuple[str, Any]] = [("caption", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD_CHARS:
+                raise Invalid(
+                    f"The caption's {where.removeprefix('caption.')} is {len(value):,} "
+                    "characters long; a field may hold "
+                    f"at most {MAX_FIELD_CHARS:,} (the trainer reads about 10,000 characters of "
+                    "a whole caption).",
+                    errors=[{"field": where, "message": "too long"}],
+                )
+            total += len(value)
+        elif isinstance(value, dict):
+            total += sum(len(str(k)) for k in value)
+            stack.extend((f"{where}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            total += len(value)
+            stack.extend((f"{where}.{n}", v) for n, v in enumerate(value))
+        if total > MAX_CAPTION_CHARS:
+            raise Invalid(
+                f"The caption is over {MAX_CAPTION_CHARS:,} characters long; the trainer reads "
+                "about 10,000 characters of a caption (3,072 tokens). Shorten it.",
+                errors=[{"field": "caption", "message": "too long"}],
+            )

@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from app.captions.boxes import Box
-from app.captions.dialects import to_official
+from app.captions.dialects import to_trainer
 from app.captions.schema import Caption, Composition, Element, Style
 from app.errors import Invalid
 
@@ -155,15 +155,25 @@ def profile_for_gpu(total_gb: float) -> str:
 
 
 def sample_captions(style: Style, trigger: str | None) -> list[tuple[str, Caption]]:
-    """Sample prompts as structured captions in the guide's spirit, in the dataset's style."""
+    """Sample prompts as structured captions in the guide's spirit, in the dataset's style.
+
+    The trigger goes where the export puts it in training captions: at the start of the
+    aesthetics, or of the description when the style is incomplete (then left out: a partial
+    style block breaks Ideogram's caption rules).
+    """
+    complete = bool(style.medium and style.render)
     aesthetics = f"{trigger}, {style.aesthetics}" if trigger else style.aesthetics
-    base = style.model_copy(update={"aesthetics": aesthetics, "color_palette": []})
+    base = (
+        style.model_copy(update={"aesthetics": aesthetics, "color_palette": []})
+        if complete
+        else Style()
+    )
 
     def caption(
         name: str, hld: str, background: str, elements: list[Element]
     ) -> tuple[str, Caption]:
         return name, Caption(
-            high_level_description=hld,
+            high_level_description=hld if complete or not trigger else f"{trigger}, {hld}",
             style=base,
             composition=Composition(background=background, elements=elements),
         )
@@ -227,8 +237,17 @@ def training_config(
     profile: str,
     style: Style,
     samples_trigger: str | None,
+    samples_prefix: bool = False,
+    alpha_mask: bool = False,
+    guide_dialect: bool = False,
 ) -> CommentedMap:
-    """The YAML document as a ruamel map, comments attached."""
+    """The YAML document as a ruamel map, comments attached.
+
+    `config.name` is the slug: the trainer pastes it into a JSON dump of the config
+    (get_config), where a quote or backslash of the dataset's own name would break it.
+    `samples_prefix`: the trainer prefixes training captions with the word but never sample
+    prompts, so each sample prompt is written as a prefixed training caption reads.
+    """
     p = get_profile(profile)
     resolutions = p.resolutions(resolution)
     process = CommentedMap()
@@ -268,6 +287,13 @@ def training_config(
     dataset["flip_x"] = False
     dataset["flip_y"] = False
     dataset["num_repeats"] = 1
+    if alpha_mask:
+        dataset["alpha_mask"] = True
+        dataset.yaml_add_eol_comment(
+            "the kept transparency is a loss mask: transparent pixels are not trained on "
+            "(the image itself is read as RGB)",
+            "alpha_mask",
+        )
     process["datasets"] = [dataset]
     train = CommentedMap()
     train["batch_size"] = p.batch
@@ -331,8 +357,12 @@ def training_config(
     model["layer_offloading_transformer_percent"] = p.offload if p.offload else 1
     process["model"] = model
     samples = CommentedSeq()
-    for _, cap in sample_captions(style, samples_trigger):
-        prompt = json.dumps(to_official(cap), separators=(",", ":"), ensure_ascii=False)
+    for _, cap in sample_captions(style, None if samples_prefix else samples_trigger):
+        prompt = json.dumps(to_trainer(cap), separators=(",", ":"), ensure_ascii=False)
+        if samples_prefix and samples_trigger:
+            # What the loader makes of a training caption in prefix mode: commas gain a
+            # space, then the word is prepended.
+            prompt = f"{samples_trigger} " + ", ".join(prompt.split(","))
         for strength, seed in ((0.5, 42), (0.75, 42), (1.0, 42)):
             samples.append(CommentedMap(prompt=prompt, network_multiplier=strength, seed=seed))
     sample = CommentedMap()
@@ -363,16 +393,23 @@ def training_config(
     )
     process["sample"] = sample
     config = CommentedMap()
-    config["name"] = name
+    config["name"] = slug
     config["process"] = [process]
     doc = CommentedMap()
     doc["job"] = "extension"
     doc["config"] = config
     doc["meta"] = CommentedMap(name="[name]", version="1.0")
+    guide = (
+        "\nForced: the captions are in the guide's dialect, with pixel [x1, y1, x2, y2] boxes; "
+        "this ideogram4\ntrainer reads every bbox as 0..1000 [y_min, x_min, y_max, x_max], so "
+        "every box is misplaced."
+        if guide_dialect
+        else ""
+    )
     doc.yaml_set_start_comment(
         f"Written by Atelier for the dataset {slug!r}, profile {profile} "
         f"(~{p.vram_estimate_gb(resolution)} GB estimated peak). Edit freely; exporting again "
-        "replaces this file."
+        f"replaces this file.{guide}"
     )
     return doc
 

@@ -4,7 +4,8 @@ DIR/datasets/<slug>/atelier-manifest.json, and DIR/config/<slug>.yaml.
 Safety: everything is written to a staging folder beside the target and renamed into place
 at the end, so a crash leaves the previous export as it was. Nothing is deleted that Atelier
 did not write: a folder without Atelier's manifest, or a YAML without its header, is refused,
-and files the trainer added to an exported folder (its latent cache) are kept.
+and files the trainer added to an exported folder (its caches) are kept, except the cache
+entries of a name that now holds another image (see _drop_stale_caches).
 """
 
 from __future__ import annotations
@@ -22,33 +23,52 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlmodel import Session
 
-from app.captions import boxes
-from app.captions.dialects import to_official
-from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective
 from app.config import Settings
+from app.datasets import check_trigger_word
 from app.errors import Invalid, UserError
 from app.export import profiles
+from app.export.caption_file import PLACEHOLDER, Dialect, TriggerPlacement, caption_text
 from app.export.images import Exported, export_png
-from app.images.importer import decode_pool
+from app.images.decode_pool import decode_pool
 from app.images.store import ContentStore
 from app.lint import Finding, captions, lint_dataset
 from app.models import Dataset
 
-Dialect = Literal["official", "guide"]
-TriggerPlacement = Literal["aesthetics", "prefix", "none"]
+__all__ = ["Dialect", "TriggerPlacement", "caption_text"]  # re-exported for callers
 MANIFEST = "atelier-manifest.json"
 STAGING_MARK = ".atelier-staging"
-PLACEHOLDER = "[trigger]"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
+# The trainer's caches beside the images whose key holds the image's FILE NAME and geometry,
+# not its pixels (AI-Toolkit's dataloader_mixins: get_latent_path, get_clip_vision_embeddings
+# _path): <stem>_<22 url-safe base64 characters of an md5>.safetensors. Its _t_e_cache is
+# keyed by the caption text itself and so stays right.
+NAME_KEYED_CACHES = ("_latent_cache", "_clip_vision_cache")
+_CACHE_ENTRY = re.compile(r"^(?P<stem>.+)_[A-Za-z0-9_-]{22}\.safetensors$")
+SIZE_CACHE = ".aitk_size.json"  # the trainer's image sizes, by "/<name>.png"
+GUIDE_REFUSED = (
+    "The guide dialect writes pixel boxes [x1, y1, x2, y2], but the ideogram4 trainer reads "
+    "every bbox as 0..1000 [y_min, x_min, y_max, x_max]: every box would land in the wrong "
+    "place."
+)
 
 
 class ExportRefused(UserError):
+    """An export stopped by problems the user may override; `told` says how for each caller."""
+
     status_code = 422
+
+    def __init__(self, reason: str, *, fix: str = "Fix that", **extra: Any) -> None:
+        self.reason, self.fix = reason, fix
+        super().__init__(self.told('export anyway with "force": true'), **extra)
+
+    def told(self, how: str) -> str:
+        """The sentence, ending with how this caller overrides the refusal."""
+        return f"{self.reason} {self.fix}, or {how}."
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,8 @@ class ExportReport:
     warnings: list[Finding]
     seconds: float
     kept: list[str] = field(default_factory=list)  # files found in the old export, kept
+    stale_cache: int = 0  # trainer cache entries dropped: their name now holds another image
+    forced: list[Finding] = field(default_factory=list)  # errors exported anyway
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,43 +108,10 @@ class ExportReport:
             "converted": self.images - self.copied,
             "skipped": self.skipped,
             "warnings": [w.as_dict() for w in self.warnings],
+            "forced": [w.as_dict() for w in self.forced],
+            "stale_cache_dropped": self.stale_cache,
             "seconds": round(self.seconds, 2),
         }
-
-
-def caption_text(
-    caption: Caption,
-    *,
-    dialect: Dialect,
-    placement: TriggerPlacement,
-    width: int,
-    height: int,
-) -> str:
-    """The caption file's text: compact JSON, with the trigger placeholder where asked."""
-    data = to_official(caption) if dialect == "official" else to_guide(caption, width, height)
-    if placement == "aesthetics":
-        style = data.get("style_description") or {}
-        aesthetics = style.get("aesthetics", "")
-        style = {
-            "aesthetics": f"{PLACEHOLDER}, {aesthetics}" if aesthetics else PLACEHOLDER,
-            **{k: v for k, v in style.items() if k != "aesthetics"},
-        }
-        data = {
-            **{k: v for k, v in data.items() if k == "high_level_description"},
-            "style_description": style,
-            "compositional_deconstruction": data["compositional_deconstruction"],
-        }
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def to_guide(caption: Caption, width: int, height: int) -> dict[str, Any]:
-    """The guide's dialect: the official keys, but boxes as pixel [x1, y1, x2, y2]."""
-    data = to_official(caption)
-    elements = data["compositional_deconstruction"]["elements"]
-    for el, e in zip(elements, caption.composition.elements, strict=True):
-        if e.box is not None:
-            el["bbox"] = boxes.to_pixels(e.box, width=width, height=height)
-    return data
 
 
 def export_dataset(
@@ -138,17 +127,27 @@ def export_dataset(
     """Exports the dataset into `out_dir` (or a zip file there); refuses on lint errors."""
     started = time.perf_counter()
     profiles.get_profile(options.profile)
-    findings = lint_dataset(session, dataset=dataset, profile=options.profile)
+    if options.trigger_placement != "none":
+        if not dataset.trigger_word.strip():
+            raise Invalid("The dataset has no trigger word: set one, or export with no trigger.")
+        check_trigger_word(dataset.trigger_word)
+    if options.dialect == "guide" and not options.force:
+        raise ExportRefused(GUIDE_REFUSED, fix="Choose the official dialect")
+    findings = lint_dataset(
+        session,
+        dataset=dataset,
+        placement=options.trigger_placement,
+        dialect=options.dialect,
+        profile=options.profile,
+    )
     errors = [f for f in findings if f.severity == "error"]
     if errors and not options.force:
         first = "; ".join(f"{f.image or 'dataset'}: {f.message}" for f in errors[:3])
         raise ExportRefused(
-            f"{len(errors)} problem(s) stop the export ({first}). Fix them, or export anyway "
-            "with --force.",
+            f"{len(errors)} problem(s) stop the export ({first}).",
+            fix="Fix them",
             findings=[f.as_dict() for f in findings],
         )
-    if options.trigger_placement != "none" and not dataset.trigger_word.strip():
-        raise Invalid("The dataset has no trigger word: set one, or export with no trigger.")
     slug = dataset.slug
     if not _SLUG.match(slug):
         raise Invalid(f"The dataset's folder name {slug!r} is not safe to write.")
@@ -179,6 +178,7 @@ def export_dataset(
             f"The stored file of {names} is missing from the data folder ({settings.store_dir}): "
             "restore the folder from a backup, or delete those images and import them again."
         )
+    old_entries = _manifest_entries(target)
     digits = max(3, len(str(len(rows))))
     staging = out / f".atelier-export-{slug}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -244,6 +244,7 @@ def export_dataset(
             skipped=skipped,
             warnings=[f for f in findings if f.severity == "warning"],
             seconds=0.0,
+            forced=errors,
         )
         # Everything on disk before it replaces the previous export (one sync, not one a file).
         os.sync()
@@ -253,6 +254,7 @@ def export_dataset(
             config.parent.mkdir(exist_ok=True)
             os.replace(staging / "config" / f"{slug}.yaml", config)
             report.kept = _swap_in(stage_ds, target, out, slug)
+            report.stale_cache = _drop_stale_caches(target, old_entries, entries)
             report.dataset_dir, report.config_path = target, config
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -263,6 +265,67 @@ def export_dataset(
 def _export_one(job: tuple[Path, Path, int], *, keep_alpha: bool, max_side: int) -> Exported:
     src, dst, orientation = job
     return export_png(src, dst, orientation=orientation, keep_alpha=keep_alpha, max_side=max_side)
+
+
+def _manifest_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """The previous export's images by name (001 ...), from its manifest; {} without one."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        return {e["name"]: e for e in manifest["images"] if isinstance(e, dict)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _drop_stale_caches(
+    folder: Path, old: dict[str, dict[str, Any]], new: list[dict[str, Any]]
+) -> int:
+    """Deletes the trainer's name-keyed cache entries whose name now holds other pixels.
+
+    A name (001) keeps its entries when the previous export wrote the same PNG there (same
+    bytes, so the same image at the same size). Entries of a name that now holds another
+    image, another size, or nothing, are deleted: the trainer would pair them with the new
+    caption. Returns how many files were deleted.
+    """
+    now = {e["name"]: e for e in new}
+
+    def stale(stem: str) -> bool:
+        before, after = old.get(stem), now.get(stem)
+        if before is None and after is None:
+            return False  # not a name Atelier ever wrote: not ours to judge
+        return (
+            before is None
+            or after is None
+            or (before.get("png_sha256"), before.get("width"), before.get("height"))
+            != (after["png_sha256"], after["width"], after["height"])
+        )
+
+    dropped = 0
+    for cache in NAME_KEYED_CACHES:
+        d = folder / cache
+        if not d.is_dir():
+            continue
+        for entry in d.iterdir():
+            m = _CACHE_ENTRY.match(entry.name)
+            if m and entry.is_file() and stale(m.group("stem")):
+                entry.unlink()
+                dropped += 1
+    _drop_stale_sizes(folder / SIZE_CACHE, stale)
+    return dropped
+
+
+def _drop_stale_sizes(path: Path, stale: Any) -> None:
+    """Forgets the trainer's recorded size of each stale name (it checks only size and mtime)."""
+    try:
+        sizes = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(sizes, dict):
+        return
+    kept = {k: v for k, v in sizes.items() if k == "__version__" or not stale(Path(k).stem)}
+    if kept != sizes:
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(kept))
+        os.replace(tmp, path)
 
 
 def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportOptions) -> str:
@@ -285,7 +348,10 @@ def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportO
         steps=options.steps,
         profile=options.profile,
         style=style,
-        samples_trigger=PLACEHOLDER if placement == "aesthetics" else None,
+        samples_trigger=PLACEHOLDER if placement in ("aesthetics", "prefix") else None,
+        samples_prefix=placement == "prefix",
+        alpha_mask=options.keep_alpha,
+        guide_dialect=options.dialect == "guide",
     )
     return profiles.dump(doc)
 

@@ -20,6 +20,7 @@ from app.export.gpu import local_gpu_gb
 from app.export.writer import (
     Dialect,
     ExportOptions,
+    ExportRefused,
     TriggerPlacement,
     export_dataset,
     requested_out_dir,
@@ -238,7 +239,10 @@ def export_form(
             return _zip_response(session, settings, store, dataset, body, background)
         report = _to_folder(session, settings, store, dataset, body)
     except UserError as e:
-        context = _page_context(session, dataset, error=e.message, form=form)
+        message = e.told("tick 'export anyway' and export again") if isinstance(
+            e, ExportRefused
+        ) else e.message  # fmt: skip
+        context = _page_context(session, dataset, error=message, form=form)
         return templates.TemplateResponse(
             request, "dataset_export.html", context, status_code=e.status_code
         )

@@ -95,7 +95,7 @@
     const status = root.querySelector("[data-upload-status]");
     const report = root.querySelector("[data-upload-report]");
     report.replaceChildren();
-    const tally = { imported: 0, duplicates: 0, refused: 0, near: 0 };
+    const tally = { imported: 0, duplicates: 0, refused: 0, near: 0, undecided: 0 };
     const sendable = [];
     for (const f of files) {
       if (f.size > maxBytes) {
@@ -124,7 +124,9 @@
       }
       for (const o of res.body.imported) {
         tally.imported++;
-        line(report, "imported", `${o.filename}: imported${o.sidecar ? ` with its .${o.sidecar} caption` : ""}`);
+        const note = o.caption && o.caption !== "read" ? ` (${o.caption})` : "";
+        if (note.includes("could be 0..1000 or pixels")) tally.undecided++;
+        line(report, "imported", `${o.filename}: imported${o.sidecar ? ` with its .${o.sidecar} caption${note}` : ""}`);
       }
       for (const o of res.body.duplicates) { tally.duplicates++; line(report, "duplicate", `${o.filename}: not stored twice (${o.reason})`); }
       for (const o of res.body.refused) { tally.refused++; line(report, "refused", `${o.filename}: refused, ${o.reason}`); }
@@ -133,7 +135,8 @@
     bar.value = 100;
     root.classList.remove("busy");
     status.textContent = `Done: ${tally.imported} imported, ${tally.duplicates} duplicate, ${tally.refused} refused` +
-      (tally.near ? `, ${tally.near} near-duplicate pair(s) flagged` : "") + ".";
+      (tally.near ? `, ${tally.near} near-duplicate pair(s) flagged` : "") + "." +
+      (tally.undecided ? ` The boxes of ${tally.undecided} caption file(s) could be 0..1000 or pixels: open the dataset to choose; until then the export refuses them.` : "");
     if (window.htmx) window.htmx.trigger(document.body, "imagesImported");
   }
 

@@ -281,25 +281,31 @@ def test_crash_states_of_a_swap_are_recovered_never_shown_half(
 
 def test_zip_and_guide_dialect(client: TestClient, tmp_path: Path) -> None:
     dataset_id, _ = make_dataset(client)
-    report = export(client, dataset_id, tmp_path / "z", as_zip=True, dialect="guide")
+    with pytest.raises(ExportRefused, match="reads every bbox as 0..1000"):
+        export(client, dataset_id, tmp_path / "z", as_zip=True, dialect="guide")
+    report = export(client, dataset_id, tmp_path / "z", as_zip=True, dialect="guide", force=True)
     with zipfile.ZipFile(report.zip_path) as zf:
         names = zf.namelist()
         assert "config/baroque_chiaroscuro.yaml" in names
         assert "datasets/baroque_chiaroscuro/003.png" in names
         cap = json.loads(zf.read("datasets/baroque_chiaroscuro/001.json"))
-        doc = YAML(typ="safe").load(zf.read("config/baroque_chiaroscuro.yaml"))
+        zf_yaml = zf.read("config/baroque_chiaroscuro.yaml").decode()
+        doc = YAML(typ="safe").load(zf_yaml)
     # Guide dialect: pixel [x1, y1, x2, y2] of the exported 1200x900 image.
     assert cap["compositional_deconstruction"]["elements"][0]["bbox"] == [240, 90, 720, 630]
     assert (
         doc["config"]["process"][0]["datasets"][0]["folder_path"] == "datasets/baroque_chiaroscuro"
     )
+    # Forced, the YAML says why its boxes are misplaced.
+    header = zf_yaml.split("\njob:")[0]
+    assert "Forced: the captions are in the guide's dialect" in header
 
 
 @pytest.mark.parametrize("name", profiles.PROFILES)
 def test_every_profile_is_a_config_the_trainer_reads(name: str) -> None:
     from app.captions.schema import Style
 
-    style = Style(aesthetics="Baroque", medium="painting")
+    style = Style(aesthetics="Baroque", medium="painting", render="oil on canvas")
     doc = profiles.training_config(
         name="X", slug="x", folder_path="/d/x", trigger_word="t", resolution=1024, steps=2500,
         profile=name, style=style, samples_trigger="[trigger]",
