@@ -153,6 +153,8 @@ def lint_dataset(
             )
         if img.status != CaptionStatus.approved:
             add("warning", "not_approved", img, f"caption is {CaptionStatus(img.status).label}")
+        elif (weak := revisions.weakness(caption)) is not None:
+            add("warning", "weak_approved", img, f"is approved, but {weak}")
         overridden = [k for k, v in field_states(stored, block).items() if v == "overridden"]
         if overridden:
             add(
@@ -176,7 +178,7 @@ def lint_dataset(
                 "ambiguous_boxes",
                 img,
                 "its boxes were read as 0..1000 but could be pixels: choose the format on "
-                "the dataset page (trained on the wrong reading, every box is misplaced)",
+                "the dataset page; read the wrong way, every box is misplaced",
             )
         exported = caption_text(
             caption,

@@ -319,6 +319,23 @@ def history(session: Session, image: Image) -> list[HistoryEntry]:
     return entries[::-1]
 
 
+def weakness(caption: Caption | None) -> str | None:
+    """Why an approved caption may teach the model little ('an empty background'), or None."""
+    if caption is None:
+        return None
+    missing = []
+    if not caption.high_level_description.strip():
+        missing.append("an empty high-level description")
+    if not caption.composition.background.strip():
+        missing.append("an empty background")
+    if not caption.composition.elements:
+        missing.append("no elements")
+    if not missing:
+        return None
+    listed = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+    return f"it has {listed} (the model learns the style from what the caption names)"
+
+
 def set_status(session: Session, *, image: Image, status: CaptionStatus) -> None:
     if status == CaptionStatus.none:
         raise Invalid("'none' means the image has no caption; use draft, needs_review or approved.")

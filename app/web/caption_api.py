@@ -125,7 +125,12 @@ def put_caption(image_id: int, body: CaptionPut, session: SessionDep) -> dict:
 def set_status(image_id: int, body: StatusIn, session: SessionDep) -> dict:
     image, dataset = _image(session, image_id)
     revisions.set_status(session, image=image, status=body.status)
-    return revisions.view(session, image, dataset).as_dict()
+    view = revisions.view(session, image, dataset)
+    out = view.as_dict()
+    weak = revisions.weakness(view.caption) if body.status == CaptionStatus.approved else None
+    if weak is not None:
+        out["warning"] = f"Approved, but it may be weak: {weak}."
+    return out
 
 
 @router.get("/images/{image_id}/caption/revisions")

@@ -127,10 +127,16 @@ def _editor_block(
 
 @router.get("/images/{image_id}", response_class=HTMLResponse)
 def editor_page(
-    request: Request, image_id: int, session: SessionDep, status: str = "", flag: str = ""
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    status: str = "",
+    flag: str = "",
+    weak: int | None = None,
 ) -> Response:
     image, dataset = _load(session, image_id)
     context = editor_context(session, image, dataset, status=status, flag=flag)
+    context["weak_notice"] = _weak_notice(session, dataset, weak)
     return templates.TemplateResponse(request, "image.html", context)
 
 
@@ -431,7 +437,9 @@ def history(request: Request, image_id: int, session: SessionDep) -> Response:
 
 
 @router.get("/images/{image_id}/review", response_class=HTMLResponse)
-def review(request: Request, image_id: int, session: SessionDep) -> Response:
+def review(
+    request: Request, image_id: int, session: SessionDep, weak: int | None = None
+) -> Response:
     image, dataset = _load(session, image_id)
     context = editor_context(
         session,
@@ -440,6 +448,7 @@ def review(request: Request, image_id: int, session: SessionDep) -> Response:
         status=request.query_params.get("status", ""),
         flag=request.query_params.get("flag", ""),
     )
+    context["weak_notice"] = _weak_notice(session, dataset, weak)
     return templates.TemplateResponse(request, "_review.html", context)
 
 
@@ -452,15 +461,36 @@ def set_status(
     advance: Annotated[str, Form()] = "",
 ) -> Response:
     """Sets the review status; with `advance`, opens the next image (keeping the filter)."""
-    image, _ = _load(session, image_id)
+    image, dataset = _load(session, image_id)
     revisions.set_status(session, image=image, status=status)
+    # Approving a caption that says little still approves it; the next page says why it
+    # may be weak (the image is named by id, the reason worked out again there).
+    weak = status == CaptionStatus.approved and _weakness(session, image, dataset) is not None
     if advance.startswith("/images/"):
+        if weak:
+            advance += ("&" if "?" in advance else "?") + f"weak={image_id}"
         if request.headers.get("hx-request"):
             return Response(status_code=204, headers={"HX-Location": advance})
         return RedirectResponse(advance, status_code=303)
     if not request.headers.get("hx-request"):
-        return RedirectResponse(f"/images/{image_id}", status_code=303)
-    return review(request, image_id, session)
+        suffix = f"?weak={image_id}" if weak else ""
+        return RedirectResponse(f"/images/{image_id}{suffix}", status_code=303)
+    return review(request, image_id, session, weak=image_id if weak else None)
+
+
+def _weakness(session: Session, image: Image, dataset: Dataset) -> str | None:
+    return revisions.weakness(revisions.view(session, image, dataset).caption)
+
+
+def _weak_notice(session: Session, dataset: Dataset, image_id: int | None) -> dict | None:
+    """What the editor says after approving a weak caption: which image, and why."""
+    if image_id is None:
+        return None
+    image = session.get(Image, image_id)
+    if image is None or image.dataset_id != dataset.id:
+        return None
+    why = _weakness(session, image, dataset)
+    return {"image": image, "why": why} if why else None
 
 
 @router.post("/images/{image_id}/style-to-dataset", response_class=HTMLResponse)

@@ -242,3 +242,43 @@ def test_replace_page_preview_apply(client: TestClient, dataset_id: int) -> None
         f"/datasets/{dataset_id}/replace/preview", data={"find": "(", "regex": "true"}, headers=HX
     )
     assert r.status_code == 422 and "regular expression" in r.headers["HX-Trigger"]
+
+
+def test_approving_a_weak_caption_says_why_and_still_approves(
+    client: TestClient, dataset_id: int
+) -> None:
+    first, second = images(client, dataset_id, 2)
+    weak = form(0, high_level_description="", background="", el_type=[], el_box=[])
+    weak |= {"el_text": [], "el_desc": [], "el_palette": []}
+    client.post(f"/images/{first}/caption", data=weak, headers=HX)
+    client.post(f"/images/{second}/caption", data=form(0), headers=HX)
+    # With `a` (approve and go on) the next image opens and says why the first may be weak.
+    r = client.post(
+        f"/images/{first}/status",
+        data={"status": "approved", "advance": f"/images/{second}"},
+        headers=HX,
+    )
+    assert r.status_code == 204
+    assert r.headers["HX-Location"] == f"/images/{second}?weak={first}"
+    assert api_caption(client, first)["status"] == "approved"
+    notice = soup(client.get(r.headers["HX-Location"]).text).select_one("[data-weak]")
+    assert notice is not None
+    assert " ".join(notice.text.split()) == (
+        "0.jpg is approved, but it may be weak: it has an empty high-level description, an "
+        "empty background and no elements (the model learns the style from what the caption "
+        "names)."
+    )
+    # The button without a next image: the review block says it.
+    r = client.post(f"/images/{first}/status", data={"status": "approved"}, headers=HX)
+    shown = soup(r.text).select_one("[data-weak]")
+    assert shown is not None
+    assert " ".join(shown.text.split()).startswith("This caption is approved, but it may be weak")
+    # A full caption approves quietly.
+    r = client.post(f"/images/{second}/status", data={"status": "approved"}, headers=HX)
+    assert soup(r.text).select_one("[data-weak]") is None
+    lint = client.get(f"/api/datasets/{dataset_id}/lint").json()
+    findings = lint["findings"] if isinstance(lint, dict) else lint
+    weak_findings = [x for x in findings if x["code"] == "weak_approved"]
+    assert [(x["image_id"], x["severity"]) for x in weak_findings] == [(first, "warning")]
+    api = client.post(f"/api/images/{first}/status", json={"status": "approved"}).json()
+    assert api["status"] == "approved" and api["warning"].startswith("Approved, but it may be weak")
