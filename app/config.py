@@ -37,6 +37,9 @@ class Settings(BaseSettings):
 
     # Refusal limits for imported files; both are deliberate, not Pillow's defaults.
     max_file_mb: int = Field(default=200, ge=1)
+    # One upload request (a batch of files): refused before reading when it says it is larger,
+    # and cut off the moment it passes this, whatever it said.
+    max_upload_mb: int = Field(default=2048, ge=1)
     max_image_pixels: int = Field(default=150_000_000, ge=1)
 
     near_duplicate_distance: int = Field(default=6, ge=0, le=32)
@@ -110,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def max_file_bytes(self) -> int:
         return self.max_file_mb * 1024 * 1024
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
 
     @cached_property
     def is_exposed(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -16,7 +16,7 @@ from app.images.decode import MIME_TYPES, render_thumbnail
 from app.images.trash import TRASH_DAYS
 from app.models import CaptionStatus, Flag
 from app.web.deps import SessionDep, SettingsDep, StoreDep
-from app.web.uploads import import_uploads
+from app.web.uploads import UPLOAD_BODY, import_uploads, received_files
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -147,18 +147,20 @@ def list_images(
     return [r.as_dict() for r in rows]
 
 
-@router.post("/datasets/{dataset_id}/images")
+@router.post("/datasets/{dataset_id}/images", openapi_extra=UPLOAD_BODY)
 def upload_images(
+    request: Request,
     dataset_id: int,
-    files: Annotated[
-        list[UploadFile], File(description="Images, and optional .json/.txt captions")
-    ],
     session: SessionDep,
     settings: SettingsDep,
 ) -> dict:
-    """Imports the uploaded files; says per file what was imported, duplicate or refused."""
+    """Imports the uploaded files; says per file what was imported, duplicate or refused.
+
+    413 when a file passes ATELIER_MAX_FILE_MB or the request ATELIER_MAX_UPLOAD_MB: reading
+    stops there and nothing of the request is imported."""
     dataset = ds.get_dataset(session, dataset_id)
-    report = import_uploads(session, settings=settings, dataset=dataset, files=files)
+    with received_files(request, settings=settings) as files:
+        report = import_uploads(session, settings=settings, dataset=dataset, files=files)
     return report.as_dict()
 
 

@@ -24,6 +24,7 @@ from app.web import api, caption_api, dataset_edits, drafting, editor, export, p
 from app.web.security import SecurityMiddleware, Throttle
 from app.web.templating import templates
 from app.web.timing import ServerTiming
+from app.web.uploads import remove_leftovers
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings)
     migrate(engine)
     store = content_store(settings)
+    remove_leftovers(settings)  # uploads a killed server was receiving
     with Session(engine) as session:
         collect_garbage(session, store=store)
     worker = DraftWorker(db=engine, settings=settings)

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
@@ -19,7 +19,7 @@ from app.models import CaptionStatus, Dataset, Flag, Image
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.security import TOKEN_COOKIE, client_key, local_path, token_matches
 from app.web.templating import templates
-from app.web.uploads import import_uploads
+from app.web.uploads import import_uploads, received_files
 
 router = APIRouter(include_in_schema=False)
 
@@ -131,11 +131,11 @@ def import_form(
     dataset_id: int,
     session: SessionDep,
     settings: SettingsDep,
-    files: list[UploadFile],
 ) -> Response:
     """The no-JavaScript upload: a plain multipart form post, answered with the report."""
     dataset = ds.get_dataset(session, dataset_id)
-    report = import_uploads(session, settings=settings, dataset=dataset, files=files)
+    with received_files(request, settings=settings) as files:
+        report = import_uploads(session, settings=settings, dataset=dataset, files=files)
     return templates.TemplateResponse(
         request, "import_report.html", {"dataset": dataset, "report": report.as_dict()}
     )

@@ -49,16 +49,108 @@ def test_upload_many_reports_each_file(client: TestClient, dataset_id: int, tmp_
     }
 
 
-def test_upload_over_size_limit_refused(tmp_path: Path) -> None:
+def test_upload_over_size_limit_stops_at_that_file_and_leaves_nothing(tmp_path: Path) -> None:
     from app.web.app import create_app
 
     settings = Settings(data_dir=tmp_path / "d", max_file_mb=1)
     with TestClient(create_app(settings)) as client:
         ds = client.post("/api/datasets", json={"name": "x"}).json()["id"]
         big = f.save(f.picture(1, (2000, 2000)).convert("RGB"), tmp_path / "big.bmp", "BMP")
-        r = upload(client, ds, [("big.bmp", big.read_bytes()), ("ok.jpg", f.jpeg_bytes(3))])
-        assert [o["filename"] for o in r.json()["imported"]] == ["ok.jpg"]
-        assert "over the 1 MB limit" in r.json()["refused"][0]["reason"]
+        # A short file first: it is read and written, then the big one stops the upload.
+        r = upload(client, ds, [("ok.jpg", f.jpeg_bytes(3)), ("big.bmp", big.read_bytes())])
+        assert r.status_code == 413
+        assert "big.bmp is over the 1 MB limit (ATELIER_MAX_FILE_MB)" in r.json()["detail"]
+        assert client.get(f"/api/datasets/{ds}/images").json() == []
+        # Nothing half-written stays: no upload folder in tmp, nothing in the store.
+        assert list(settings.tmp_dir.glob("upload-*")) == []
+        assert [p for p in settings.store_dir.rglob("*") if p.is_file()] == []
+        ok = upload(client, ds, [("ok.jpg", f.jpeg_bytes(3))])
+        assert [o["filename"] for o in ok.json()["imported"]] == ["ok.jpg"]
+
+
+def _post_raw(
+    url: str, path: str, headers: dict[str, str], chunks: int, chunk: bytes
+) -> tuple[str, int]:
+    """Sends a request's head, then body chunks until the server answers; the answer's first
+    line and how many chunks went before it."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        head = f"POST {path} HTTP/1.1\r\nhost: {where.netloc}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
+        sock.sendall(head.encode() + b"\r\n")
+        sent = 0
+        for _ in range(chunks):
+            if select.select([sock], [], [], 0.05)[0]:
+                break  # the server has answered: stop sending, as a client would
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break
+            sent += 1
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+        return answer.split(b"\r\n", 1)[0].decode(), sent
+
+
+def test_upload_over_the_request_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.browser.conftest import serving
+
+    settings = Settings(data_dir=tmp_path / "d", max_upload_mb=1)
+    with serving(settings) as url:
+        ds = httpx.post(f"{url}/api/datasets", json={"name": "x"}).json()["id"]
+        multipart = {"content-type": "multipart/form-data; boundary=b0undary"}
+        # It says 5 GB: answered at once, before its body is read.
+        status, sent = _post_raw(
+            url,
+            f"/api/datasets/{ds}/images",
+            multipart | {"content-length": str(5 * 2**30)},
+            64,
+            b"x" * 65536,
+        )
+        assert status.startswith("HTTP/1.1 413") and sent < 64
+        # Chunked, with no length: cut off as soon as it passes 1 MB (16 chunks of 64 KB).
+        part = b"--b0undary\r\ncontent-disposition: form-data; name=files; filename=a.png\r\n\r\n"
+        chunk = b"x" * 65536
+        status, sent = _post_raw(
+            url,
+            f"/api/datasets/{ds}/images",
+            multipart | {"transfer-encoding": "chunked"},
+            200,
+            b"%x\r\n%s\r\n" % (len(part), part)
+            + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(1)),
+        )
+        assert status.startswith("HTTP/1.1 413") and sent < 40
+        assert list(settings.tmp_dir.glob("upload-*")) == []
+        assert [p for p in settings.store_dir.rglob("*") if p.is_file()] == []
+
+
+def test_upload_that_is_not_multipart_is_refused_with_a_sentence(
+    client: TestClient, dataset_id: int
+) -> None:
+    r = client.post(f"/api/datasets/{dataset_id}/images", content=b"not a form")
+    assert r.status_code == 422 and "multipart/form-data" in r.json()["detail"]
+    r = client.post(
+        f"/api/datasets/{dataset_id}/images",
+        content=b"--x\r\ncontent-disposition: form-data; name=files; filename=a.png\r\n\r\nab",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    assert r.status_code in (200, 422), r.text
+    r = client.post(
+        f"/api/datasets/{dataset_id}/images",
+        files=[("other", ("a.jpg", f.jpeg_bytes(1), "image/jpeg"))],
+    )
+    assert r.status_code == 422 and "'files'" in r.json()["detail"]
 
 
 def test_upload_client_filename_cannot_escape(
