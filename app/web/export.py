@@ -189,7 +189,11 @@ def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str,
         "errors": [f for f in findings if f.severity == "error"],
         "warnings": [f for f in findings if f.severity == "warning"],
         "profiles": [
-            (p, profiles.get_profile(p).vram_estimate_gb(dataset.resolution))
+            (
+                p,
+                profiles.get_profile(p).vram_estimate_gb(dataset.resolution),
+                profiles.get_profile(p).resolutions(dataset.resolution),
+            )
             for p in profiles.PROFILES
         ],
         "chosen_profile": chosen,

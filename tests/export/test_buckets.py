@@ -10,6 +10,7 @@ import io
 from typing import Any
 
 import pytest
+from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 
 from app.captions.boxes import Box
@@ -221,3 +222,18 @@ def test_the_grid_flags_by_area_at_the_dataset_resolution(
         "small.png": ["low_resolution"],
         "pano.png": [],
     }
+
+
+def test_the_export_page_says_the_resolutions_each_profile_trains_at(
+    client: TestClient, sized_dataset: int
+) -> None:
+    page = BeautifulSoup(client.get(f"/datasets/{sized_dataset}/export").text, "html.parser")
+    options = {
+        o["value"]: o.text for o in page.select("[data-export-form] select[name=profile] option")
+    }
+    assert options["12gb"].endswith("· trains at 768 px")
+    assert options["24gb"].endswith("· trains at 1024 px")
+    assert options["48gb"].endswith("· trains at 512/768/1024 px")
+    lint_text = page.select_one("[data-lint]").text  # type: ignore[union-attr]
+    assert "low_resolution" in lint_text and "small.png" in lint_text
+    assert "Low resolution" in page.select_one("[data-lint-rules]").text  # type: ignore[union-attr]
