@@ -15,7 +15,7 @@ from app.images import trash
 from app.images.store import ContentStore
 from app.models import CaptionStatus, Dataset, Flag, Image, NearDuplicate
 
-ORPHAN_GRACE_S = 3600  # an import in another process may not have committed its rows yet
+ORPHAN_GRACE_S = 3600  # half-written files in tmp/ while no import is in flight
 
 
 @dataclass(frozen=True)
@@ -213,15 +213,18 @@ def resolve_pair(session: Session, *, pair_id: int, keep: str) -> Image | None:
 def collect_garbage(session: Session, *, store: ContentStore) -> int:
     """Purges the expired trash, then bytes no image references (a crash's); returns how many."""
     trash.purge_expired(session, store=store)
-    store.clear_tmp(older_than_s=ORPHAN_GRACE_S)
+    # Bytes written since the oldest import in flight began may be its own, rows to come;
+    # everything else no image references goes now (a crash's leftovers, a refused import's).
+    since = store.imports_in_flight_since()
+    now = time.time()
+    store.clear_tmp(older_than_s=ORPHAN_GRACE_S if since is None else now - since + 1)
     # Trashed images are rows like any other: their bytes stay until the trash lets them go.
     referenced = set(session.exec(select(Image.sha256).distinct()))
     removed = 0
-    now = time.time()
     for sha in store.all_blob_shas() - referenced:
         path = store.blob_path(sha)
         try:
-            if now - path.stat().st_mtime < ORPHAN_GRACE_S:
+            if since is not None and path.stat().st_mtime >= since - 1:
                 continue
         except FileNotFoundError:
             continue

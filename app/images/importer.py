@@ -97,6 +97,21 @@ def import_sources(
     whose coordinates all lie within 0..1000 (see app/captions/sidecars.py).
     """
     store = content_store(settings)
+    with store.importing():
+        report = _import(session, settings, dataset, sources, progress, bbox_format, store)
+    report.outcomes = [Outcome(s.filename, "refused", s.reason) for s in skipped] + report.outcomes
+    return report
+
+
+def _import(
+    session: Session,
+    settings: Settings,
+    dataset: Dataset,
+    sources: list[Source],
+    progress: ProgressFn | None,
+    bbox_format: BoxFormat | None,
+    store: ContentStore,
+) -> ImportReport:
     lim = limits(settings)
     work = partial(_decode_one, lim=lim, store=store)
     pool = decode_pool(settings.import_workers) if len(sources) > 1 else None
@@ -129,7 +144,6 @@ def import_sources(
             session.rollback()
             _forget_unreferenced(session, store, written)
             raise
-    report.outcomes = [Outcome(s.filename, "refused", s.reason) for s in skipped] + report.outcomes
     return report
 
 

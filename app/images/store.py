@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.config import Settings
 
 THUMB_SUFFIX = ".jpg"
+IMPORT_RECORD = "importing-"  # tmp/importing-<pid>-<id>: an import in flight, for the GC
 
 
 def write_atomically(target: Path, data: bytes, *, tmp_dir: Path) -> None:
@@ -64,6 +70,36 @@ class ContentStore:
     def all_blob_shas(self) -> set[str]:
         return {p.name for p in self.store_dir.glob("??/*") if len(p.name) == 64}
 
+    @contextlib.contextmanager
+    def importing(self) -> Iterator[None]:
+        """Marks an import in flight in this process until it has committed (or given up):
+        bytes it writes meanwhile have no image row yet, and garbage collection keeps them."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        record = self.tmp_dir / f"{IMPORT_RECORD}{os.getpid()}-{uuid.uuid4().hex}"
+        mark = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        record.write_text(json.dumps(mark))
+        try:
+            yield
+        finally:
+            record.unlink(missing_ok=True)
+
+    def imports_in_flight_since(self) -> float | None:
+        """When the oldest import still in flight began (None: none is); records left by
+        processes that are gone are removed."""
+        oldest: float | None = None
+        for record in self.tmp_dir.glob(f"{IMPORT_RECORD}*"):
+            try:
+                mark = json.loads(record.read_text())
+                alive = mark["host"] != socket.gethostname() or _alive(int(mark["pid"]))
+                started = float(mark["started"])
+            except (OSError, ValueError, KeyError, TypeError):
+                alive, started = False, 0.0
+            if not alive:
+                record.unlink(missing_ok=True)
+            elif oldest is None or started < oldest:
+                oldest = started
+        return oldest
+
     def clear_tmp(self, *, older_than_s: float) -> None:
         """Removes leftovers of writes interrupted by a crash."""
         now = time.time()
@@ -73,6 +109,16 @@ class ContentStore:
                     p.unlink(missing_ok=True)
             except FileNotFoundError:
                 pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_sha(sha256: str) -> None:

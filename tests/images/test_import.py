@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -205,16 +206,33 @@ def test_import_database_failure_leaves_nothing(
     assert store.all_blob_shas() == set()
 
 
-def test_collect_garbage_removes_old_orphans_only(
+def test_collect_garbage_takes_orphans_at_once_unless_an_import_is_in_flight(
     tmp_path: Path, session: Session, store: ContentStore
 ) -> None:
-    import os
+    import json
+    import subprocess
+    import sys
+    import time
 
-    orphan = "ab" * 32
-    fresh = "cd" * 32
-    store.put_blob(orphan, b"x")
-    store.put_blob(fresh, b"y")
-    old = store.blob_path(orphan).stat().st_mtime - 2 * catalog.ORPHAN_GRACE_S
-    os.utime(store.blob_path(orphan), (old, old))
+    from app.images.store import IMPORT_RECORD
+
+    # No import in flight: bytes no image references go at once, however new.
+    store.put_blob("ab" * 32, b"x")
     assert catalog.collect_garbage(session, store=store) == 1
-    assert store.all_blob_shas() == {fresh}
+    assert store.all_blob_shas() == set()
+    # An import in flight here: bytes written since it began are kept (its rows are to come),
+    # older ones still go.
+    store.put_blob("cd" * 32, b"old")
+    old = time.time() - 600
+    os.utime(store.blob_path("cd" * 32), (old, old))
+    with store.importing():
+        store.put_blob("ef" * 32, b"its own")
+        assert catalog.collect_garbage(session, store=store) == 1
+        assert store.all_blob_shas() == {"ef" * 32}
+    # The record of an import whose process died (a SIGKILLed server) keeps nothing.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = store.tmp_dir / f"{IMPORT_RECORD}{dead.pid}-x"
+    record.write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid, "started": 0}))
+    assert catalog.collect_garbage(session, store=store) == 1
+    assert store.all_blob_shas() == set() and not record.exists()
