@@ -155,7 +155,9 @@ def build_board(
     step_pages = max(1, -(-len(all_steps) // STEPS_PER_PAGE))
     # The newest steps by default: while a run goes on, that is where new samples land.
     sp = step_pages if step_page is None else min(max(1, step_page), step_pages)
-    steps = all_steps[(sp - 1) * STEPS_PER_PAGE : sp * STEPS_PER_PAGE]
+    # Windows counted from the newest step, so the default one is full.
+    end = len(all_steps) - (step_pages - sp) * STEPS_PER_PAGE
+    steps = all_steps[max(0, end - STEPS_PER_PAGE) : end]
     pages = max(1, -(-len(indices) // ROWS_PER_PAGE))
     page = min(max(1, page), pages)
     groups: dict[str, Group] = {}

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +87,16 @@ def start_training(
         raise Invalid("The export wrote no training YAML to start.")
     text, plan = for_training(report.config_path.read_text(), save_every=save_every)
     _write_atomic(report.config_path, text)
+    # Named before the job exists: the row is written only once the process runs, so a
+    # supervisor never sees a job without its process.
+    log_path = settings.training_dir / f"train-{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}.log"
+    rel = report.config_path.relative_to(checkout.root)
+    try:
+        pid, started = process.launch(
+            python=checkout.python, args=["run.py", str(rel)], cwd=checkout.root, log_path=log_path
+        )
+    except OSError as e:
+        raise Invalid(f"AI-Toolkit could not be started with {checkout.python}: {e}.") from None
     job = TrainJob(
         dataset_id=dataset.id,  # type: ignore[arg-type]
         profile=profile,
@@ -94,27 +105,17 @@ def start_training(
         config_path=str(report.config_path),
         config_yaml=text,
         run_dir=str(plan.run_dir(checkout.root)),
-        log_path="",
+        log_path=str(log_path),
         total_steps=plan.steps,
+        pid=pid,
+        pid_started=started,
     )
-    session.add(job)
-    session.commit()
-    session.refresh(job)
-    log_path = settings.training_dir / f"job-{job.id}.log"
-    rel = report.config_path.relative_to(checkout.root)
     try:
-        pid, started = process.launch(
-            python=checkout.python, args=["run.py", str(rel)], cwd=checkout.root, log_path=log_path
-        )
-    except OSError as e:
-        job.status, job.error, job.finished_at = TrainStatus.failed, f"{e}", utcnow()
-        job.log_path = str(log_path)
         session.add(job)
         session.commit()
-        raise Invalid(f"AI-Toolkit could not be started with {checkout.python}: {e}.") from None
-    job.pid, job.pid_started, job.log_path = pid, started, str(log_path)
-    session.add(job)
-    session.commit()
+    except Exception:
+        process.signal_group(pid, started, signal.SIGKILL)  # no trainer without its job
+        raise
     session.refresh(job)
     log.info("training job %s started: pid %s, run %s", job.id, pid, job.run_dir)
     return job

@@ -206,8 +206,12 @@ def loss_points(run_dir: Path, *, most: int = 600) -> list[tuple[int, float]]:
     if not db.is_file():
         return []
     try:
-        # Read-only: the run folder is the trainer's, never ours to write.
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        # Read-only: the run folder is the trainer's. Without a -wal file the trainer has
+        # closed the log and all of it is in the main file: `immutable` then reads it without
+        # SQLite creating -wal/-shm files beside it, which plain read-only mode still does.
+        wal = db.with_name(db.name + "-wal").exists()
+        query = "mode=ro" if wal else "mode=ro&immutable=1"
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?{query}", uri=True, timeout=2)
         try:
             keys = [r[0] for r in con.execute("SELECT key FROM metric_keys ORDER BY key")]
             key = _loss_key(keys)
