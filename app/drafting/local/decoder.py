@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.drafting.local import kernels
+from app.drafting.local.closing import Closer, Parser
 from app.drafting.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
@@ -118,13 +119,15 @@ class Decoder:
         *,
         max_new_tokens: int,
         grammar: Any = None,
+        closer: Closer | None = None,
         rows: int | None = None,
         min_steps: int = 0,
     ) -> Result:
         """Decodes `inputs` (the processor's batch, on the device, padded on the left).
 
-        `grammar` is a compiled xgrammar grammar or None; `rows` counts the real rows (the
-        rest are padding, decoded but never constrained or returned); `min_steps` keeps
+        `grammar` is a compiled xgrammar grammar or None; `closer` (with a grammar) writes
+        each row's shortest valid end once its budget runs short; `rows` counts the real rows
+        (the rest are padding, decoded but never constrained or returned); `min_steps` keeps
         stepping after every row has stopped, for benchmarks that need a fixed length.
         """
         torch = self.torch
@@ -135,7 +138,11 @@ class Decoder:
             self.text_step.choose_products(batch)  # timed once per batch size, before capture
         stops = torch.tensor(self.stop_ids, device=self.device)
         out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
-        matchers = _Matchers(grammar, rows, batch, self.vocab, self.device) if grammar else None
+        matchers = (
+            _Matchers(grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens)
+            if grammar
+            else None
+        )
 
         with torch.inference_mode():
             slot.cache.reset()
@@ -284,9 +291,22 @@ class Decoder:
 
 
 class _Matchers:
-    """One xgrammar matcher per real row, their masks filled together on several threads."""
+    """One xgrammar matcher per real row, their masks filled together on several threads.
 
-    def __init__(self, compiled: Any, rows: int, batch: int, vocab: int, device: Any) -> None:
+    With a `closer`, each row near the end of its `budget` gets its shortest valid end
+    written for it: its mask then allows that end's next token alone.
+    """
+
+    def __init__(
+        self,
+        compiled: Any,
+        rows: int,
+        batch: int,
+        vocab: int,
+        device: Any,
+        closer: Closer | None = None,
+        budget: int = 0,
+    ) -> None:
         import xgrammar as xgr
 
         self.xgr = xgr
@@ -297,22 +317,61 @@ class _Matchers:
         if device.type == "cuda":
             self.bitmask = self.bitmask.pin_memory()
         self.live = list(range(rows))
+        self.closer = closer
+        self.left = budget  # tokens still to come, the next one included
+        self.written: list[list[int]] = [[] for _ in range(rows)]
+        self.parsers: dict[int, tuple[Parser, int]] = {}  # row: (parser, tokens fed to it)
+        self.ends: dict[int, list[int]] = {}  # row: the tokens of its end still to write
 
     def fill(self) -> None:
         if self.live:
             self.filler.batch_fill_next_token_bitmask(
                 [self.matchers[i] for i in self.live], self.bitmask, indices=self.live
             )
+            if self.closer is not None and self.left <= self.closer.window:
+                self._close()
+
+    def _close(self) -> None:
+        """Rows that must end now get their end's next token as their only choice."""
+        assert self.closer is not None
+        for i in self.live:
+            if i not in self.ends:
+                parser, fed = self.parsers.get(i) or (self.closer.parser(), 0)
+                for token in self.written[i][fed:]:
+                    parser.feed(self.closer.vocab[token])
+                self.parsers[i] = (parser, len(self.written[i]))
+                end = parser.end()
+                if not end or not self.closer.must_close(end, self.left):
+                    continue
+                self.ends[i] = self.closer.tokens(end)
+            end_tokens = self.ends[i]
+            if not end_tokens:
+                continue  # written: the grammar allows only the stop tokens now
+            token = end_tokens[0]
+            word, bit = token >> 5, token & 31
+            row = self.bitmask[i]
+            if not (int(row[word]) >> bit) & 1:
+                # Not where the grammar is: leave the row to the model (never seen).
+                self.ends[i] = []
+                continue
+            row.zero_()
+            row[word] = (1 << bit) if bit < 31 else -(1 << 31)  # int32 words
 
     def apply(self, logits: Any) -> None:
         self.on_device.copy_(self.bitmask, non_blocking=True)
         self.xgr.apply_token_bitmask_inplace(logits, self.on_device)
 
     def accept(self, tokens: list[int]) -> None:
+        self.left -= 1
         if self.live:
             self.filler.batch_accept_token(
                 [self.matchers[i] for i in self.live], [tokens[i] for i in self.live]
             )
+            if self.closer is not None:
+                for i in self.live:
+                    self.written[i].append(tokens[i])
+                    if self.ends.get(i):
+                        self.ends[i].pop(0)
             self.live = [i for i in self.live if not self.matchers[i].is_terminated()]
 
     def all_done(self) -> bool:

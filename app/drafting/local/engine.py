@@ -1,7 +1,8 @@
 """The local engine: a Qwen-VL model through transformers, on this machine's GPU (or CPU).
 
-Output is constrained by xgrammar to the draft JSON schema, so it is always valid JSON of
-the right shape when it ends within the token budget. torch, transformers and xgrammar are
+Output is constrained by xgrammar to the draft JSON schema, and a row whose token budget runs
+short gets the shortest valid end of its JSON written for it (closing.py), so every answer
+is valid JSON of the right shape. torch, transformers and xgrammar are
 imported here only, when a draft runs, so the app and the CLI start fast without them.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from app.drafting.engine import DraftError, DraftInput, DraftOutput, parse_output
 from app.drafting.local.attention import use_grouped_attention
+from app.drafting.local.closing import Closer
 from app.drafting.local.decoder import Decoder
 from app.drafting.local.fused import use_fused_rms_norm, use_fused_vision_rotary
 from app.drafting.local.options import LocalOptions
@@ -89,6 +91,8 @@ class LocalEngine:
         self.limits = limits.for_convention(self.convention, max_side=8192)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.compiled = self._compile_grammar() if options.grammar else None
+        closing = self.compiled is not None and options.closing
+        self.closer = self._closer(self.compiled) if closing else None
         on_gpu = self.device.type == "cuda"
         if _on(options.grouped_attention, on_gpu):
             use_grouped_attention(model)
@@ -191,6 +195,15 @@ class LocalEngine:
         compiler = xgr.GrammarCompiler(info)
         return compiler.compile_json_schema(
             json.dumps(json_schema(self.limits)), any_whitespace=False
+        )
+
+    def _closer(self, compiled: Any) -> Closer:
+        """What writes a row's shortest valid end when its token budget runs short."""
+        tokenizer = self.processor.tokenizer
+        return Closer(
+            json_schema(self.limits),
+            vocab=compiled.tokenizer_info.decoded_vocab,
+            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
         )
 
     def prefetch(self, inputs: list[DraftInput]) -> None:
@@ -345,6 +358,7 @@ class LocalEngine:
             batch,
             max_new_tokens=self.max_new_tokens,
             grammar=self.compiled,
+            closer=self.closer,
             min_steps=self.min_steps,
         )
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)

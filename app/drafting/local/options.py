@@ -10,6 +10,7 @@ class LocalOptions:
     """What a benchmark changes; the defaults are what users run (None: on a GPU only)."""
 
     grammar: bool = True  # xgrammar's masks on every step
+    closing: bool = True  # a row short of tokens gets its shortest valid end written
     graphs: bool | None = None  # the step replayed from a CUDA graph
     grouped_attention: bool | None = None  # query heads laid out over their shared KV head
     fused_norms: bool | None = None  # RMSNorm in one kernel
