@@ -19,6 +19,16 @@ def panorama(url: str) -> int:
     return r.json()["imported"][0]["image_id"]
 
 
+def open_editor(page, url: str, iid: int) -> None:  # type: ignore[no-untyped-def]
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(f"{url}/images/{iid}")
+    # Measured only once the painting has its size: it is fitted to the column when it loads.
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-box-stage] img');"
+        " return i.complete && i.naturalWidth > 0; }"
+    )
+
+
 def shares(page) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
     """Each crop part's box as shares of the stage: [x, y, width, height]."""
     return page.evaluate(
@@ -39,8 +49,7 @@ def test_the_crop_at_a_chosen_resolution_is_shaded_and_boxes_still_draw(  # type
     page, live_server: str
 ) -> None:
     iid = panorama(live_server)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    page.goto(f"{live_server}/images/{iid}")
+    open_editor(page, live_server, iid)
     select = page.locator("[data-crop-resolution]")
     options = select.locator("option").all_inner_texts()
     assert options == [
@@ -67,7 +76,7 @@ def test_the_crop_at_a_chosen_resolution_is_shaded_and_boxes_still_draw(  # type
     page.mouse.down()
     page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.7 * box["height"], steps=6)
     page.mouse.up()
-    assert page.locator("[data-element]").count() == 1
+    page.wait_for_function("document.querySelectorAll('[data-element]').length === 1")
 
     # 1024: 8 columns of 1776 off each side, nothing off the top.
     select.select_option("1024")
@@ -80,8 +89,7 @@ def test_the_chosen_crop_survives_an_htmx_swap_of_the_editor(  # type: ignore[no
     page, live_server: str
 ) -> None:
     iid = panorama(live_server)
-    page.set_viewport_size({"width": 1440, "height": 900})
-    page.goto(f"{live_server}/images/{iid}")
+    open_editor(page, live_server, iid)
     page.locator("[data-crop-resolution]").select_option("768")
     old = page.locator("[data-editor]").element_handle()
     # "palettes from pixels" replaces the whole editor with the server's new one.
