@@ -115,41 +115,61 @@ def test_move_delete_undo_and_keyboard_review(page, live_server: str) -> None:  
     assert page.locator("dialog[data-help]").is_visible()
     page.keyboard.press("Escape")
 
-    # a: approve, then the next image opens.
+    # a: approve, then the next image opens; it says why the approved caption may be weak
+    # (a skull, but no description and no background).
     page.keyboard.press("a")
-    page.wait_for_url(f"**/images/{second}")
+    page.wait_for_url(f"**/images/{second}?weak={first}")
     assert caption(live_server, first)["status"] == "approved"
+    notice = page.locator("[data-weak]").inner_text()
+    assert "is approved, but it may be weak" in notice
+    assert "an empty high-level description and an empty background" in notice
     page.keyboard.press("k")
     page.wait_for_url(f"**/images/{first}")
 
 
-def test_stale_edit_shows_both_versions_and_merges(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+def test_two_tabs_merge_other_fields_and_ask_only_for_the_same_one(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
     (iid,) = setup_images(live_server)
-    page.goto(f"{live_server}/images/{iid}")
-    page.fill("textarea[name=high_level_description]", "mine")
-    page.fill("textarea[name=background]", "a dark room")
-    wait_saved(page)
-    # Someone else saves meanwhile (another tab, a script).
-    current = caption(live_server, iid)
-    theirs = current["caption"]
-    theirs["high_level_description"] = "theirs"
-    theirs["compositional_deconstruction"]["background"] = "their room"
-    r = httpx.put(
-        f"{live_server}/api/images/{iid}/caption",
-        json={"revision": current["revision"], "caption": theirs},
-    )
+    start = {
+        "high_level_description": "A scholar reads.",
+        "compositional_deconstruction": {
+            "background": "a dark study",
+            "elements": [{"type": "obj", "bbox": [100, 100, 500, 500], "desc": "the scholar"}],
+        },
+    }
+    r = httpx.put(f"{live_server}/api/images/{iid}/caption", json={"revision": 0, "caption": start})
     assert r.status_code == 200
-    page.fill("textarea[name=high_level_description]", "mine, edited")
-    conflict = page.locator("[data-conflict]")
+    a, b = page, page.context.browser.new_page()
+    for tab in (a, b):
+        tab.goto(f"{live_server}/images/{iid}")
+
+    # Different fields: tab B's stale save merges by itself, nothing asked, nothing lost.
+    a.fill("textarea[name=high_level_description]", "A scholar reads, from tab A.")
+    wait_saved(a)
+    b.fill("textarea[name=background]", "a study, from tab B")
+    b.locator("[data-merged]").wait_for(timeout=15_000)
+    wait_saved(b)
+    assert "[data-conflict]" not in b.content()
+    assert b.locator("textarea[name=high_level_description]").input_value().endswith("tab A.")
+    assert b.evaluate("document.activeElement.name") == "background"
+    got = caption(live_server, iid)["caption"]
+    assert got["high_level_description"] == "A scholar reads, from tab A."
+    assert got["compositional_deconstruction"]["background"] == "a study, from tab B"
+
+    # The same field: tab A is asked about it alone, side by side, and its choice is saved.
+    a.fill("textarea[name=background]", "a cell, from tab A")
+    conflict = a.locator("[data-conflict]")
     conflict.wait_for(timeout=15_000)
     rows = conflict.locator("table.diff tbody tr")
-    assert rows.count() == 2
-    assert "theirs" in rows.first.inner_text() and "mine, edited" in rows.first.inner_text()
-    # Keep my description, take their background.
-    conflict.locator("input[value=background]").uncheck()
+    assert rows.count() == 1
+    row = rows.first.inner_text()
+    assert "background" in row and "a study, from tab B" in row and "a cell, from tab A" in row
+    # A choice is required: the browser will not send the merge without one.
+    assert rows.first.locator("input[value=mine]").evaluate("e => e.validity.valueMissing")
+    rows.first.locator("input[value=mine]").check()
     conflict.locator("button", has_text="Save the merge").click()
-    page.locator("[data-conflict]").wait_for(state="detached")
+    a.locator("[data-conflict]").wait_for(state="detached")
     got = caption(live_server, iid)["caption"]
-    assert got["high_level_description"] == "mine, edited"
-    assert got["compositional_deconstruction"]["background"] == "their room"
-    assert page.locator("textarea[name=background]").input_value() == "their room"
+    assert got["compositional_deconstruction"]["background"] == "a cell, from tab A"
+    assert got["high_level_description"] == "A scholar reads, from tab A."
+    assert got["compositional_deconstruction"]["elements"][0]["desc"] == "the scholar"
+    assert a.locator("textarea[name=background]").input_value() == "a cell, from tab A"
