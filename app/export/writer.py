@@ -253,8 +253,11 @@ def export_dataset(
         else:
             config.parent.mkdir(exist_ok=True)
             os.replace(staging / "config" / f"{slug}.yaml", config)
+            # Pruned in the old folder, before the swap moves its caches over: a crash
+            # after the swap then never leaves stale entries beside the new manifest.
+            if target.exists():
+                report.stale_cache = _drop_stale_caches(target, old_entries, entries)
             report.kept = _swap_in(stage_ds, target, out, slug)
-            report.stale_cache = _drop_stale_caches(target, old_entries, entries)
             report.dataset_dir, report.config_path = target, config
     finally:
         shutil.rmtree(staging, ignore_errors=True)
