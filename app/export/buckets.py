@@ -103,6 +103,17 @@ class Fit:
         area = (box.x1 - box.x0) * (box.y1 - box.y0)
         return max(0.0, 1.0 - kept_w * kept_h / area)
 
+    def seen(self, box: Box) -> Box:
+        """Where what `box` names lies in the cropped image, in that image's 0..1 coordinates."""
+        # The caption is not rewritten for the crop: the difference is how far the box moved.
+        w = self.window
+        return Box.ordered(
+            (box.x0 - w.x0) / (w.x1 - w.x0),
+            (box.y0 - w.y0) / (w.y1 - w.y0),
+            (box.x1 - w.x0) / (w.x1 - w.x0),
+            (box.y1 - w.y0) / (w.y1 - w.y0),
+        )
+
     def as_dict(self) -> dict:
         window = self.window
         return {

@@ -237,3 +237,17 @@ def test_the_export_page_says_the_resolutions_each_profile_trains_at(
     lint_text = page.select_one("[data-lint]").text  # type: ignore[union-attr]
     assert "low_resolution" in lint_text and "small.png" in lint_text
     assert "Low resolution" in page.select_one("[data-lint-rules]").text  # type: ignore[union-attr]
+
+
+def test_the_crop_moves_boxes_by_a_few_thousandths() -> None:
+    box = Box(0.05, 0.05, 0.95, 0.95)
+
+    def moved(w: int, h: int, res: int) -> list[float]:
+        seen = buckets.fit(w, h, resolution=res).seen(box)
+        return [round((a - b) * 1000, 1) for a, b in zip(seen, box, strict=True)]
+
+    # The caption still says 50..950; the trained image shows the same thing further out.
+    assert moved(1200, 1000, 1024) == [0.0, -2.9, 0.0, 2.9]
+    assert moved(1920, 1080, 1024) == [-2.0, 0.0, 2.0, 0.0]
+    assert moved(4000, 3000, 512) == [-17.2, 0.1, 17.2, 2.1]
+    assert moved(1024, 1024, 1024) == [0.0, 0.0, 0.0, 0.0]
