@@ -92,6 +92,18 @@ def realistic(client: TestClient) -> tuple[int, list[int]]:
     return dataset_id, ids
 
 
+def shown(html: str, selector: str, up: int = 0) -> str:
+    """The text of the first element `selector` finds on a page (or of its `up`-th parent)."""
+    from bs4 import BeautifulSoup
+
+    node = BeautifulSoup(html, "html.parser").select_one(selector)
+    assert node is not None, selector
+    for _ in range(up):
+        node = node.parent
+        assert node is not None
+    return node.get_text(" ", strip=True)
+
+
 def read_back(folder: Path, trigger: str | None = TRIGGER) -> dict[str, str]:
     """For each exported image, the text the trainer's text encoder receives."""
     return {
@@ -330,9 +342,9 @@ def test_trigger_words_that_break_json_are_refused(client: TestClient, word: str
     assert r.status_code == 422 and "trigger word may not hold" in r.json()["detail"]
     assert client.get(f"/api/datasets/{ok['id']}").json()["name"] == "T"  # nothing changed
     page = client.post("/datasets", data={"name": "U", "trigger_word": word})
-    assert page.status_code == 422 and "trigger word may not hold" in page.text
+    assert page.status_code == 422 and "trigger word may not hold" in shown(page.text, "p.error")
     page = client.post(f"/datasets/{ok['id']}/settings", data={"name": "T", "trigger_word": word})
-    assert page.status_code == 422 and "trigger word may not hold" in page.text
+    assert page.status_code == 422 and "trigger word may not hold" in shown(page.text, "p.error")
 
 
 def test_an_existing_bad_trigger_word_is_refused_at_export(
@@ -387,7 +399,7 @@ def test_alpha_mask_only_with_kept_alpha(client: TestClient, tmp_path: Path) -> 
         ]
         is True
     )  # type: ignore[arg-type]  # noqa: E501
-    page = client.get(f"/datasets/{dataset_id}/export").text
+    page = shown(client.get(f"/datasets/{dataset_id}/export").text, "input[name=keep_alpha]", up=1)
     assert "alpha_mask: true" in page and "not trained on" in page
 
 
@@ -406,7 +418,8 @@ def test_undecided_boxes_are_an_export_error_and_the_upload_report_says_so(
     ]
     page = client.post(f"/datasets/{dataset_id}/import", files=files)
     assert page.status_code == 200
-    assert "could be 0..1000 or pixels" in page.text and "export refuses them" in page.text
+    notice = shown(page.text, "[data-undecided-boxes]")
+    assert "could be 0..1000 or pixels" in notice and "export refuses them" in notice
     with pytest.raises(ExportRefused, match="could be pixels"):
         export(client, dataset_id, tmp_path / "u")
     lint = client.get(f"/api/datasets/{dataset_id}/lint").json()
@@ -446,7 +459,7 @@ def test_refusal_on_the_page_says_tick_export_anyway(client: TestClient, tmp_pat
     dataset_id, _ = make_dataset(client, captioned=False)
     r = client.post(f"/datasets/{dataset_id}/export", data={"out_dir": str(tmp_path / "o")})
     assert r.status_code == 422
-    assert "tick &#39;export anyway&#39;" in r.text or "tick 'export anyway'" in r.text
+    assert "tick 'export anyway'" in shown(r.text, "p.error")
     assert "--force" not in r.text
     api = client.post(f"/api/datasets/{dataset_id}/export", json={"out_dir": str(tmp_path / "o")})
     assert '"force": true' in api.json()["detail"]
@@ -465,7 +478,9 @@ def test_stale_cache_count_in_api_page_and_cli(client: TestClient, tmp_path: Pat
     (folder / ".aitk_size.json").write_text(json.dumps(sizes))
     client.delete(f"/api/images/{ids[0]}")  # b -> 001, c -> 002, 003 gone
     page = client.post(f"/datasets/{dataset_id}/export", data={"out_dir": str(out)})
-    assert "Removed 3 stale entries of the trainer's latent cache" in page.text
+    assert shown(page.text, "[data-stale-cache]").startswith(
+        "Removed 3 stale entries of the trainer's latent cache"
+    )
     assert trainer.stale_latents(folder) == []
     assert not any((folder / "_latent_cache").iterdir())
     assert (folder / "_t_e_cache" / "001_AAAAAAAAAAAAAAAAAAAAAA.safetensors").exists()
