@@ -218,3 +218,27 @@ def test_trashed_images_are_neither_linted_nor_exported(
     assert r.status_code == 200, r.text
     images_out = [p for p in out.rglob("*") if p.suffix in (".png", ".jpg")]
     assert len(images_out) == 1
+
+
+def test_the_editor_of_a_trashed_image_says_so_and_restores(
+    client: TestClient, dataset_id: int
+) -> None:
+    (a,) = images(client, dataset_id, 1)
+    assert (
+        BeautifulSoup(client.get(f"/images/{a}").text, "html.parser").select_one("[data-in-trash]")
+        is None
+    )
+    client.delete(f"/api/images/{a}")
+    notice = BeautifulSoup(client.get(f"/images/{a}").text, "html.parser").select_one(
+        "[data-in-trash]"
+    )
+    assert notice is not None and "in the dataset's trash" in notice.text
+    form = notice.select_one("form")
+    assert form is not None
+    r = client.post(
+        form["action"],  # type: ignore[arg-type]
+        data={i["name"]: i["value"] for i in form.select("input")},  # type: ignore[misc]
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/images/{a}"
+    assert listed(client, dataset_id) == [a]
