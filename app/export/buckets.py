@@ -114,17 +114,6 @@ class Fit:
             (box.y1 - w.y0) / (w.y1 - w.y0),
         )
 
-    def as_dict(self) -> dict:
-        window = self.window
-        return {
-            "resolution": self.resolution,
-            "bucket": [self.bucket_width, self.bucket_height],
-            "scaled": [self.scaled_width, self.scaled_height],
-            "crop": [self.crop_x, self.crop_y],
-            "window": [round(v, 6) for v in window],
-            "upscaled": self.upscaled,
-        }
-
 
 def fit(width: int, height: int, *, resolution: int, divisibility: int = DIVISIBILITY) -> Fit:
     """Where an image of this size lands at one training resolution (no random crop)."""
