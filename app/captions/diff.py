@@ -101,12 +101,15 @@ def identify(caption: Caption, *, like: Caption | None) -> Caption:
     unclaimed one at its place in order, else a new one.
     """
     elements = caption.composition.elements
-    if all(e.id for e in elements):
+    # An id given twice names the first of them only: two elements are never merged as one.
+    ids: list[str] = []
+    for e in elements:
+        ids.append(e.id if e.id and e.id not in ids else "")
+    if all(ids):
         return caption
     known = like.composition.elements if like is not None else []
-    claimed = {e.id for e in elements if e.id}
+    claimed = set(ids) - {""}
     free = [e for e in known if e.id and e.id not in claimed]
-    ids: list[str] = [e.id for e in elements]
     for n, e in enumerate(elements):
         if not ids[n]:
             same = next((k for k in free if k == e), None)
@@ -125,10 +128,11 @@ def identify(caption: Caption, *, like: Caption | None) -> Caption:
 
 def _numbered(caption: Caption) -> Caption:
     """The base caption with unnamed elements named by their place (older revisions)."""
-    elements = [
-        e if e.id else e.model_copy(update={"id": f"#{n}"})
-        for n, e in enumerate(caption.composition.elements, 1)
-    ]
+    seen: set[str] = set()
+    elements = []
+    for n, e in enumerate(caption.composition.elements, 1):
+        elements.append(e if e.id and e.id not in seen else e.model_copy(update={"id": f"#{n}"}))
+        seen.add(elements[-1].id)
     return caption.model_copy(
         update={"composition": caption.composition.model_copy(update={"elements": elements})}
     )

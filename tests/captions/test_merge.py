@@ -149,3 +149,13 @@ def test_identify_keeps_ids_and_matches_content_then_place() -> None:
     assert ids[:2] == ["b", "a"] and ids[2] not in ("a", "b") and ids[2]
     # The id is Atelier's own: equality and the exported caption ignore it.
     assert el("a", "one") == el("z", "one")
+
+
+def test_an_id_given_twice_never_merges_two_elements_into_one() -> None:
+    twice = Caption(composition=Composition(elements=[el("a", "one"), el("a", "two")]))
+    named = diff.identify(twice, like=None)
+    ids = [e.id for e in named.composition.elements]
+    assert ids[0] == "a" and ids[1] not in ("", "a")
+    mine = edit(twice, high_level_description="mine")
+    m = diff.merge3(base=twice, mine=mine, theirs=twice)
+    assert descs(m.caption) == ["one", "two"]
