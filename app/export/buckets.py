@@ -33,11 +33,9 @@ def is_low_resolution(
     width: SQLCoreOperations[int], height: SQLCoreOperations[int], *, resolution: int
 ) -> ColumnElement[bool]: ...
 def is_low_resolution(width: Any, height: Any, *, resolution: int) -> Any:
-    """Whether the image trains in a smaller bucket than `resolution` (its area is below it).
-
-    Written once for Python ints and SQL columns alike, so the grid's filter, its flag and lint
-    can never disagree.
-    """
+    """Whether the image trains in a smaller bucket than `resolution` (its area is below it)."""
+    # One expression for Python ints and SQL columns alike: the grid's filter, its flags and
+    # lint can never disagree.
     return width * height < resolution * resolution
 
 
@@ -144,10 +142,7 @@ class CroppedBox:
 def cropped_boxes(
     caption: Caption, *, width: int, height: int, resolutions: list[int]
 ) -> list[CroppedBox]:
-    """The caption's boxes that lose more than LOST_SHARE of their area at some resolution.
-
-    Each element is reported once, at the resolution where it loses the most.
-    """
+    """Boxes losing over LOST_SHARE of their area, each once, at the resolution it loses most."""
     fits = [fit(width, height, resolution=r) for r in resolutions]
     out = []
     for n, element in enumerate(caption.composition.elements, 1):
