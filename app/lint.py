@@ -151,6 +151,15 @@ def lint_dataset(
                 f"the trigger word {dataset.trigger_word!r} is written in the caption; the "
                 "export places it for the trainer",
             )
+        placeholders = [p for p in ("[trigger]", "[name]") if p in text]
+        if placeholders:
+            add(
+                "error",
+                "placeholder_in_caption",
+                img,
+                f"the caption holds {' and '.join(placeholders)}, which the trainer replaces "
+                "with the trigger word wherever it appears: reword it",
+            )
         if img.status != CaptionStatus.approved:
             add("warning", "not_approved", img, f"caption is {CaptionStatus(img.status).label}")
         elif (weak := revisions.weakness(caption)) is not None:

@@ -359,6 +359,10 @@ def training_config(
     samples = CommentedSeq()
     for _, cap in sample_captions(style, None if samples_prefix else samples_trigger):
         prompt = json.dumps(to_trainer(cap), separators=(",", ":"), ensure_ascii=False)
+        if not samples_prefix:
+            # The trainer reads "${X}" anywhere in the YAML as an environment variable; in a
+            # structured prompt "$" can be the JSON escape, which the model reads back as "$".
+            prompt = prompt.replace("$", "\\u0024")
         if samples_prefix and samples_trigger:
             # What the loader makes of a training caption in prefix mode: commas gain a
             # space, then the word is prepended.

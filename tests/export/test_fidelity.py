@@ -494,3 +494,26 @@ def test_stale_cache_count_in_api_page_and_cli(client: TestClient, tmp_path: Pat
     assert cli.returncode == 0, cli.stderr
     assert "stale trainer cache entries removed: 0" in cli.stdout
     assert len(list((folder / "_latent_cache").iterdir())) == 2  # same images, kept
+
+
+def test_placeholders_in_captions_and_dollars_in_the_style_reach_the_trainer_intact(
+    client: TestClient, tmp_path: Path
+) -> None:
+    dataset_id, ids = make_dataset(client)
+    style = {"aesthetics": "costs ${PRICE}", "lighting": "dim", "medium": "painting",
+             "render": "oil"}  # fmt: skip
+    assert client.put(f"/api/datasets/{dataset_id}/style", json=style).status_code == 200
+    report = export(client, dataset_id, tmp_path / "d", force=True)
+    config = trainer.read_config(report.config_path, env={})  # type: ignore[arg-type]
+    prompt = trainer.sample_prompt(
+        config["config"]["process"][0]["sample"]["samples"][0]["prompt"], "bcs style"
+    )
+    aesthetics = json.loads(trainer.encoder_text(prompt))["style_description"]["aesthetics"]
+    assert aesthetics == "bcs style, costs ${PRICE}"
+    cap = json.loads(json.dumps(CAPTION))
+    cap["compositional_deconstruction"]["elements"][1]["text"] = "[name]"
+    client.put(f"/api/images/{ids[0]}/caption", json={"revision": 1, "caption": cap})
+    lint = client.get(f"/api/datasets/{dataset_id}/lint").json()
+    assert {"image": "a.jpg", "code": "placeholder_in_caption", "severity": "error"}.items() <= (
+        next(x for x in lint if x["code"] == "placeholder_in_caption").items()
+    )
