@@ -204,7 +204,7 @@ def test_thumb_rebuilt_when_cache_lost(
     assert client.get(f"/api/images/{image['image_id']}/thumb").status_code == 200
 
 
-def test_delete_image_removes_unshared_bytes(
+def test_deleting_for_good_removes_unshared_bytes(
     client: TestClient, dataset_id: int, settings: Settings
 ) -> None:
     data = f.jpeg_bytes(5)
@@ -212,9 +212,13 @@ def test_delete_image_removes_unshared_bytes(
     mine = upload(client, dataset_id, [("p.jpg", data)]).json()["imported"][0]
     theirs = upload(client, other, [("q.jpg", data)]).json()["imported"][0]
     blob = settings.store_dir / mine["sha256"][:2] / mine["sha256"]
+    # DELETE moves to the trash: the bytes stay until the trash is emptied.
     assert client.delete(f"/api/images/{mine['image_id']}").status_code == 204
-    assert blob.exists(), "bytes still used by the other dataset were deleted"
     assert client.delete(f"/api/images/{theirs['image_id']}").status_code == 204
+    assert blob.exists()
+    client.post(f"/api/datasets/{dataset_id}/trash/empty")
+    assert blob.exists(), "bytes still used by the other dataset were deleted"
+    client.post(f"/api/datasets/{other}/trash/empty")
     assert not blob.exists()
     assert client.get(f"/api/images/{mine['image_id']}/file").status_code == 404
 
