@@ -273,8 +273,8 @@ class LossChart:
 
 
 def loss_chart(
-    points: list[tuple[int, float]], *, saved: list[int], total: int, width: int = 640,
-    height: int = 160,
+    points: list[tuple[int, float]], *, saved: list[int], total: int, width: int = 1000,
+    height: int = 170,
 ) -> LossChart | None:  # fmt: skip
     """The loss curve as SVG path data over steps 0..total, saved steps marked; None if empty."""
     if not points:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -331,22 +331,38 @@ def board_compare(
     run_dir, found = _run(session, settings, run, job)
     config = boards.runs.read_config(run_dir, found.config_yaml if found else None)
     specs = {sp.index: sp for sp in config.samples} if config else {}
-    items = []
+    items: list[dict[str, Any]] = []
+    chosen: list[boards.runs.Sample] = []
     for name in s:
         boards.sample_path(run_dir, name)
         sample = boards.runs.parse_sample_name(name)
         assert sample is not None
+        chosen.append(sample)
         spec = specs.get(sample.index)
         view = (
             boards.parse_prompt(spec.prompt, width=spec.width, height=spec.height) if spec else None
         )
         items.append({"sample": sample, "spec": spec, "view": view})
     query = f"job={found.id}" if (found and job is not None) else urlencode({"run": str(run_dir)})
+    # The LoRA-off picture of the first prompt, offered when it is not in the comparison.
+    reference = None
+    if len(s) < 4 and all(c.step != 0 for c in chosen):
+        first = chosen[0].index
+        reference = next(
+            (x.name for x in boards.runs.list_samples(run_dir) if x.step == 0 and x.index == first),
+            None,
+        )
+    with_reference = (
+        f"/board/compare?{query}" + "".join(f"&s={quote(n)}" for n in [reference, *s])
+        if reference
+        else None
+    )
     return templates.TemplateResponse(
         request,
         "board_compare.html",
         {"items": items, "run": str(run_dir), "job": found if job is not None else None,
-         "query": query, "datasets": list(session.exec(select(Dataset)))},
+         "query": query, "datasets": list(session.exec(select(Dataset))),
+         "with_reference": with_reference},
     )  # fmt: skip
 
 

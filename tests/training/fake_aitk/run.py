@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 from ruamel.yaml import YAML
 
 
@@ -57,8 +57,12 @@ def main() -> int:
             time.sleep(behaviour["sample_s"])
             gen_time = int(time.time() * 1000)
             fname = f"{gen_time}__{step:09d}_{i}.{ext}"
+            # A picture that changes with the step, so steps side by side look different.
             shade = (step * 37 + i * 53) % 256
-            Image.new("RGB", (64, 64), (shade, 255 - shade, (i * 40) % 256)).save(tmp / fname)
+            img = Image.new("RGB", (128, 128), (40 + i * 12 % 80, 30, 20 + shade // 4))
+            r = 10 + (step * 3 + i * 7) % 50
+            ImageDraw.Draw(img).ellipse((64 - r, 64 - r, 64 + r, 64 + r), fill=(shade, 180, 90))
+            img.save(tmp / fname)
             os.replace(tmp / fname, folder / fname)
 
     def save_checkpoint(step: int | None) -> None:
