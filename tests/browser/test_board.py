@@ -38,7 +38,7 @@ def test_train_compare_two_steps_and_pick_one(page, live_server: str, tmp_path: 
     selected = page.locator("[data-cell].selected")
     assert sorted(selected.evaluate_all("els => els.map(e => e.dataset.step)")) == ["10", "20"]
     page.keyboard.press("b")
-    assert page.locator("[data-cell] .boxes i").first.is_visible()
+    assert page.locator("[data-cell] .prompt-boxes i").first.is_visible()
     page.keyboard.press("c")
     page.wait_for_url("**/board/compare*")
     views = page.locator("[data-viewport]")

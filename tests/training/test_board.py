@@ -47,7 +47,7 @@ def test_board_groups_by_prompt_with_the_step_0_reference(
     assert [c["data-step"] for c in cells] == ["0", "10", "20", "30"]
     assert "ref" in cells[0]["class"]
     # The box of the prompt, drawn over the sample: official [y0, x0, y1, x1] in 0..1000.
-    box = cells[1].select_one(".boxes i")["style"]
+    box = cells[1].select_one(".prompt-boxes i")["style"]
     assert "left: 40.0%" in box and "top: 10.0%" in box and "width: 20.0%" in box
     assert groups[1].select_one(".summary").text == "a plain text prompt of a cat"
 
