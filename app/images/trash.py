@@ -16,6 +16,7 @@ from app.images.store import ContentStore
 from app.models import Dataset, Image, utcnow
 
 TRASH_DAYS = 30
+CHUNK = 500
 
 
 def move_to_trash(session: Session, *, images: list[Image], now: datetime | None = None) -> int:
@@ -82,31 +83,39 @@ def delete_for_good(session: Session, *, store: ContentStore, images: list[Image
     """Deletes the rows (revisions and pairs go with them), then bytes no image still uses."""
     if not images:
         return
-    shas = {i.sha256 for i in images}
+    shas = sorted({i.sha256 for i in images})
     for image in images:
         session.delete(image)
     session.commit()
-    still_used = set(session.exec(select(Image.sha256).where(col(Image.sha256).in_(shas))))
-    for sha in shas - still_used:
+    still_used: set[str] = set()
+    for start in range(0, len(shas), CHUNK):
+        chunk = shas[start : start + CHUNK]
+        still_used |= set(session.exec(select(Image.sha256).where(col(Image.sha256).in_(chunk))))
+    for sha in set(shas) - still_used:
         store.remove(sha)
 
 
 def _chosen(session: Session, *, dataset: Dataset, image_ids: list[int]) -> list[Image]:
     if not image_ids:
         raise Invalid("Choose the images to take out of the trash.")
-    images = list(
-        session.exec(
+    wanted = sorted(set(image_ids))
+    images: list[Image] = []
+    # In slices: SQLite refuses a statement with more than 32766 parameters.
+    for start in range(0, len(wanted), CHUNK):
+        images += session.exec(
             select(Image).where(
-                col(Image.id).in_(image_ids),
+                col(Image.id).in_(wanted[start : start + CHUNK]),
                 Image.dataset_id == dataset.id,
                 col(Image.trashed_at).is_not(None),
             )
         )
-    )
-    missing = sorted(set(image_ids) - {i.id for i in images})
+    missing = sorted(set(wanted) - {i.id for i in images})
     if missing:
+        shown = ", ".join(map(str, missing[:5]))
+        if len(missing) > 5:
+            shown += f" and {len(missing) - 5} more"
         raise Invalid(
-            f"Image{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            f"Image{'s' if len(missing) > 1 else ''} {shown} "
             f"{'are' if len(missing) > 1 else 'is'} not in this dataset's trash."
         )
     return images

@@ -217,12 +217,12 @@ class TrashOut(BaseModel):
 
 
 class TrashIn(BaseModel):
-    image_ids: list[int] = Field(min_length=1, max_length=100_000)
+    image_ids: list[int] = Field(min_length=1, max_length=10_000)
 
 
 class EmptyTrashIn(BaseModel):
     image_ids: list[int] | None = Field(
-        default=None, max_length=100_000, description="Only these; leave out to empty it all"
+        default=None, max_length=10_000, description="Only these; leave out to empty it all"
     )
 
 

@@ -242,3 +242,18 @@ def test_the_editor_of_a_trashed_image_says_so_and_restores(
     )
     assert r.status_code == 303 and r.headers["location"] == f"/images/{a}"
     assert listed(client, dataset_id) == [a]
+
+
+def test_a_restore_naming_very_many_images_is_one_short_sentence(
+    client: TestClient, dataset_id: int
+) -> None:
+    (a,) = images(client, dataset_id, 1)
+    client.delete(f"/api/images/{a}")
+    many = [a, *range(10_000_000, 10_009_999)]
+    r = client.post(f"/api/datasets/{dataset_id}/trash/restore", json={"image_ids": many})
+    assert r.status_code == 422
+    assert r.json()["detail"] == (
+        "Images 10000000, 10000001, 10000002, 10000003, 10000004 and 9994 more are not in "
+        "this dataset's trash."
+    )
+    assert [t["id"] for t in client.get(f"/api/datasets/{dataset_id}/trash").json()] == [a]
