@@ -41,6 +41,7 @@ class ImageRow:
             "has_caption_file": i.caption_raw is not None,
             "caption_error": i.caption_error,
             "revision": i.revision,
+            "trashed_at": i.trashed_at,
         }
 
 

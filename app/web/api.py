@@ -70,6 +70,9 @@ class ImageOut(BaseModel):
         description="Why the imported caption file could not be read (it is kept raw)"
     )
     revision: int = Field(description="The caption's newest revision, 0 when it has none")
+    trashed_at: datetime | None = Field(
+        default=None, description="When it was moved to the dataset's trash; null when it is not"
+    )
 
 
 class ResolveIn(BaseModel):

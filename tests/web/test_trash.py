@@ -57,9 +57,11 @@ def test_delete_moves_to_trash_with_caption_and_restore_brings_it_back(
     assert trashed[0]["expires_at"] > trashed[0]["trashed_at"]
     # The caption and history are kept, and its bytes are still served.
     assert client.get(f"/api/images/{b}/file").status_code == 200
+    assert client.get(f"/api/images/{b}").json()["trashed_at"] == trashed[0]["trashed_at"]
     r = client.post(f"/api/datasets/{dataset_id}/trash/restore", json={"image_ids": [b]})
     assert r.json() == {"restored": 1}
     assert listed(client, dataset_id) == [a, b, c]  # back at its place
+    assert client.get(f"/api/images/{b}").json()["trashed_at"] is None
     cap = client.get(f"/api/images/{b}/caption").json()
     assert cap["revision"] == 2 and cap["caption"]["high_level_description"] == "Second."
     assert len(client.get(f"/api/images/{b}/caption/revisions").json()) == 2
