@@ -94,12 +94,10 @@ def new_element_id() -> str:
 
 
 def identify(caption: Caption, *, like: Caption | None) -> Caption:
-    """The caption with every element named: as given, else as the same element in `like`.
-
-    An element without an id (from the API, a sidecar, the model, an older revision) takes
-    the id of an unclaimed element of `like` saying exactly the same thing, else of the
-    unclaimed one at its place in order, else a new one.
-    """
+    """The caption with every element named: as given, else as the same element in `like`."""
+    # An element without an id (from the API, a sidecar, the model, an older revision) takes
+    # the id of an unclaimed element of `like` saying exactly the same thing, else of the
+    # unclaimed one at its place in order, else a new one.
     elements = caption.composition.elements
     # An id given twice names the first of them only: two elements are never merged as one.
     ids: list[str] = []
@@ -290,8 +288,7 @@ def _merge_elements(
 def _merge_order(
     base: Caption, mine: Caption, theirs: Caption, merged: dict[str, Element], pick: _Picker
 ) -> list[str]:
-    """Theirs' order, or mine where only mine reordered; an added element stays after the
-    element it followed on its side."""
+    """Theirs' order (mine's if only mine reordered); additions stay after what they followed."""
     shared = set(_by_id(base)) & set(_by_id(mine)) & set(_by_id(theirs)) & set(merged)
 
     def common(c: Caption) -> list[str]:

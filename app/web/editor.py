@@ -170,7 +170,8 @@ def parse_form(
                 Element(
                     type=kind,  # type: ignore[arg-type]
                     box=_parse_box(box),
-                    text=text if kind == "text" else None,
+                    # Browsers send a textarea's line breaks as CRLF; a caption keeps \n.
+                    text=text.replace("\r\n", "\n") if kind == "text" else None,
                     desc=desc,
                     color_palette=_colours(colours),
                     id=eid,
@@ -241,8 +242,7 @@ def save_caption(
     el_palette: ListField = [],  # noqa: B006
     el_id: ListField = [],  # noqa: B006
 ) -> Response:
-    """Autosave: the save state, the editor merged with a save made elsewhere, the parts
-    both changed to choose from, or what is invalid."""
+    """Autosave: saved, merged with a save made elsewhere, parts to choose, or what is wrong."""
     image, dataset = _load(session, image_id)
     state: dict[str, Any] = {"image": image, "errors": [], "conflict": None}
     try:
