@@ -140,7 +140,7 @@ def build_board(
     recorded_yaml: str | None = None,
     page: int = 1,
     step_page: int | None = None,
-    live_job: bool = False,
+    live_job: bool | None = None,
 ) -> Board:
     """One page of the board: rows (prompt, seed, strength) by a window of steps."""
     config = runs.read_config(run_dir, recorded_yaml)
@@ -193,7 +193,8 @@ def build_board(
         final_step=config.steps if (config and saved.final) else None,
         loss=runs.loss_points(run_dir),
         sample_count=len(samples),
-        live=live_job or (time.time() - newest) < LIVE_WINDOW_S,
+        # A job of ours knows; for a run from elsewhere, a recent sample says it may go on.
+        live=live_job if live_job is not None else (time.time() - newest) < LIVE_WINDOW_S,
     )
 
 

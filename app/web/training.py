@@ -245,7 +245,7 @@ def _board_context(
         recorded_yaml=job.config_yaml if job else None,
         page=page,
         step_page=sp,
-        live_job=bool(job and job.status in jobs.ACTIVE),
+        live_job=(job.status in jobs.ACTIVE) if job else None,
     )
     boards.drop_unreadable(settings, board)
     total = board.config.steps if board.config else (board.all_steps[-1] if board.all_steps else 0)

@@ -80,3 +80,27 @@ def test_bad_train_requests_are_sentences(client: TestClient, tmp_path: Path) ->
     r = client.post(f"/api/datasets/{dataset_id}/train", json={"profile": "7gb", "aitk_dir": "/x"})
     assert r.status_code == 422 and "There is no GPU profile '7gb'" in r.json()["detail"]
     assert client.get("/api/training/jobs/99").status_code == 404
+
+
+def test_pick_through_the_api(client: TestClient, checkout: Path, tmp_path: Path) -> None:
+    dataset_id = make_dataset(client)
+    r = client.post(
+        f"/api/datasets/{dataset_id}/train",
+        json={"aitk_dir": str(checkout), "steps": 20, "save_every": 10},
+    )
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 20
+    while client.get(f"/api/training/jobs/{job_id}").json()["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    board = soup(client.get(f"/board?job={job_id}").text)
+    assert board.select_one("[data-live]") is None and not board.select_one("#board-grid[hx-get]")
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    r = client.post(f"/api/training/jobs/{job_id}/pick", json={"step": 10, "to_dir": str(loras)})
+    assert r.status_code == 201, r.text
+    assert r.json()["copied_to"] == str(loras / "baroque_chiaroscuro_step000010.safetensors")
+    r = client.post(f"/api/training/jobs/{job_id}/pick", json={"step": 0, "to_dir": str(loras)})
+    assert r.status_code == 422 and "Step 0 is the model before training" in r.json()["detail"]
+    r = client.post(f"/api/training/jobs/{job_id}/pick", json={"step": 10, "to_dir": "loras"})
+    assert r.status_code == 422 and "relative" in r.json()["detail"]
