@@ -154,12 +154,20 @@ def merge_with_newest(
     return merged, current
 
 
+@dataclass(frozen=True)
+class MergedSave:
+    view: CaptionView
+    merged: diff.Merged | None  # None when `base` was the newest
+    theirs: int  # the revision merged with (or `base`)
+
+
 def save_merging(
     session: Session, *, image: Image, dataset: Dataset, caption: Caption, base: int
-) -> tuple[CaptionView, diff.Merged | None]:
+) -> MergedSave:
     """Saves over `base`; when stale, merges with the newest unless both changed one part."""
     try:
-        return save(session, image=image, dataset=dataset, caption=caption, base=base), None
+        view = save(session, image=image, dataset=dataset, caption=caption, base=base)
+        return MergedSave(view, None, base)
     except StaleRevision:
         session.rollback()
         merged, current = merge_with_newest(
@@ -179,7 +187,7 @@ def save_merging(
         saved = save(
             session, image=image, dataset=dataset, caption=merged.caption, base=current.revision
         )
-        return saved, merged
+        return MergedSave(saved, merged, current.revision)
 
 
 def _next_status(image: Image, status: CaptionStatus | None) -> CaptionStatus:

@@ -108,15 +108,15 @@ def put_caption(image_id: int, body: CaptionPut, session: SessionDep) -> dict:
         return revisions.save(
             session, image=image, dataset=dataset, caption=caption, base=body.revision
         ).as_dict()
-    saved, merged = revisions.save_merging(
+    result = revisions.save_merging(
         session, image=image, dataset=dataset, caption=caption, base=body.revision
     )
-    out = saved.as_dict()
-    if merged is not None:
+    out = result.view.as_dict()
+    if result.merged is not None:
         out["merged"] = {
-            "with_revision": saved.revision - 1,
-            "yours": merged.from_mine,
-            "theirs": merged.from_theirs,
+            "with_revision": result.theirs,
+            "yours": result.merged.from_mine,
+            "theirs": result.merged.from_theirs,
         }
     return out
 

@@ -414,3 +414,6 @@ def test_stale_save_with_merge_takes_both_edits_or_lists_the_clash(
     ]
     assert body["current"]["revision"] == 3
     assert client.get(f"/api/images/{iid}/caption").json()["revision"] == 3
+    # A stale save that says what the newest says already adds nothing, and says so.
+    r = put(client, iid, 1, got, merge=True)
+    assert r.json()["revision"] == 3 and r.json()["merged"]["with_revision"] == 3
