@@ -30,6 +30,25 @@ def tiny_qwen25vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl", family="qwen2_5_vl")
 
 
+@pytest.fixture(scope="session")
+def real_tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A factory: a tiny random model saved around a real checkpoint's files (../shared/
+    models), by folder name; the test skips where those files are not on this machine."""
+    from tests.support.random_model import REAL_MODELS, real_folder, save_real
+
+    made: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        folder = real_folder(name)
+        if folder is None:
+            pytest.skip(f"the real {name} files are not here ({REAL_MODELS / name})")
+        if name not in made:
+            made[name] = save_real(folder, tmp_path_factory.mktemp("real") / name)
+        return made[name]
+
+    return make
+
+
 def draft_env(model: Path) -> dict[str, str]:
     """ATELIER_* variables that make the real engine draft with the tiny model on the CPU."""
     return {

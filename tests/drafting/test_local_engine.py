@@ -56,6 +56,39 @@ def test_every_output_is_schema_valid_json(family: str, request: pytest.FixtureR
             assert e.box is None or all(0 <= v <= 1 for v in e.box)
 
 
+@pytest.mark.parametrize(
+    "name", ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-4B-Instruct", "Qwen3-VL-8B-Instruct"]
+)
+def test_tiny_models_around_the_real_qwen_files_draft_valid_captions(
+    name: str, real_tiny: Any
+) -> None:
+    # The real loading path over a user's download, weights aside: the processor from
+    # preprocessor_config.json, the real chat template and the real 151k vocabulary, which
+    # the grammar is compiled for.
+    engine = LocalEngine.load(
+        str(real_tiny(name)),
+        device="cpu",
+        batch_size=2,
+        max_pixels=64 * 32 * 32,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+    )
+    qwen3 = name.startswith("Qwen3")
+    assert engine.convention == ("qwen3vl" if qwen3 else "qwen25vl")
+    assert engine.processor.image_processor.patch_size == (16 if qwen3 else 14)
+    assert len(engine.processor.tokenizer) > 151_000
+    text = engine._texts(images()[:1])[0]
+    # Qwen2.5-VL's template adds its default system prompt; Qwen3-VL's has none.
+    assert ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>" in text) != qwen3
+    outputs = engine.draft(images()[:3])
+    assert len(outputs) == 3
+    for out in outputs:
+        assert out.error is None, out.raw
+        assert out.caption is not None
+        for e in out.caption.composition.elements:
+            assert e.box is None or all(0 <= v <= 1 for v in e.box)
+
+
 def test_a_budget_too_small_is_reported_as_cut(tiny_qwen2vl: Path) -> None:
     engine = LocalEngine.load(
         str(tiny_qwen2vl), device="cpu", max_pixels=64 * 28 * 28, max_new_tokens=20, limits=LIMITS

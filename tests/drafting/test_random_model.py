@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from app.drafting.prompt import build_prompt
-from tests.support.random_model import SPECIAL_TOKENS, python_sources, tokenizer
+from tests.support.random_model import (
+    REAL_MODELS,
+    SPECIAL_TOKENS,
+    build,
+    python_sources,
+    real_folder,
+    real_tokenizer,
+    tokenizer,
+)
 
 
 def test_a_trained_bpe_gives_prompts_of_a_real_tokenizer_s_length_and_round_trips() -> None:
@@ -17,3 +27,23 @@ def test_a_trained_bpe_gives_prompts_of_a_real_tokenizer_s_length_and_round_trip
     assert bpe.decode(bpe(prompt)["input_ids"]) == prompt
     for special in SPECIAL_TOKENS:  # single tokens, as the processor and the grammar expect
         assert len(bpe(special, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_a_benchmark_model_can_take_the_real_qwen_tokenizer_and_chat_template() -> None:
+    folder = real_folder("Qwen2.5-VL-7B-Instruct")
+    if folder is None:
+        pytest.skip(f"the real Qwen2.5-VL files are not here ({REAL_MODELS})")
+    tok, template = real_tokenizer(folder)
+    model, processor = build("tiny", tok=tok, chat_template=template)
+    prompt = build_prompt(width=1024, height=768, convention="qwen2vl", style_block={})
+    chat = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert chat.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")
+    assert model.get_output_embeddings().weight.shape[0] == len(tok) > 151_000
+    # The special tokens keep Qwen's own ids, which the model's config names.
+    assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>") == 151655
+    n = len(tok(prompt)["input_ids"])
+    assert len(prompt) / 6 < n < len(prompt) / 2.5

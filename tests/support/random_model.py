@@ -4,6 +4,10 @@ For the tests (a tiny model on the CPU) and the speed benchmark (the 2B and 7B s
 GPU): no download, a byte-level tokenizer holding the Qwen special tokens, and a chat
 template of our own. Their output is noise, but it goes through the real loading, prompting,
 constrained decoding and parsing code.
+
+`from_real` and `save_real` build one around a real checkpoint's small files instead
+(../shared/models: the real 151k vocabulary, chat template and processor configs of
+Qwen2.5-VL-7B and Qwen3-VL-4B/8B, no weights), at its own shape or shrunk to a tiny one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 Family = Literal["qwen2_vl", "qwen2_5_vl"]
+RealShape = Literal["tiny", "full"]
+
+# Beside the project's checkout, where the house keeps them; absent on a fresh clone.
+REAL_MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
+# Every file of a real checkpoint but its weights (config.json is written again, shrunk).
+REAL_FILES = (
+    "chat_template.json",
+    "generation_config.json",
+    "merges.txt",
+    "preprocessor_config.json",
+    "tokenizer_config.json",
+    "video_preprocessor_config.json",
+    "vocab.json",
+)
 Shape = Literal["tiny", "tiny16", "2b", "7b"]
 
 SPECIAL_TOKENS = [
@@ -102,14 +120,15 @@ def build(
     dtype: Any = None,
     device: str = "cpu",
     tok: Any = None,
+    chat_template: str = CHAT_TEMPLATE,
 ) -> tuple[Any, Any]:
     """A (model, processor) pair with random weights (`tok`: the byte-level tokenizer unless
-    given one)."""
+    given one, such as `real_tokenizer`'s)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
     tok = tok or tokenizer()
-    processor = _processor(family, tok, max_pixels=max_pixels)
+    processor = _processor(family, tok, max_pixels=max_pixels, chat_template=chat_template)
     hidden, layers, heads, kv, mlp, vocab, v_depth, v_width, v_heads = SHAPES[shape]
     vocab = vocab or len(tok)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -171,6 +190,89 @@ def build(
     return model.eval(), processor
 
 
+def real_folder(name: str, root: Path | None = None) -> Path | None:
+    """The folder of a real checkpoint's small files (e.g. "Qwen3-VL-4B-Instruct"), or None
+    where it is not on this machine."""
+    folder = (root or REAL_MODELS) / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def real_tokenizer(folder: Path) -> tuple[Any, str]:
+    """A real checkpoint's tokenizer and chat template (Qwen2-VL shares Qwen2.5-VL's)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    template = json.loads((folder / "chat_template.json").read_text())["chat_template"]
+    return AutoTokenizer.from_pretrained(folder), template
+
+
+def _shrink(config: Any) -> None:
+    """A real config at a tiny size, every other field kept: text hidden 64 (head size 16,
+    the smallest Triton's tiles take), 2 layers; a vision tower one block deep, 32 wide."""
+    text, vision = config.text_config, config.vision_config
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 64, 128, 2
+    text.num_attention_heads, text.num_key_value_heads = 4, 2
+    if hasattr(text, "head_dim"):
+        text.head_dim = 16
+    if getattr(text, "layer_types", None):
+        text.layer_types = text.layer_types[:2]
+    rope = getattr(text, "rope_parameters", None) or {}
+    if "mrope_section" in rope:
+        rope["mrope_section"] = [2, 3, 3]  # sums to head size / 2
+    vision.depth, vision.hidden_size, vision.num_heads = 1, 32, 4
+    vision.intermediate_size = 64
+    if hasattr(vision, "out_hidden_size"):
+        vision.out_hidden_size = text.hidden_size
+    else:
+        vision.embed_dim = 32
+    if hasattr(vision, "fullatt_block_indexes"):
+        vision.fullatt_block_indexes = [0]
+    if hasattr(vision, "deepstack_visual_indexes"):
+        vision.deepstack_visual_indexes = [0]
+
+
+def from_real(
+    folder: Path,
+    shape: RealShape = "tiny",
+    *,
+    max_pixels: int = 64 * 28 * 28,
+    seed: int = 0,
+    dtype: Any = None,
+    device: str = "cpu",
+) -> tuple[Any, Any]:
+    """A (model, processor) pair around a real checkpoint's files: its processor from
+    preprocessor_config.json, its tokenizer and chat template, random weights at its own
+    shape ("full") or a tiny one."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    config = AutoConfig.from_pretrained(folder)
+    if shape == "tiny":
+        _shrink(config)
+    processor = AutoProcessor.from_pretrained(
+        folder, size={"shortest_edge": 4 * 28 * 28, "longest_edge": max_pixels}, use_fast=True
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
+    return model.eval(), processor
+
+
+def save_real(folder: Path, path: Path, shape: RealShape = "tiny", **kw: Any) -> Path:
+    """A real checkpoint's small files copied to `path`, with random weights beside them and
+    config.json at their shape: what a user's download looks like, to the loading code."""
+    import shutil
+
+    model, _ = from_real(folder, shape, **kw)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in REAL_FILES:
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, path / name)
+    model.save_pretrained(path)
+    return path
+
+
 def save(path: Path, shape: Shape = "tiny", family: Family = "qwen2_vl", **kw: Any) -> Path:
     """Builds a random model and writes it where from_pretrained can load it."""
     model, processor = build(shape, family, **kw)
@@ -192,7 +294,7 @@ def _image_processor(**kw: Any) -> Any:
     return Qwen2VLImageProcessor(**kw)
 
 
-def _processor(family: Family, tok: Any, *, max_pixels: int) -> Any:
+def _processor(family: Family, tok: Any, *, max_pixels: int, chat_template: str) -> Any:
     pixels: dict[str, Any] = {"size": {"shortest_edge": 4 * 28 * 28, "longest_edge": max_pixels}}
     if family == "qwen2_vl":
         from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
@@ -201,7 +303,7 @@ def _processor(family: Family, tok: Any, *, max_pixels: int) -> Any:
             image_processor=_image_processor(**pixels),
             tokenizer=tok,
             video_processor=Qwen2VLVideoProcessor(),
-            chat_template=CHAT_TEMPLATE,
+            chat_template=chat_template,
         )
     from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
 
@@ -209,5 +311,5 @@ def _processor(family: Family, tok: Any, *, max_pixels: int) -> Any:
         image_processor=_image_processor(**pixels),
         tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
