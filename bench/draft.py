@@ -1,13 +1,18 @@
 """Drafting speed on a GPU: Atelier's local engine beside plain HF generate.
 
-Qwen2-VL at the 2B or 7B shape with random weights (app/drafting/random_model.py), 1024x1024
-images, exactly NEW_TOKENS new tokens an image (450: a structured caption), the real prompt,
-processor, schema-constrained decoding and parsing. For each batch size: one warm-up call
-(compiles that shape), then a timed call. Also the same batch without the grammar (its cost),
-a single-image re-draft, peak GPU memory, and, with --baseline, the house's plain-HF anchor
-(../shared/bench/qwen2vl_baseline.py) run in the same session on the same card.
+Qwen2-VL at the 2B or 7B shape, or Qwen3-VL at the 4B one (patch 16, deepstack), with random
+weights (tests/support/random_model.py), 1024x1024 images, exactly NEW_TOKENS new tokens an
+image (450: a structured caption), the real prompt, processor, schema-constrained decoding
+and parsing. For each batch size (0: the engine's own choice, after its short first batch):
+one warm-up call (compiles that shape), then a timed call, then its prefill alone; each
+beside its floor (bench/floors.py) from the ceilings measured at the start of the call. Also
+the same batch without the grammar (its cost), peak GPU memory, and, with --baseline, the
+house's plain-HF anchor (../shared/bench/qwen2vl_baseline.py) run in the same call.
 
-    python bench/draft.py 2b [--batches 1,32,64] [--baseline PATH] [--json OUT]
+--tokenizer qwen takes the real Qwen tokenizer and chat template (../shared/models, or
+--models): prompts of the real length, the grammar over the real 151k vocabulary.
+
+    python bench/draft.py 2b [--batches 1,0] [--tokenizer qwen] [--baseline PATH] [--json OUT]
 
 Goals on one H100: 2B >= 12 images/s, 7B >= 4 images/s, a 2B re-draft <= 1 s, the grammar
 <= 10% at batch 32.
@@ -33,14 +38,38 @@ from app.drafting.engine import DraftInput  # noqa: E402
 from app.drafting.local.engine import LocalEngine  # noqa: E402
 from app.drafting.local.options import LocalOptions  # noqa: E402
 from app.drafting.prompt import build_prompt  # noqa: E402
-from tests.support.random_model import build, python_sources, tokenizer  # noqa: E402
+from bench.floors import ceilings, floors  # noqa: E402
+from tests.support.random_model import (  # noqa: E402
+    REAL_MODELS,
+    build,
+    from_real,
+    python_sources,
+    real_tokenizer,
+    tokenizer,
+)
 
 NEW_TOKENS = int(os.environ.get("NEW_TOKENS", 450))
+QWEN3 = {"qwen3-4b": "Qwen3-VL-4B-Instruct", "qwen3-8b": "Qwen3-VL-8B-Instruct"}
+# Qwen2-VL shares this checkpoint's vocabulary and chat template (../shared/models/README.md).
+QWEN2_FILES = "Qwen2.5-VL-7B-Instruct"
 
 
-def images(n: int) -> list[DraftInput]:
+def load_model(shape: str, tokenizer_kind: str, models: Path, **kw: object) -> tuple:
+    """The benchmark's (model, processor): a Qwen3-VL shape around its real files, or a
+    Qwen2-VL one with the byte-level, trained-BPE or real Qwen tokenizer."""
+    if shape in QWEN3:
+        return from_real(models / QWEN3[shape], "full", **kw)  # type: ignore[arg-type]
+    extra: dict = {}
+    if tokenizer_kind == "qwen":
+        extra["tok"], extra["chat_template"] = real_tokenizer(models / QWEN2_FILES)
+    elif tokenizer_kind == "bpe":
+        extra["tok"] = tokenizer(python_sources())
+    return build(shape, **kw, **extra)  # type: ignore[arg-type]
+
+
+def images(n: int, convention: str = "qwen2vl") -> list[DraftInput]:
     rng = np.random.default_rng(0)
-    prompt = build_prompt(width=1024, height=1024, convention="qwen2vl", style_block={})
+    prompt = build_prompt(width=1024, height=1024, convention=convention, style_block={})
     return [
         DraftInput(Image.fromarray(rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)), prompt)
         for _ in range(n)
@@ -120,23 +149,26 @@ def profile(model: object, processor: object, batch: int) -> dict:
 def main() -> None:
     import torch
 
+    from app.drafting.local.engine import AUTO_FIRST_BATCH
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("shape", choices=["2b", "7b"])
-    ap.add_argument("--batches", default="1,32,64")
+    ap.add_argument("shape", choices=["2b", "7b", *QWEN3])
+    ap.add_argument("--batches", default="1,32,64", help="0: the engine's automatic choice")
     ap.add_argument("--no-grammar-at", type=int, default=32)
     ap.add_argument("--stream", type=int, default=3, help="batches in the streamed run")
     ap.add_argument("--stream-at", default="32,64", help="batch sizes also timed streamed")
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--baseline-batches", default="32")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--models", type=Path, default=REAL_MODELS, help="real Qwen files")
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     ap.add_argument("--unfused-rotary", action="store_true", help="transformers' own vision rotary")
     ap.add_argument(
         "--tokenizer",
-        choices=["byte", "bpe"],
+        choices=["byte", "bpe", "qwen"],
         default="byte",
-        help="bpe: trained on the Python standard library's source, for prompts of a real "
-        "tokenizer's length (about 340 text tokens, not 1,300) and a 140k-token vocabulary",
+        help="bpe: trained on the Python standard library's source (about a real tokenizer's "
+        "prompt length); qwen: the real Qwen tokenizer and chat template (--models)",
     )
     ap.add_argument(
         "--cpu-preprocess", action="store_true", help="images resized and patched on the CPU"
@@ -154,6 +186,8 @@ def main() -> None:
         "--profile-at", type=int, default=0, help="split one batch's time into its parts"
     )
     args = ap.parse_args()
+    qwen3 = args.shape in QWEN3
+    convention = "qwen3vl" if qwen3 else "qwen2vl"
     report: dict = {
         "shape": args.shape,
         "gpu": torch.cuda.get_device_name(0),
@@ -164,32 +198,43 @@ def main() -> None:
         "kernels": not args.no_kernels,
         "vision_rotary": "transformers" if args.unfused_rotary else "fused",
         "preprocess": "cpu" if args.cpu_preprocess else "gpu",
+        "tokenizer": "qwen" if qwen3 else args.tokenizer,
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
         report["baseline"] = baseline(args.baseline, args.shape, args.baseline_batches)
         print(json.dumps({"baseline": report["baseline"][-1:]}), flush=True)
         torch.cuda.empty_cache()
+    report["ceilings"] = limits = ceilings()
+    torch.cuda.empty_cache()  # the ceilings' buffers
+    print(json.dumps({"ceilings": limits}), flush=True)
 
     t = time.perf_counter()
-    tok = tokenizer(python_sources()) if args.tokenizer == "bpe" else None
-    model, processor = build(
-        args.shape, device="cuda", dtype=torch.bfloat16, max_pixels=1024 * 1024, tok=tok
+    model, processor = load_model(
+        args.shape,
+        args.tokenizer,
+        args.models,
+        device="cuda",
+        dtype=torch.bfloat16,
+        max_pixels=1024 * 1024,
     )
     report["build_s"] = round(time.perf_counter() - t, 1)
-    report["tokenizer"] = args.tokenizer
-    report["prompt_tokens"] = int(
-        processor(text=[_chat(processor)], images=[images(1)[0].image], return_tensors="pt")[
-            "input_ids"
-        ].shape[1]
+    one = processor(
+        text=[_chat(processor)], images=[images(1, convention)[0].image], return_tensors="pt"
     )
-    print(json.dumps({"prompt_tokens": report["prompt_tokens"]}), flush=True)
+    report["prompt_tokens"] = prompt_tokens = int(one["input_ids"].shape[1])
+    report["patches_per_image"] = patches = int(one["image_grid_thw"][0].prod())
+    print(json.dumps({"prompt_tokens": prompt_tokens, "patches": patches}), flush=True)
     batches = [int(b) for b in args.batches.split(",")]
     streams = {int(b) for b in args.stream_at.split(",") if b}
-    runs = []
-    for batch in batches:
-        for grammar in (True, False) if batch == args.no_grammar_at else (True,):
-            engine = LocalEngine(
+    engines: dict[bool, LocalEngine] = {}
+
+    def engine_for(batch: int, grammar: bool) -> LocalEngine:
+        """One engine with the grammar and one without, reused: compiling the grammar for a
+        real vocabulary takes seconds."""
+        if grammar not in engines:
+            t = time.perf_counter()
+            engines[grammar] = LocalEngine(
                 model,
                 processor,
                 batch_size=batch,
@@ -205,27 +250,64 @@ def main() -> None:
                     gpu_preprocess=not args.cpu_preprocess,
                 ),
             )
-            inputs = images(batch)
+            report[f"engine_{'with' if grammar else 'without'}_grammar_s"] = round(
+                time.perf_counter() - t, 1
+            )
+        engine = engines[grammar]
+        engine.batch_size, engine.auto_batch = (batch, False) if batch else (AUTO_FIRST_BATCH, True)
+        engine.max_new_tokens = engine.min_steps = NEW_TOKENS
+        return engine
+
+    runs = []
+    for asked in batches:
+        for grammar in (True, False) if asked == args.no_grammar_at else (True,):
+            engine = engine_for(asked, grammar)
             torch.cuda.reset_peak_memory_stats()
-            warm = timed(engine, inputs)
+            warm = timed(engine, images(asked or AUTO_FIRST_BATCH, convention))
+            batch = engine.batch_size  # the automatic choice, made on the warm-up
+            if not asked:
+                warm += timed(engine, images(batch, convention))  # captures the chosen size
+            inputs = images(batch, convention)
             dt = timed(engine, inputs)
             row = {
                 "batch": batch,
+                "automatic": not asked,
                 "grammar": grammar,
                 "warmup_s": round(warm, 2),
                 "s": round(dt, 3),
                 "images_per_s": round(batch / dt, 3),
-                "ms_per_step": round(dt / NEW_TOKENS * 1000, 2),
                 "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
             }
+            row |= prefill_and_step(engine, inputs, dt)
+            row |= floors(
+                model,
+                limits,
+                batch=batch,
+                prompt_tokens=prompt_tokens,
+                patches=patches,
+                new_tokens=NEW_TOKENS,
+            )
+            row["prefill_floor_share"] = round(
+                row["prefill_floor_s_per_image"] / row["prefill_s_per_image"], 3
+            )
+            row["step_floor_share"] = round(row["step_floor_ms"] / row["step_ms"], 3)
             if grammar and batch in streams:
                 # Several batches in one call: the next batch's inputs are prepared on the CPU
                 # while the GPU decodes, as in a drafting job.
-                dt = timed(engine, images(batch * args.stream))
+                dt = timed(engine, images(batch * args.stream, convention))
                 row["stream_batches"] = args.stream
                 row["stream_images_per_s"] = round(batch * args.stream / dt, 3)
             runs.append(row)
             print(json.dumps(row), flush=True)
+            print(
+                f"batch {batch}: {row['images_per_s']} images/s; prefill "
+                f"{row['prefill_s_per_image'] * 1e3:.1f} ms an image (floor "
+                f"{row['prefill_floor_s_per_image'] * 1e3:.1f}, {row['prefill_floor_share']:.0%}"
+                f"); step {row['step_ms']:.2f} ms (floor {row['step_floor_ms']:.2f}, "
+                f"{row['step_floor_share']:.0%}); ceilings {limits['matmul_tflops']} TFLOP/s, "
+                f"{limits['copy_TBps']} TB/s",
+                flush=True,
+            )
     report["runs"] = runs
     if args.profile_at:
         report["profile"] = profile(model, processor, args.profile_at)
@@ -243,6 +325,32 @@ def main() -> None:
     print(json.dumps(report), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def prefill_and_step(engine: LocalEngine, inputs: list[DraftInput], whole_s: float) -> dict:
+    """The batch's preparation and prefill timed alone (prefill: a one-token run), and the
+    decode step's time: what is left of the whole call, over its steps."""
+    import torch
+
+    t = time.perf_counter()
+    prepared = engine._prepare(inputs)
+    prep = time.perf_counter() - t
+    budget = engine.max_new_tokens
+    engine.max_new_tokens = engine.min_steps = 1
+    try:
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        engine._generate(prepared)
+        torch.cuda.synchronize()
+        prefill = time.perf_counter() - t
+    finally:
+        engine.max_new_tokens = engine.min_steps = budget
+    n = len(inputs)
+    return {
+        "prepare_s_per_image": round(prep / n, 4),
+        "prefill_s_per_image": round(prefill / n, 4),
+        "step_ms": round((whole_s - prep - prefill) / budget * 1e3, 3),
+    }
 
 
 if __name__ == "__main__":
