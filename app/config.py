@@ -7,10 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.drafting.engine import EngineName
+from app.drafting.schema import DraftLimits, token_budget
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Never handed to a program Atelier starts (the drafting process gets its settings, less the
@@ -55,7 +56,9 @@ class Settings(BaseSettings):
     # Images drafted at once. 0: the local engine chooses from the GPU's memory (a short
     # first batch, measured, then the largest power of two that fits, up to 128).
     draft_batch: int = Field(default=0, ge=0, le=256)
-    draft_max_new_tokens: int = Field(default=1024, ge=16, le=32768)
+    # Unset or 0: derived from the bounds below, enough for a caption that fills them
+    # (app/drafting/schema.py token_budget; about 2,500 at the defaults).
+    draft_max_new_tokens: int = Field(default=0, ge=0, le=32768)
     # torch.compile the local engine's decode step: about 10% faster at batch 32 on an H100,
     # after 30-40 s of compiling for each batch size (bench/results/*compiled*).
     draft_compile: bool = False
@@ -71,7 +74,16 @@ class Settings(BaseSettings):
     # Model weights are read from the Hugging Face cache or a folder; Atelier downloads them
     # only when this is set.
     draft_allow_download: bool = False
+    # One server, or several separated by commas (drafted at their combined speed).
     draft_base_url: str = "http://127.0.0.1:8001/v1"
+    # Requests each server is sent at once. 0: learnt from its first answers' latency.
+    draft_in_flight: int = Field(default=0, ge=0, le=256)
+    # How the server reads a schema's pattern (app/drafting/schema.py); auto: decoded for
+    # api.openai.com, raw elsewhere. The token and temperature parameters are adapted when
+    # a server refuses them; these fix them instead (temperature "none": the model's default).
+    draft_schema_escapes: Literal["auto", "raw", "decoded"] = "auto"
+    draft_token_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    draft_temperature: float | Literal["none"] = Field(default=0.0)
     draft_api_key: str | None = None
     draft_box_convention: Literal["qwen2vl", "qwen25vl", "qwen3vl", "official"] | None = Field(
         default=None,
@@ -88,6 +100,15 @@ class Settings(BaseSettings):
     aitk_python: Path | None = None
     # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
     train_stop_grace_s: float = Field(default=20.0, ge=0)
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if not self.draft_max_new_tokens:
+            limits = DraftLimits.scaled(
+                max_chars=self.draft_max_chars, max_elements=self.draft_max_elements
+            )
+            self.draft_max_new_tokens = token_budget(limits)
+        return self
 
     @property
     def db_path(self) -> Path:

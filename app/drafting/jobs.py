@@ -8,12 +8,14 @@ refuses a second, for the web and the CLI alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from sqlalchemy import Engine as DBEngine
 from sqlalchemy import update
@@ -215,6 +217,29 @@ def progress(job: DraftJob) -> Progress:
     rate = job.done / job.drafting_seconds if job.drafting_seconds > 0 and job.done else None
     eta = (job.total - finished) / rate if rate and job.status == JobStatus.running else None
     return Progress(job, rate, eta)
+
+
+def server_stats_path(data_dir: Path, job_id: int) -> Path:
+    """Where the drafting process writes a job's per-server progress (the openai engine's)."""
+    return data_dir / "tmp" / f"draft-job-{job_id}-servers.json"
+
+
+def write_server_stats(data_dir: Path, job_id: int, stats: list[dict[str, Any]]) -> None:
+    """Replaces the job's per-server progress (read by the web process while it runs)."""
+    path = server_stats_path(data_dir, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(stats))
+    tmp.replace(path)
+
+
+def read_server_stats(data_dir: Path, job_id: int) -> list[dict[str, Any]]:
+    """Each server's images done and images/s for the job; empty when it has none."""
+    try:
+        data = json.loads(server_stats_path(data_dir, job_id).read_text())
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
 
 
 def items(session: Session, job: DraftJob) -> list[tuple[DraftItem, Image]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.config import Settings
 from app.drafting.engine import Engine, engine_name
 from app.drafting.openai_engine import OpenAIEngine
-from app.drafting.schema import DraftLimits
+from app.drafting.schema import DraftLimits, token_budget
 
 
 def open_engine(
@@ -22,16 +22,27 @@ def open_engine(
     limits = DraftLimits.scaled(
         max_chars=settings.draft_max_chars, max_elements=settings.draft_max_elements
     )
+    # The bounds decide how long a caption can be; 0 derives the budget from them.
+    max_new_tokens = settings.draft_max_new_tokens or token_budget(limits)
     if kind == "openai":
+        temperature = settings.draft_temperature
         return OpenAIEngine(
             base_url=settings.draft_base_url,
             model=model_id,
             api_key=settings.draft_api_key,
             convention=settings.draft_box_convention or "qwen2vl",
-            batch_size=batch or 32,  # requests in flight at once (the default, 0: 32)
-            max_new_tokens=settings.draft_max_new_tokens,
+            batch_size=batch,  # 0: twice what the servers take at once
+            in_flight=settings.draft_in_flight,
+            max_new_tokens=max_new_tokens,
             timeout_s=settings.draft_timeout_s,
             limits=limits,
+            escapes=None
+            if settings.draft_schema_escapes == "auto"
+            else settings.draft_schema_escapes,
+            token_param=None
+            if settings.draft_token_param == "auto"
+            else settings.draft_token_param,
+            temperature=None if temperature == "none" else float(temperature),
         )
     from app.drafting.local.engine import LocalEngine
 
@@ -40,7 +51,7 @@ def open_engine(
         device=settings.draft_device,
         batch_size=batch,
         max_pixels=settings.draft_max_pixels,
-        max_new_tokens=settings.draft_max_new_tokens,
+        max_new_tokens=max_new_tokens,
         limits=limits,
         allow_download=settings.draft_allow_download,
         compile_step=settings.draft_compile,

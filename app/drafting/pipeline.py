@@ -30,6 +30,7 @@ from app.drafting.jobs import (
     mark_failed,
     progress,
     worker_id,
+    write_server_stats,
 )
 from app.drafting.prompt import build_prompt
 from app.images.decode import display_rgb
@@ -111,12 +112,27 @@ def run_job(
                     _draft_batch(session, job, dataset, batch, engine, loaded)
                 except DraftError as e:
                     session.rollback()
+                    _report_servers(db, job_id, engine)
                     return mark_failed(db, job_id, e.message)
+                _report_servers(db, job_id, engine)
                 job.heartbeat_at = utcnow()
                 session.add(job)
                 session.commit()
                 if on_progress:
                     on_progress(progress(job))
+
+
+def _report_servers(db: DBEngine, job_id: int, engine: Engine) -> None:
+    """An engine drafting on several servers (openai) reports each one's progress."""
+    stats = getattr(engine, "server_stats", None)
+    database = db.url.database
+    if stats is None or not database:
+        return
+    # Beside the database, in the data folder's tmp/: the web process reads it there.
+    try:
+        write_server_stats(Path(database).parent, job_id, stats())
+    except OSError:
+        log.warning("could not write the servers' progress of job %d", job_id, exc_info=True)
 
 
 def _queued(

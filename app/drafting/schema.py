@@ -4,7 +4,18 @@ The model writes the caption's text and boxes, not its palettes (those come from
 app/images/palettes.py). Boxes are asked for as `bbox_2d`, x first, in the convention the
 model family was trained on; converting them is app/captions/boxes.py's job. Every string
 has a bounded pattern and every array a maxItems, so schema-constrained decoding must close
-the JSON within a known number of characters (`worst_case_chars`).
+the JSON within a known number of characters (`worst_case_chars`) and tokens (`token_budget`).
+
+Strings may hold exactly the escapes a caption needs: `\\"` and `\\\\` in every text, `\\n` in a
+transcription (a sign's two lines). Engines read a `pattern` in one of two ways, so the schema
+comes in two spellings (`Escapes`); both bound a string by its decoded characters:
+- "raw" (the default, safe everywhere): the pattern describes the text between the quotes as
+  written, escapes included. This is how xgrammar (vLLM, SGLang, the local engine) and
+  llama.cpp's JSON-schema-to-grammar converter (llama.cpp's server, Ollama, LM Studio) apply
+  it. An engine that applies it to the decoded value instead (below) stays valid JSON: it
+  only loses the line breaks and quotes.
+- "decoded": the pattern describes the string's value, as JSON Schema means it; the engine
+  writes the escapes. llguidance (OpenAI's hosted models, vLLM's guidance backend) reads it so.
 """
 
 from __future__ import annotations
@@ -21,9 +32,20 @@ from app.captions.schema import MEDIA, Caption, Composition, Element, Style
 
 BoxConvention = Literal["qwen2vl", "qwen25vl", "qwen3vl", "official"]
 
-# Raw control characters, quotes and backslashes are kept out of strings altogether: the
-# model never needs them in a caption, and escapes would make lengths unbounded.
-_CHAR = r'[^\x00-\x1f"\\]'
+Escapes = Literal["raw", "decoded"]
+ESCAPES: tuple[Escapes, ...] = ("raw", "decoded")
+
+# One character of a string, by spelling and by whether it may hold a line break. Raw: a plain
+# character or one of the escapes; never a raw control character, a lone quote or backslash
+# (broken JSON), nor \t, \u and the rest (a caption never needs them, and \uXXXX would make a
+# character cost six). Decoded: any character but control characters (a line break allowed in
+# transcriptions); the engine escapes quotes and backslashes itself.
+_CHARS: dict[tuple[Escapes, bool], str] = {
+    ("raw", False): r'([^\x00-\x1f"\\]|\\["\\])',
+    ("raw", True): r'([^\x00-\x1f"\\]|\\[n"\\])',
+    ("decoded", False): r"[^\x00-\x1f]",
+    ("decoded", True): r"[^\x00-\x09\x0b-\x1f]",
+}
 # xgrammar 0.2.8 fails to compile a repetition bound above 128 ({0,129} and up), and ignores
 # maxLength beside a pattern; longer bounds are spelled as unambiguous 128-character steps.
 _STEP = 128
@@ -61,26 +83,38 @@ class DraftLimits:
 DEFAULT_LIMITS = DraftLimits()
 
 
-def _bounded(n: int) -> str:
-    """A regex body matching 0 to n allowed characters."""
+def _bounded(n: int, char: str) -> str:
+    """A regex body matching 0 to n of `char`."""
     if n <= _STEP:
-        return f"{_CHAR}{{0,{n}}}"
-    rest = _bounded(n - _STEP)
-    return f"({_CHAR}{{0,{_STEP - 1}}}|{_CHAR}{{{_STEP}}}{rest})"
+        return f"{char}{{0,{n}}}"
+    rest = _bounded(n - _STEP, char)
+    return f"({char}{{0,{_STEP - 1}}}|{char}{{{_STEP}}}{rest})"
 
 
-def _text(n: int) -> dict[str, Any]:
-    return {"type": "string", "pattern": "^" + _bounded(n) + "$"}
+def text_pattern(n: int, *, escapes: Escapes = "raw", lines: bool = False) -> str:
+    """The pattern of a string of at most n characters (`lines`: line breaks allowed)."""
+    return "^" + _bounded(n, _CHARS[escapes, lines]) + "$"
 
 
-def json_schema(limits: DraftLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """The JSON schema the model's output is constrained to."""
+def json_schema(
+    limits: DraftLimits = DEFAULT_LIMITS, *, escapes: Escapes = "raw"
+) -> dict[str, Any]:
+    """The JSON schema the model's output is constrained to (`escapes`: see the module's doc).
+
+    Only keywords every engine reads alike: typed nodes (OpenAI's strict mode), `pattern`
+    and never `maxLength` beside it (vLLM refuses the pair for xgrammar), `maxItems`,
+    integer `minimum`/`maximum`, `const`, `enum`, `anyOf`.
+    """
+
+    def _text(n: int, lines: bool = False) -> dict[str, Any]:
+        return {"type": "string", "pattern": text_pattern(n, escapes=escapes, lines=lines)}
+
     coordinate = {"type": "integer", "minimum": 0, "maximum": limits.coordinate}
     bbox = {"type": "array", "items": coordinate, "minItems": 4, "maxItems": 4}
     obj = {
         "type": "object",
         "properties": {
-            "type": {"const": "obj"},
+            "type": {"type": "string", "const": "obj"},
             "bbox_2d": bbox,
             "desc": _text(limits.desc),
         },
@@ -90,9 +124,9 @@ def json_schema(limits: DraftLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     text = {
         "type": "object",
         "properties": {
-            "type": {"const": "text"},
+            "type": {"type": "string", "const": "text"},
             "bbox_2d": bbox,
-            "text": _text(limits.text),
+            "text": _text(limits.text, lines=True),
             "desc": _text(limits.desc),
         },
         "required": ["type", "bbox_2d", "text", "desc"],
@@ -107,7 +141,7 @@ def json_schema(limits: DraftLimits = DEFAULT_LIMITS) -> dict[str, Any]:
                 "properties": {
                     "aesthetics": _text(limits.style_field),
                     "lighting": _text(limits.style_field),
-                    "medium": {"enum": list(MEDIA)},
+                    "medium": {"type": "string", "enum": list(MEDIA)},
                     "technique": _text(limits.style_field),
                 },
                 "required": ["aesthetics", "lighting", "medium", "technique"],
@@ -132,19 +166,33 @@ def json_schema(limits: DraftLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     }
 
 
-def worst_case_chars(limits: DraftLimits) -> int:
-    """The longest output the schema allows, in characters (keys and punctuation included)."""
+def _worst_case(limits: DraftLimits, per_char: int) -> int:
     skeleton = len(json.dumps(json_schema(limits)["required"])) + 200
     coords = 4 * (len(str(limits.coordinate)) + 1)
-    element = 60 + coords + limits.text + limits.desc
+    element = 60 + coords + per_char * (limits.text + limits.desc)
     return (
         skeleton
-        + limits.description
-        + 3 * limits.style_field
+        + per_char * (limits.description + 3 * limits.style_field + limits.background)
         + len("graphic_design")
-        + limits.background
         + limits.elements * element
     )
+
+
+def worst_case_chars(limits: DraftLimits) -> int:
+    """The longest output the schema allows, in characters (keys, punctuation and the two
+    characters of each escape included)."""
+    return _worst_case(limits, per_char=2)
+
+
+# Qwen's tokenizer spends a token on 3.5 to 4.5 characters of English caption prose; 3 leaves
+# room for names, numbers and transcriptions. An escape (`\n`, `\"`) is one token, as short as
+# the character it stands for, so the budget counts characters, not their spelling.
+CHARS_PER_TOKEN = 3
+
+
+def token_budget(limits: DraftLimits) -> int:
+    """New tokens that hold a caption at the schema's bounds (1,024 does not at the defaults)."""
+    return -(-_worst_case(limits, per_char=1) // CHARS_PER_TOKEN) + 64
 
 
 class DraftParseError(ValueError):
