@@ -70,11 +70,14 @@ def dataset_grid(
     dataset_id: int,
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
     status: str = "",
     flag: str = "",
     page: int = 1,
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
+    # A server left running still keeps the trash's promise: nothing stays past 30 days.
+    trash.purge_expired(session, store=store)
     status_filter = _parse(CaptionStatus, status, "status")
     flag_filter = _parse(Flag, flag, "flag")
     size = settings.page_size

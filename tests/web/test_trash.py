@@ -259,3 +259,17 @@ def test_a_restore_naming_very_many_images_is_one_short_sentence(
         "this dataset's trash."
     )
     assert [t["id"] for t in client.get(f"/api/datasets/{dataset_id}/trash").json()] == [a]
+
+
+def test_a_running_server_empties_what_stayed_past_30_days(
+    client: TestClient, dataset_id: int
+) -> None:
+    a, b = images(client, dataset_id, 2)
+    with Session(engine(client)) as session:
+        old = session.get(Image, a)
+        assert old is not None
+        trash.move_to_trash(session, images=[old], now=utcnow() - timedelta(days=30, minutes=1))
+    client.delete(f"/api/images/{b}")
+    page = BeautifulSoup(client.get(f"/datasets/{dataset_id}").text, "html.parser")
+    assert [li["data-trashed-id"] for li in page.select("#trash [data-trashed-id]")] == [str(b)]
+    assert client.get(f"/api/images/{a}").status_code == 404
