@@ -141,8 +141,10 @@ def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
 def list_summaries(session: Session, *, only: Dataset | None = None) -> list[DatasetSummary]:
     """Every dataset (or only `only`) with its image counts by caption status."""
     query = select(Dataset).order_by(func.lower(Dataset.name))
-    count_query = select(Image.dataset_id, Image.status, func.count()).group_by(
-        col(Image.dataset_id), col(Image.status)
+    count_query = (
+        select(Image.dataset_id, Image.status, func.count())
+        .where(col(Image.trashed_at).is_(None))
+        .group_by(col(Image.dataset_id), col(Image.status))
     )
     if only is not None:
         query = query.where(Dataset.id == only.id)
@@ -168,10 +170,17 @@ def summarize(session: Session, dataset: Dataset) -> DatasetSummary:
 
 
 def open_near_duplicate_count(session: Session, dataset_id: int) -> int:
+    trashed = select(Image.id).where(col(Image.trashed_at).is_not(None))
     return session.exec(
         select(func.count())
         .select_from(NearDuplicate)
-        .where(NearDuplicate.dataset_id == dataset_id, col(NearDuplicate.kept_both).is_(False))
+        .where(
+            NearDuplicate.dataset_id == dataset_id,
+            col(NearDuplicate.kept_both).is_(False),
+            # A pair one of whose images is in the trash is not open; a restore reopens it.
+            col(NearDuplicate.image_a_id).not_in(trashed),
+            col(NearDuplicate.image_b_id).not_in(trashed),
+        )
     ).one()
 
 
