@@ -162,7 +162,7 @@ def refresh(session: Session, *, settings: Settings, job: TrainJob) -> TrainJob:
         return job
     alive = process.is_running(job.pid, job.pid_started)
     if alive:
-        p = runs.read_progress(log_tail(job))
+        p = runs.read_progress(log_tail(job), total=job.total_steps)
         if p is not None and p.step != job.last_step:
             job.last_step = p.step
             session.add(job)
@@ -199,7 +199,7 @@ def request_stop(session: Session, *, settings: Settings, job: TrainJob) -> Trai
 def progress(job: TrainJob) -> TrainProgress:
     """What the job page shows: step of total, speed, time left, loss, GPU memory, saves."""
     tail = log_tail(job)
-    p = runs.read_progress(tail)
+    p = runs.read_progress(tail, total=job.total_steps)
     run_dir = Path(job.run_dir)
     cfg = runs.read_config(run_dir, job.config_yaml)
     saved = sorted(runs.checkpoints(run_dir, cfg.name).by_step) if cfg else []
@@ -207,10 +207,11 @@ def progress(job: TrainJob) -> TrainProgress:
     active = job.status in ACTIVE
     phase = "ended"
     if active:
-        if p is None:
+        recent = tail[-3000:]
+        if p is None and job.last_step == 0 and "Generating" not in recent:
             phase = "loading the model and caching the dataset"
-        elif "Generating" in tail[-2000:] and "Saving" not in tail[-300:]:
-            phase = "training (sampling now and then)"
+        elif "Generating" in recent and recent.rfind("Generating") > recent.rfind("it/s"):
+            phase = "sampling"
         else:
             phase = "training"
     return TrainProgress(
@@ -250,7 +251,7 @@ def _escalate(job: TrainJob, settings: Settings) -> None:
 
 def _finish(session: Session, job: TrainJob) -> TrainJob:
     tail = log_tail(job)
-    p = runs.read_progress(tail)
+    p = runs.read_progress(tail, total=job.total_steps)
     if p is not None:
         job.last_step = p.step
     cfg = runs.read_config(Path(job.run_dir), job.config_yaml)

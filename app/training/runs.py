@@ -237,12 +237,17 @@ def loss_points(run_dir: Path, *, most: int = 600) -> list[tuple[int, float]]:
     ]
 
 
-def read_progress(log_text: str) -> LogProgress | None:
-    """The trainer's last progress bar line in its output, or None before training starts."""
+def read_progress(log_text: str, *, total: int | None = None) -> LogProgress | None:
+    """The training bar's last state in the trainer's output, or None before training starts.
+
+    Other bars (caching latents, generating samples, each sample's denoising steps) look the
+    same; with `total` (the run's steps) only the training bar counts.
+    """
     # tqdm redraws with carriage returns; the newest redraw is the last match.
     last = None
-    for m in PROGRESS.finditer(log_text[-20000:]):
-        last = m
+    for m in PROGRESS.finditer(log_text):
+        if total is None or int(m["total"]) == total:
+            last = m
     if last is None:
         return None
     step, total = int(last["step"]), int(last["total"])

@@ -68,6 +68,10 @@ def test_progress_from_the_trainers_bar() -> None:
     assert p.rate is not None and abs(p.rate - 1 / 1.01) < 1e-6
     assert p.eta_s == 41 * 60 + 40 and p.loss == 0.4
     assert runs.read_progress("Loading model\nCaching latents: 100%|##| 3/3 [00:01<00:00]") is None
+    sampling = log + "\nGenerating Images:  40%|####  | 6/15 [00:10<00:15,  1.70s/it]"
+    assert runs.read_progress(sampling).step == 6  # type: ignore[union-attr]
+    p = runs.read_progress(sampling, total=2500)
+    assert p is not None and (p.step, p.total) == (13, 2500)
 
 
 def test_why_it_died_in_one_sentence() -> None:

@@ -55,6 +55,10 @@ def main() -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         for i, _item in enumerate(items):
             time.sleep(behaviour["sample_s"])
+            # The trainer's sampling bar looks like its training bar: n/total [elapsed<left, rate].
+            sys.stderr.write(
+                f"\rGenerating Images:  0%|   | {i}/{len(items)} [00:00<00:01,  3.00it/s]"
+            )
             gen_time = int(time.time() * 1000)
             fname = f"{gen_time}__{step:09d}_{i}.{ext}"
             # A picture that changes with the step, so steps side by side look different.
