@@ -63,6 +63,8 @@ def read_caption(
         data = json.loads(raw, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, ValueError) as e:
         raise CaptionParseError(f"it is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CaptionParseError("its JSON is nested too deeply to be a caption") from None
     if not isinstance(data, dict):
         raise CaptionParseError("its JSON is not an object with caption keys")
     return read_caption_data(data, width=width, height=height, bbox_format=bbox_format)

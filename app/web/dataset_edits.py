@@ -31,7 +31,7 @@ def _previewed(value: str) -> dict[int, int]:
     try:
         data = json.loads(value)
         return {int(k): int(v) for k, v in data.items()}
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         raise Invalid("The preview sent back is damaged; preview again.") from None
 
 

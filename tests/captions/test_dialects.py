@@ -176,3 +176,8 @@ def test_export_trigger_placeholder_dropped_on_read() -> None:
     reading = read_caption(raw, ext="json", width=10, height=10)
     assert reading.caption.style.aesthetics == "tenebrist"
     assert "dropped the [trigger] placeholder from aesthetics" in reading.notes
+
+
+def test_a_sidecar_nested_too_deeply_is_refused_with_a_sentence() -> None:
+    with pytest.raises(CaptionParseError, match="nested too deeply"):
+        read_caption("[" * 100_000, ext="json", width=100, height=100)
