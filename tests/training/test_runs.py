@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from app.captions.schema import Style
 from app.export import profiles
 from app.training import runs
@@ -107,3 +109,18 @@ def test_for_training_turns_sampling_on_and_keeps_every_save() -> None:
     assert text.count('"high_level_description"') == exported.count('"high_level_description"')
     cfg = runs.read_config(Path("/nowhere"), text)
     assert cfg is not None and len(cfg.samples) == 15 and cfg.samples[0].multiplier == 0.5
+
+
+def test_gpu_memory_from_nvidia_smi_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.training import process
+
+    monkeypatch.setattr(process, "_gpu_cache", (0.0, None))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: the figure is left out
+    assert process.gpu_memory() is None
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '17612, 24564'\n")
+    smi.chmod(0o755)
+    monkeypatch.setattr(process, "_gpu_cache", (0.0, None))
+    assert process.gpu_memory() == "17.2 of 24.0 GB"
