@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
@@ -12,11 +11,11 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
-from app.captions.style_block import block_of, effective
 from app.config import Settings
 from app.errors import Invalid
 from app.export import profiles
 from app.export.gpu import local_gpu_gb
+from app.export.overview import overview
 from app.export.writer import (
     Dialect,
     ExportOptions,
@@ -25,8 +24,8 @@ from app.export.writer import (
     export_dataset,
     requested_out_dir,
 )
-from app.lint import captions, lint_dataset
-from app.models import CaptionStatus, Dataset
+from app.lint import lint_dataset
+from app.models import Dataset
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.templating import templates
 
@@ -113,72 +112,6 @@ def _to_folder(
     )  # fmt: skip
 
 
-def overview(session: Session, dataset: Dataset) -> dict[str, Any]:
-    """What the export page shows to look at: sizes, aspects, palettes, compositions."""
-    block = block_of(dataset)
-    rows = captions(session, dataset)
-    short_sides: Counter[str] = Counter()
-    aspects: Counter[str] = Counter()
-    elements: Counter[int] = Counter()
-    box_sizes: Counter[str] = Counter()
-    palettes = []
-    statuses: Counter[str] = Counter()
-    for img, stored in rows:
-        short = min(img.width, img.height)
-        short_sides[_bucket(short, (512, 768, 1024, 1536, 2048))] += 1
-        aspects[_aspect(img.width / img.height)] += 1
-        statuses[CaptionStatus(img.status).label] += 1
-        if stored is not None:
-            caption = effective(stored, block)
-            elements[len(caption.composition.elements)] += 1
-            for e in caption.composition.elements:
-                if e.box is not None:
-                    area = (e.box.x1 - e.box.x0) * (e.box.y1 - e.box.y0)
-                    box_sizes[_bucket_area(area)] += 1
-            palettes.append((img, caption.style.color_palette))
-    return {
-        "short_sides": _ordered(short_sides, ["< 512", "512+", "768+", "1024+", "1536+", "2048+"]),
-        "aspects": _ordered(aspects, ["tall", "portrait", "square", "landscape", "wide"]),
-        "elements": sorted(elements.items()),
-        "box_sizes": _ordered(box_sizes, ["tiny", "small", "medium", "large", "whole"]),
-        "palettes": palettes,
-        "statuses": statuses,
-        "total": len(rows),
-    }
-
-
-def _bucket(v: int, edges: tuple[int, ...]) -> str:
-    label = f"< {edges[0]}"
-    for e in edges:
-        if v >= e:
-            label = f"{e}+"
-    return label
-
-
-def _aspect(r: float) -> str:
-    if r < 0.6:
-        return "tall"
-    if r < 0.9:
-        return "portrait"
-    if r <= 1.11:
-        return "square"
-    return "landscape" if r <= 1.7 else "wide"
-
-
-def _bucket_area(a: float) -> str:
-    if a < 0.02:
-        return "tiny"
-    if a < 0.1:
-        return "small"
-    if a < 0.35:
-        return "medium"
-    return "large" if a < 0.8 else "whole"
-
-
-def _ordered(c: Counter[str], order: list[str]) -> list[tuple[str, int]]:
-    return [(k, c.get(k, 0)) for k in order]
-
-
 def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str, Any]:
     gpu = local_gpu_gb()
     chosen = profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE
@@ -198,7 +131,7 @@ def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str,
         ],
         "chosen_profile": chosen,
         "gpu_gb": gpu,
-        "overview": overview(session, dataset),
+        "overview": overview(session, dataset=dataset),
         "report": None,
         "error": None,
         "form": {},
