@@ -183,6 +183,9 @@ def main() -> None:
         "--plain-attention", action="store_true", help="transformers' sdpa, not the grouped one"
     )
     ap.add_argument(
+        "--no-closing", action="store_true", help="no shortest valid end near the budget"
+    )
+    ap.add_argument(
         "--profile-at", type=int, default=0, help="split one batch's time into its parts"
     )
     args = ap.parse_args()
@@ -199,6 +202,7 @@ def main() -> None:
         "vision_rotary": "transformers" if args.unfused_rotary else "fused",
         "preprocess": "cpu" if args.cpu_preprocess else "gpu",
         "tokenizer": "qwen" if qwen3 else args.tokenizer,
+        "closing": not args.no_closing,
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -248,6 +252,7 @@ def main() -> None:
                     kernels=not args.no_kernels,
                     fused_vision_rotary=not args.unfused_rotary,
                     gpu_preprocess=not args.cpu_preprocess,
+                    closing=not args.no_closing,
                 ),
             )
             report[f"engine_{'with' if grammar else 'without'}_grammar_s"] = round(

@@ -10,18 +10,21 @@ The JSON schema is read as sequences of fixed text and values: an object of requ
 is `{"k1": ` value `, "k2": ` value `}` (xgrammar keeps the schema's key order and writes
 ", " and ": " between items without `any_whitespace`), an enum or `anyOf` is a choice among
 such sequences, and strings, integers and arrays are values of their own. A row's parser is
-fed the bytes of its tokens and keeps a stack of where it is in each.
+fed the bytes of its tokens and keeps a stack of where it is in each. Strings are read as
+the grammar writes them (the schema's "raw" spelling): `\"`, `\\` and `\n` are escapes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 COMMA, COLON = b", ", b": "
-_QUOTE = 0x22
+_QUOTE, _BACKSLASH = 0x22, 0x5C
+_STOPS = frozenset((_QUOTE, _BACKSLASH))
 _DIGITS = frozenset(b"0123456789")
 
 
@@ -96,6 +99,7 @@ def _as_seq(node: Any) -> _Seq:
     return node if isinstance(node, _Seq) else _Seq((node,))
 
 
+@functools.cache
 def _shortest(node: Any) -> bytes:
     """The shortest text a node matches."""
     if isinstance(node, _Lit):
@@ -107,8 +111,14 @@ def _shortest(node: Any) -> bytes:
     if isinstance(node, _Arr):
         return b"[" + COMMA.join([_shortest(node.item)] * node.min_items) + b"]"
     if isinstance(node, _Seq):
-        return b"".join(_shortest(i) for i in node.items)
+        return _rest(node, 0)
     return min((_shortest(o) for o in node.options), key=len)
+
+
+@functools.cache
+def _rest(seq: _Seq, start: int) -> bytes:
+    """The shortest text of a sequence's items from `start` on."""
+    return b"".join(_shortest(i) for i in seq.items[start:])
 
 
 def _longest_shortest(node: Any) -> int:
@@ -150,14 +160,14 @@ class _SeqFrame:
         seq = self.options[0]
         if self.index >= len(seq.items):
             return b""
-        rest = b"".join(_shortest(i) for i in seq.items[self.index + 1 :])
+        rest = _rest(seq, self.index + 1)
         item = seq.items[self.index]
         if isinstance(item, _Lit):
             # Inside shared text: the shortest candidate's end.
             return min(
                 (
                     o.items[self.index].text[self.offset :]  # type: ignore[attr-defined]
-                    + b"".join(_shortest(i) for i in o.items[self.index + 1 :])
+                    + _rest(o, self.index + 1)
                     for o in self.options
                 ),
                 key=len,
@@ -168,12 +178,15 @@ class _SeqFrame:
 @dataclass
 class _StrFrame:
     opened: bool = False
+    escape: bool = False  # after a backslash: the escaped character is owed
     pending: int = 0  # UTF-8 continuation bytes still owed
     lead: int = 0  # the lead byte of the character being completed
 
     def end(self) -> bytes:
         if not self.opened:
             return b'""'
+        if self.escape:
+            return b'""'  # an escaped quote, then the closing one
         tail = b""
         if self.pending:
             # The smallest continuation bytes that make a valid character after this lead.
@@ -271,13 +284,19 @@ class Parser:
                     raise BadPrefix("a broken UTF-8 character")
                 frame.pending, frame.lead = frame.pending - 1, 0
                 return i + 1
+            if frame.escape:
+                frame.escape = False  # \" \\ or \n: the grammar allows no other
+                return i + 1
             if b == _QUOTE:
                 self._pop()
                 return i + 1
+            if b == _BACKSLASH:
+                frame.escape = True
+                return i + 1
             if b < 0x80:
-                # Plain characters up to the next quote or non-ASCII byte, at C speed.
+                # Plain characters up to the next quote, backslash or non-ASCII byte.
                 j = i + 1
-                while j < len(data) and data[j] != _QUOTE and data[j] < 0x80:
+                while j < len(data) and data[j] not in _STOPS and data[j] < 0x80:
                     j += 1
                 return j
             frame.pending = 1 if b >= 0xC0 else 0
@@ -377,6 +396,11 @@ class Closer:
         included), must start writing it now: one more free token could need more than is
         left (every token is a byte at least, and the stop token comes last)."""
         return left <= len(end) + self.growth + 2
+
+    def steps_free(self, end: bytes, left: int) -> int:
+        """Steps a row may go on before `must_close` can hold, its end now being `end`."""
+        slack = left - (len(end) + self.growth + 2)
+        return max(slack // (self.growth + 1), 0)
 
     def tokens(self, end: bytes) -> list[int]:
         """Tokens that write `end`: owed UTF-8 continuation bytes one byte-token each, then

@@ -322,6 +322,7 @@ class _Matchers:
         self.written: list[list[int]] = [[] for _ in range(rows)]
         self.parsers: dict[int, tuple[Parser, int]] = {}  # row: (parser, tokens fed to it)
         self.ends: dict[int, list[int]] = {}  # row: the tokens of its end still to write
+        self.look_at: dict[int, int] = {}  # row: the budget left at its next look
 
     def fill(self) -> None:
         if self.live:
@@ -340,8 +341,13 @@ class _Matchers:
                 for token in self.written[i][fed:]:
                     parser.feed(self.closer.vocab[token])
                 self.parsers[i] = (parser, len(self.written[i]))
+                if self.left > self.look_at.get(i, self.left):
+                    continue
                 end = parser.end()
                 if not end or not self.closer.must_close(end, self.left):
+                    # Each token lengthens the end by `growth` at most: no need to look
+                    # again until the budget could run short.
+                    self.look_at[i] = self.left - self.closer.steps_free(end, self.left)
                     continue
                 self.ends[i] = self.closer.tokens(end)
             end_tokens = self.ends[i]
