@@ -434,15 +434,16 @@ def retry_after(r: httpx.Response, attempt: int) -> float:
 def refusal(url: str, model: str, r: httpx.Response) -> DraftError:
     """The job-stopping sentence for a 4xx, quoting the server."""
     message = server_message(r)
+    quoted = message.rstrip(". ")  # inside parentheses, before the sentence's own end
     if r.status_code in (401, 403):
         return DraftError(
-            f"The drafting server at {url} refused the key ({r.status_code}: {message}); "
+            f"The drafting server at {url} refused the key ({r.status_code}: {quoted}); "
             "set ATELIER_DRAFT_API_KEY."
         )
     if r.status_code == 404:
         return DraftError(
             f"The drafting server at {url} has no model {model!r} or no /chat/completions "
-            f"endpoint (404: {message}); check ATELIER_DRAFT_MODEL and ATELIER_DRAFT_BASE_URL."
+            f"endpoint (404: {quoted}); check ATELIER_DRAFT_MODEL and ATELIER_DRAFT_BASE_URL."
         )
     hint = ""
     lowered = message.lower()
@@ -472,7 +473,7 @@ def list_models(
             try:
                 r = client.get(f"{url}/models")
             except httpx.HTTPError as e:
-                found.append((url, [], f"cannot be reached ({e or type(e).__name__})"))
+                found.append((url, [], f"cannot be reached: {e or type(e).__name__}"))
                 continue
             if r.status_code >= 400:
                 found.append((url, [], f"answered {r.status_code}: {server_message(r)}"))

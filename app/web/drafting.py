@@ -12,7 +12,8 @@ from sqlmodel import Session
 from app import datasets as ds
 from app.config import Settings
 from app.drafting import jobs
-from app.drafting.engine import engine_name
+from app.drafting.engine import DraftError, engine_name
+from app.drafting.openai_engine import list_models, split_urls
 from app.images import catalog
 from app.models import Dataset, DraftJob, ItemStatus, JobStatus
 from app.web.deps import SessionDep, SettingsDep
@@ -59,8 +60,22 @@ def start(
     return job
 
 
-def _job_out(session: Session, job: DraftJob) -> dict:
+def servers_of(settings: Settings, job: DraftJob) -> list[dict]:
+    """The servers an openai job drafts on, with each one's progress once it has some."""
+    if job.engine != "openai":
+        return []
+    stats = jobs.read_server_stats(settings.data_dir, job.id) if job.id is not None else []
+    if stats:
+        return stats
+    try:
+        return [{"url": url} for url in split_urls(settings.draft_base_url)]
+    except DraftError:
+        return []
+
+
+def _job_out(session: Session, settings: Settings, job: DraftJob) -> dict:
     out = jobs.progress(job).as_dict()
+    out["servers"] = servers_of(settings, job)
     out["problems"] = [
         {
             "image_id": item.image_id,
@@ -88,19 +103,46 @@ def api_start(
 ) -> dict:
     """Queues a drafting job; the worker runs it. Follow it at /api/draft-jobs/{id}."""
     job = start(request, session, settings, ds.get_dataset(session, dataset_id), body)
-    return _job_out(session, job)
+    return _job_out(session, settings, job)
 
 
 @router.get("/api/draft-jobs/{job_id}", tags=["drafting"])
-def api_job(job_id: int, session: SessionDep) -> dict:
-    """Progress (images done, images/s, ETA) and every image that failed or was kept."""
-    return _job_out(session, jobs.get_job(session, job_id))
+def api_job(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
+    """Progress (images done, images/s, ETA, and per server for the openai engine) and every
+    image that failed or was kept."""
+    return _job_out(session, settings, jobs.get_job(session, job_id))
 
 
 @router.post("/api/draft-jobs/{job_id}/cancel", tags=["drafting"])
-def api_cancel(job_id: int, session: SessionDep) -> dict:
+def api_cancel(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
     """Stops the job after the batch in progress; drafts already made stay."""
-    return _job_out(session, jobs.cancel_job(session, jobs.get_job(session, job_id)))
+    job = jobs.cancel_job(session, jobs.get_job(session, job_id))
+    return _job_out(session, settings, job)
+
+
+def engine_view(settings: Settings) -> dict:
+    """The engine drafting uses, its servers and the models they list (the openai engine)."""
+    view: dict = {"engine": settings.draft_engine, "model": settings.draft_model}
+    if settings.draft_engine != "openai":
+        view["device"] = settings.draft_device or "cuda if any, else cpu"
+        return view
+    try:
+        urls = split_urls(settings.draft_base_url)
+    except DraftError as e:
+        view["error"] = e.message
+        return view
+    view["servers"] = [
+        {"url": url, "models": models, "error": error}
+        for url, models, error in list_models(urls, api_key=settings.draft_api_key)
+    ]
+    view["models"] = sorted({m for s in view["servers"] for m in s["models"]})
+    return view
+
+
+@router.get("/api/draft/engine", tags=["drafting"])
+def api_engine(settings: SettingsDep) -> dict:
+    """The drafting engine and, for openai, each server with the models its /v1/models lists."""
+    return engine_view(settings)
 
 
 @router.get("/api/datasets/{dataset_id}/draft-jobs", tags=["drafting"])
@@ -113,12 +155,18 @@ def api_jobs(dataset_id: int, session: SessionDep) -> list[dict]:
 
 
 def _job_partial(
-    request: Request, session: Session, job: DraftJob, status_code: int = 200
+    request: Request, session: Session, settings: Settings, job: DraftJob, status_code: int = 200
 ) -> Response:
+    out = _job_out(session, settings, job)
     response = templates.TemplateResponse(
         request,
         "_draft_job.html",
-        {"job": job, "p": jobs.progress(job), "problems": _job_out(session, job)["problems"]},
+        {
+            "job": job,
+            "p": jobs.progress(job),
+            "problems": out["problems"],
+            "servers": out["servers"],
+        },
         status_code=status_code,
     )
     if job.status not in (JobStatus.queued, JobStatus.running):
@@ -149,17 +197,27 @@ def page_start(
     job = start(request, session, settings, dataset, body)
     if not request.headers.get("hx-request"):
         return RedirectResponse(f"/datasets/{dataset_id}", status_code=303)
-    return _job_partial(request, session, job)
+    return _job_partial(request, session, settings, job)
 
 
 @router.get("/draft-jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
-def page_job(request: Request, job_id: int, session: SessionDep) -> Response:
-    return _job_partial(request, session, jobs.get_job(session, job_id))
+def page_job(request: Request, job_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+    return _job_partial(request, session, settings, jobs.get_job(session, job_id))
 
 
 @router.post("/draft-jobs/{job_id}/cancel", response_class=HTMLResponse, include_in_schema=False)
-def page_cancel(request: Request, job_id: int, session: SessionDep) -> Response:
-    return _job_partial(request, session, jobs.cancel_job(session, jobs.get_job(session, job_id)))
+def page_cancel(
+    request: Request, job_id: int, session: SessionDep, settings: SettingsDep
+) -> Response:
+    job = jobs.cancel_job(session, jobs.get_job(session, job_id))
+    return _job_partial(request, session, settings, job)
+
+
+@router.get("/draft/engine", response_class=HTMLResponse, include_in_schema=False)
+def page_engine(request: Request, settings: SettingsDep) -> Response:
+    """The drafting card's engine line and the remote models to pick from (loaded after the
+    page, so a slow server does not hold the page up)."""
+    return templates.TemplateResponse(request, "_draft_engine.html", {"e": engine_view(settings)})
 
 
 @router.post("/images/{image_id}/draft", response_class=HTMLResponse, include_in_schema=False)
@@ -175,11 +233,13 @@ def page_redraft(
 
 
 @router.get("/draft-jobs/{job_id}/redraft", response_class=HTMLResponse, include_in_schema=False)
-def page_redraft_state(request: Request, job_id: int, session: SessionDep) -> Response:
+def page_redraft_state(
+    request: Request, job_id: int, session: SessionDep, settings: SettingsDep
+) -> Response:
     job = jobs.get_job(session, job_id)
     item_rows = jobs.items(session, job)
     image = item_rows[0][1] if item_rows else None
-    problems = _job_out(session, job)["problems"]
+    problems = _job_out(session, settings, job)["problems"]
     return templates.TemplateResponse(
         request, "_redraft.html", {"job": job, "image": image, "problems": problems}
     )
