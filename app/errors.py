@@ -13,6 +13,10 @@ class UserError(Exception):
         self.extra = extra
 
 
+class Forbidden(UserError):
+    status_code = 403
+
+
 class NotFound(UserError):
     status_code = 404
 

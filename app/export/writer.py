@@ -362,10 +362,14 @@ def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportO
 def export_roots(settings: Settings) -> list[Path] | None:
     """The folders a request may export under; None means anywhere on this machine."""
     if settings.export_roots is not None:
-        return [r.expanduser().resolve() for r in settings.export_roots]
-    if settings.is_exposed:
-        return [(settings.data_dir / "exports").resolve()]
-    return None
+        roots = [r.expanduser().resolve() for r in settings.export_roots]
+    elif settings.is_exposed:
+        roots = [(settings.data_dir / "exports").resolve()]
+    else:
+        return None
+    if settings.is_exposed and settings.aitk_dir is not None:
+        roots.append(settings.aitk_dir.expanduser().resolve())  # the owner's own checkout
+    return roots
 
 
 def requested_out_dir(settings: Settings, raw: str) -> Path:

@@ -83,18 +83,19 @@ def open_run(settings: Settings, raw: str) -> Path:
     path = Path(raw.strip()).expanduser()
     if not path.is_absolute() or ".." in path.parts:
         raise Invalid(f"Give the run folder's full path: {raw!r} is not one.")
+    roots = export_roots(settings)
+    if roots is not None:
+        if settings.aitk_dir is not None:
+            roots = [*roots, settings.aitk_dir.expanduser().resolve()]
+        # Checked first, symlinks resolved: nothing is said of folders outside the roots.
+        if not any(path.resolve().is_relative_to(r) for r in roots):
+            raise Invalid(f"This Atelier reads runs only under {', '.join(map(str, roots))}.")
     if not path.is_dir():
         raise NotFound(f"There is no folder {raw!r}.")
     if not any((path / n).exists() for n in ("samples", "config.yaml", ".job_config.json")):
         raise Invalid(
             f"{raw!r} does not look like an AI-Toolkit run folder (no samples/ and no config)."
         )
-    roots = export_roots(settings)
-    if roots is not None:
-        if settings.aitk_dir is not None:
-            roots = [*roots, settings.aitk_dir.expanduser().resolve()]
-        if not any(path.resolve().is_relative_to(r) for r in roots):
-            raise Invalid(f"This Atelier reads runs only under {', '.join(map(str, roots))}.")
     return path.resolve()
 
 

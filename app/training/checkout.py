@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.errors import Invalid
+from app.errors import Forbidden, Invalid
 
 # What every AI-Toolkit checkout has: the entry point and the package it imports.
 MARKERS = ("run.py", "toolkit/job.py", "toolkit/config.py")
@@ -67,6 +67,26 @@ def resolve_checkout(
             )
         py = found
     return Checkout(root=root.resolve(), python=py)
+
+
+def from_request(
+    *, settings: Settings, folder: str | None, python: str | None
+) -> tuple[str | None, str | None]:
+    """The checkout and Python a page or API request may name: anything on a loopback
+    Atelier; exposed on a network, only what ATELIER_AITK_DIR / ATELIER_AITK_PYTHON say, so
+    no request ever chooses a program for the server to run."""
+    if not settings.is_exposed:
+        return folder, python
+    for given, setting, name in (
+        (folder, settings.aitk_dir, "ATELIER_AITK_DIR"),
+        (python, settings.aitk_python, "ATELIER_AITK_PYTHON"),
+    ):
+        if given not in (None, "") and (setting is None or Path(given) != setting):
+            raise Forbidden(
+                f"This Atelier is on the network: the program it runs is set by its owner "
+                f"({name}, or the command line), never by a request."
+            )
+    return None, None
 
 
 def checkout_note(folder: Path | None) -> str | None:

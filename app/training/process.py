@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from app.config import child_environment
+
 # Our own children, kept so each is reaped when it ends (a dead child stays a zombie until
 # its parent waits for it). A process started before a restart is reaped by init instead.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -32,6 +34,7 @@ def launch(*, python: Path, args: list[str], cwd: Path, log_path: Path) -> tuple
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives Atelier and its terminal; one group to signal
+            env=child_environment(),  # not Atelier's token or API key
             close_fds=True,
         )
     with _lock:

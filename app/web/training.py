@@ -57,6 +57,8 @@ def train_defaults(request: Request, folder: Any = None) -> dict[str, Any]:
         "note": checkouts.checkout_note(target) if target else None,
         "profiles": profiles.PROFILES,
         "profile": profiles.DEFAULT_PROFILE,
+        # Exposed on a network, the program to run is the owner's setting, shown, not asked.
+        "fixed": settings.is_exposed,
     }
 
 
@@ -90,6 +92,9 @@ def _job_dict(job: TrainJob) -> dict[str, Any]:
 def _start(
     session: Session, settings: Any, store: Any, dataset: Dataset, body: TrainIn
 ) -> TrainJob:
+    folder, python = checkouts.from_request(
+        settings=settings, folder=body.aitk_dir, python=body.python
+    )
     return jobs.start_training(
         session,
         settings=settings,
@@ -98,8 +103,8 @@ def _start(
         profile=body.profile,
         steps=body.steps,
         save_every=body.save_every,
-        checkout_dir=body.aitk_dir,
-        python=body.python,
+        checkout_dir=folder,
+        python=python,
         force=body.force,
     )
 
