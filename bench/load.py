@@ -11,9 +11,14 @@ caption, and the editor saves again over it, as the editor page does. Checked at
   trip beside it, against the goal p95 <= 15 ms.
 
 Then the same with a drafting job running in the server (a tiny random Qwen2-VL on the CPU,
-so the worker competes with the saves for the same cores).
+so the worker competes with the saves for the same cores), and then with the drafting job
+and a training run together: the stand-in trainer of the tests (tests/training/fake_aitk)
+writes samples, checkpoints and its loss database while board viewers poll the run's grid as
+the board page does (every 5 s) and its progress as the job page does (every 2 s). Each
+phase's p95 is printed as a ratio of the editors-alone p95 of the same run (goal: <= 1.5).
 
     python bench/load.py [--editors 32] [--seconds 60] [--think-ms 700] [--no-drafting]
+                         [--no-training] [--viewers 4]
 
 The editor page autosaves 700 ms after the last keystroke, so a person typing without a
 break saves about once a second; --think-ms is the mean pause between one editor's saves.
@@ -85,14 +90,41 @@ async def editor(
                 tally.errors.append(f"{r.status_code}: {r.text[:200]}")
 
 
-async def run(url: str, images: list[int], editors: int, seconds: float, think_s: float) -> Tally:
+async def viewer(url: str, job: int, until: float, tally: Tally, seed: int) -> None:
+    """A board page open on a running job: its grid every 5 s, its progress every 2 s."""
+    rnd = random.Random(seed)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        await asyncio.sleep(rnd.uniform(0, 2))
+        tick = 0
+        while time.monotonic() < until:
+            paths = [f"/training/jobs/{job}/progress"]
+            if tick % 5 == 0:
+                paths.append(f"/board/grid?job={job}")
+            for path in paths:
+                r = await c.get(path, headers={"HX-Request": "true"})
+                if r.status_code != 200:
+                    tally.errors.append(f"viewer {path}: {r.status_code}: {r.text[:200]}")
+            tick += 2
+            await asyncio.sleep(2)
+
+
+async def run(
+    url: str,
+    images: list[int],
+    editors: int,
+    seconds: float,
+    think_s: float,
+    job: int | None = None,
+    viewers: int = 0,
+) -> Tally:
     tally = Tally()
     until = time.monotonic() + seconds
     await asyncio.gather(
         *(
             editor(url, images[i % len(images)], f"editor {i}", until, think_s, tally, i)
             for i in range(editors)
-        )
+        ),
+        *(viewer(url, job, until, tally, i) for i in range(viewers if job else 0)),
     )
     return tally
 
@@ -125,8 +157,25 @@ def pct(values: list[float], q: float) -> float:
     return round(statistics.quantiles(values, n=100)[q - 1], 2) if len(values) > 2 else float("nan")
 
 
-def phase(server: Server, images: list[int], args: argparse.Namespace, label: str) -> dict:
-    tally = asyncio.run(run(server.url, images, args.editors, args.seconds, args.think_ms / 1000))
+def phase(
+    server: Server,
+    images: list[int],
+    args: argparse.Namespace,
+    label: str,
+    job: int | None = None,
+    baseline_p95: float | None = None,
+) -> dict:
+    tally = asyncio.run(
+        run(
+            server.url,
+            images,
+            args.editors,
+            args.seconds,
+            args.think_ms / 1000,
+            job=job,
+            viewers=args.viewers,
+        )
+    )
     problems = lost_updates(server.url, tally)
     row = {
         "phase": label,
@@ -145,8 +194,32 @@ def phase(server: Server, images: list[int], args: argparse.Namespace, label: st
         "client_ms_p95": pct(tally.client_ms, 95),
         "goal_p95_ms": 15,
     }
+    if baseline_p95:
+        row["p95_vs_editors_alone"] = round(row["server_ms_p95"] / baseline_p95, 2)
+        row["goal_ratio"] = 1.5
     print(json.dumps(row), flush=True)
     return row
+
+
+def start_training(c: httpx.Client, root: Path, dataset: int, images: list[int], s: float) -> int:
+    """A training run of the stand-in trainer on the editors' dataset, sampling every save."""
+    from tests.training.conftest import CAPTION, make_checkout
+
+    checkout = make_checkout(root / "ai-toolkit", step_s=0.05)
+    for image in images:  # the export needs captions: the editors' own, made valid
+        now = c.get(f"/api/images/{image}/caption").json()
+        caption = json.loads(json.dumps(CAPTION))
+        c.put(
+            f"/api/images/{image}/caption",
+            json={"revision": now["revision"], "caption": caption, "merge": True},
+        )
+    steps = int(s / 0.05) + 200  # still running when the phase ends
+    r = c.post(
+        f"/api/datasets/{dataset}/train",
+        json={"aitk_dir": str(checkout), "steps": steps, "save_every": 50, "force": True},
+    )
+    r.raise_for_status()
+    return int(r.json()["id"])
 
 
 def main() -> None:
@@ -157,6 +230,8 @@ def main() -> None:
         "--think-ms", type=float, default=700, help="mean pause between saves (autosave: 700)"
     )
     ap.add_argument("--no-drafting", action="store_true")
+    ap.add_argument("--no-training", action="store_true")
+    ap.add_argument("--viewers", type=int, default=4, help="board pages open on the run")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="atelier-load-"))
     model = None
@@ -174,14 +249,22 @@ def main() -> None:
         c.post(f"/api/datasets/{ds}/images", files=files)
         images = [i["id"] for i in c.get(f"/api/datasets/{ds}/images").json()]
         rows.append(phase(server, images, args, "editors"))
+        alone = rows[0]["server_ms_p95"]
         if model is not None:
             other = c.post("/api/datasets", json={"name": "Drafting"}).json()["id"]
             files = [("files", (f"{n}.png", png(5000 + n), "image/png")) for n in range(400)]
             c.post(f"/api/datasets/{other}/images", files=files)
             job = c.post(f"/api/datasets/{other}/draft", json={"scope": "all"}).json()
-            rows.append(phase(server, images, args, "editors while drafting"))
+            rows.append(phase(server, images, args, "editors while drafting", baseline_p95=alone))
             state = c.get(f"/api/draft-jobs/{job['id']}").json()
             print(json.dumps({"drafting_job": {k: state[k] for k in ("status", "done", "total")}}))
+        if not args.no_training:
+            train = start_training(c, root, ds, images, args.seconds)
+            label = "editors while training" + (" and drafting" if model is not None else "")
+            rows.append(phase(server, images, args, label, job=train, baseline_p95=alone))
+            state = c.get(f"/api/training/jobs/{train}").json()
+            print(json.dumps({"training_job": {k: state[k] for k in ("status", "step", "total")}}))
+            c.post(f"/api/training/jobs/{train}/stop")
     finally:
         server.stop()
     bad = any(r["errors"] or r["lost_updates"] for r in rows)
