@@ -124,6 +124,13 @@ def api_train(
     return _job_dict(_start(session, settings, store, ds.get_dataset(session, dataset_id), body))
 
 
+@router.get("/api/training/jobs", tags=["training"])
+def api_jobs(session: SessionDep, settings: SettingsDep, dataset_id: int | None = None) -> list:
+    """Training jobs, newest first (those still running checked against their process)."""
+    found = jobs.list_jobs(session, dataset_id=dataset_id)
+    return [_job_dict(jobs.refresh(session, settings=settings, job=j)) for j in found]
+
+
 @router.get("/api/training/jobs/{job_id}", tags=["training"])
 def api_job(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
     """Status and progress: step of total, speed, time left, loss, GPU memory, saves."""

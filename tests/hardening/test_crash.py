@@ -16,10 +16,11 @@ def test_sigkill_mid_work_loses_nothing_acknowledged(tmp_path: Path) -> None:
     from tests.support.random_model import save
 
     model = save(tmp_path / "tiny-qwen2-vl", family="qwen2_vl")
-    results = run_trials(3, seed=11, root=tmp_path / "run", model=model)
+    results = run_trials(3, seed=11, root=tmp_path / "run", model=model, training=True)
     problems = [p for r in results for p in r["problems"]]
     assert not problems, problems
     # The trials did work before each kill, or the checks above would prove nothing.
     assert sum(r["acked_saves"] for r in results) > 10, results
     assert sum(r["acked_uploads"] for r in results) > 0, results
     assert any(r["drafting"] for r in results), results
+    assert any(r["training"] for r in results), results  # a trainer outlived a kill

@@ -13,11 +13,15 @@ it at a random moment, and checks, before and after restarting it:
   with their checksums (staging folders are hidden, and removed by the next export);
 - every stored image's bytes exist; bytes no image references are only those the app's own
   garbage collection removes (written by an upload whose rows never committed);
-- no process the server started outlives it (its decode pool, the pool's forkserver).
+- no process the server started outlives it (its decode pool, the pool's forkserver), except
+  the trainer, which is meant to: a training run (the tests' stand-in trainer, on a fake
+  checkout) started in a trial must be re-attached by the restarted server and go on, or be
+  marked ended with a sentence if it ended meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -177,6 +181,46 @@ def setup(server: Server) -> dict[str, int]:
     return {"edit": edit, "draft": draft, "uploads": uploads}
 
 
+def start_training(server: Server, dataset: int) -> int | None:
+    """A long run of the stand-in trainer on a fake checkout; its job id (None: refused)."""
+    from tests.training.conftest import make_checkout
+
+    checkout = server.data.parent / "ai-toolkit"
+    if not checkout.exists():
+        make_checkout(checkout, step_s=0.05)
+    r = httpx.post(
+        f"{server.url}/api/datasets/{dataset}/train",
+        json={"aitk_dir": str(checkout), "steps": 100_000, "save_every": 100, "force": True},
+        timeout=TIMEOUT,
+    )
+    return int(r.json()["id"]) if r.status_code == 201 else None
+
+
+def training_pids(url: str) -> set[int]:
+    """The trainers the server runs: the processes meant to outlive it."""
+    jobs = httpx.get(f"{url}/api/training/jobs", timeout=TIMEOUT)
+    if jobs.status_code != 200:
+        return set()
+    return {j["pid"] for j in jobs.json() if j.get("pid") and j["status"] == "running"}
+
+
+def check_training(url: str, job: int, wait_s: float) -> list[str]:
+    """After a restart: a running trainer is re-attached and moves on; an ended one says why."""
+    c = httpx.Client(base_url=url, timeout=TIMEOUT)
+    first = c.get(f"/api/training/jobs/{job}").json()
+    if first["status"] != "running":
+        if not first.get("error") and first["status"] not in ("stopped", "done"):
+            return [f"training job {job} ended ({first['status']}) without a sentence"]
+        return []
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        now = c.get(f"/api/training/jobs/{job}").json()
+        if (now["step"] or 0) > (first["step"] or 0) or now["status"] != "running":
+            return []
+        time.sleep(0.2)
+    return [f"training job {job} was not followed after the restart (step {first['step']})"]
+
+
 def saver(
     url: str, ids: list[int], acked: Acked, stop: threading.Event, rnd: random.Random
 ) -> None:
@@ -230,7 +274,11 @@ def exporter(url: str, ds: int, out: Path, acked: Acked, stop: threading.Event) 
             if r.status_code == 200:
                 acked.exports += 1
             else:
-                acked.export_refusals.append(r.json().get("detail", "")[:120])
+                try:
+                    detail = str(r.json().get("detail", ""))
+                except ValueError:
+                    detail = f"{r.status_code}: {r.text[:100]}"
+                acked.export_refusals.append(detail[:120])
 
 
 def check_database(db: Path) -> list[str]:
@@ -324,7 +372,12 @@ def check_after_restart(url: str, acked: Acked, draft_ds: int, job_wait_s: float
 
 
 def trial(
-    server: Server, ids: dict[str, int], n: int, rnd: random.Random, job_wait_s: float
+    server: Server,
+    ids: dict[str, int],
+    n: int,
+    rnd: random.Random,
+    job_wait_s: float,
+    training: bool = False,
 ) -> tuple[list[str], dict]:
     acked, stop = Acked(), threading.Event()
     c = httpx.Client(base_url=server.url, timeout=TIMEOUT)
@@ -335,6 +388,8 @@ def trial(
         if j["status"] in ("queued", "running")
     ]
     drafting = bool(unfinished)  # one job at a time: a job killed before goes on first
+    if training and not training_pids(server.url) and (n == 0 or rnd.random() < 0.5):
+        ids["training_job"] = start_training(server, ids["edit"]) or 0
     if server.model is not None and not unfinished and rnd.random() < 0.5:
         c.post(
             f"/api/datasets/{ids['draft']}/draft", json={"scope": "all", "overwrite_edited": True}
@@ -361,7 +416,8 @@ def trial(
         t.start()
     delay = rnd.uniform(0.2, 2.5)
     time.sleep(delay)
-    family = server.kill()
+    trainers = training_pids(server.url) if training else set()
+    family = [p for p in server.kill() if p not in trainers]
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -373,6 +429,8 @@ def trial(
         problems.append(f"{len(left)} of the killed server's processes live on: {left[:5]}")
     server.start()
     problems += check_after_restart(server.url, acked, ids["draft"], job_wait_s)
+    if ids.get("training_job"):
+        problems += check_training(server.url, ids["training_job"], job_wait_s)
     stats = {
         "trial": n,
         "killed_after_s": round(delay, 2),
@@ -381,6 +439,7 @@ def trial(
         "exports": acked.exports,
         "export_refusals": sorted(set(acked.export_refusals))[:3],
         "drafting": drafting,
+        "training": bool(trainers),
         "unreferenced_blobs": orphans,
         "problems": problems,
     }
@@ -395,6 +454,7 @@ def run_trials(
     model: Path | None,
     job_wait_s: float = 60,
     on_trial: Callable[[dict], None] | None = None,
+    training: bool = True,
 ) -> list[dict]:
     rnd = random.Random(seed)
     server = Server(root, model)
@@ -403,9 +463,12 @@ def run_trials(
         ids = setup(server)
         results = []
         for n in range(trials):
-            results.append(trial(server, ids, n, rnd, job_wait_s)[1])
+            results.append(trial(server, ids, n, rnd, job_wait_s, training)[1])
             if on_trial is not None:
                 on_trial(results[-1])
         return results
     finally:
+        for pid in training_pids(server.url) if server.proc else set():
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
         server.stop()
