@@ -86,6 +86,7 @@ def run_job(
                     session.commit()
                     return job
                 size = job.batch_size or getattr(engine, "batch_size", 8)
+                _skip_trashed(session, job)
                 batch = _queued(session, job, size)
                 if not batch:
                     job.status, job.finished_at = JobStatus.done, utcnow()
@@ -133,6 +134,19 @@ def _report_servers(db: DBEngine, job_id: int, engine: Engine) -> None:
         write_server_stats(Path(database).parent, job_id, stats())
     except OSError:
         log.warning("could not write the servers' progress of job %d", job_id, exc_info=True)
+
+
+def _skip_trashed(session: Session, job: DraftJob) -> None:
+    """Images moved to the trash since the job was made are not drafted: skipped, saying so."""
+    rows = session.exec(
+        select(DraftItem)
+        .join(Image, col(Image.id) == DraftItem.image_id)
+        .where(DraftItem.job_id == job.id, DraftItem.status == ItemStatus.queued)
+        .where(col(Image.trashed_at).is_not(None))
+    ).all()
+    for item in rows:
+        _finish(job, item, ItemStatus.skipped, error="moved to the trash before it was drafted")
+        session.add(item)
 
 
 def _queued(

@@ -248,6 +248,25 @@ def test_a_second_job_for_a_dataset_is_refused_while_one_is_active(
     assert new_job(db, dataset_id, scope="all") > beside
 
 
+def test_images_trashed_after_the_job_was_made_are_skipped_not_drafted(
+    db: DBEngine, draft_settings: Settings, tmp_path: Path
+) -> None:
+    from app.images import trash
+
+    dataset_id = add_images(db, draft_settings, tmp_path, 3)
+    job_id = new_job(db, dataset_id)
+    with Session(db) as session:
+        gone = images_of(session, dataset_id)[1]
+        trash.move_to_trash(session, images=[gone])
+        gone_id = gone.id
+    job = run(db, draft_settings, job_id)
+    assert (job.done, job.skipped) == (2, 1)
+    with Session(db) as session:
+        item = session.exec(select(DraftItem).where(DraftItem.image_id == gone_id)).one()
+        assert item.status == ItemStatus.skipped and "trash" in (item.error or "")
+        assert session.get(Image, gone_id).revision == 0  # type: ignore[union-attr]
+
+
 def test_cancel_stops_after_the_batch(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:
