@@ -157,12 +157,14 @@ def _record(
     bbox_format: BoxFormat | None,
 ) -> ImportReport:
     assert dataset.id is not None
-    existing = {
-        sha: image_id
-        for sha, image_id in session.exec(
-            select(Image.sha256, Image.id).where(Image.dataset_id == dataset.id)
-        )
-    }
+    existing: dict[str, int | None] = {}
+    trashed: set[str] = set()
+    for sha, image_id, trashed_at in session.exec(
+        select(Image.sha256, Image.id, Image.trashed_at).where(Image.dataset_id == dataset.id)
+    ):
+        existing[sha] = image_id
+        if trashed_at is not None:
+            trashed.add(sha)
     position = session.exec(
         select(func.coalesce(func.max(Image.position), 0)).where(Image.dataset_id == dataset.id)
     ).one()
@@ -177,7 +179,9 @@ def _record(
             outcome = Outcome(
                 source.filename,
                 "duplicate",
-                "the same file is already in this dataset",
+                "the same file is in this dataset's trash: restore it from there"
+                if result.sha256 in trashed
+                else "the same file is already in this dataset",
                 sha256=result.sha256,
                 duplicate_of=existing.get(result.sha256),
             )

@@ -273,3 +273,14 @@ def test_a_running_server_empties_what_stayed_past_30_days(
     page = BeautifulSoup(client.get(f"/datasets/{dataset_id}").text, "html.parser")
     assert [li["data-trashed-id"] for li in page.select("#trash [data-trashed-id]")] == [str(b)]
     assert client.get(f"/api/images/{a}").status_code == 404
+
+
+def test_uploading_a_trashed_image_again_points_to_the_trash(
+    client: TestClient, dataset_id: int
+) -> None:
+    (image,) = images(client, dataset_id, 1)
+    assert client.delete(f"/api/images/{image}").status_code == 204
+    files = [("files", ("again.jpg", f.jpeg_bytes(1), "image/jpeg"))]
+    r = client.post(f"/api/datasets/{dataset_id}/images", files=files).json()
+    assert r["duplicates"][0]["duplicate_of"] == image
+    assert "trash: restore it from there" in r["duplicates"][0]["reason"]
