@@ -1,10 +1,12 @@
-"""Datasets: create, rename, edit, delete, and their counts."""
+"""Datasets: create, rename, edit, delete (undoably: restored, or gone for good after
+DELETED_DAYS), and their counts."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +16,7 @@ from app.errors import Conflict, Invalid, NotFound
 from app.models import CaptionStatus, Dataset, Image, NearDuplicate, utcnow
 
 MIN_RESOLUTION, MAX_RESOLUTION = 256, 4096
+DELETED_DAYS = 30  # as long as the images' trash keeps what it holds
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ def get_dataset(session: Session, dataset_id: int) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
         raise NotFound(f"No dataset has id {dataset_id}.")
+    if dataset.deleted_at is not None:
+        raise NotFound(
+            f"The dataset {dataset.name!r} was deleted: restore it from the home page's "
+            "deleted datasets to use it again."
+        )
     return dataset
 
 
@@ -67,7 +75,7 @@ def find_dataset(session: Session, name: str) -> Dataset:
     ).first()
     if dataset is None:
         raise NotFound(f"No dataset is named {name!r}.")
-    return dataset
+    return get_dataset(session, dataset.id)  # type: ignore[arg-type]
 
 
 def create_dataset(
@@ -130,7 +138,52 @@ def update_dataset(
 
 
 def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
-    """Deletes the dataset and its rows; returns the sha256 of images no dataset uses now."""
+    """Moves the dataset out of every list, its images, captions and history kept, and
+    cancels its drafting jobs; `restore_dataset` brings it back. Returns the files freed:
+    none yet, since they stay until the dataset is deleted for good."""
+    from app.drafting import jobs  # the jobs know datasets, not the other way round
+
+    dataset.deleted_at = utcnow()
+    session.add(dataset)
+    session.commit()
+    for job in jobs.latest_jobs(session, dataset=dataset, limit=1000):
+        if job.status.value in ("queued", "running"):
+            jobs.cancel_job(session, job)
+    return set()
+
+
+def deleted_datasets(session: Session) -> list[Dataset]:
+    """Deleted datasets that can still be restored, the most recently deleted first."""
+    return list(
+        session.exec(
+            select(Dataset)
+            .where(col(Dataset.deleted_at).is_not(None))
+            .order_by(col(Dataset.deleted_at).desc())
+        )
+    )
+
+
+def gone_for_good_at(dataset: Dataset) -> datetime:
+    assert dataset.deleted_at is not None
+    return dataset.deleted_at + timedelta(days=DELETED_DAYS)
+
+
+def restore_dataset(session: Session, dataset_id: int) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.deleted_at is None:
+        raise NotFound(f"No deleted dataset has id {dataset_id}: there is nothing to restore.")
+    dataset.deleted_at = None
+    dataset.updated_at = utcnow()
+    session.add(dataset)
+    session.commit()
+    session.refresh(dataset)
+    return dataset
+
+
+def delete_for_good(session: Session, dataset: Dataset) -> set[str]:
+    """Deletes a deleted dataset's rows; returns the sha256 of images no dataset uses now."""
+    if dataset.deleted_at is None:
+        raise Invalid(f"Delete the dataset {dataset.name!r} first: it can be restored then.")
     shas = set(session.exec(select(Image.sha256).where(Image.dataset_id == dataset.id)))
     session.delete(dataset)
     session.commit()
@@ -138,9 +191,20 @@ def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
     return shas - still_used
 
 
+def purge_deleted(session: Session, *, now: datetime | None = None) -> set[str]:
+    """Deletes for good what was deleted over DELETED_DAYS ago; the sha256 now unused."""
+    cutoff = (now or utcnow()) - timedelta(days=DELETED_DAYS)
+    freed: set[str] = set()
+    for dataset in session.exec(select(Dataset).where(col(Dataset.deleted_at) < cutoff)).all():
+        freed |= delete_for_good(session, dataset)
+    return freed
+
+
 def list_summaries(session: Session, *, only: Dataset | None = None) -> list[DatasetSummary]:
     """Every dataset (or only `only`) with its image counts by caption status."""
-    query = select(Dataset).order_by(func.lower(Dataset.name))
+    query = (
+        select(Dataset).where(col(Dataset.deleted_at).is_(None)).order_by(func.lower(Dataset.name))
+    )
     count_query = (
         select(Image.dataset_id, Image.status, func.count())
         .where(col(Image.trashed_at).is_(None))
@@ -204,8 +268,15 @@ def _check_resolution(resolution: int) -> None:
 def _check_name_free(session: Session, name: str, exclude_id: int | None = None) -> None:
     # Compared in Python: SQLite's lower() folds ASCII only, so "É" and "é" would both pass.
     wanted = name.casefold()
-    for other_id, other in session.exec(select(Dataset.id, Dataset.name)):
+    for other_id, other, deleted in session.exec(
+        select(Dataset.id, Dataset.name, Dataset.deleted_at)
+    ):
         if other_id != exclude_id and other.casefold() == wanted:
+            if deleted is not None:
+                raise Conflict(
+                    f"A deleted dataset is named {other!r}: restore it, or delete it for good "
+                    "first, to use the name."
+                )
             raise Conflict(f"A dataset named {other!r} already exists.")
 
 

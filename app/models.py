@@ -76,6 +76,9 @@ class Dataset(SQLModel, table=True):
     draft_instructions: str = Field(default="")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Deleting a dataset sets this: it leaves every list, keeps its rows and files, and can be
+    # restored until it is deleted for good (app/datasets.py, DELETED_DAYS).
+    deleted_at: datetime | None = Field(default=None, index=True)
 
 
 class Image(SQLModel, table=True):

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from app.datasets import get_dataset, purge_deleted
 from app.errors import Invalid, NotFound
 from app.export.buckets import is_low_resolution
 from app.images import trash
@@ -154,6 +155,12 @@ def get_image(session: Session, image_id: int) -> Image:
     return image
 
 
+def image_with_dataset(session: Session, *, image_id: int) -> tuple[Image, Dataset]:
+    """The image and the dataset it belongs to; NotFound names the one missing."""
+    image = get_image(session, image_id)
+    return image, get_dataset(session, image.dataset_id)  # a deleted one's images are away too
+
+
 def image_flags(session: Session, image: Image, dataset: Dataset) -> list[Flag]:
     is_dup = bool(session.exec(select(_open_pair_exists()).where(Image.id == image.id)).first())
     is_low = is_low_resolution(image.width, image.height, resolution=dataset.resolution)
@@ -214,6 +221,7 @@ def resolve_pair(session: Session, *, pair_id: int, keep: str) -> Image | None:
 def collect_garbage(session: Session, *, store: ContentStore) -> int:
     """Purges the expired trash, then bytes no image references (a crash's); returns how many."""
     trash.purge_expired(session, store=store)
+    purge_deleted(session)  # datasets deleted over 30 days ago; their bytes go below
     # Bytes written since the oldest import in flight began may be its own, rows to come;
     # everything else no image references goes now (a crash's leftovers, a refused import's).
     since = store.imports_in_flight_since()
