@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         return self.data_dir / "tmp"
 
     @property
+    def cache_dir(self) -> Path:
+        """What the drafting engine's first start computes, kept for the next (the grammar)."""
+        return self.data_dir / "cache"
+
+    @property
     def training_dir(self) -> Path:
         """Training logs and the run thumbnails' cache."""
         return self.data_dir / "training"

@@ -183,6 +183,12 @@ def main() -> None:
         "--plain-attention", action="store_true", help="transformers' sdpa, not the grouped one"
     )
     ap.add_argument(
+        "--triton-below",
+        type=int,
+        default=0,
+        help="Atelier's attention below this batch size only (sdpa from it); 0: every batch",
+    )
+    ap.add_argument(
         "--no-closing", action="store_true", help="no shortest valid end near the budget"
     )
     ap.add_argument(
@@ -203,6 +209,7 @@ def main() -> None:
         "preprocess": "cpu" if args.cpu_preprocess else "gpu",
         "tokenizer": "qwen" if qwen3 else args.tokenizer,
         "closing": not args.no_closing,
+        "triton_attention_below": args.triton_below or "every batch",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -253,6 +260,7 @@ def main() -> None:
                     fused_vision_rotary=not args.unfused_rotary,
                     gpu_preprocess=not args.cpu_preprocess,
                     closing=not args.no_closing,
+                    triton_attention_below=args.triton_below or None,
                 ),
             )
             report[f"engine_{'with' if grammar else 'without'}_grammar_s"] = round(

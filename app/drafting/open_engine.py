@@ -55,4 +55,5 @@ def open_engine(
         limits=limits,
         allow_download=settings.draft_allow_download,
         compile_step=settings.draft_compile,
+        cache_dir=settings.cache_dir,
     )

@@ -89,6 +89,42 @@ def test_tiny_models_around_the_real_qwen_files_draft_valid_captions(
             assert e.box is None or all(0 <= v <= 1 for v in e.box)
 
 
+def test_the_compiled_grammar_is_kept_for_the_next_start(
+    tiny_qwen2vl: Path, tmp_path: Path
+) -> None:
+    def start() -> LocalEngine:
+        return LocalEngine.load(
+            str(tiny_qwen2vl),
+            device="cpu",
+            max_pixels=64 * 28 * 28,
+            max_new_tokens=TOKENS,
+            limits=LIMITS,
+            cache_dir=tmp_path / "cache",
+        )
+
+    first = start()
+    [kept] = (tmp_path / "cache").glob("grammar-*.json")
+    assert first.draft(images()[:1])[0].caption is not None
+    made = kept.stat().st_mtime_ns
+    second = start()  # reads the grammar back: the file is not written again
+    assert kept.stat().st_mtime_ns == made
+    assert second.draft(images()[:1])[0].raw == first.draft(images()[:1])[0].raw
+    # Other bounds are another grammar, kept beside it.
+    LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS),
+        cache_dir=tmp_path / "cache",
+    )
+    assert len(list((tmp_path / "cache").glob("grammar-*.json"))) == 2
+    # A damaged file is compiled again and replaced, never fatal.
+    kept.write_text("{not json")
+    assert start().draft(images()[:1])[0].caption is not None
+    assert json.loads(kept.read_text())["grammar"]
+
+
 def test_a_budget_too_small_is_reported_as_cut(tiny_qwen2vl: Path) -> None:
     engine = LocalEngine.load(
         str(tiny_qwen2vl), device="cpu", max_pixels=64 * 28 * 28, max_new_tokens=20, limits=LIMITS

@@ -30,20 +30,26 @@ from app.drafting.local.text_step import MAX_POSITIONS, TextStep
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
 SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
 FINISH_CHECK_EVERY = 16  # steps between looks at the stop tokens when no grammar syncs
-# The lean step attends with Atelier's Triton kernels (or two matmuls where they cannot run)
-# below this batch size and with torch's sdpa from it. Graph-replayed 2B step on an H100
+# Without Atelier's Triton kernels the lean step attends with two matmuls below this batch
+# size and with torch's sdpa from it. Graph-replayed 2B step on an H100
 # (bench/decode_step.py): kernels 1.94 / 2.77 ms at batch 1 / 31, matmul 3.16-3.19 / 4.22 /
 # 6.90 ms at batch 1 / 32 / 128, sdpa (cudnn) 3.70 / 4.15 / 6.13 ms.
 MATMUL_ATTENTION_BELOW = 32
+# With the kernels, their attention at every batch size: on an H200 the replayed 2B step
+# took 2.39 / 2.94 / 4.02 ms at batch 32 / 64 / 128 with them, 3.84 / 4.06 / 5.38 with sdpa.
+TRITON_ATTENTION_BELOW = 1 << 30
 assert CAPACITY_STEP % kernels.KEYS_PER_PROGRAM == 0  # every slot's cache fits the kernels
 
 
-def lean_attention(batch: int, with_kernels: bool = False) -> str:
-    """The lean step's attention for a batch size: below MATMUL_ATTENTION_BELOW, Atelier's
-    Triton kernels where they run (app/drafting/kernels.py), else two matmuls; sdpa above."""
-    if batch >= MATMUL_ATTENTION_BELOW:
-        return "sdpa"
-    return "triton" if with_kernels else "matmul"
+def lean_attention(
+    batch: int, with_kernels: bool = False, triton_below: int = TRITON_ATTENTION_BELOW
+) -> str:
+    """The lean step's attention for a batch size: Atelier's Triton kernels where they run
+    (app/drafting/local/kernels.py) below `triton_below`; else two matmuls at small
+    batches and sdpa from MATMUL_ATTENTION_BELOW."""
+    if with_kernels and batch < triton_below:
+        return "triton"
+    return "sdpa" if batch >= MATMUL_ATTENTION_BELOW else "matmul"
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Decoder:
         compile_step: bool = False,
         lean_step: bool = True,
         use_kernels: bool = True,
+        triton_attention_below: int | None = None,
     ) -> None:
         import torch
 
@@ -104,7 +111,8 @@ class Decoder:
             and kernels.available(self.device)
             and kernels.fits(head_dim=self.text_step.head_dim, capacity=CAPACITY_STEP)
         )
-        self.attention_for = lambda batch: lean_attention(batch, self.kernels)
+        below = triton_attention_below or TRITON_ATTENTION_BELOW
+        self.attention_for = lambda batch: lean_attention(batch, self.kernels, below)
         self.pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.uses = 0
         # Opt-in: inductor fuses the step's small kernels before the graph is captured. The

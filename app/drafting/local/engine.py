@@ -8,11 +8,13 @@ imported here only, when a draft runs, so the app and the CLI start fast without
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from app.drafting.engine import DraftError, DraftInput, DraftOutput, parse_output
@@ -68,10 +70,12 @@ class LocalEngine:
         limits: DraftLimits = DEFAULT_LIMITS,
         compile_step: bool = False,
         options: LocalOptions | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         import torch
 
         options = options or LocalOptions()
+        self.cache_dir = cache_dir  # the compiled grammar, kept for the next start
 
         self.model = model
         self.processor = processor
@@ -114,6 +118,7 @@ class LocalEngine:
             compile_step=compile_step,
             lean_step=options.lean_step,
             use_kernels=options.kernels,
+            triton_attention_below=options.triton_attention_below,
         )
         self.min_steps = options.min_steps
         self.gpu_preprocess = options.gpu_preprocess  # turned off where the processor cannot
@@ -189,13 +194,43 @@ class LocalEngine:
             raise DraftError(
                 "Constrained decoding needs xgrammar: pip install 'atelier[draft]'."
             ) from None
-        info = xgr.TokenizerInfo.from_huggingface(
-            self.processor.tokenizer, vocab_size=self.vocab_size
-        )
-        compiler = xgr.GrammarCompiler(info)
-        return compiler.compile_json_schema(
-            json.dumps(json_schema(self.limits)), any_whitespace=False
-        )
+        schema = json.dumps(json_schema(self.limits))
+        tokenizer = self.processor.tokenizer
+        path = self._grammar_path(xgr, schema, tokenizer)
+        if path is not None and path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+                info = xgr.TokenizerInfo.deserialize_json(saved["tokenizer"])
+                return xgr.CompiledGrammar.deserialize_json(saved["grammar"], info)
+            except (OSError, ValueError, KeyError, RuntimeError) as e:
+                log.warning("compiling the grammar again: its cache is unreadable (%s)", e)
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
+        compiled = xgr.GrammarCompiler(info).compile_json_schema(schema, any_whitespace=False)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                part = path.with_suffix(f".{os.getpid()}.part")
+                saved = {"tokenizer": info.serialize_json(), "grammar": compiled.serialize_json()}
+                part.write_text(json.dumps(saved))
+                part.replace(path)  # whole or absent, for a start running beside this one
+            except OSError as e:
+                log.warning("the compiled grammar is not kept: %s", e)
+        return compiled
+
+    def _grammar_path(self, xgr: Any, schema: str, tokenizer: Any) -> Path | None:
+        """Where the grammar compiled for this schema, tokenizer, vocabulary size and
+        xgrammar version is kept; None without a cache folder."""
+        if self.cache_dir is None:
+            return None
+        from importlib.metadata import version
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        vocab = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
+        key = hashlib.sha256()
+        for part in (schema, vocab, str(self.vocab_size), version("xgrammar")):
+            key.update(part.encode())
+            key.update(b"\0")
+        return self.cache_dir / f"grammar-{key.hexdigest()[:32]}.json"
 
     def _closer(self, compiled: Any) -> Closer:
         """What writes a row's shortest valid end when its token budget runs short."""

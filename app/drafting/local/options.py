@@ -17,5 +17,6 @@ class LocalOptions:
     fused_vision_rotary: bool | None = None  # the vision tower's rotary compiled into one kernel
     lean_step: bool = True  # Atelier's one-token step rather than the model's forward
     kernels: bool = True  # Triton kernels in the step at small batches
+    triton_attention_below: int | None = None  # None: Atelier's attention at every batch
     gpu_preprocess: bool = True  # images resized and patched on the GPU
     min_steps: int = 0  # decode at least this many steps whatever stops (equal work a batch)
