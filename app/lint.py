@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from app.captions import revisions
 from app.captions.dialects import dumps_official, to_trainer
@@ -21,7 +21,7 @@ from app.export import buckets, profiles
 from app.export.caption_file import caption_text
 from app.export.verifier import verify_text
 from app.images import catalog
-from app.models import CaptionRevision, CaptionStatus, Dataset, Flag, Image
+from app.models import CaptionStatus, Dataset, Flag, Image
 
 Severity = Literal["error", "warning"]
 MIN_IMAGES = 30
@@ -73,23 +73,6 @@ class Finding:
         }
 
 
-def captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption | None]]:
-    """Every image in dataset order with its stored caption (None if it has none)."""
-    rows = session.exec(
-        select(Image, CaptionRevision)
-        .join(
-            CaptionRevision,
-            (col(CaptionRevision.image_id) == Image.id)
-            & (col(CaptionRevision.number) == Image.revision),
-            isouter=True,
-        )
-        # A trashed image is not part of the dataset any more: it is never exported.
-        .where(Image.dataset_id == dataset.id, col(Image.trashed_at).is_(None))
-        .order_by(col(Image.position))
-    ).all()
-    return [(img, revisions.parse(rev) if rev else None) for img, rev in rows]
-
-
 def verifier_findings(img: Image, text: str) -> list[Finding]:
     """Ideogram's caption rules the exported text of `img`'s caption breaks, as findings."""
     return [
@@ -116,7 +99,7 @@ def lint_dataset(
     block = block_of(dataset)
     trigger = dataset.trigger_word.strip().lower()
     out: list[Finding] = []
-    rows = captions(session, dataset)
+    rows = revisions.head_captions(session, dataset=dataset)
     flags = {r.image.id: r.flags for r in catalog.list_images(session, dataset=dataset)[0]}
     shapes: Counter[tuple[int, ...]] = Counter()
     trained_at = profiles.get_profile(profile).resolutions(dataset.resolution)

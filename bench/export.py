@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from app import datasets as ds  # noqa: E402
 from app.captions import revisions  # noqa: E402
+from app.captions.revisions import head_captions  # noqa: E402
 from app.captions.schema import Caption  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
@@ -39,7 +40,6 @@ from app.images.decode_pool import decode_pool  # noqa: E402
 from app.images.importer import import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
 from app.images.store import content_store  # noqa: E402
-from app.lint import captions  # noqa: E402
 
 make_jpeg = __import__("import").make_jpeg  # bench/import.py's painting-like JPEGs
 
@@ -66,7 +66,7 @@ def dataset_of(tmp: Path, name: str, src: Path) -> tuple[Settings, object, int]:
         dataset = ds.create_dataset(session, name=name, trigger_word="bench style")
         sources, _ = walk_paths([src])
         import_sources(session, settings=settings, dataset=dataset, sources=sources)
-        for image, _ in captions(session, dataset):
+        for image, _ in head_captions(session, dataset=dataset):
             revisions.save(
                 session,
                 image=image,

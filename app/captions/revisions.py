@@ -62,6 +62,23 @@ def head(session: Session, image: Image) -> CaptionRevision | None:
     return get_revision(session, image, image.revision)
 
 
+def head_captions(session: Session, *, dataset: Dataset) -> list[tuple[Image, Caption | None]]:
+    """Every image in dataset order with its newest stored caption (None if it has none)."""
+    rows = session.exec(
+        select(Image, CaptionRevision)
+        .join(
+            CaptionRevision,
+            (col(CaptionRevision.image_id) == Image.id)
+            & (col(CaptionRevision.number) == Image.revision),
+            isouter=True,
+        )
+        # A trashed image is not part of the dataset any more: it is never exported.
+        .where(Image.dataset_id == dataset.id, col(Image.trashed_at).is_(None))
+        .order_by(col(Image.position))
+    ).all()
+    return [(img, parse(rev) if rev else None) for img, rev in rows]
+
+
 def get_revision(session: Session, image: Image, number: int) -> CaptionRevision:
     rev = session.exec(
         select(CaptionRevision).where(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sqlmodel import Session
+
 from app.captions.schema import MEDIA, Caption
 from app.errors import Invalid
-from app.models import Dataset
+from app.models import Dataset, utcnow
 
 STYLE_FIELDS = ("aesthetics", "lighting", "medium", "render")
 FieldState = Literal["inherited", "overridden", "own"]
@@ -37,6 +39,22 @@ def set_block(
     dataset.style_lighting = lighting.strip()
     dataset.style_medium = medium or None
     dataset.style_render = render.strip()
+
+
+def save_block(
+    session: Session,
+    *,
+    dataset: Dataset,
+    aesthetics: str,
+    lighting: str,
+    medium: str | None,
+    render: str,
+) -> None:
+    """Makes these the dataset's style block and saves it (the page's, the editor's, the API's)."""
+    set_block(dataset, aesthetics=aesthetics, lighting=lighting, medium=medium, render=render)
+    dataset.updated_at = utcnow()
+    session.add(dataset)
+    session.commit()
 
 
 def effective(stored: Caption, block: dict[str, str]) -> Caption:

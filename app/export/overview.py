@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app.captions.revisions import head_captions
 from app.captions.style_block import block_of, effective
-from app.lint import captions
 from app.models import CaptionStatus, Dataset
 
 # Short sides in the training resolutions' steps: where a dataset sits against 512/768/1024.
@@ -25,7 +25,7 @@ BOX_AREAS = ((0.02, "tiny"), (0.1, "small"), (0.35, "medium"), (0.8, "large"))
 def overview(session: Session, *, dataset: Dataset) -> dict[str, Any]:
     """What the export page shows to look at: sizes, aspects, palettes, compositions."""
     block = block_of(dataset)
-    rows = captions(session, dataset)
+    rows = head_captions(session, dataset=dataset)
     short_sides: Counter[str] = Counter()
     aspects: Counter[str] = Counter()
     elements: Counter[int] = Counter()

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app.captions.revisions import head_captions
 from app.captions.style_block import block_of, effective
 from app.config import Settings
 from app.datasets import check_trigger_word
@@ -36,7 +37,7 @@ from app.export.caption_file import PLACEHOLDER, Dialect, TriggerPlacement, capt
 from app.export.images import Exported, export_png
 from app.images.decode_pool import decode_pool
 from app.images.store import ContentStore
-from app.lint import Finding, captions, lint_dataset
+from app.lint import Finding, lint_dataset
 from app.models import Dataset
 
 __all__ = ["Dialect", "TriggerPlacement", "caption_text"]  # re-exported for callers
@@ -166,7 +167,7 @@ def export_dataset(
     _clear_stale_staging(out)
 
     block = block_of(dataset)
-    everything = captions(session, dataset)
+    everything = head_captions(session, dataset=dataset)
     rows = [(img, cap) for img, cap in everything if cap is not None]
     skipped = [img.filename for img, cap in everything if cap is None]
     missing = [img.filename for img, _ in rows if not store.has_blob(img.sha256)]

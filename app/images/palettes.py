@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from coloraide import Color
 from PIL import Image
+from sqlmodel import Session
 
-from app.captions import boxes
+from app.captions import boxes, revisions
 from app.captions.schema import ELEMENT_PALETTE_MAX, IMAGE_PALETTE_MAX, Caption
+from app.errors import NotFound
 from app.images.decode import display_rgb
+from app.images.store import ContentStore
+from app.models import Action, Dataset
+from app.models import Image as ImageRow
 
 # Palettes describe colour, not detail: 512 px keeps every region a box can name.
 WORK_SIDE = 512
@@ -92,3 +97,22 @@ def fill_palettes(caption: Caption, image: bytes | Pixels) -> Caption:
     style = caption.style.model_copy(update={"color_palette": list(pixels.palette)})
     composition = caption.composition.model_copy(update={"elements": elements})
     return caption.model_copy(update={"style": style, "composition": composition})
+
+
+def fill_from_pixels(
+    session: Session, *, store: ContentStore, image: ImageRow, dataset: Dataset, base: int
+) -> revisions.CaptionView:
+    """Saves the newest caption with every palette filled from the image's pixels."""
+    current = revisions.view(session, image, dataset)
+    if current.revision != base:
+        raise revisions.StaleRevision(
+            f"You edited revision {base}, but revision {current.revision} is newest.",
+            current=current.as_dict(),
+        )
+    blob = store.blob_path(image.sha256)
+    if not blob.is_file():
+        raise NotFound(f"The stored file of image {image.id} is missing from the data dir.")
+    filled = fill_palettes(current.caption or Caption(), blob.read_bytes())
+    return revisions.save(
+        session, image=image, dataset=dataset, caption=filled, base=base, action=Action.palettes
+    )
