@@ -1,0 +1,632 @@
+"""Captions: the editor at /images/{id} (the page, autosave, undo/redo, review, conflicts,
+palettes, history) and the caption API (read, save, status, revisions, undo/redo/revert)."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from sqlmodel import Session
+from starlette.datastructures import FormData
+
+from app.captions import diff, revisions, sidecars
+from app.captions.boxes import Box
+from app.captions.dialects import Dialect, read_submitted, to_official
+from app.captions.schema import MEDIA, Caption, Composition, Element, Style
+from app.captions.style_block import block_of, effective, field_states, save_block
+from app.errors import Invalid
+from app.export import buckets, profiles
+from app.images import catalog
+from app.images.palettes import fill_from_pixels
+from app.models import CaptionStatus, Dataset, Flag, Image
+from app.web.deps import SessionDep, StoreDep
+from app.web.render import is_htmx, render, see_other
+
+router = APIRouter()
+
+TAGS: list[str | Enum] = ["captions"]
+
+
+class CaptionPut(BaseModel):
+    revision: int = Field(ge=0, description="The revision this caption edits (0: none yet)")
+    caption: dict[str, Any]
+    dialect: Dialect = "official"
+    merge: bool = Field(
+        default=False,
+        description="When `revision` is stale, merge with the newest caption: the parts "
+        "only you changed are yours, the rest theirs; 409 listing the parts both changed",
+    )
+
+
+class RevisionIn(BaseModel):
+    revision: int = Field(ge=0, description="The newest revision, as the client last saw it")
+
+
+class RevertIn(RevisionIn):
+    to: int = Field(ge=1, description="The revision to make the newest again")
+
+
+class StatusIn(BaseModel):
+    status: CaptionStatus
+
+
+TextField = Annotated[str, Form(max_length=20_000)]
+ListField = Annotated[list[str], Form()]
+
+
+def _filters(status: str, flag: str) -> tuple[CaptionStatus | None, Flag | None]:
+    try:
+        return (CaptionStatus(status) if status else None, Flag(flag) if flag else None)
+    except ValueError:
+        raise Invalid("Unknown status or flag filter.") from None
+
+
+def editor_context(
+    session: Session, image: Image, dataset: Dataset, *, status: str = "", flag: str = ""
+) -> dict[str, Any]:
+    view = revisions.view(session, image, dataset)
+    block = block_of(dataset)
+    status_filter, flag_filter = _filters(status, flag)
+    prev_id, next_id = catalog.neighbours(
+        session, dataset=dataset, image=image, status=status_filter, flag=flag_filter
+    )
+    query = urlencode({k: v for k, v in {"status": status, "flag": flag}.items() if v})
+    suffix = f"?{query}" if query else ""
+    alt_boxes: list[list[float]] = []
+    if image.boxes_ambiguous and image.caption_raw is not None:
+        try:
+            alt_boxes = [
+                list(e.box) for e in sidecars.readings(image)[1].composition.elements if e.box
+            ]
+        except ValueError:
+            alt_boxes = []
+    return {
+        "image": image,
+        "dataset": dataset,
+        "view": view,
+        "caption": view.caption or Caption(),
+        "states": field_states(view.stored or Caption(), block),
+        "block": block,
+        "media": MEDIA,
+        "flags": catalog.image_flags(session, image, dataset),
+        "prev_url": f"/images/{prev_id}{suffix}" if prev_id else None,
+        "next_url": f"/images/{next_id}{suffix}" if next_id else None,
+        "filter_query": suffix,
+        "status_filter": status,
+        "flag_filter": flag,
+        "alt_boxes": alt_boxes,
+        "box_value": _box_value,
+        "crop_fits": _crop_fits(image, dataset),
+        "crop_label": _crop_label,
+    }
+
+
+def _crop_fits(image: Image, dataset: Dataset) -> list[buckets.Fit]:
+    """The image's bucket and crop at every resolution some profile trains this dataset at."""
+    trained = {
+        r
+        for p in profiles.PROFILES
+        for r in profiles.get_profile(p).resolutions(dataset.resolution)
+    }
+    return [buckets.fit(image.width, image.height, resolution=r) for r in sorted(trained)]
+
+
+def _crop_label(fit: buckets.Fit) -> str:
+    """The crop control's option, e.g. 512 px: 896×288, cuts 1.7% top, 2.0% bottom."""
+    x0, y0, x1, y1 = fit.window
+    sides = zip((x0, 1 - x1, y0, 1 - y1), ("left", "right", "top", "bottom"), strict=True)
+    cuts = [f"{_share(share)} {side}" for share, side in sides if share > 1e-9]
+    size = f"{fit.resolution} px: {fit.bucket_width}×{fit.bucket_height}"
+    return f"{size}, cuts {', '.join(cuts)}" if cuts else f"{size}, nothing cut"
+
+
+def _share(share: float) -> str:
+    return "<0.1%" if share < 0.0005 else f"{share:.1%}"
+
+
+def _box_value(box: Box | None) -> str:
+    return "" if box is None else ",".join(f"{v:.6f}" for v in box)
+
+
+def _editor_block(
+    request: Request, session: Session, image: Image, dataset: Dataset, **extra: Any
+) -> Response:
+    context = editor_context(
+        session,
+        image,
+        dataset,
+        status=request.query_params.get("status", ""),
+        flag=request.query_params.get("flag", ""),
+    )
+    if not is_htmx(request):
+        return see_other(f"/images/{image.id}{context['filter_query']}")
+    return render(request, "image.html", context | extra, block="editor")
+
+
+@router.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
+def editor_page(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    status: str = "",
+    flag: str = "",
+    weak: int | None = None,
+) -> Response:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    context = editor_context(session, image, dataset, status=status, flag=flag)
+    context["weak_notice"] = _weak_notice(session, dataset, weak)
+    return render(request, "image.html", context)
+
+
+def parse_form(
+    *,
+    high_level_description: str,
+    aesthetics: str,
+    lighting: str,
+    medium: str,
+    render: str,
+    palette: str,
+    background: str,
+    el_type: list[str],
+    el_box: list[str],
+    el_text: list[str],
+    el_desc: list[str],
+    el_palette: list[str],
+    el_id: list[str] | None = None,
+) -> Caption:
+    """The caption the editor's form describes; Invalid lists every field that is wrong."""
+    # A page loaded before elements had ids sends none: they are named at the save.
+    ids = el_id if el_id else [""] * len(el_type)
+    columns = (el_type, el_box, el_text, el_desc, el_palette, ids)
+    if len({len(c) for c in columns}) != 1:
+        raise Invalid("The form's element fields do not line up; reload the page.")
+    errors: list[str] = []
+    elements = []
+    for n, (kind, box, text, desc, colours, eid) in enumerate(zip(*columns, strict=True), 1):
+        try:
+            elements.append(
+                Element(
+                    type=kind,  # type: ignore[arg-type]
+                    box=_parse_box(box),
+                    # Browsers send a textarea's line breaks as CRLF; a caption keeps \n.
+                    text=text.replace("\r\n", "\n") if kind == "text" else None,
+                    desc=desc,
+                    color_palette=_colours(colours),
+                    id=eid,
+                )
+            )
+        except (ValidationError, ValueError) as e:
+            errors.append(f"element {n}: {_message(e)}")
+    try:
+        style = Style(
+            aesthetics=aesthetics,
+            lighting=lighting,
+            medium=medium or None,  # type: ignore[arg-type]
+            render=render,
+            color_palette=_colours(palette),
+        )
+    except ValidationError as e:
+        errors.append(f"style: {_message(e)}")
+    if errors:
+        raise Invalid("Not saved: " + "; ".join(errors) + ".", errors=errors)
+    return Caption(
+        high_level_description=high_level_description,
+        style=style,
+        composition=Composition(background=background, elements=elements),
+    )
+
+
+def _parse_box(value: str) -> Box | None:
+    if not value.strip():
+        return None
+    parts = [float(v) for v in value.split(",")]
+    if len(parts) != 4 or not all(math.isfinite(v) for v in parts):
+        raise ValueError("its box is not four numbers")
+    box = Box.ordered(*parts)
+    if box.is_degenerate:
+        raise ValueError("its box has no area")
+    return box
+
+
+def _colours(value: str) -> list[str]:
+    return [c for c in value.replace(",", " ").split() if c]
+
+
+def _message(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where} {first['msg'].removeprefix('Value error, ')}".strip()
+    return str(e)
+
+
+@router.post("/images/{image_id}/caption", response_class=HTMLResponse, include_in_schema=False)
+def save_caption(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    high_level_description: TextField = "",
+    aesthetics: TextField = "",
+    lighting: TextField = "",
+    medium: Annotated[str, Form()] = "",
+    render: TextField = "",
+    palette: Annotated[str, Form()] = "",
+    background: TextField = "",
+    el_type: ListField = [],  # noqa: B006 (FastAPI copies defaults)
+    el_box: ListField = [],  # noqa: B006
+    el_text: ListField = [],  # noqa: B006
+    el_desc: ListField = [],  # noqa: B006
+    el_palette: ListField = [],  # noqa: B006
+    el_id: ListField = [],  # noqa: B006
+) -> Response:
+    """Autosave: saved, merged with a save made elsewhere, parts to choose, or what is wrong."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    state: dict[str, Any] = {"image": image, "errors": [], "conflict": None}
+    try:
+        caption = parse_form(
+            high_level_description=high_level_description,
+            aesthetics=aesthetics,
+            lighting=lighting,
+            medium=medium,
+            render=render,
+            palette=palette,
+            background=background,
+            el_type=el_type,
+            el_box=el_box,
+            el_text=el_text,
+            el_desc=el_desc,
+            el_palette=el_palette,
+            el_id=el_id,
+        )
+    except Invalid as e:
+        view = revisions.view(session, image, dataset)
+        state |= {"view": view, "revision": revision, "errors": e.extra.get("errors", [])}
+        return _save_state(request, state, 422)
+    try:
+        view = revisions.save(session, image=image, dataset=dataset, caption=caption, base=revision)
+    except revisions.StaleRevision:
+        session.rollback()
+        merged, view = revisions.merge_with_newest(
+            session, image=image, dataset=dataset, mine=caption, base=revision
+        )
+        if merged.conflicts:
+            conflict = _conflict(caption, view, merged, base=revision)
+            state |= {"view": view, "revision": revision, "conflict": conflict}
+            return _save_state(request, state, 409)
+        saved = revisions.save(
+            session, image=image, dataset=dataset, caption=merged.caption, base=view.revision
+        )
+        return _merged_editor(request, session, image, dataset, merged, saved, theirs=view)
+    if not is_htmx(request):
+        return see_other(f"/images/{image_id}")
+    response = _save_state(request, state | {"view": view, "revision": view.revision}, 200)
+    response.headers["HX-Trigger"] = "captionSaved"
+    return response
+
+
+def _conflict(
+    mine: Caption, view: revisions.CaptionView, merged: diff.Merged, *, base: int
+) -> dict[str, Any]:
+    labels = ", ".join(p.label for p in merged.conflicts)
+    return {
+        "message": f"You edited revision {base}, but revision {view.revision} was saved since "
+        f"and both changed {labels}. Choose yours or theirs for each; everything else is "
+        "merged already.",
+        "parts": merged.conflicts,
+        "from_mine": merged.from_mine,
+        "from_theirs": merged.from_theirs,
+        "base": base,
+        "mine_json": mine.model_dump_json(),
+    }
+
+
+def _merged_editor(
+    request: Request,
+    session: Session,
+    image: Image,
+    dataset: Dataset,
+    merged: diff.Merged,
+    saved: revisions.CaptionView,
+    *,
+    theirs: revisions.CaptionView,
+) -> Response:
+    """The editor, fresh, after a stale save merged by itself with the newest caption."""
+    note = {"revision": theirs.revision, "theirs": merged.from_theirs, "mine": merged.from_mine}
+    if not is_htmx(request):
+        return see_other(f"/images/{image.id}")
+    response = _editor_block(request, session, image, dataset, merged_note=note)
+    response.headers["HX-Retarget"] = "#editor"
+    response.headers["HX-Reswap"] = "outerHTML"
+    response.headers["HX-Trigger"] = "captionSaved"
+    return response
+
+
+def _save_state(request: Request, state: dict[str, Any], status_code: int) -> Response:
+    return render(request, "_save_state.html", state, status_code=status_code)
+
+
+async def _form(request: Request) -> FormData:
+    return await request.form()
+
+
+@router.post("/images/{image_id}/merge", response_class=HTMLResponse, include_in_schema=False)
+def merge(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    form: Annotated[FormData, Depends(_form)],
+    revision: Annotated[int, Form()],
+    mine: Annotated[str, Form()],
+    base: Annotated[int | None, Form()] = None,
+) -> Response:
+    """Saves the three-way merge, each part both changed taken as the user chose."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    try:
+        my_caption = Caption.model_validate_json(mine)
+    except ValidationError:
+        raise Invalid("The caption to merge is damaged; reload the page.") from None
+    choices = {k.removeprefix("take:"): v for k, v in form.items() if k.startswith("take:")}
+    keep_mine = frozenset(k for k, v in choices.items() if v == "mine")
+    merged, current = revisions.merge_with_newest(
+        session,
+        image=image,
+        dataset=dataset,
+        mine=my_caption,
+        base=revision if base is None else base,
+        keep_mine=keep_mine,
+    )
+    undecided = [p.label for p in merged.conflicts if p.key not in choices]
+    if undecided:
+        raise Invalid(f"Choose yours or theirs for {', '.join(undecided)}, then save the merge.")
+    revisions.save(session, image=image, dataset=dataset, caption=merged.caption, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.get("/images/{image_id}/editor", response_class=HTMLResponse, include_in_schema=False)
+def editor_block(request: Request, image_id: int, session: SessionDep) -> Response:
+    """The editor's form and painting, fresh: after taking their version of a conflict."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/undo", response_class=HTMLResponse, include_in_schema=False)
+def undo_form(
+    request: Request, image_id: int, session: SessionDep, revision: Annotated[int, Form()]
+) -> Response:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    revisions.undo(session, image=image, dataset=dataset, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/redo", response_class=HTMLResponse, include_in_schema=False)
+def redo_form(
+    request: Request, image_id: int, session: SessionDep, revision: Annotated[int, Form()]
+) -> Response:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    revisions.redo(session, image=image, dataset=dataset, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/revert", response_class=HTMLResponse, include_in_schema=False)
+def revert_form(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    to: Annotated[int, Form()],
+) -> Response:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    revisions.revert(session, image=image, dataset=dataset, base=revision, to=to)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.post("/images/{image_id}/palettes", response_class=HTMLResponse, include_in_schema=False)
+def palettes_form(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    store: StoreDep,
+    revision: Annotated[int, Form()],
+) -> Response:
+    """Fills every palette from the pixels of the saved caption's boxes."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    fill_from_pixels(session, store=store, image=image, dataset=dataset, base=revision)
+    return _editor_block(request, session, image, dataset)
+
+
+@router.get("/images/{image_id}/history", response_class=HTMLResponse, include_in_schema=False)
+def history(request: Request, image_id: int, session: SessionDep) -> Response:
+    """The caption's revisions: the list the editor opens, or a page of its own without JS."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    context = {"image": image, "dataset": dataset, "entries": revisions.history(session, image)}
+    return render(request, "history.html", context, block="history")
+
+
+@router.get("/images/{image_id}/review", response_class=HTMLResponse, include_in_schema=False)
+def review(
+    request: Request, image_id: int, session: SessionDep, weak: int | None = None
+) -> Response:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    context = editor_context(
+        session,
+        image,
+        dataset,
+        status=request.query_params.get("status", ""),
+        flag=request.query_params.get("flag", ""),
+    )
+    context["weak_notice"] = _weak_notice(session, dataset, weak)
+    return render(request, "_review.html", context)
+
+
+@router.post("/images/{image_id}/status", response_class=HTMLResponse, include_in_schema=False)
+def set_status_form(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    status: Annotated[CaptionStatus, Form()],
+    advance: Annotated[str, Form()] = "",
+) -> Response:
+    """Sets the review status; with `advance`, opens the next image (keeping the filter)."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    revisions.set_status(session, image=image, status=status)
+    # Approving a caption that says little still approves it; the next page says why it
+    # may be weak (the image is named by id, the reason worked out again there).
+    weak = status == CaptionStatus.approved and _weakness(session, image, dataset) is not None
+    if advance.startswith("/images/"):
+        if weak:
+            advance += ("&" if "?" in advance else "?") + f"weak={image_id}"
+        if is_htmx(request):
+            return Response(status_code=204, headers={"HX-Location": advance})
+        return see_other(advance)
+    if not is_htmx(request):
+        suffix = f"?weak={image_id}" if weak else ""
+        return see_other(f"/images/{image_id}{suffix}")
+    return review(request, image_id, session, weak=image_id if weak else None)
+
+
+def _weakness(session: Session, image: Image, dataset: Dataset) -> str | None:
+    return revisions.weakness(revisions.view(session, image, dataset).caption)
+
+
+def _weak_notice(session: Session, dataset: Dataset, image_id: int | None) -> dict | None:
+    """What the editor says after approving a weak caption: which image, and why."""
+    if image_id is None:
+        return None
+    image = session.get(Image, image_id)
+    if image is None or image.dataset_id != dataset.id:
+        return None
+    why = _weakness(session, image, dataset)
+    return {"image": image, "why": why} if why else None
+
+
+@router.post(
+    "/images/{image_id}/style-to-dataset", response_class=HTMLResponse, include_in_schema=False
+)
+def style_to_dataset(request: Request, image_id: int, session: SessionDep) -> Response:
+    """Makes this caption's style (as shown) the dataset's style block."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    s = (revisions.view(session, image, dataset).caption or Caption()).style
+    save_block(
+        session,
+        dataset=dataset,
+        aesthetics=s.aesthetics,
+        lighting=s.lighting,
+        medium=s.medium,
+        render=s.render,
+    )
+    return _editor_block(request, session, image, dataset)
+
+
+# The caption API.
+
+
+@router.get("/api/images/{image_id}/caption", tags=TAGS)
+def get_caption(image_id: int, session: SessionDep) -> dict:
+    """The newest caption in the official dialect, with its revision and review status."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return revisions.view(session, image, dataset).as_dict()
+
+
+@router.put("/api/images/{image_id}/caption", tags=TAGS)
+def put_caption(image_id: int, body: CaptionPut, session: SessionDep) -> dict:
+    """Saves a caption over `revision`: 409 if stale (unless `merge` can), 422 if invalid."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    caption = read_submitted(
+        body.caption, dialect=body.dialect, width=image.width, height=image.height
+    )
+    if not body.merge:
+        return revisions.save(
+            session, image=image, dataset=dataset, caption=caption, base=body.revision
+        ).as_dict()
+    result = revisions.save_merging(
+        session, image=image, dataset=dataset, caption=caption, base=body.revision
+    )
+    out = result.view.as_dict()
+    if result.merged is not None:
+        out["merged"] = {
+            "with_revision": result.theirs,
+            "yours": result.merged.from_mine,
+            "theirs": result.merged.from_theirs,
+        }
+    return out
+
+
+@router.post("/api/images/{image_id}/status", tags=TAGS)
+def set_status(image_id: int, body: StatusIn, session: SessionDep) -> dict:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    revisions.set_status(session, image=image, status=body.status)
+    view = revisions.view(session, image, dataset)
+    out = view.as_dict()
+    weak = revisions.weakness(view.caption) if body.status == CaptionStatus.approved else None
+    if weak is not None:
+        out["warning"] = f"Approved, but it may be weak: {weak}."
+    return out
+
+
+@router.get("/api/images/{image_id}/caption/revisions", tags=TAGS)
+def list_revisions(image_id: int, session: SessionDep) -> list[dict]:
+    """Every revision, newest first, with who saved it, when, and what it changed."""
+    image, _ = catalog.image_with_dataset(session, image_id=image_id)
+    return [
+        {
+            "revision": e.revision.number,
+            "author": e.revision.author.value,
+            "action": e.revision.action.value,
+            "saved_at": e.revision.created_at.isoformat(),
+            "changed": e.summary,
+            "note": e.revision.note,
+            "batch": e.revision.batch,
+        }
+        for e in revisions.history(session, image)
+    ]
+
+
+@router.get("/api/images/{image_id}/caption/revisions/{number}", tags=TAGS)
+def get_revision(image_id: int, number: int, session: SessionDep) -> dict:
+    """One revision's caption in the official dialect (with today's dataset style block)."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    rev = revisions.get_revision(session, image, number)
+    caption = effective(revisions.parse(rev), block_of(dataset))
+    return {
+        "revision": rev.number,
+        "author": rev.author.value,
+        "saved_at": rev.created_at.isoformat(),
+        "caption": to_official(caption),
+    }
+
+
+@router.post("/api/images/{image_id}/caption/undo", tags=TAGS)
+def undo(image_id: int, body: RevisionIn, session: SessionDep) -> dict:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return revisions.undo(session, image=image, dataset=dataset, base=body.revision).as_dict()
+
+
+@router.post("/api/images/{image_id}/caption/redo", tags=TAGS)
+def redo(image_id: int, body: RevisionIn, session: SessionDep) -> dict:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return revisions.redo(session, image=image, dataset=dataset, base=body.revision).as_dict()
+
+
+@router.post("/api/images/{image_id}/caption/revert", tags=TAGS)
+def revert(image_id: int, body: RevertIn, session: SessionDep) -> dict:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return revisions.revert(
+        session, image=image, dataset=dataset, base=body.revision, to=body.to
+    ).as_dict()
+
+
+@router.post("/api/images/{image_id}/caption/palettes", tags=TAGS)
+def fill_caption_palettes(
+    image_id: int, body: RevisionIn, session: SessionDep, store: StoreDep
+) -> dict:
+    """Fills the image palette and every boxed element's palette from the pixels."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return fill_from_pixels(
+        session, store=store, image=image, dataset=dataset, base=body.revision
+    ).as_dict()

@@ -1,0 +1,340 @@
+"""Images: the dataset's grid page, uploads (form and API), an image's data, file and
+thumbnail, and the trash (page and API)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from app import datasets as ds
+from app.drafting import jobs
+from app.errors import Invalid, NotFound
+from app.images import catalog, trash
+from app.images.decode import MIME_TYPES, render_thumbnail
+from app.images.trash import TRASH_DAYS
+from app.models import CaptionStatus, Dataset, Flag
+from app.web.deps import SessionDep, SettingsDep, StoreDep
+from app.web.render import is_htmx, render, see_other
+from app.web.security import local_path
+from app.web.uploads import UPLOAD_BODY, import_uploads, received_files
+
+router = APIRouter()
+
+# An id list in one request: enough for any dataset's trash, short of a body that stalls.
+MAX_IDS = 10_000
+
+
+class ImageOut(BaseModel):
+    id: int
+    filename: str
+    width: int
+    height: int
+    sha256: str
+    format: str
+    megapixels: float
+    aspect_ratio: float
+    byte_size: int
+    orientation: int
+    flags: list[Flag]
+    status: CaptionStatus
+    has_caption_file: bool
+    caption_error: str | None = Field(
+        description="Why the imported caption file could not be read (it is kept raw)"
+    )
+    revision: int = Field(description="The caption's newest revision, 0 when it has none")
+    trashed_at: datetime | None = Field(
+        default=None, description="When it was moved to the dataset's trash; null when it is not"
+    )
+
+
+class TrashOut(BaseModel):
+    id: int
+    filename: str
+    trashed_at: datetime
+    expires_at: datetime = Field(description=f"Deleted for good then ({TRASH_DAYS} days on)")
+
+
+class TrashIn(BaseModel):
+    image_ids: list[int] = Field(min_length=1, max_length=MAX_IDS)
+
+
+class EmptyTrashIn(BaseModel):
+    image_ids: list[int] | None = Field(
+        default=None, max_length=MAX_IDS, description="Only these; leave out to empty it all"
+    )
+
+
+# The API.
+
+
+@router.get("/api/datasets/{dataset_id}/images", tags=["api"], response_model=list[ImageOut])
+def list_images(
+    dataset_id: int,
+    session: SessionDep,
+    response: Response,
+    status: CaptionStatus | None = None,
+    flag: Flag | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_IDS)] = None,
+) -> list[dict]:
+    """The dataset's images in order; the total matching is in the X-Total-Count header."""
+    dataset = ds.get_dataset(session, dataset_id)
+    rows, total = catalog.list_images(
+        session, dataset=dataset, status=status, flag=flag, offset=offset, limit=limit
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return [r.as_dict() for r in rows]
+
+
+@router.post("/api/datasets/{dataset_id}/images", tags=["api"], openapi_extra=UPLOAD_BODY)
+def upload_images(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> dict:
+    """Imports the uploaded files; says per file what was imported, duplicate or refused.
+
+    413 when a file passes ATELIER_MAX_FILE_MB or the request ATELIER_MAX_UPLOAD_MB: reading
+    stops there and nothing of the request is imported."""
+    dataset = ds.get_dataset(session, dataset_id)
+    with received_files(request, settings=settings) as files:
+        report = import_uploads(session, settings=settings, dataset=dataset, files=files)
+    return report.as_dict()
+
+
+@router.get("/api/images/{image_id}", tags=["api"], response_model=ImageOut)
+def get_image(image_id: int, session: SessionDep) -> dict:
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    return catalog.ImageRow(image, catalog.image_flags(session, image, dataset)).as_dict()
+
+
+@router.get("/api/images/{image_id}/file", tags=["api"], response_class=FileResponse)
+def image_file(image_id: int, session: SessionDep, store: StoreDep) -> FileResponse:
+    """The original bytes as imported."""
+    image = catalog.get_image(session, image_id)
+    path = store.blob_path(image.sha256)
+    if not path.is_file():
+        raise NotFound(f"The stored file of image {image_id} is missing from the data dir.")
+    return FileResponse(
+        path,
+        media_type=MIME_TYPES.get(image.format, "application/octet-stream"),
+        # The file of an id never changes: a re-import of other bytes is another image.
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/api/images/{image_id}/thumb", tags=["api"], response_class=FileResponse)
+def image_thumb(
+    image_id: int, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> FileResponse:
+    """A JPEG thumbnail, rebuilt from the original if the cache lost it."""
+    image = catalog.get_image(session, image_id)
+    thumb = store.thumb_path(image.sha256)
+    if not thumb.is_file():
+        blob = store.blob_path(image.sha256)
+        if not blob.is_file():
+            raise NotFound(f"The stored file of image {image_id} is missing from the data dir.")
+        store.put_thumb(image.sha256, render_thumbnail(blob.read_bytes(), size=settings.thumb_size))
+    return FileResponse(
+        thumb, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )
+
+
+@router.delete("/api/images/{image_id}", tags=["api"], status_code=204)
+def delete_image(image_id: int, session: SessionDep) -> Response:
+    """Moves the image, caption and history with it, to its dataset's trash (restorable)."""
+    trash.move_to_trash(session, images=[catalog.get_image(session, image_id)])
+    return Response(status_code=204)
+
+
+@router.get("/api/datasets/{dataset_id}/trash", tags=["api"], response_model=list[TrashOut])
+def list_trash(dataset_id: int, session: SessionDep) -> list[dict]:
+    """The dataset's trashed images, most recently trashed first."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return [
+        {
+            "id": i.id,
+            "filename": i.filename,
+            "trashed_at": i.trashed_at,
+            "expires_at": trash.expires_at(i),
+        }
+        for i in trash.in_trash(session, dataset=dataset)
+    ]
+
+
+@router.post("/api/datasets/{dataset_id}/trash/restore", tags=["api"])
+def restore_from_trash(dataset_id: int, body: TrashIn, session: SessionDep) -> dict:
+    """Puts trashed images back where they were in the dataset, captions and all."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return {"restored": trash.restore(session, dataset=dataset, image_ids=body.image_ids)}
+
+
+@router.post("/api/datasets/{dataset_id}/trash/empty", tags=["api"])
+def empty_trash(
+    dataset_id: int, session: SessionDep, store: StoreDep, body: EmptyTrashIn | None = None
+) -> dict:
+    """Deletes trashed images for good (all, or those named): this cannot be undone."""
+    dataset = ds.get_dataset(session, dataset_id)
+    ids = body.image_ids if body is not None else None
+    return {"deleted": trash.empty(session, store=store, dataset=dataset, image_ids=ids)}
+
+
+# The pages.
+
+
+@router.get("/datasets/{dataset_id}", response_class=HTMLResponse, include_in_schema=False)
+def dataset_grid(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    status: str = "",
+    flag: str = "",
+    page: int = 1,
+) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    # A server left running still keeps the trash's promise: nothing stays past 30 days.
+    trash.purge_expired(session, store=store)
+    status_filter = _parse(CaptionStatus, status, "status")
+    flag_filter = _parse(Flag, flag, "flag")
+    size = settings.page_size
+    page = max(page, 1)
+    rows, total = catalog.list_images(
+        session,
+        dataset=dataset,
+        status=status_filter,
+        flag=flag_filter,
+        offset=(page - 1) * size,
+        limit=size,
+    )
+    pages = max(1, math.ceil(total / size))
+    counts = catalog.counts(session, dataset=dataset)
+    active = jobs.active_job(session, dataset=dataset)
+    first_ambiguous = None
+    if counts[Flag.ambiguous_boxes.value]:
+        first_ambiguous = catalog.list_images(
+            session, dataset=dataset, flag=Flag.ambiguous_boxes, limit=1
+        )[0][0].image.id
+
+    def link(**changes: object) -> str:
+        params = {"status": status, "flag": flag, "page": page} | changes
+        query = urlencode({k: v for k, v in params.items() if v not in ("", None, 1)})
+        return f"/datasets/{dataset_id}" + (f"?{query}" if query else "")
+
+    context = {
+        "dataset": dataset,
+        "rows": rows,
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "status": status,
+        "flag": flag,
+        "counts": counts,
+        "first_ambiguous": first_ambiguous,
+        "near_duplicates": ds.open_near_duplicate_count(session, dataset_id),
+        **_trash_context(session, dataset),
+        "link": link,
+        "max_file_mb": settings.max_file_mb,
+        "draft_model": settings.draft_model,
+        "draft_batch": settings.draft_batch,
+        "active_job": active,
+        "active_progress": jobs.progress(active) if active else None,
+    }
+    # Only the grid's own refreshes and its boosted filter links swap the grid alone.
+    grid_only = request.headers.get("hx-target") == "grid"
+    return render(request, "dataset.html", context, block="grid" if grid_only else None)
+
+
+@router.post("/datasets/{dataset_id}/import", response_class=HTMLResponse, include_in_schema=False)
+def import_form(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """The no-JavaScript upload: a plain multipart form post, answered with the report."""
+    dataset = ds.get_dataset(session, dataset_id)
+    with received_files(request, settings=settings) as files:
+        report = import_uploads(session, settings=settings, dataset=dataset, files=files)
+    return render(request, "import_report.html", {"dataset": dataset, "report": report.as_dict()})
+
+
+def _back(request: Request, back: str, dataset_id: int) -> Response:
+    """After a trash action: htmx refreshes the grid and the trash; a plain form goes back."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Trigger": "trashChanged"})
+    return see_other(local_path(back) if back else f"/datasets/{dataset_id}#trash")
+
+
+@router.get("/datasets/{dataset_id}/trash", response_class=HTMLResponse, include_in_schema=False)
+def trash_list(request: Request, dataset_id: int, session: SessionDep) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    return render(request, "_trash.html", _trash_context(session, dataset))
+
+
+def _trash_context(session: Session, dataset: Dataset) -> dict[str, Any]:
+    items = [(i, trash.expires_at(i)) for i in trash.in_trash(session, dataset=dataset)]
+    return {"dataset": dataset, "trashed": items, "trash_days": trash.TRASH_DAYS}
+
+
+@router.post("/images/{image_id}/trash", response_class=HTMLResponse, include_in_schema=False)
+def move_to_trash(
+    request: Request, image_id: int, session: SessionDep, back: Annotated[str, Form()] = ""
+) -> Response:
+    image = catalog.get_image(session, image_id)
+    trash.move_to_trash(session, images=[image])
+    return _back(request, back, image.dataset_id)
+
+
+@router.post(
+    "/datasets/{dataset_id}/trash/restore", response_class=HTMLResponse, include_in_schema=False
+)
+def restore_from_trash_form(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    image_id: Annotated[list[int], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    dataset = ds.get_dataset(session, dataset_id)
+    trash.restore(session, dataset=dataset, image_ids=image_id)
+    return _back(request, back, dataset_id)
+
+
+@router.post(
+    "/datasets/{dataset_id}/trash/empty", response_class=HTMLResponse, include_in_schema=False
+)
+def empty_trash_form(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    store: StoreDep,
+    image_id: Annotated[list[int] | None, Form()] = None,
+) -> Response:
+    """Deletes for good every trashed image, or the one named."""
+    dataset = ds.get_dataset(session, dataset_id)
+    trash.empty(session, store=store, dataset=dataset, image_ids=image_id or None)
+    return _back(request, "", dataset_id)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _parse(enum: type[E], value: str, what: str) -> E | None:
+    if not value:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise Invalid(f"Unknown {what} filter {value!r}; use one of {allowed}.") from None
