@@ -430,19 +430,3 @@ def dump(doc: CommentedMap) -> str:
 def _why(node: CommentedMap, key: str, p: Profile) -> None:
     if key in p.why:
         node.yaml_add_eol_comment(p.why[key], key)
-
-
-def describe() -> list[dict[str, Any]]:
-    """Every profile with its settings, for the README and the export page."""
-    return [
-        {
-            "name": n,
-            "quantize": _PROFILES[n].quantize,
-            "low_vram": _PROFILES[n].low_vram,
-            "offload": _PROFILES[n].offload,
-            "rank": _PROFILES[n].rank,
-            "batch": _PROFILES[n].batch,
-            "estimate_gb_at_1024": _PROFILES[n].vram_estimate_gb(1024),
-        }
-        for n in PROFILES
-    ]

@@ -9,6 +9,15 @@
 
   let editor = null; // the current Editor; the page holds one
 
+  // One zoom step is a quarter larger: eight steps double the size, fine enough for boxes.
+  const ZOOM_STEP = 1.25;
+  // At 8x one image pixel is 8 screen pixels: enough to place a box edge on a pixel.
+  const ZOOM_MAX = 8;
+  // Zooming out stops at a quarter of the fitted size: the whole image is small but legible.
+  const ZOOM_OUT_OF_FIT = 4;
+  // "Fit" leaves a fifth of the window's height for the toolbar and the page around the stage.
+  const FIT_HEIGHT_SHARE = 0.8;
+
   const newId = () => {
     const bytes = new Uint8Array(6);
     crypto.getRandomValues(bytes);
@@ -192,10 +201,10 @@
       const scroller = this.root.querySelector("[data-stage-scroll]");
       if (!stage || !scroller) return;
       const W = Number(stage.dataset.width), H = Number(stage.dataset.height);
-      const fit = Math.min(1, scroller.clientWidth / W, (window.innerHeight * 0.8) / H);
+      const fit = Math.min(1, scroller.clientWidth / W, (window.innerHeight * FIT_HEIGHT_SHARE) / H);
       if (how === "fit" || !this.scale) this.scale = fit;
-      else if (how === "in") this.scale = Math.min(8, this.scale * 1.25);
-      else if (how === "out") this.scale = Math.max(fit / 4, this.scale / 1.25);
+      else if (how === "in") this.scale = Math.min(ZOOM_MAX, this.scale * ZOOM_STEP);
+      else if (how === "out") this.scale = Math.max(fit / ZOOM_OUT_OF_FIT, this.scale / ZOOM_STEP);
       stage.style.width = Math.round(W * this.scale) + "px";
     }
 

@@ -4,6 +4,10 @@
 (function () {
   "use strict";
 
+  // A request per 16 files or 48 MB, whichever comes first: small enough that the progress
+  // bar moves often and a refused request costs little, far under the server's per-request
+  // limit (ATELIER_MAX_UPLOAD_MB, 2 GB by default), yet many files per request so the
+  // request overhead stays small. A file over 48 MB still goes, alone in its batch.
   const BATCH_FILES = 16;
   const BATCH_BYTES = 48 * 1024 * 1024;
   const SIDECAR = /\.(json|txt)$/i;
