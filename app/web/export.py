@@ -27,7 +27,7 @@ from app.export.writer import (
 from app.lint import lint_dataset
 from app.models import Dataset
 from app.web.deps import SessionDep, SettingsDep, StoreDep
-from app.web.templating import templates
+from app.web.render import render
 
 router = APIRouter()
 
@@ -141,9 +141,7 @@ def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str,
 @router.get("/datasets/{dataset_id}/export", response_class=HTMLResponse, include_in_schema=False)
 def export_page(request: Request, dataset_id: int, session: SessionDep) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
-    return templates.TemplateResponse(
-        request, "dataset_export.html", _page_context(session, dataset)
-    )
+    return render(request, "dataset_export.html", _page_context(session, dataset))
 
 
 @router.post("/datasets/{dataset_id}/export", include_in_schema=False, response_model=None)
@@ -180,8 +178,6 @@ def export_form(
             e, ExportRefused
         ) else e.message  # fmt: skip
         context = _page_context(session, dataset, error=message, form=form)
-        return templates.TemplateResponse(
-            request, "dataset_export.html", context, status_code=e.status_code
-        )
+        return render(request, "dataset_export.html", context, status_code=e.status_code)
     context = _page_context(session, dataset, report=report, form=form)
-    return templates.TemplateResponse(request, "dataset_export.html", context)
+    return render(request, "dataset_export.html", context)
