@@ -55,7 +55,10 @@ class StatusIn(BaseModel):
     status: CaptionStatus
 
 
-TextField = Annotated[str, Form(max_length=20_000)]
+# A caption field of the form: far past what the trainer reads of a whole caption (it cuts
+# at lint.TOKEN_BUDGET tokens), short of a post that fills the database with one field.
+MAX_FIELD_CHARS = 20_000
+TextField = Annotated[str, Form(max_length=MAX_FIELD_CHARS)]
 ListField = Annotated[list[str], Form()]
 
 
@@ -120,12 +123,14 @@ def _crop_label(fit: buckets.Fit) -> str:
     """The crop control's option, e.g. 512 px: 896×288, cuts 1.7% top, 2.0% bottom."""
     x0, y0, x1, y1 = fit.window
     sides = zip((x0, 1 - x1, y0, 1 - y1), ("left", "right", "top", "bottom"), strict=True)
+    # Below a billionth of a side is float noise of the window's arithmetic, not a cut.
     cuts = [f"{_share(share)} {side}" for share, side in sides if share > 1e-9]
     size = f"{fit.resolution} px: {fit.bucket_width}×{fit.bucket_height}"
     return f"{size}, cuts {', '.join(cuts)}" if cuts else f"{size}, nothing cut"
 
 
 def _share(share: float) -> str:
+    # Under 0.05% would print as "0.0%": a cut that is there but reads as none.
     return "<0.1%" if share < 0.0005 else f"{share:.1%}"
 
 

@@ -25,6 +25,7 @@ from app.web.security import local_path
 router = APIRouter()
 TAGS: list[str | Enum] = ["captions"]
 
+# A style block field or a replacement: as long as the API allows (StyleBlockIn, ReplaceIn).
 Text = Annotated[str, Form(max_length=4000)]
 
 
