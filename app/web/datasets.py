@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from app import datasets as ds
-from app.errors import UserError
+from app.errors import Invalid, UserError
 from app.images import catalog
+from app.models import Dataset
 from app.web.deps import SessionDep, StoreDep
 from app.web.render import render, see_other
 
@@ -49,6 +51,15 @@ class DatasetOut(BaseModel):
     updated_at: datetime
 
 
+class DeletedOut(BaseModel):
+    id: int
+    name: str
+    deleted_at: datetime
+    gone_for_good_at: datetime = Field(
+        description=f"Deleted for good then ({ds.DELETED_DAYS} days on), unless restored"
+    )
+
+
 DATASET_FIELDS = {
     "id",
     "name",
@@ -84,6 +95,13 @@ def create_dataset(body: DatasetIn, session: SessionDep) -> DatasetOut:
     return _dataset_out(ds.summarize(session, dataset))
 
 
+# Before /api/datasets/{dataset_id}, which would read `deleted` as an id.
+@router.get("/api/datasets/deleted", tags=["api"], response_model=list[DeletedOut])
+def list_deleted(session: SessionDep) -> list[DeletedOut]:
+    """Deleted datasets that can still be restored, the most recently deleted first."""
+    return [_deleted_out(d) for d in ds.deleted_datasets(session)]
+
+
 @router.get("/api/datasets/{dataset_id}", tags=["api"], response_model=DatasetOut)
 def get_dataset(dataset_id: int, session: SessionDep) -> DatasetOut:
     return _dataset_out(ds.summarize(session, ds.get_dataset(session, dataset_id)))
@@ -98,10 +116,52 @@ def update_dataset(dataset_id: int, body: DatasetPatch, session: SessionDep) -> 
 
 
 @router.delete("/api/datasets/{dataset_id}", tags=["api"], status_code=204)
-def delete_dataset(dataset_id: int, session: SessionDep, store: StoreDep) -> Response:
-    for sha in ds.delete_dataset(session, ds.get_dataset(session, dataset_id)):
+def delete_dataset(
+    dataset_id: int, session: SessionDep, store: StoreDep, for_good: bool = False
+) -> Response:
+    """Moves the dataset away, restorable for 30 days; `for_good=true` deletes it (a dataset
+    already deleted, or a live one) with its images and captions: this cannot be undone."""
+    if not for_good:
+        ds.delete_dataset(session, ds.get_dataset(session, dataset_id))
+        return Response(status_code=204)
+    dataset = _deleted_or_live(session, dataset_id)
+    if dataset.deleted_at is None:
+        ds.delete_dataset(session, dataset)
+    for sha in ds.delete_for_good(session, dataset):
         store.remove(sha)
     return Response(status_code=204)
+
+
+@router.post("/api/datasets/{dataset_id}/restore", tags=["api"], response_model=DatasetOut)
+def restore_dataset(dataset_id: int, session: SessionDep) -> DatasetOut:
+    """Brings a deleted dataset back with its images, captions and history."""
+    dataset = ds.restore_dataset(session, dataset_id)
+    return _dataset_out(ds.summarize(session, dataset))
+
+
+def _deleted_out(dataset: Dataset) -> DeletedOut:
+    assert dataset.id is not None and dataset.deleted_at is not None
+    return DeletedOut(
+        id=dataset.id,
+        name=dataset.name,
+        deleted_at=dataset.deleted_at,
+        gone_for_good_at=ds.gone_for_good_at(dataset),
+    )
+
+
+def _deleted_or_live(session: Session, dataset_id: int) -> Dataset:
+    """A deleted dataset by id, or else the live one (NotFound when neither)."""
+    for dataset in ds.deleted_datasets(session):
+        if dataset.id == dataset_id:
+            return dataset
+    return ds.get_dataset(session, dataset_id)
+
+
+def _deleted(session: Session, dataset_id: int) -> Dataset:
+    dataset = _deleted_or_live(session, dataset_id)
+    if dataset.deleted_at is None:
+        raise Invalid(f"Delete the dataset {dataset.name!r} first: it can be restored then.")
+    return dataset
 
 
 # The pages.
@@ -109,9 +169,18 @@ def delete_dataset(dataset_id: int, session: SessionDep, store: StoreDep) -> Res
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def index(request: Request, session: SessionDep) -> Response:
-    return render(
-        request, "index.html", {"summaries": ds.list_summaries(session), "error": None, "form": {}}
-    )
+    return render(request, "index.html", _index_context(session, error=None, form={}))
+
+
+def _index_context(session: Session, *, error: str | None, form: dict) -> dict:
+    deleted = [(d, ds.gone_for_good_at(d)) for d in ds.deleted_datasets(session)]
+    return {
+        "summaries": ds.list_summaries(session),
+        "deleted": deleted,
+        "deleted_days": ds.DELETED_DAYS,
+        "error": error,
+        "form": form,
+    }
 
 
 @router.post("/datasets", response_class=HTMLResponse, include_in_schema=False)
@@ -137,7 +206,7 @@ def create_dataset_form(
         return render(
             request,
             "index.html",
-            {"summaries": ds.list_summaries(session), "error": e.message, "form": form},
+            _index_context(session, error=e.message, form=form),
             status_code=e.status_code,
         )
     return see_other(f"/datasets/{dataset.id}")
@@ -194,31 +263,51 @@ def confirm_delete(request: Request, dataset_id: int, session: SessionDep) -> Re
     dataset = ds.get_dataset(session, dataset_id)
     counts = catalog.counts(session, dataset=dataset)
     return render(
-        request, "dataset_delete.html", {"dataset": dataset, "count": counts["all"], "error": None}
+        request,
+        "dataset_delete.html",
+        {"dataset": dataset, "count": counts["all"], "deleted_days": ds.DELETED_DAYS},
     )
 
 
 @router.post("/datasets/{dataset_id}/delete", response_class=HTMLResponse, include_in_schema=False)
-def delete_dataset_form(
+def delete_dataset_form(dataset_id: int, session: SessionDep) -> Response:
+    """Moves the dataset away; the home page lists it for DELETED_DAYS, to restore."""
+    ds.delete_dataset(session, ds.get_dataset(session, dataset_id))
+    return see_other("/#deleted")
+
+
+@router.post("/datasets/{dataset_id}/restore", response_class=HTMLResponse, include_in_schema=False)
+def restore_dataset_form(dataset_id: int, session: SessionDep) -> Response:
+    dataset = ds.restore_dataset(session, dataset_id)
+    return see_other(f"/datasets/{dataset.id}")
+
+
+@router.get(
+    "/datasets/{dataset_id}/delete-for-good", response_class=HTMLResponse, include_in_schema=False
+)
+def confirm_delete_for_good(request: Request, dataset_id: int, session: SessionDep) -> Response:
+    dataset = _deleted(session, dataset_id)
+    return render(request, "dataset_delete_for_good.html", {"dataset": dataset, "error": None})
+
+
+@router.post(
+    "/datasets/{dataset_id}/delete-for-good", response_class=HTMLResponse, include_in_schema=False
+)
+def delete_for_good_form(
     request: Request,
     dataset_id: int,
     session: SessionDep,
     store: StoreDep,
     confirm_name: Annotated[str, Form()] = "",
 ) -> Response:
-    dataset = ds.get_dataset(session, dataset_id)
+    dataset = _deleted(session, dataset_id)
     if confirm_name.strip() != dataset.name:
-        counts = catalog.counts(session, dataset=dataset)
         return render(
             request,
-            "dataset_delete.html",
-            {
-                "dataset": dataset,
-                "count": counts["all"],
-                "error": "Type the dataset's name exactly to confirm.",
-            },
+            "dataset_delete_for_good.html",
+            {"dataset": dataset, "error": "Type the dataset's name exactly to confirm."},
             status_code=422,
         )
-    for sha in ds.delete_dataset(session, dataset):
+    for sha in ds.delete_for_good(session, dataset):
         store.remove(sha)
     return see_other("/")

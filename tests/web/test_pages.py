@@ -44,13 +44,15 @@ def test_rename_and_delete_with_confirmation(client: TestClient, dataset_id: int
     )
     assert soup(r.text).select_one("[role=status]").text == "Saved."  # type: ignore[union-attr]
     assert client.get(f"/api/datasets/{dataset_id}").json()["resolution"] == 768
-    wrong = client.post(f"/datasets/{dataset_id}/delete", data={"confirm_name": "tenebrism"})
-    assert wrong.status_code == 422
-    assert client.get(f"/api/datasets/{dataset_id}").status_code == 200
-    ok = client.post(
-        f"/datasets/{dataset_id}/delete", data={"confirm_name": "Tenebrism"}, follow_redirects=False
-    )
+    ok = client.post(f"/datasets/{dataset_id}/delete", follow_redirects=False)
     assert ok.status_code == 303 and client.get(f"/api/datasets/{dataset_id}").status_code == 404
+    # Deleting for good is the step that asks for the name.
+    gone = f"/datasets/{dataset_id}/delete-for-good"
+    assert client.post(gone, data={"confirm_name": "tenebrism"}).status_code == 422
+    assert [d["id"] for d in client.get("/api/datasets/deleted").json()] == [dataset_id]
+    done = client.post(gone, data={"confirm_name": "Tenebrism"}, follow_redirects=False)
+    assert done.status_code == 303
+    assert client.get("/api/datasets/deleted").json() == []
 
 
 def test_grid_shows_thumbnails_status_and_flags(client: TestClient, dataset_id: int) -> None:
