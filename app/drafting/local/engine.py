@@ -35,9 +35,11 @@ log = logging.getLogger("atelier.drafting")
 # Batch size 0 (the default): the first batch is short, its GPU memory per image measured,
 # and later batches are the largest power of two up to AUTO_MAX_BATCH that fits in
 # AUTO_MEMORY_SHARE of the memory the GPU has for this process. A short first batch also
-# starts the GPU sooner. On an H100 batch 64 drafts 2B a third faster than batch 32.
+# starts the GPU sooner. On an H200, 2B at 1 MP: 15.3 images/s at batch 128, 16.0 at 256
+# (78 GB at its peak; bench/results/2026-12-01-h200-draft-2b-qwen-b256.json). On an H100
+# batch 64 drafted 2B a third faster than batch 32.
 AUTO_FIRST_BATCH = 8
-AUTO_MAX_BATCH = 128
+AUTO_MAX_BATCH = 256
 AUTO_MEMORY_SHARE = 0.85
 AUTO_CPU_BATCH = 4
 
