@@ -103,12 +103,14 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
         )
 
     first = start()
+    raw = first.draft(images()[:1])[0].raw
+    first.close()  # waits for the grammar to be written (on a thread of its own)
     [kept] = (tmp_path / "cache").glob("grammar-*.json")
-    assert first.draft(images()[:1])[0].caption is not None
     made = kept.stat().st_mtime_ns
     second = start()  # reads the grammar back: the file is not written again
+    assert second.draft(images()[:1])[0].raw == raw
+    second.close()
     assert kept.stat().st_mtime_ns == made
-    assert second.draft(images()[:1])[0].raw == first.draft(images()[:1])[0].raw
     # Other bounds are another grammar, kept beside it.
     LocalEngine.load(
         str(tiny_qwen2vl),
@@ -117,11 +119,13 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
         max_new_tokens=TOKENS,
         limits=DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS),
         cache_dir=tmp_path / "cache",
-    )
+    ).close()
     assert len(list((tmp_path / "cache").glob("grammar-*.json"))) == 2
     # A damaged file is compiled again and replaced, never fatal.
     kept.write_text("{not json")
-    assert start().draft(images()[:1])[0].caption is not None
+    third = start()
+    assert third.draft(images()[:1])[0].caption is not None
+    third.close()
     assert json.loads(kept.read_text())["grammar"]
 
 

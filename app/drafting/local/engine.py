@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -78,6 +79,7 @@ class LocalEngine:
 
         options = options or LocalOptions()
         self.cache_dir = cache_dir  # the compiled grammar, kept for the next start
+        self._keeping: threading.Thread | None = None
 
         self.model = model
         self.processor = processor
@@ -209,15 +211,24 @@ class LocalEngine:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
         compiled = xgr.GrammarCompiler(info).compile_json_schema(schema, any_whitespace=False)
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                part = path.with_suffix(f".{os.getpid()}.part")
-                saved = {"tokenizer": info.serialize_json(), "grammar": compiled.serialize_json()}
-                part.write_text(json.dumps(saved))
-                part.replace(path)  # whole or absent, for a start running beside this one
-            except OSError as e:
-                log.warning("the compiled grammar is not kept: %s", e)
+            # Writing it out (a few hundred MB at the default bounds) takes seconds: on a
+            # thread of its own, so the first start does not wait for it; `close` does.
+            self._keeping = threading.Thread(
+                target=self._keep_grammar, args=(path, info, compiled), name="atelier-grammar"
+            )
+            self._keeping.start()
         return compiled
+
+    @staticmethod
+    def _keep_grammar(path: Path, info: Any, compiled: Any) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(f".{os.getpid()}.part")
+            saved = {"tokenizer": info.serialize_json(), "grammar": compiled.serialize_json()}
+            part.write_text(json.dumps(saved))
+            part.replace(path)  # whole or absent, for a start running beside this one
+        except OSError as e:
+            log.warning("the compiled grammar is not kept: %s", e)
 
     def _grammar_path(self, xgr: Any, schema: str, tokenizer: Any) -> Path | None:
         """Where the grammar compiled for this schema, tokenizer, vocabulary size and
@@ -421,6 +432,8 @@ class LocalEngine:
         return True
 
     def close(self) -> None:
+        if self._keeping is not None:
+            self._keeping.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._ahead = None
         del self.model
