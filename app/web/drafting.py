@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
 from app.config import Settings
-from app.drafting import jobs
+from app.drafting import available, jobs
 from app.drafting.engine import DraftError, engine_name
 from app.drafting.openai_engine import list_models, split_urls
+from app.export.gpu import local_gpu_gb
 from app.images import catalog
 from app.models import Dataset, DraftJob, ItemStatus, JobStatus
 from app.web.deps import SessionDep, SettingsDep
+from app.web.render import is_htmx, render, see_other
 from app.web.templating import templates
 
 router = APIRouter()
@@ -76,17 +78,7 @@ def servers_of(settings: Settings, job: DraftJob) -> list[dict]:
 def _job_out(session: Session, settings: Settings, job: DraftJob) -> dict:
     out = jobs.progress(job).as_dict()
     out["servers"] = servers_of(settings, job)
-    out["problems"] = [
-        {
-            "image_id": item.image_id,
-            "filename": image.filename,
-            "status": item.status.value,
-            "error": item.error,
-            "raw_output": item.raw_output,
-        }
-        for item, image in jobs.items(session, job)
-        if item.status in (ItemStatus.failed, ItemStatus.skipped)
-    ]
+    out["problems"] = problems_of(session, job)
     return out
 
 
@@ -123,6 +115,8 @@ def api_cancel(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
 def engine_view(settings: Settings) -> dict:
     """The engine drafting uses, its servers and the models they list (the openai engine)."""
     view: dict = {"engine": settings.draft_engine, "model": settings.draft_model}
+    if available.runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device):
+        view["cpu_warning"] = available.CPU_WARNING
     if settings.draft_engine != "openai":
         view["device"] = settings.draft_device or "cuda if any, else cpu"
         return view
@@ -145,10 +139,48 @@ def api_engine(settings: SettingsDep) -> dict:
     return engine_view(settings)
 
 
+@router.get("/api/draft/models", tags=["drafting"])
+def api_models(session: SessionDep) -> list[dict]:
+    """Models the local engine can load without a download (the Hugging Face cache, folders
+    past jobs used), each with its size in GiB and whether it fits this GPU (null: unknown)."""
+    return [m.as_dict() for m in available.models_on_disk(session, gpu_gb=local_gpu_gb())]
+
+
 @router.get("/api/datasets/{dataset_id}/draft-jobs", tags=["drafting"])
 def api_jobs(dataset_id: int, session: SessionDep) -> list[dict]:
     dataset = ds.get_dataset(session, dataset_id)
     return [jobs.progress(j).as_dict() for j in jobs.latest_jobs(session, dataset=dataset)]
+
+
+# The newest job a dataset page shows when none runs: one that failed, until dismissed.
+DISMISSED_COOKIE = "atelier_dismissed_job_{}"
+HISTORY_JOBS = 50
+
+
+def shown_job(request: Request, session: Session, dataset: Dataset) -> DraftJob | None:
+    """The running job, else the newest if it failed (or failed images) and is not dismissed."""
+    active = jobs.active_job(session, dataset=dataset)
+    if active is not None:
+        return active
+    latest = jobs.latest_jobs(session, dataset=dataset, limit=1)
+    if not latest or not (latest[0].status == JobStatus.failed or latest[0].failed):
+        return None
+    dismissed = request.cookies.get(DISMISSED_COOKIE.format(dataset.id), "")
+    return None if dismissed == str(latest[0].id) else latest[0]
+
+
+def problems_of(session: Session, job: DraftJob) -> list[dict]:
+    return [
+        {
+            "image_id": item.image_id,
+            "filename": image.filename,
+            "error": item.error,
+            "status": item.status.value,
+            "raw_output": item.raw_output,
+        }
+        for item, image in jobs.items(session, job)
+        if item.status in (ItemStatus.failed, ItemStatus.skipped)
+    ]
 
 
 # Pages
@@ -195,8 +227,8 @@ def page_start(
         batch_size=batch_size,
     )
     job = start(request, session, settings, dataset, body)
-    if not request.headers.get("hx-request"):
-        return RedirectResponse(f"/datasets/{dataset_id}", status_code=303)
+    if not is_htmx(request):
+        return see_other(f"/datasets/{dataset_id}")
     return _job_partial(request, session, settings, job)
 
 
@@ -210,14 +242,50 @@ def page_cancel(
     request: Request, job_id: int, session: SessionDep, settings: SettingsDep
 ) -> Response:
     job = jobs.cancel_job(session, jobs.get_job(session, job_id))
+    if not is_htmx(request):
+        return see_other(f"/datasets/{job.dataset_id}")
     return _job_partial(request, session, settings, job)
 
 
+@router.post("/draft-jobs/{job_id}/dismiss", response_class=HTMLResponse, include_in_schema=False)
+def page_dismiss(request: Request, job_id: int, session: SessionDep) -> Response:
+    """Hides a finished job's report from its dataset page (the history keeps it)."""
+    job = jobs.get_job(session, job_id)
+    response: Response = (
+        HTMLResponse('<div id="draft-job"></div>')
+        if is_htmx(request)
+        else see_other(f"/datasets/{job.dataset_id}")
+    )
+    response.set_cookie(
+        DISMISSED_COOKIE.format(job.dataset_id), str(job.id), httponly=True, samesite="strict"
+    )
+    return response
+
+
+@router.get(
+    "/datasets/{dataset_id}/draft-jobs", response_class=HTMLResponse, include_in_schema=False
+)
+def page_history(request: Request, dataset_id: int, session: SessionDep) -> Response:
+    """Every drafting job of the dataset, newest first, with the images each did not draft."""
+    dataset = ds.get_dataset(session, dataset_id)
+    rows = [
+        (job, jobs.progress(job), problems_of(session, job))
+        for job in jobs.latest_jobs(session, dataset=dataset, limit=HISTORY_JOBS)
+    ]
+    return render(request, "dataset_draft_jobs.html", {"dataset": dataset, "rows": rows})
+
+
 @router.get("/draft/engine", response_class=HTMLResponse, include_in_schema=False)
-def page_engine(request: Request, settings: SettingsDep) -> Response:
-    """The drafting card's engine line and the remote models to pick from (loaded after the
-    page, so a slow server does not hold the page up)."""
-    return templates.TemplateResponse(request, "_draft_engine.html", {"e": engine_view(settings)})
+def page_engine(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """The drafting card's engine line and the models to pick from: a server's, or those on
+    disk (loaded after the page, so a slow server or a large cache does not hold it up)."""
+    view = engine_view(settings)
+    on_disk = []
+    if settings.draft_engine == "local":
+        on_disk = available.models_on_disk(session, gpu_gb=local_gpu_gb())
+    return templates.TemplateResponse(
+        request, "_draft_engine.html", {"e": view, "on_disk": on_disk, "gpu_gb": local_gpu_gb()}
+    )
 
 
 @router.post("/images/{image_id}/draft", response_class=HTMLResponse, include_in_schema=False)
@@ -229,6 +297,8 @@ def page_redraft(
     dataset = ds.get_dataset(session, image.dataset_id)
     body = DraftIn(scope="selection", image_ids=[image_id], overwrite_edited=True)
     job = start(request, session, settings, dataset, body)
+    if not is_htmx(request):
+        return see_other(f"/images/{image_id}")
     return templates.TemplateResponse(request, "_redraft.html", {"job": job, "image": image})
 
 

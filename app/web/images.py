@@ -15,13 +15,14 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
-from app.drafting import jobs
+from app.drafting import available, jobs
 from app.errors import Invalid, NotFound
 from app.images import catalog, trash
 from app.images.decode import MIME_TYPES, render_thumbnail
 from app.images.trash import TRASH_DAYS
 from app.models import CaptionStatus, Dataset, Flag
 from app.web.deps import SessionDep, SettingsDep, StoreDep
+from app.web.drafting import problems_of, shown_job
 from app.web.render import is_htmx, render, see_other
 from app.web.security import local_path
 from app.web.uploads import UPLOAD_BODY, import_uploads, received_files
@@ -219,7 +220,7 @@ def dataset_grid(
     )
     pages = max(1, math.ceil(total / size))
     counts = catalog.counts(session, dataset=dataset)
-    active = jobs.active_job(session, dataset=dataset)
+    active = shown_job(request, session, dataset)
     first_ambiguous = None
     if counts[Flag.ambiguous_boxes.value]:
         first_ambiguous = catalog.list_images(
@@ -249,6 +250,10 @@ def dataset_grid(
         "draft_batch": settings.draft_batch,
         "active_job": active,
         "active_progress": jobs.progress(active) if active else None,
+        "active_problems": problems_of(session, active) if active else [],
+        "cpu_warning": available.CPU_WARNING
+        if available.runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device)
+        else None,
     }
     # Only the grid's own refreshes and its boosted filter links swap the grid alone.
     grid_only = request.headers.get("hx-target") == "grid"
