@@ -14,14 +14,17 @@ def utcnow() -> datetime:
 
 
 class CaptionStatus(StrEnum):
-    none = "none"
-    draft = "draft"
+    """An image's review status, stored as text (a new value needs no migration)."""
+
+    none = "none"  # no caption yet
+    draft = "draft"  # written by the drafting engine or read from a caption file, untouched
+    edited = "edited"  # a person saved it, not yet reviewed
     needs_review = "needs_review"
     approved = "approved"
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ")
+        return "no caption" if self is CaptionStatus.none else self.value.replace("_", " ")
 
 
 class Flag(StrEnum):

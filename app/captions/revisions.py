@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import update
@@ -124,7 +125,7 @@ def save(
     current = head(session, image) if image.revision == base else None
     if current is not None and parse(current) == stored and status is None:
         return view(session, image, dataset)
-    new_status = _next_status(image, status)
+    new_status = _next_status(image, status, author)
     rev = append(
         session,
         image=image,
@@ -207,10 +208,14 @@ def save_merging(
         return MergedSave(saved, merged, current.revision)
 
 
-def _next_status(image: Image, status: CaptionStatus | None) -> CaptionStatus:
-    """A new revision's status: as asked, else a first caption is a draft, else unchanged."""
+def _next_status(image: Image, status: CaptionStatus | None, author: Author) -> CaptionStatus:
+    """A new revision's status: as asked; else a person's save of a draft (or of nothing) is
+    edited, and another first caption a draft; else unchanged."""
     if status is not None:
         return status
+    # "draft" is the engine's word: once a person has saved, the reviewer should know it.
+    if author == Author.user and image.status in (CaptionStatus.none, CaptionStatus.draft):
+        return CaptionStatus.edited
     return CaptionStatus.draft if image.status == CaptionStatus.none else image.status
 
 
@@ -230,7 +235,7 @@ def append(
 ) -> CaptionRevision:
     """Adds revision base + 1, or raises StaleRevision if `base` is not the newest."""
     number = base + 1
-    status = _next_status(image, status)
+    status = _next_status(image, status, author)
     moved = session.execute(
         update(Image)
         .where(col(Image.id) == image.id, col(Image.revision) == base)
@@ -396,3 +401,33 @@ def _stale(session: Session, image: Image, base: int) -> StaleRevision:
 
 def _time(t: datetime) -> str:
     return t.strftime("%H:%M:%S UTC")
+
+
+class CopyPart(StrEnum):
+    """What "copy from the previous image" takes from another caption."""
+
+    style = "style"
+    background = "background"
+
+
+def copy_part(
+    session: Session, *, image: Image, dataset: Dataset, source_id: int, part: CopyPart, base: int
+) -> CaptionView:
+    """Saves this caption with `part` taken from image `source_id` of the same dataset."""
+    source = session.get(Image, source_id)
+    if source is None or source.dataset_id != dataset.id or source.id == image.id:
+        raise Invalid("The image to copy from is not another image of this dataset.")
+    theirs = view(session, source, dataset).stored
+    if theirs is None:
+        raise Invalid(f"{source.filename} has no caption to copy from.")
+    mine = view(session, image, dataset).stored or Caption()
+    if part == CopyPart.style:
+        # The palette stays: it is this painting's colours, not the dataset's style.
+        style = theirs.style.model_copy(update={"color_palette": mine.style.color_palette})
+        caption = mine.model_copy(update={"style": style})
+    else:
+        composition = mine.composition.model_copy(
+            update={"background": theirs.composition.background}
+        )
+        caption = mine.model_copy(update={"composition": composition})
+    return save_merging(session, image=image, dataset=dataset, caption=caption, base=base).view
