@@ -400,6 +400,19 @@ def read_submitted(data: Any, *, dialect: Dialect, width: int, height: int) -> C
         ) from None
 
 
+def read_official_text(text: str, *, width: int, height: int) -> Caption:
+    """A caption from official JSON text; Invalid names the line or the fields that are wrong."""
+    from app.errors import Invalid
+
+    if not text.strip():
+        raise Invalid("Nothing to save: paste or write the caption's JSON first.")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise Invalid(f"This is not JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    return read_submitted(data, dialect="official", width=width, height=height)
+
+
 def _check_size(data: Any) -> None:
     """Refuses a submitted caption with an absurdly long field, or absurdly long as a whole."""
     from app.errors import Invalid

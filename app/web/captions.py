@@ -3,6 +3,7 @@ palettes, history) and the caption API (read, save, status, revisions, undo/redo
 
 from __future__ import annotations
 
+import json
 import math
 from enum import Enum
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from starlette.datastructures import FormData
 
 from app.captions import diff, revisions, sidecars
 from app.captions.boxes import Box
-from app.captions.dialects import Dialect, read_submitted, to_official
+from app.captions.dialects import Dialect, read_official_text, read_submitted, to_official
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
 from app.captions.style_block import block_of, effective, field_states, save_block
 from app.errors import Invalid
@@ -97,6 +98,7 @@ def editor_context(
         "block": block,
         "media": MEDIA,
         "flags": catalog.image_flags(session, image, dataset),
+        "prev_id": prev_id,
         "prev_url": f"/images/{prev_id}{suffix}" if prev_id else None,
         "next_url": f"/images/{next_id}{suffix}" if next_id else None,
         "filter_query": suffix,
@@ -161,11 +163,23 @@ def editor_page(
     status: str = "",
     flag: str = "",
     weak: int | None = None,
+    reviewed: int | None = None,
 ) -> Response:
     image, dataset = catalog.image_with_dataset(session, image_id=image_id)
     context = editor_context(session, image, dataset, status=status, flag=flag)
     context["weak_notice"] = _weak_notice(session, dataset, weak)
+    context["reviewed_notice"] = _reviewed_notice(session, dataset, reviewed)
     return render(request, "image.html", context)
+
+
+def _reviewed_notice(session: Session, dataset: Dataset, image_id: int | None) -> dict | None:
+    """What the next image says after `a` or `r` moved on: which image was marked, and how."""
+    if image_id is None:
+        return None
+    image = session.get(Image, image_id)
+    if image is None or image.dataset_id != dataset.id:
+        return None
+    return {"image": image, "status": CaptionStatus(image.status)}
 
 
 def parse_form(
@@ -466,6 +480,7 @@ def review(
         flag=request.query_params.get("flag", ""),
     )
     context["weak_notice"] = _weak_notice(session, dataset, weak)
+    context["review_only"] = True
     return render(request, "_review.html", context)
 
 
@@ -484,8 +499,10 @@ def set_status_form(
     # may be weak (the image is named by id, the reason worked out again there).
     weak = status == CaptionStatus.approved and _weakness(session, image, dataset) is not None
     if advance.startswith("/images/"):
+        # The next image confirms what was marked, so a reviewer moving on by key sees it.
+        advance += ("&" if "?" in advance else "?") + f"reviewed={image_id}"
         if weak:
-            advance += ("&" if "?" in advance else "?") + f"weak={image_id}"
+            advance += f"&weak={image_id}"
         if is_htmx(request):
             return Response(status_code=204, headers={"HX-Location": advance})
         return see_other(advance)
@@ -528,6 +545,85 @@ def style_to_dataset(request: Request, image_id: int, session: SessionDep) -> Re
     return _editor_block(request, session, image, dataset)
 
 
+def raw_text(view: revisions.CaptionView) -> str:
+    """The caption as the trainer reads it (official dialect), indented for a person."""
+    caption = to_official(view.caption) if view.caption is not None else None
+    return json.dumps(caption, indent=2, ensure_ascii=False) if caption else ""
+
+
+@router.get("/images/{image_id}/raw", response_class=HTMLResponse, include_in_schema=False)
+def raw_json(request: Request, image_id: int, session: SessionDep) -> Response:
+    """The raw JSON panel: the newest caption in the official dialect, to edit or paste over."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    view = revisions.view(session, image, dataset)
+    context = {"image": image, "raw": raw_text(view), "raw_revision": view.revision}
+    return render(request, "raw.html", context, block="raw")
+
+
+@router.post("/images/{image_id}/raw", response_class=HTMLResponse, include_in_schema=False)
+def save_raw_json(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    raw: Annotated[str, Form(max_length=MAX_FIELD_CHARS * 10)] = "",
+) -> Response:
+    """Saves pasted or edited official JSON as a revision, like any save (merging if stale)."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    try:
+        caption = read_official_text(raw, width=image.width, height=image.height)
+        revisions.save_merging(
+            session, image=image, dataset=dataset, caption=caption, base=revision
+        )
+    except (Invalid, revisions.MergeConflict) as e:
+        session.rollback()
+        errors = e.extra.get("errors") or []
+        context = {
+            "image": image,
+            "raw": raw,
+            "raw_revision": revision,
+            "raw_message": e.message,
+            "raw_errors": errors,
+        }
+        return render(request, "raw.html", context, block="raw", status_code=e.status_code)
+    if not is_htmx(request):
+        return see_other(f"/images/{image_id}")
+    # The panel stays open, on the caption just saved.
+    view = revisions.view(session, image, dataset)
+    response = _editor_block(
+        request,
+        session,
+        image,
+        dataset,
+        raw_open=True,
+        raw=raw_text(view),
+        raw_revision=view.revision,
+    )
+    response.headers["HX-Retarget"] = "#editor"
+    response.headers["HX-Reswap"] = "outerHTML"
+    response.headers["HX-Trigger"] = "captionSaved"
+    return response
+
+
+@router.post(
+    "/images/{image_id}/copy-previous", response_class=HTMLResponse, include_in_schema=False
+)
+def copy_previous(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    revision: Annotated[int, Form()],
+    source: Annotated[int, Form()],
+    part: Annotated[revisions.CopyPart, Form()],
+) -> Response:
+    """Copies the style (its words and medium) or the background of another image's caption."""
+    image, dataset = catalog.image_with_dataset(session, image_id=image_id)
+    revisions.copy_part(
+        session, image=image, dataset=dataset, source_id=source, part=part, base=revision
+    )
+    return _editor_block(request, session, image, dataset)
+
+
 # The caption API.
 
 
@@ -536,6 +632,19 @@ def get_caption(image_id: int, session: SessionDep) -> dict:
     """The newest caption in the official dialect, with its revision and review status."""
     image, dataset = catalog.image_with_dataset(session, image_id=image_id)
     return revisions.view(session, image, dataset).as_dict()
+
+
+@router.get("/api/images/{image_id}/caption/revision", tags=TAGS)
+def get_caption_revision(image_id: int, session: SessionDep) -> dict:
+    """The newest revision's number, status and author: cheap, for an open editor to poll."""
+    image, _ = catalog.image_with_dataset(session, image_id=image_id)
+    rev = revisions.head(session, image)
+    return {
+        "revision": image.revision,
+        "status": CaptionStatus(image.status).value,
+        "author": rev.author.value if rev else None,
+        "saved_at": rev.created_at.isoformat() if rev else None,
+    }
 
 
 @router.put("/api/images/{image_id}/caption", tags=TAGS)

@@ -11,6 +11,10 @@
   const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
   const MIN_DRAG_PX = 4; // a shorter drag is a click
   const HANDLE_PX = 9;
+  // Labels keep one screen size at every zoom: 15 px digits on a dark pill read on any painting.
+  const LABEL_PX = 15;
+  const LABEL_PAD_PX = 5;
+  const OFFICIAL = 1000; // the official dialect's scale (app/captions/boxes.py OFFICIAL_SCALE)
 
   const Geometry = {
     clamp(v) {
@@ -28,6 +32,16 @@
     },
     format(b) {
       return b.map((v) => v.toFixed(6)).join(",");
+    },
+    // The official dialect's [y_min, x_min, y_max, x_max] in 0..1000, as boxes.py to_official.
+    toOfficial(b) {
+      return [b[1], b[0], b[3], b[2]].map((v) => Math.round(v * OFFICIAL));
+    },
+    // ... and back (boxes.py from_official): null unless four numbers make a box with an area.
+    fromOfficial(v) {
+      if (v.length !== 4 || !v.every(Number.isFinite)) return null;
+      const b = Geometry.normalise(v[1] / OFFICIAL, v[0] / OFFICIAL, v[3] / OFFICIAL, v[2] / OFFICIAL);
+      return Geometry.area(b) > 0 ? b : null;
     },
     contains(b, p) {
       return p.x >= b[0] && p.x <= b[2] && p.y >= b[1] && p.y <= b[3];
@@ -84,6 +98,13 @@
       this.selected = null; // the element <li> whose box is selected
       this.armed = null; // null, or the <li> (or "new") the next drag draws a box for
       this.drag = null;
+      this.hidden = stage.classList.contains("boxes-hidden");
+      this.numbers = document.querySelector("[data-box-numbers]");
+      if (this.numbers) {
+        for (const input of this.numbers.querySelectorAll("[data-box-coord]")) {
+          input.addEventListener("input", () => this.fromNumbers());
+        }
+      }
       this.svg.addEventListener("pointerdown", (e) => this.onDown(e));
       this.svg.addEventListener("pointermove", (e) => this.onMove(e));
       this.svg.addEventListener("pointerup", (e) => this.onUp(e));
@@ -219,32 +240,103 @@
       return busy;
     }
 
+    // Hides the boxes to judge the painting alone; drawing waits until they are shown again.
+    toggleHidden(hidden = !this.hidden) {
+      this.hidden = hidden;
+      this.stage.classList.toggle("boxes-hidden", hidden);
+      const button = document.querySelector("[data-toggle-boxes]");
+      if (button) {
+        button.setAttribute("aria-pressed", String(hidden));
+        button.textContent = hidden ? "show boxes" : "hide boxes";
+      }
+      this.render();
+    }
+
+    // The numeric inputs typed: the selected box becomes them, once they make a box.
+    fromNumbers() {
+      const li = this.selected;
+      if (!li || !this.numbers) return;
+      const inputs = [...this.numbers.querySelectorAll("[data-box-coord]")];
+      const values = inputs.map((i) => (i.value.trim() === "" ? NaN : Number(i.value)));
+      const inRange = values.every((v) => Number.isInteger(v) && v >= 0 && v <= OFFICIAL);
+      const box = inRange ? Geometry.fromOfficial(values) : null;
+      const ordered = box && values[0] < values[2] && values[1] < values[3];
+      for (const i of inputs) i.toggleAttribute("aria-invalid", !ordered);
+      this.numbers.dataset.invalid = ordered ? "" : "y_min and x_min must be below y_max and x_max, all 0..1000";
+      if (ordered) this.setBox(li, box);
+    }
+
+    // The inputs show the selected box; the one being typed in is left as typed.
+    showNumbers() {
+      if (!this.numbers) return;
+      const li = this.selected;
+      const b = li && (this.drag && this.drag.li === li ? this.drag.box : this.boxOf(li));
+      const values = b ? Geometry.toOfficial(b) : null;
+      const inputs = [...this.numbers.querySelectorAll("[data-box-coord]")];
+      inputs.forEach((input, k) => {
+        input.disabled = !li;
+        if (document.activeElement !== input) {
+          input.value = values ? String(values[k]) : "";
+          input.removeAttribute("aria-invalid");
+        }
+      });
+      const of = this.numbers.querySelector("[data-box-numbers-of]");
+      if (of) {
+        const n = li ? this.rows().indexOf(li) + 1 : 0;
+        of.textContent = !li ? "(none selected)" : b ? `of element ${n}` : `of element ${n}: none yet, type one`;
+      }
+    }
+
     nudge(dx, dy) {
       const b = this.selected && this.boxOf(this.selected);
       if (b) this.setBox(this.selected, Geometry.move(b, dx, dy));
     }
 
+    // A number on a pill at a box's top-left corner, inside the box, one screen size at any zoom.
+    label(text, b, cls, scale) {
+      const font = LABEL_PX * scale, pad = LABEL_PAD_PX * scale;
+      const x = b[0] * this.W + 2 * scale, y = b[1] * this.H + 2 * scale;
+      // Digits are about 0.62 em wide in the UI's bold sans; the pill fits them with padding.
+      const width = text.length * 0.62 * font + 2 * pad, height = font + pad;
+      const g = svgEl("g", { class: "label " + cls });
+      g.appendChild(svgEl("rect", { x, y, width, height, rx: height / 2, class: "pill" }));
+      const t = svgEl("text", { x: x + width / 2, y: y + height / 2, "font-size": font,
+                                "text-anchor": "middle", "dominant-baseline": "central" });
+      t.textContent = text;
+      g.appendChild(t);
+      return g;
+    }
+
     render() {
       const svg = this.svg;
       while (svg.firstChild) svg.firstChild.remove();
-      const r = svg.getBoundingClientRect();
-      const scale = r.width ? this.W / r.width : 1; // image px per screen px
       const W = this.W, H = this.H;
       const rect = (b, cls) => svgEl("rect", {
         x: b[0] * W, y: b[1] * H, width: (b[2] - b[0]) * W, height: (b[3] - b[1]) * H, class: cls,
       });
-      for (const b of this.alt) svg.appendChild(rect(b, "alt"));
+      this.showNumbers();
+      if (this.hidden) {
+        if (this.state === "drawing" && this.drag) svg.appendChild(rect(this.drag.box, "drawing"));
+        return;
+      }
+      const r = svg.getBoundingClientRect();
+      const scale = r.width ? this.W / r.width : 1; // image px per screen px
+      // The other reading of ambiguous imported boxes, numbered as the elements they would be.
+      this.alt.forEach((b, i) => {
+        const g = svgEl("g", { class: "alt-box", "data-alt-index": i });
+        g.appendChild(rect(b, "alt"));
+        g.appendChild(this.label(String(i + 1), b, "alt-label", scale));
+        svg.appendChild(g);
+      });
       this.rows().forEach((li, i) => {
         const dragging = this.drag && this.drag.li === li;
         const b = dragging ? this.drag.box : this.boxOf(li);
         if (!b) return;
         const selected = li === this.selected;
-        const g = svgEl("g", { class: "box" + (selected ? " selected" : ""), "data-index": i });
+        const kind = li.dataset.type === "text" ? "kind-text" : "kind-obj";
+        const g = svgEl("g", { class: `box ${kind}` + (selected ? " selected" : ""), "data-index": i });
         g.appendChild(rect(b, "frame"));
-        const label = svgEl("text", { x: b[0] * W + 4 * scale, y: b[1] * H + 14 * scale,
-                                      "font-size": 13 * scale });
-        label.textContent = String(i + 1);
-        g.appendChild(label);
+        g.appendChild(this.label(String(i + 1), b, "box-label", scale));
         if (selected) {
           for (const h of HANDLES) {
             const [hx, hy] = Geometry.handlePoint(b, h);

@@ -17,6 +17,9 @@
   const ZOOM_OUT_OF_FIT = 4;
   // "Fit" leaves a fifth of the window's height for the toolbar and the page around the stage.
   const FIT_HEIGHT_SHARE = 0.8;
+  // How often an open editor asks whether another tab or the engine saved a newer revision:
+  // soon enough to know before typing much more, one small request per tab.
+  const POLL_MS = 3000;
 
   const newId = () => {
     const bytes = new Uint8Array(6);
@@ -72,6 +75,16 @@
       }
       const help = root.querySelector("[data-help-open]");
       if (help) help.addEventListener("click", () => this.help());
+      const toggle = root.querySelector("[data-toggle-boxes]");
+      if (toggle) toggle.addEventListener("click", () => this.boxes && this.boxes.toggleHidden());
+      // Copying from the previous image saves over the newest revision: unsaved typing first.
+      for (const b of root.querySelectorAll("[data-copy-previous]")) {
+        b.addEventListener("click", (e) => {
+          if (!this.dirty && this.saveState.dataset.state !== "saving") return;
+          e.preventDefault();
+          this.flush().then((ok) => { if (ok) document.getElementById(b.getAttribute("form")).requestSubmit(); });
+        });
+      }
       // Merge choices belong to the merge form: they must not set off an autosave.
       const foreign = (e) => {
         if (e.target.form && e.target.form !== this.form) e.stopImmediatePropagation();
@@ -95,6 +108,7 @@
     onEdit(e) {
       if (e.target.matches("[data-el-type]")) {
         e.target.closest("[data-element]").dataset.type = e.target.value;
+        if (this.boxes) this.boxes.render(); // objects and text are drawn in their own colours
       }
       if (e.target.matches("[data-medium]")) {
         this.root.querySelector("[data-render-label]").textContent =
@@ -252,6 +266,42 @@
       this.boxes.select(next);
     }
 
+    // The revision this page shows (renewed by every save).
+    get revision() {
+      const input = this.root.querySelector("[data-revision]");
+      return input ? Number(input.value) : 0;
+    }
+
+    // Another tab or the engine saved a newer revision: say so now, offer to load it.
+    async poll() {
+      const s = this.saveState;
+      if (!s || s.dataset.state === "saving" || document.visibilityState !== "visible") return;
+      let now;
+      try {
+        const r = await fetch(`/api/images/${this.root.dataset.imageId}/caption/revision`, { cache: "no-store" });
+        if (!r.ok) return;
+        now = await r.json();
+      } catch (_) {
+        return; // the server is away; the next save says so
+      }
+      // A save of ours may have landed while we asked: only a newer one than it counts.
+      if (!this.root.isConnected || this.saveState.dataset.state === "saving") return;
+      const notice = this.root.querySelector("[data-change-notice]");
+      if (!notice) return;
+      if (now.revision <= this.revision) {
+        notice.hidden = true;
+        return;
+      }
+      if (notice.dataset.seen === String(now.revision)) return; // dismissed
+      const who = { engine: "the drafting engine", sidecar: "an import", user: "another tab or person" }[now.author] || "elsewhere";
+      const when = now.saved_at ? new Date(now.saved_at).toLocaleTimeString() : "";
+      notice.querySelector("[data-change-text]").textContent =
+        `Revision ${now.revision} was saved by ${who}${when ? " at " + when : ""} while this page shows revision ${this.revision}.`
+        + (this.dirty ? " Your unsaved changes will be merged with it when they save; loading it drops them." : "");
+      notice.dataset.revision = String(now.revision);
+      notice.hidden = false;
+    }
+
     help() {
       const dialog = document.querySelector("[data-help]");
       if (dialog && !dialog.open) dialog.showModal();
@@ -299,6 +349,7 @@
         k: () => this.go("prev"),
         a: () => this.review("approved"),
         r: () => this.review("needs_review"),
+        h: () => this.boxes && this.boxes.toggleHidden(),
         b: () => {
           const sel = this.boxes && this.boxes.selected;
           if (this.boxes) this.boxes.arm(sel && !this.boxes.boxOf(sel) ? sel : "new");
@@ -334,6 +385,18 @@
       restoreFocus(editor.form);
     }
   }
+
+  // Dismissing a notice: a change notice stays away until a newer revision still.
+  document.addEventListener("click", (e) => {
+    const button = e.target.closest("[data-dismiss]");
+    if (!button) return;
+    const notice = button.closest("[data-change-notice], #redraft-status, .notice");
+    if (!notice) return;
+    if (notice.matches("[data-change-notice]")) notice.dataset.seen = notice.dataset.revision || "";
+    if (notice.id === "redraft-status") notice.replaceChildren(); // kept: the next re-draft's target
+    notice.hidden = true;
+  });
+  setInterval(() => { if (editor) editor.poll(); }, POLL_MS);
 
   document.addEventListener("keydown", (e) => { if (editor && !document.querySelector("dialog[open]")) editor.onKey(e); });
   document.addEventListener("htmx:load", (e) => init(e.target));

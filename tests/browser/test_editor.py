@@ -118,8 +118,10 @@ def test_move_delete_undo_and_keyboard_review(page, live_server: str) -> None:  
     # a: approve, then the next image opens; it says why the approved caption may be weak
     # (a skull, but no description and no background).
     page.keyboard.press("a")
-    page.wait_for_url(f"**/images/{second}?weak={first}")
+    page.wait_for_url(f"**/images/{second}?reviewed={first}&weak={first}")
     assert caption(live_server, first)["status"] == "approved"
+    # The next image confirms what `a` did, below the toolbar.
+    assert page.locator("[data-reviewed]").inner_text().startswith("0.jpg is marked approved")
     notice = page.locator("[data-weak]").inner_text()
     assert "is approved, but it may be weak" in notice
     assert "an empty high-level description and an empty background" in notice

@@ -173,7 +173,8 @@ def test_review_status_and_advance(client: TestClient, dataset_id: int) -> None:
     r = client.post(
         f"/images/{a}/status", data={"status": "approved", "advance": f"/images/{b}"}, headers=HX
     )
-    assert r.status_code == 204 and r.headers["HX-Location"] == f"/images/{b}"
+    # The next image is told which was reviewed, to confirm it there.
+    assert r.status_code == 204 and r.headers["HX-Location"] == f"/images/{b}?reviewed={a}"
     assert api_caption(client, a)["status"] == "approved"
     page = soup(client.get(f"/images/{a}").text)
     assert page.select_one("[data-next]")["href"] == f"/images/{b}"  # type: ignore[index]
@@ -259,7 +260,7 @@ def test_approving_a_weak_caption_says_why_and_still_approves(
         headers=HX,
     )
     assert r.status_code == 204
-    assert r.headers["HX-Location"] == f"/images/{second}?weak={first}"
+    assert r.headers["HX-Location"] == f"/images/{second}?reviewed={first}&weak={first}"
     assert api_caption(client, first)["status"] == "approved"
     notice = soup(client.get(r.headers["HX-Location"]).text).select_one("[data-weak]")
     assert notice is not None
