@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, text
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -14,15 +15,41 @@ from app.errors import Invalid, NotFound
 from app.export.buckets import is_low_resolution
 from app.images import trash
 from app.images.store import ContentStore
-from app.models import CaptionStatus, Dataset, Flag, Image, NearDuplicate
+from app.models import CaptionRevision, CaptionStatus, Dataset, Flag, Image, NearDuplicate
 
 ORPHAN_GRACE_S = 3600  # half-written files in tmp/ while no import is in flight
+
+
+class Sort(StrEnum):
+    """The grid's orders: the dataset's own, and those a reviewer sorts by."""
+
+    position = "position"
+    name = "name"
+    status = "status"
+    newest = "newest"
+    resolution = "resolution"
+
+    @property
+    def label(self) -> str:
+        return {
+            "position": "dataset order",
+            "name": "file name",
+            "status": "status",
+            "newest": "newest first",
+            "resolution": "resolution",
+        }[self.value]
+
+
+# The review's order, CaptionStatus's own: what still needs a person first, approved last.
+STATUS_ORDER = [s.value for s in CaptionStatus]
+MAX_SEARCH = 200  # characters of a search: a phrase, not a document
 
 
 @dataclass(frozen=True)
 class ImageRow:
     image: Image
     flags: list[Flag]
+    excerpt: str | None = None  # the caption's high-level description, for the grid's tile
 
     def as_dict(self) -> dict:
         i = self.image
@@ -59,8 +86,56 @@ def _open_pair_exists() -> ColumnElement[bool]:
     )
 
 
+def _head_revision_text(search: str) -> ColumnElement[bool]:
+    """SQL: a string value of the image's newest caption contains `search` (any case)."""
+    # json_tree walks the caption's values only, so a search for "background" matches what a
+    # caption says, not the key every caption has.
+    return exists(
+        select(1)
+        .select_from(CaptionRevision)
+        .where(
+            col(CaptionRevision.image_id) == col(Image.id),
+            col(CaptionRevision.number) == col(Image.revision),
+            text(
+                "EXISTS (SELECT 1 FROM json_tree(captionrevision.caption) AS t "
+                "WHERE t.type = 'text' AND t.value LIKE :pattern ESCAPE '\\')"
+            ).bindparams(pattern=_like(search)),
+        )
+    )
+
+
+def _like(search: str) -> str:
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _search(search: str) -> ColumnElement[bool]:
+    """SQL: the file name or the caption's text contains `search`."""
+    return or_(col(Image.filename).like(_like(search), escape="\\"), _head_revision_text(search))
+
+
+def _order(sort: Sort) -> list:
+    if sort is Sort.name:
+        return [func.lower(col(Image.filename)), col(Image.position)]
+    if sort is Sort.status:
+        rank = case(
+            {s: i for i, s in enumerate(STATUS_ORDER)},
+            value=col(Image.status),
+            else_=len(STATUS_ORDER),
+        )
+        return [rank, col(Image.position)]
+    if sort is Sort.newest:
+        return [col(Image.created_at).desc(), col(Image.position).desc()]
+    if sort is Sort.resolution:
+        return [(col(Image.width) * col(Image.height)).desc(), col(Image.position)]
+    return [col(Image.position)]
+
+
 def _filters(
-    dataset: Dataset, status: CaptionStatus | None, flag: Flag | None
+    dataset: Dataset,
+    status: CaptionStatus | None,
+    flag: Flag | None,
+    search: str = "",
 ) -> list[ColumnElement[bool]]:
     # Trashed images are out of every listing and count (app/images/trash.py).
     conds: list[ColumnElement[bool]] = [
@@ -77,6 +152,8 @@ def _filters(
         conds.append(col(Image.caption_error).is_not(None))
     elif flag is Flag.ambiguous_boxes:
         conds.append(col(Image.boxes_ambiguous).is_(True))
+    if search.strip():
+        conds.append(_search(search.strip()))
     return conds
 
 
@@ -86,24 +163,128 @@ def list_images(
     dataset: Dataset,
     status: CaptionStatus | None = None,
     flag: Flag | None = None,
+    search: str = "",
+    sort: Sort = Sort.position,
     offset: int = 0,
     limit: int | None = None,
 ) -> tuple[list[ImageRow], int]:
-    """One page of the dataset's images in dataset order, and the total matching."""
+    """One page of the dataset's images in `sort` order, and the total matching; `search`
+    finds a file name or words of the newest caption."""
     if offset < 0 or (limit is not None and limit < 1):
         raise Invalid("offset must be 0 or more and limit 1 or more.")
-    conds = _filters(dataset, status, flag)
+    if len(search) > MAX_SEARCH:
+        raise Invalid(f"Search for at most {MAX_SEARCH} characters.")
+    conds = _filters(dataset, status, flag, search)
     total = session.exec(select(func.count()).select_from(Image).where(and_(*conds))).one()
     low_res = _low_resolution(dataset).label("low_res")
     dup = _open_pair_exists().label("dup")
-    query = select(Image, low_res, dup).where(and_(*conds)).order_by(col(Image.position))
+    excerpt = (
+        select(func.json_extract(CaptionRevision.caption, "$.high_level_description"))
+        .where(
+            col(CaptionRevision.image_id) == col(Image.id),
+            col(CaptionRevision.number) == col(Image.revision),
+        )
+        .scalar_subquery()
+        .label("excerpt")
+    )
+    query = select(Image, low_res, dup, excerpt).where(and_(*conds)).order_by(*_order(sort))
     query = query.offset(offset)
     if limit is not None:
         query = query.limit(limit)
     rows = []
-    for image, is_low, is_dup in session.exec(query):
-        rows.append(ImageRow(image=image, flags=_flags(image, is_dup=is_dup, is_low=is_low)))
+    for image, is_low, is_dup, text_ in session.exec(query):
+        flags = _flags(image, is_dup=is_dup, is_low=is_low)
+        rows.append(ImageRow(image=image, flags=flags, excerpt=text_ or None))
     return rows, total
+
+
+def matching_ids(
+    session: Session,
+    *,
+    dataset: Dataset,
+    status: CaptionStatus | None = None,
+    flag: Flag | None = None,
+    search: str = "",
+) -> list[int]:
+    """The ids of every image the grid's filters and search match, in dataset order."""
+    conds = _filters(dataset, status, flag, search)
+    return list(session.exec(select(Image.id).where(and_(*conds)).order_by(col(Image.position))))  # type: ignore[arg-type]
+
+
+def images_of(session: Session, *, dataset: Dataset, image_ids: list[int]) -> list[Image]:
+    """The dataset's images (not trashed) among `image_ids`; NotFound names one that is not."""
+    found = {
+        i.id: i
+        for i in session.exec(
+            select(Image).where(
+                Image.dataset_id == dataset.id,
+                col(Image.trashed_at).is_(None),
+                col(Image.id).in_(image_ids),
+            )
+        )
+    }
+    missing = [i for i in image_ids if i not in found]
+    if missing:
+        raise NotFound(f"Image {missing[0]} is not in the dataset {dataset.name!r}.")
+    return [found[i] for i in image_ids]
+
+
+def annotate_import(session: Session, *, dataset: Dataset, report: dict) -> dict:
+    """The import report with each imported image's flags named: its near-duplicates (by
+    file name), whether it trains at a low resolution, whether its boxes are ambiguous."""
+    ids = [o["image_id"] for o in report["imported"] if o.get("image_id")]
+    pair_ids = {i for p in report["near_duplicates"] for i in (p["image_a_id"], p["image_b_id"])}
+    images = {
+        i.id: i for i in session.exec(select(Image).where(col(Image.id).in_(set(ids) | pair_ids)))
+    }
+    near: dict[int, list[str]] = {}
+    for p in report["near_duplicates"]:
+        a, b = images.get(p["image_a_id"]), images.get(p["image_b_id"])
+        if a is not None and b is not None:
+            near.setdefault(p["image_a_id"], []).append(b.filename)
+            near.setdefault(p["image_b_id"], []).append(a.filename)
+    for row in report["imported"]:
+        image = images.get(row.get("image_id"))  # type: ignore[arg-type]
+        if image is None:
+            continue
+        row["near_duplicate_of"] = near.get(image.id or 0, [])
+        row["low_resolution"] = bool(
+            is_low_resolution(image.width, image.height, resolution=dataset.resolution)
+        )
+        row["ambiguous_boxes"] = image.boxes_ambiguous
+        row["width"], row["height"] = image.width, image.height
+    report["resolution"] = dataset.resolution
+    return report
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    changed: int
+    without_caption: int  # left as they were: a status needs a caption first
+
+    def sentence(self, done: str) -> str:
+        s = f"{self.changed} image{'s' if self.changed != 1 else ''} {done}."
+        if self.without_caption:
+            n = self.without_caption
+            s += f" {n} without a caption left as {'they were' if n != 1 else 'it was'}."
+        return s
+
+
+def set_statuses(session: Session, *, images: list[Image], status: CaptionStatus) -> BulkResult:
+    """Sets the review status of those images that have a caption, in one transaction."""
+    if status == CaptionStatus.none:
+        raise Invalid("'none' means the image has no caption; use needs_review or approved.")
+    changed = skipped = 0
+    for image in images:
+        if image.revision == 0:
+            skipped += 1
+            continue
+        if image.status != status:
+            image.status = status
+            session.add(image)
+        changed += 1
+    session.commit()
+    return BulkResult(changed=changed, without_caption=skipped)
 
 
 def counts(session: Session, *, dataset: Dataset) -> dict[str, int]:

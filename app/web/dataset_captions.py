@@ -4,6 +4,7 @@ replace, undoing such a batch, and how imported boxes were written (pages and AP
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from app.captions import sidecars
 from app.captions.dialects import BoxFormat
 from app.captions.schema import MEDIA
 from app.captions.style_block import block_of, save_block
-from app.errors import Invalid
+from app.errors import Invalid, UserError
 from app.web.deps import SessionDep
 from app.web.render import render, see_other
 from app.web.security import local_path
@@ -226,6 +227,8 @@ def _replace_context(dataset: Any, form: dict[str, Any], **extra: Any) -> dict[s
         "preview": None,
         "applied": None,
         "block_matches": [],
+        "marks": {},
+        "error": None,
     } | extra
 
 
@@ -252,7 +255,14 @@ def replace_preview(
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
     form = body.model_dump()
-    preview = edits.preview_replace(session, dataset=dataset, **form)
+    try:
+        preview = edits.preview_replace(session, dataset=dataset, **form)
+    except UserError as e:
+        # Said where the result was, which it replaces: no stale preview stays to apply.
+        context = _replace_context(dataset, form, error=e.message)
+        return render(
+            request, "dataset_replace.html", context, block="result", status_code=e.status_code
+        )
     # Inherited style fields live in the dataset's block, not in the captions.
     needle = body.find if body.case_sensitive else body.find.lower()
     block_matches = [
@@ -262,8 +272,39 @@ def replace_preview(
         and not body.regex
         and needle in (v if body.case_sensitive else v.lower())
     ]
-    context = _replace_context(dataset, form, preview=preview, block_matches=block_matches)
+    marks = {
+        (item.image_id, c.path): _marked(c.before, c.after, body)
+        for item in preview
+        for c in item.changes
+    }
+    context = _replace_context(
+        dataset, form, preview=preview, block_matches=block_matches, marks=marks
+    )
     return render(request, "dataset_replace.html", context, block="result")
+
+
+Segments = list[tuple[str, bool]]
+
+
+def _marked(before: str, after: str, body: ReplaceForm) -> tuple[Segments, Segments]:
+    """The field before and after, cut into (text, is a match or its replacement) parts."""
+    find = body.find if body.regex else re.escape(body.find)
+    pattern = re.compile(find, 0 if body.case_sensitive else re.IGNORECASE)
+    old: Segments = []
+    new: Segments = []
+    at = 0
+    for m in pattern.finditer(before):
+        if m.start() == m.end():
+            continue  # an empty match marks nothing
+        old += [(before[at : m.start()], False), (m.group(0), True)]
+        added = m.expand(body.replace) if body.regex else body.replace
+        new += [(before[at : m.start()], False), (added, True)]
+        at = m.end()
+    old.append((before[at:], False))
+    new.append((before[at:], False))
+    if "".join(t for t, _ in new) != after:  # the service's rules differ: show it plainly
+        return [(before, False)], [(after, False)]
+    return old, new
 
 
 @router.post(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -165,6 +166,16 @@ def _deleted(session: Session, dataset_id: int) -> Dataset:
 
 
 # The pages.
+
+FAVICON = Path(__file__).resolve().parent.parent.parent / "static" / "favicon.ico"
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    """Browsers ask every page's server for it at this path."""
+    return FileResponse(
+        FAVICON, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"}
+    )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -22,7 +22,7 @@ from app.images.decode import MIME_TYPES, render_thumbnail
 from app.images.trash import TRASH_DAYS
 from app.models import CaptionStatus, Dataset, Flag
 from app.web.deps import SessionDep, SettingsDep, StoreDep
-from app.web.drafting import problems_of, shown_job
+from app.web.drafting import DraftIn, problems_of, shown_job, start
 from app.web.render import is_htmx, render, see_other
 from app.web.security import local_path
 from app.web.uploads import UPLOAD_BODY, import_uploads, received_files
@@ -109,7 +109,7 @@ def upload_images(
     dataset = ds.get_dataset(session, dataset_id)
     with received_files(request, settings=settings) as files:
         report = import_uploads(session, settings=settings, dataset=dataset, files=files)
-    return report.as_dict()
+    return catalog.annotate_import(session, dataset=dataset, report=report.as_dict())
 
 
 @router.get("/api/images/{image_id}", tags=["api"], response_model=ImageOut)
@@ -201,6 +201,8 @@ def dataset_grid(
     store: StoreDep,
     status: str = "",
     flag: str = "",
+    q: str = "",
+    sort: str = "",
     page: int = 1,
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
@@ -210,11 +212,14 @@ def dataset_grid(
     flag_filter = _parse(Flag, flag, "flag")
     size = settings.page_size
     page = max(page, 1)
+    order = _parse(catalog.Sort, sort, "sort") or catalog.Sort.position
     rows, total = catalog.list_images(
         session,
         dataset=dataset,
         status=status_filter,
         flag=flag_filter,
+        search=q,
+        sort=order,
         offset=(page - 1) * size,
         limit=size,
     )
@@ -228,7 +233,7 @@ def dataset_grid(
         )[0][0].image.id
 
     def link(**changes: object) -> str:
-        params = {"status": status, "flag": flag, "page": page} | changes
+        params = {"status": status, "flag": flag, "q": q, "sort": sort, "page": page} | changes
         query = urlencode({k: v for k, v in params.items() if v not in ("", None, 1)})
         return f"/datasets/{dataset_id}" + (f"?{query}" if query else "")
 
@@ -240,6 +245,10 @@ def dataset_grid(
         "pages": pages,
         "status": status,
         "flag": flag,
+        "q": q,
+        "sort": order.value,
+        "SORTS": list(catalog.Sort),
+        "bulk_notice": request.cookies.get(BULK_COOKIE),
         "counts": counts,
         "first_ambiguous": first_ambiguous,
         "near_duplicates": ds.open_near_duplicate_count(session, dataset_id),
@@ -257,7 +266,70 @@ def dataset_grid(
     }
     # Only the grid's own refreshes and its boosted filter links swap the grid alone.
     grid_only = request.headers.get("hx-target") == "grid"
-    return render(request, "dataset.html", context, block="grid" if grid_only else None)
+    response = render(request, "dataset.html", context, block="grid" if grid_only else None)
+    if context["bulk_notice"]:
+        response.delete_cookie(BULK_COOKIE)  # said once
+    return response
+
+
+# What a bulk action did, said once on the grid it goes back to.
+BULK_COOKIE = "atelier_bulk_notice"
+BULK_ACTIONS = {
+    "approve": "approved",
+    "needs_review": "marked needs review",
+    "redraft": "queued for re-drafting",
+    "trash": "moved to the trash",
+}
+
+
+@router.post("/datasets/{dataset_id}/bulk", response_class=HTMLResponse, include_in_schema=False)
+def bulk_action(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    action: Annotated[str, Form()],
+    image_id: Annotated[list[int], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
+    all_matching: Annotated[bool, Form()] = False,
+    status: Annotated[str, Form()] = "",
+    flag: Annotated[str, Form()] = "",
+    q: Annotated[str, Form(max_length=catalog.MAX_SEARCH)] = "",
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    """The grid's selection (or every image the filter matches) approved, marked for review,
+    re-drafted or moved to the trash; back to the grid with a sentence saying what was done."""
+    dataset = ds.get_dataset(session, dataset_id)
+    if action not in BULK_ACTIONS:
+        raise Invalid(f"Unknown action {action!r}; use one of {', '.join(BULK_ACTIONS)}.")
+    if all_matching:
+        ids = catalog.matching_ids(
+            session,
+            dataset=dataset,
+            status=_parse(CaptionStatus, status, "status"),
+            flag=_parse(Flag, flag, "flag"),
+            search=q,
+        )
+    else:
+        ids = list(dict.fromkeys(image_id))
+    if not ids:
+        raise Invalid("Select at least one image first.")
+    if len(ids) > MAX_IDS:
+        raise Invalid(f"At most {MAX_IDS} images at once.")
+    images = catalog.images_of(session, dataset=dataset, image_ids=ids)
+    done = BULK_ACTIONS[action]
+    if action in ("approve", "needs_review"):
+        wanted = CaptionStatus.approved if action == "approve" else CaptionStatus.needs_review
+        notice = catalog.set_statuses(session, images=images, status=wanted).sentence(done)
+    elif action == "trash":
+        n = trash.move_to_trash(session, images=images)
+        notice = f"{n} image{'s' if n != 1 else ''} {done}: restore them from the trash below."
+    else:
+        body = DraftIn(scope="selection", image_ids=ids, overwrite_edited=True)
+        job = start(request, session, settings, dataset, body)
+        notice = f"{len(ids)} image{'s' if len(ids) != 1 else ''} {done} (job {job.id})."
+    response = see_other(local_path(back) if back else f"/datasets/{dataset_id}")
+    response.set_cookie(BULK_COOKIE, notice, httponly=True, samesite="strict", max_age=60)
+    return response
 
 
 @router.post("/datasets/{dataset_id}/import", response_class=HTMLResponse, include_in_schema=False)
@@ -271,7 +343,8 @@ def import_form(
     dataset = ds.get_dataset(session, dataset_id)
     with received_files(request, settings=settings) as files:
         report = import_uploads(session, settings=settings, dataset=dataset, files=files)
-    return render(request, "import_report.html", {"dataset": dataset, "report": report.as_dict()})
+    annotated = catalog.annotate_import(session, dataset=dataset, report=report.as_dict())
+    return render(request, "import_report.html", {"dataset": dataset, "report": annotated})
 
 
 def _back(request: Request, back: str, dataset_id: int) -> Response:

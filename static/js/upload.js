@@ -92,6 +92,15 @@
     list.appendChild(li);
   }
 
+  // What the server flagged on an imported image, in the words of the grid's badges.
+  function importFlags(o, resolution) {
+    const out = [];
+    for (const other of o.near_duplicate_of || []) out.push(`near-duplicate of ${other}`);
+    if (o.low_resolution) out.push(`low resolution (${o.width}×${o.height}: trains below ${resolution} px)`);
+    if (o.ambiguous_boxes) out.push("boxes could be 0..1000 or pixels: choose on the dataset page");
+    return out;
+  }
+
   async function upload(root, files) {
     const url = root.dataset.url;
     const maxBytes = Number(root.dataset.maxFileMb) * 1024 * 1024;
@@ -129,8 +138,11 @@
       for (const o of res.body.imported) {
         tally.imported++;
         const note = o.caption && o.caption !== "read" ? ` (${o.caption})` : "";
-        if (note.includes("could be 0..1000 or pixels")) tally.undecided++;
-        line(report, "imported", `${o.filename}: imported${o.sidecar ? ` with its .${o.sidecar} caption${note}` : ""}`);
+        if (o.ambiguous_boxes || note.includes("could be 0..1000 or pixels")) tally.undecided++;
+        const flags = importFlags(o, res.body.resolution);
+        line(report, flags.length ? "imported flagged" : "imported",
+          `${o.filename}: imported${o.sidecar ? ` with its .${o.sidecar} caption${note}` : ""}` +
+          flags.map((f) => ` · ${f}`).join(""));
       }
       for (const o of res.body.duplicates) { tally.duplicates++; line(report, "duplicate", `${o.filename}: not stored twice (${o.reason})`); }
       for (const o of res.body.refused) { tally.refused++; line(report, "refused", `${o.filename}: refused, ${o.reason}`); }

@@ -242,7 +242,9 @@ def test_replace_page_preview_apply(client: TestClient, dataset_id: int) -> None
     r = client.post(
         f"/datasets/{dataset_id}/replace/preview", data={"find": "(", "regex": "true"}, headers=HX
     )
-    assert r.status_code == 422 and "regular expression" in r.headers["HX-Trigger"]
+    # Said in the result's place, which it replaces (issue 17: not only a toast).
+    error = soup(r.text).select_one("#result [data-replace-error]")
+    assert r.status_code == 422 and error is not None and "regular expression" in error.text
 
 
 def test_approving_a_weak_caption_says_why_and_still_approves(
