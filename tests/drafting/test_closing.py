@@ -21,18 +21,26 @@ def _allowed(mask: object, vocab: int) -> list[int]:
     return [t for t in range(vocab) if (row[t >> 5] >> (t & 31)) & 1]
 
 
-def test_the_shortest_end_of_any_grammar_prefix_completes_a_valid_answer() -> None:
+@pytest.mark.parametrize("strings", ["raw", "json"])
+def test_the_shortest_end_of_any_grammar_prefix_completes_a_valid_answer(strings: str) -> None:
     # Random walks through the grammar, each stopped anywhere: the prefix plus its end is an
-    # answer the grammar accepts whole (the stop token is allowed next) and that parses.
+    # answer the grammar accepts whole (the stop token is allowed next) and that parses. The
+    # engine's grammar ("raw": escapes allowed in strings) and xgrammar's JSON mode alike.
     import xgrammar as xgr
 
+    from app.drafting.local.engine import raw_string_grammar
     from tests.support.random_model import tokenizer
 
     schema = json_schema(DraftLimits.scaled(max_chars=6, max_elements=2))
     tok = tokenizer()
     info = xgr.TokenizerInfo.from_huggingface(tok)
-    compiled = xgr.GrammarCompiler(info).compile_json_schema(
-        json.dumps(schema), any_whitespace=False
+    compiler = xgr.GrammarCompiler(info)
+    ebnf = raw_string_grammar(xgr, json.dumps(schema))
+    assert ebnf is not None
+    compiled = (
+        compiler.compile_grammar(ebnf)
+        if strings == "raw"
+        else compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
     )
     closer = Closer(schema, vocab=info.decoded_vocab, encode=tok.encode)
     rng = random.Random(0)

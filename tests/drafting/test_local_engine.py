@@ -407,3 +407,43 @@ def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_bat
     finally:
         del hog
         torch.cuda.empty_cache()
+
+
+def test_the_engine_s_grammar_lets_a_transcription_hold_a_line_break_and_a_quote(
+    tiny_qwen2vl: Path,
+) -> None:
+    # xgrammar's JSON mode writes no escape (tests/drafting/test_schema.py's xfail); the
+    # engine compiles the same schema with its patterns read on the raw text, so exactly the
+    # caption's escapes are allowed, within the same bounds.
+    import xgrammar as xgr
+
+    engine = LocalEngine.load(str(tiny_qwen2vl), device="cpu", max_new_tokens=TOKENS, limits=LIMITS)
+    answer = {
+        "high_level_description": 'A sign: "ROMA"',
+        "style_description": {
+            "aesthetics": "a",
+            "lighting": "b",
+            "medium": "painting",
+            "technique": "oil",
+        },
+        "compositional_deconstruction": {
+            "background": "a wall",
+            "elements": [
+                {"type": "text", "bbox_2d": [1, 2, 3, 4], "text": 'ROMA\n"1610"', "desc": "sign"}
+            ],
+        },
+    }
+
+    def accepts(text: str) -> bool:
+        matcher = xgr.GrammarMatcher(engine.compiled)
+        return bool(matcher.accept_string(text)) and matcher.accept_token(
+            engine.compiled.tokenizer_info.stop_token_ids[0]
+        )
+
+    written = json.dumps(answer, ensure_ascii=False, separators=(", ", ": "))
+    assert '\\n\\"1610\\"' in written and accepts(written)
+    assert not accepts(written.replace("\\n", "\n"))  # a raw line break is not JSON
+    assert not accepts(written.replace("\\n", "\\t"))  # nor an escape a caption needs not
+    long = dict(answer, high_level_description="x" * (2 * MAX_CHARS + 1))
+    assert not accepts(json.dumps(long, ensure_ascii=False, separators=(", ", ": ")))
+    engine.close()

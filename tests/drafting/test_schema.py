@@ -272,8 +272,9 @@ def test_xgrammar_keeps_json_whole_on_the_raw_spelling() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="xgrammar 0.2.9 drops every escape inside a repeated or alternated pattern group "
-    "(its JSON-string regex mode), so vLLM, SGLang and the local engine write no line break "
-    "or quote yet; this passes, and so fails as an xfail, once xgrammar keeps them",
+    "(its JSON-string regex mode), so vLLM and SGLang write no line break or quote yet (the "
+    "local engine compiles the patterns on the raw text instead: test_local_engine.py); this "
+    "passes, and so fails as an xfail, once xgrammar keeps them",
 )
 def test_xgrammar_writes_the_caption_s_escapes() -> None:
     accepts = _xgrammar(DraftLimits.scaled(max_chars=12, max_elements=2))

@@ -56,6 +56,23 @@ CONVENTIONS: dict[str, BoxConvention] = {
 }
 
 
+RAW_STRINGS = "raw-string-regex-1"  # in the grammar cache's key: how strings are compiled
+
+
+def raw_string_grammar(xgr: Any, schema: str) -> str | None:
+    """xgrammar's own grammar for the draft schema, its string patterns matched on the raw
+    text between the quotes; None where its grammar has no such patterns to switch.
+
+    The draft schema's patterns are written for the raw text (app/drafting/schema.py, the
+    "raw" spelling: `\\n`, `\\"` and `\\\\` as two characters each). xgrammar 0.2.9's JSON
+    mode matches them on the decoded string instead and then writes no escape at all, so no
+    transcription could hold a line break or a quote; in raw mode the same patterns, bounds
+    included, allow exactly the escapes a caption needs."""
+    text = str(xgr.Grammar.from_json_schema(schema, any_whitespace=False))
+    marker = "json_string=true"
+    return text.replace(marker, "json_string=false") if marker in text else None
+
+
 def _on(option: bool | None, on_gpu: bool) -> bool:
     return on_gpu if option is None else option
 
@@ -209,7 +226,13 @@ class LocalEngine:
             except (OSError, ValueError, KeyError, RuntimeError) as e:
                 log.warning("compiling the grammar again: its cache is unreadable (%s)", e)
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
-        compiled = xgr.GrammarCompiler(info).compile_json_schema(schema, any_whitespace=False)
+        compiler = xgr.GrammarCompiler(info)
+        ebnf = raw_string_grammar(xgr, schema)
+        compiled = (
+            compiler.compile_grammar(ebnf)
+            if ebnf is not None
+            else compiler.compile_json_schema(schema, any_whitespace=False)
+        )
         if path is not None:
             # Writing it out (a few hundred MB at the default bounds) takes seconds: on a
             # thread of its own, so the first start does not wait for it; `close` does.
@@ -240,7 +263,7 @@ class LocalEngine:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         vocab = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
         key = hashlib.sha256()
-        for part in (schema, vocab, str(self.vocab_size), version("xgrammar")):
+        for part in (schema, vocab, str(self.vocab_size), version("xgrammar"), RAW_STRINGS):
             key.update(part.encode())
             key.update(b"\0")
         return self.cache_dir / f"grammar-{key.hexdigest()[:32]}.json"
