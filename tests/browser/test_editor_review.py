@@ -314,6 +314,7 @@ def test_a_failed_redraft_is_a_dismissible_notice_below_the_toolbar(tmp_path: Pa
         page.goto(f"{url}/images/{iid}")
         bar = page.locator(".editor-bar")
         height = bar.bounding_box()["height"]
+        assert page.locator("[data-cpu-warning]").count() == 0  # a server drafts, not the CPU
         page.click("form[action$='/draft'] button")
         failed = page.locator("#redraft-status .error")
         failed.wait_for(timeout=60_000)

@@ -4,9 +4,12 @@ from another image, statuses; without JavaScript and with bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from app.config import Settings
+from app.web.app import create_app
 from tests.web.test_editor_pages import HX, api_caption, form, images, soup
 
 CAPTION = {
@@ -111,3 +114,19 @@ def test_copy_from_another_image_refuses_what_is_not_one_to_copy(
     got = api_caption(client, second)
     assert got["caption"]["style_description"]["aesthetics"] == "tenebrist"
     assert got["caption"]["compositional_deconstruction"]["elements"] == []
+
+
+def test_the_cpu_warning_sits_beside_redraft_only_when_drafting_would_run_on_the_cpu(
+    tmp_path: Path,
+) -> None:
+    for device, shown in (("cpu", True), ("cuda", False)):
+        settings = Settings(data_dir=tmp_path / device, draft_engine="local", draft_device=device)
+        with TestClient(create_app(settings)) as client:
+            dataset = client.post("/api/datasets", json={"name": "Baroque"}).json()["id"]
+            (iid,) = images(client, dataset)
+            warning = soup(client.get(f"/images/{iid}").text).select_one("[data-cpu-warning]")
+            assert (warning is not None) is shown, device
+            if warning is not None:
+                assert "minutes an image" in warning["title"]  # type: ignore[operator]
+                # In the toolbar beside the button, as a short word; the sentence on hover.
+                assert warning.find_parent(class_="editor-bar") is not None
