@@ -67,7 +67,7 @@ def test_grid_shows_thumbnails_status_and_flags(client: TestClient, dataset_id: 
     tiles = page.select("ul.grid li.tile")
     assert [t.select_one(".name").text for t in tiles] == ["big.jpg", "small.jpg"]  # type: ignore[union-attr]
     assert tiles[0].select_one("img")["src"].endswith("/thumb")  # type: ignore[index]
-    assert tiles[0].select_one(".badge.status").text == "none"  # type: ignore[union-attr]
+    assert tiles[0].select_one(".badge.status").text == "no caption"  # type: ignore[union-attr]
     assert [b.text for b in tiles[1].select(".badge.flag-low_resolution")] == ["low resolution"]
     filtered = soup(client.get(f"/datasets/{dataset_id}?flag=low_resolution").text)
     assert [t.select_one(".name").text for t in filtered.select("li.tile")] == ["small.jpg"]  # type: ignore[union-attr]
