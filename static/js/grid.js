@@ -68,7 +68,17 @@
     }
   });
 
-  // A grid swapped in by a filter, a search or a refresh starts with nothing selected.
-  document.addEventListener("htmx:load", () => { last = null; update(); });
+  // A grid swapped in by a filter, a search or a refresh starts with nothing selected, and
+  // the search form (outside it) searches within the grid's filter from then on.
+  document.addEventListener("htmx:load", () => {
+    last = null;
+    update();
+    const grid = document.querySelector("[data-grid]");
+    const tools = document.querySelector(".grid-tools");
+    if (grid && tools) {
+      tools.querySelector("[data-grid-status]").value = grid.dataset.status;
+      tools.querySelector("[data-grid-flag]").value = grid.dataset.flag;
+    }
+  });
   document.addEventListener("DOMContentLoaded", update);
 })();

@@ -102,6 +102,12 @@ def test_grid_search_sort_excerpt_and_a_grid_that_fills_the_screen(
     page.select_option("#grid-sort", "name")
     page.wait_for_url("**sort=name**", timeout=15_000)
     assert page.locator("li.tile .name").all_inner_texts() == sorted(names)
+    # A filter link swaps the grid alone; the search then searches within that filter.
+    page.locator("nav.filters a", has_text="edited").click()
+    page.wait_for_function("document.querySelectorAll('li.tile').length === 2", timeout=15_000)
+    page.fill("#grid-q", f"Saint {ids[1]}")
+    page.wait_for_function("document.querySelectorAll('li.tile').length === 1", timeout=15_000)
+    assert "status=edited" in page.url
     # No toolbar wraps at the smaller screen either.
     page.set_viewport_size({"width": 1280, "height": 720})
     tops = page.locator("#bulk .bulk-actions button").evaluate_all(
