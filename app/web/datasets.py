@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
@@ -118,7 +118,12 @@ def update_dataset(dataset_id: int, body: DatasetPatch, session: SessionDep) -> 
 
 @router.delete("/api/datasets/{dataset_id}", tags=["api"], status_code=204)
 def delete_dataset(
-    dataset_id: int, session: SessionDep, store: StoreDep, for_good: bool = False
+    dataset_id: int,
+    session: SessionDep,
+    store: StoreDep,
+    for_good: Annotated[
+        bool, Query(description="Delete it for good now (a deleted one or a live one)")
+    ] = False,
 ) -> Response:
     """Moves the dataset away, restorable for 30 days; `for_good=true` deletes it (a dataset
     already deleted, or a live one) with its images and captions: this cannot be undone."""
