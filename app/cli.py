@@ -457,12 +457,15 @@ def list_datasets(data_dir: DataDir = None) -> None:
     if not summaries:
         typer.echo("No datasets yet.")
         return
-    typer.echo(f"{'NAME':30} {'IMAGES':>6} {'APPROVED':>8} {'REVIEW':>6} {'DRAFT':>6}  TRIGGER")
+    typer.echo(
+        f"{'NAME':30} {'IMAGES':>6} {'APPROVED':>8} {'REVIEW':>6} {'EDITED':>6} {'DRAFT':>6}"
+        "  TRIGGER"
+    )
     for s in summaries:
         c = s.status_counts
         typer.echo(
             f"{s.dataset.name[:30]:30} {s.image_count:>6} {c['approved']:>8} "
-            f"{c['needs_review']:>6} {c['draft']:>6}  {s.dataset.trigger_word}"
+            f"{c['needs_review']:>6} {c['edited']:>6} {c['draft']:>6}  {s.dataset.trigger_word}"
         )
 
 

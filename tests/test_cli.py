@@ -110,3 +110,27 @@ def test_console_script_installed(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 0 and r.stdout.strip() == "No datasets yet."
+
+
+def test_datasets_lists_captions_a_person_edited(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.web.app import create_app
+
+    data = tmp_path / "data"
+    with TestClient(create_app(Settings(data_dir=data))) as client:
+        ds = client.post("/api/datasets", json={"name": "Baroque"}).json()["id"]
+        files = [("files", (f"{i}.jpg", f.jpeg_bytes(i), "image/jpeg")) for i in range(2)]
+        iid = client.post(f"/api/datasets/{ds}/images", files=files).json()["imported"][0]
+        caption = {
+            "high_level_description": "A scholar.",
+            "style_description": {"aesthetics": "tenebrist"},
+            "compositional_deconstruction": {"background": "a study", "elements": []},
+        }
+        body = {"revision": 0, "caption": caption}
+        assert client.put(f"/api/images/{iid['image_id']}/caption", json=body).status_code == 200
+    listing = atelier("datasets", data_dir=data).stdout.splitlines()
+    header, row = listing[0].split(), listing[1].split()
+    assert header[:6] == ["NAME", "IMAGES", "APPROVED", "REVIEW", "EDITED", "DRAFT"]
+    assert row[:6] == ["Baroque", "2", "0", "0", "1", "0"]
