@@ -252,11 +252,17 @@ def test_drafting_card_warns_keeps_a_failed_job_and_lists_models_on_disk(
         job_id = job.id
     engine.dispose()
     page.goto(f"{url}/datasets/{ds}")
+    assert "minutes an image" in page.locator("details.draft > summary").inner_text()
+    page.locator("details.draft > summary").click()
     assert "minutes an image" in page.locator(".draft [data-cpu-warning]").inner_text()
     failed = page.locator("#draft-job[data-job-status=failed]")
     assert "The model could not be loaded." in failed.inner_text()
     page.reload()
-    assert page.locator("details.draft").get_attribute("open") is not None  # a job to see
+    # Kept after a reload, named on the folded card so the grid keeps the screen.
+    assert "job" in page.locator("[data-job-summary]").inner_text()
+    assert "failed" in page.locator("[data-job-summary]").inner_text()
+    page.locator("details.draft > summary").click()
+    assert page.locator("#draft-job[data-job-status=failed]").is_visible()
     page.locator("[data-models-on-disk]").wait_for(state="attached", timeout=15_000)
     assert page.locator(f"#draft-models option[value='{folder}']").count() == 1
     page.locator("[data-dismiss-job]").click()
