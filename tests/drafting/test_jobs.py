@@ -104,7 +104,8 @@ def test_drafts_land_as_engine_revisions_and_keep_people_s_work(
     assert (job.status, job.done, job.skipped, job.failed) == (JobStatus.done, 2, 2, 0)
     with Session(db) as session:
         img = images_of(session, dataset_id)
-        assert [i.status for i in img] == ["draft", "draft", "approved", "draft"]
+        # A person's save is "edited" (the engine's word is "draft"); both kept as they were.
+        assert [i.status for i in img] == ["draft", "edited", "approved", "draft"]
         for i in (img[0], img[3]):
             head = revisions.head(session, i)
             assert head is not None and head.author == Author.engine and head.action == "draft"
