@@ -3,8 +3,12 @@ the upload report's flags, find and replace marks, the favicon."""
 
 from __future__ import annotations
 
+import json
+from io import BytesIO
+
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
+from PIL import Image as Pil
 
 from tests import imagefiles as f
 
@@ -154,6 +158,34 @@ def test_the_upload_report_names_flags(client: TestClient, dataset_id: int) -> N
     page = soup(client.post(f"/datasets/{dataset_id}/import", files=files).text)
     line = page.select_one(".report li.imported")
     assert line is not None and "low resolution (400×300: trains below 1024 px)" in line.text
+
+
+def test_the_upload_report_names_ambiguous_boxes_and_near_duplicates(
+    client: TestClient, dataset_id: int
+) -> None:
+    boxes = {
+        "compositional_deconstruction": {
+            "elements": [{"type": "obj", "bbox": [100, 200, 300, 400], "desc": "a skull"}]
+        }
+    }
+    image = f.jpeg_bytes(7, (1000, 800))
+    files = [
+        ("files", ("a.jpg", image, "image/jpeg")),
+        ("files", ("a.json", json.dumps(boxes).encode(), "application/json")),
+    ]
+    page = soup(client.post(f"/datasets/{dataset_id}/import", files=files).text)
+    line = page.select_one(".report li.imported")
+    assert line is not None and "boxes could be 0..1000 or pixels" in line.text
+    # The same painting recompressed: named as the near-duplicate of the first.
+    copy = BytesIO()
+    Pil.open(BytesIO(image)).resize((900, 720)).save(copy, "JPEG", quality=70)
+    report = upload_bytes(client, dataset_id, [("b.jpg", copy.getvalue())])
+    assert report["imported"][0]["near_duplicate_of"] == ["a.jpg"]
+
+
+def upload_bytes(client: TestClient, dataset_id: int, files: list[tuple[str, bytes]]) -> dict:
+    parts = [("files", (n, b, "image/jpeg")) for n, b in files]
+    return client.post(f"/api/datasets/{dataset_id}/images", files=parts).json()
 
 
 def test_replace_preview_marks_the_match_and_an_invalid_regex_says_so(
