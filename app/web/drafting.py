@@ -252,7 +252,7 @@ def page_dismiss(request: Request, job_id: int, session: SessionDep) -> Response
     """Hides a finished job's report from its dataset page (the history keeps it)."""
     job = jobs.get_job(session, job_id)
     response: Response = (
-        HTMLResponse('<div id="draft-job"></div>')
+        templates.TemplateResponse(request, "_draft_job.html", {"job": None})
         if is_htmx(request)
         else see_other(f"/datasets/{job.dataset_id}")
     )
