@@ -54,9 +54,11 @@ def folder_weights(folder: Path) -> int:
 
 def cached_models(*, cache_dir: Path | None = None) -> list[tuple[str, int]]:
     """Model repos in the Hugging Face cache (the library's default when None), with sizes."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
+    try:  # installed with transformers, the `draft` extra; without it no cache is read
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
+    except ImportError:
+        return []
     try:
         info = scan_cache_dir(cache_dir)
     except (CacheNotFound, OSError):
