@@ -12,8 +12,9 @@ comes in two spellings (`Escapes`); both bound a string by its decoded character
 - "raw" (the default, safe everywhere): the pattern describes the text between the quotes as
   written, escapes included. This is how llama.cpp's JSON-schema-to-grammar converter
   (llama.cpp's server, Ollama, LM Studio) and the local engine (xgrammar's grammar with its
-  regexes in raw mode) apply it; xgrammar's own JSON mode (vLLM, SGLang) writes no escape. An engine that applies it to the decoded value instead (below) stays valid JSON: it
-  only loses the line breaks and quotes.
+  regexes in raw mode) apply it; xgrammar's own JSON mode (vLLM, SGLang) writes no escape.
+  An engine that applies it to the decoded value instead (below) stays valid JSON: it only
+  loses the line breaks and quotes.
 - "decoded": the pattern describes the string's value, as JSON Schema means it; the engine
   writes the escapes. llguidance (OpenAI's hosted models, vLLM's guidance backend) reads it so.
 """
