@@ -147,9 +147,7 @@ def form_body(draw: Any, fields: list[str]) -> tuple[bytes, dict[str, str]]:
         return encoded.encode() + b"&raw=\xff\xfe", {
             "content-type": "application/x-www-form-urlencoded"
         }
-    return encoded.encode(), {
-        "content-type": "application/x-www-form-urlencoded"
-    }
+    return encoded.encode(), {"content-type": "application/x-www-form-urlencoded"}
 
 
 def fuzz_route(
