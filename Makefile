@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    installs Atelier into .venv and starts it on ./atelier-data
 #   make test   installs the test tools (and Debian's chromium) and runs the whole suite
-#   make test-fast  the suite less the tests marked slow (under two minutes on 2 cores)
+#   make test-fast  the suite less the tests marked slow, on every core (about two minutes on 2)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ test: $(VENV)/.installed-test chromium
 	$(BIN)/pytest
 
 test-fast: $(VENV)/.installed-test chromium
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check app tests bench tools

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests import imagefiles as f
 
 
@@ -28,6 +30,7 @@ def assert_user_error(result: subprocess.CompletedProcess, fragment: str) -> Non
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_import_folder_and_list_datasets(tmp_path: Path) -> None:
     folder = tmp_path / "aitk"
     for i in range(3):

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.training.conftest import make_checkout, make_dataset
 
 
+@pytest.mark.slow
 def test_train_compare_two_steps_and_pick_one(page, live_server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     checkout = make_checkout(tmp_path / "ai-toolkit")
     with httpx.Client(base_url=live_server, timeout=30) as api:

@@ -129,6 +129,7 @@ def test_move_delete_undo_and_keyboard_review(page, live_server: str) -> None:  
     page.wait_for_url(f"**/images/{first}")
 
 
+@pytest.mark.slow
 def test_two_tabs_merge_other_fields_and_ask_only_for_the_same_one(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
     (iid,) = setup_images(live_server)
     start = {

@@ -264,6 +264,7 @@ def test_copy_style_and_background_from_the_previous_image(page, live_server: st
     assert page.locator("[data-copy-previous]").count() == 0
 
 
+@pytest.mark.slow
 def test_a_save_made_elsewhere_is_announced_while_the_editor_is_open(
     page, live_server: str
 ) -> None:  # type: ignore[no-untyped-def]
@@ -294,6 +295,7 @@ def test_a_save_made_elsewhere_is_announced_while_the_editor_is_open(
     assert page.locator("[data-change-notice]").is_hidden()
 
 
+@pytest.mark.slow
 def test_a_failed_redraft_is_a_dismissible_notice_below_the_toolbar(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -19,6 +19,7 @@ PAYLOADS = [
 HOSTILE = " ".join(PAYLOADS)
 
 
+@pytest.mark.slow
 def test_injected_markup_is_shown_as_text_and_never_runs(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
     url = live_server
     ds = httpx.post(

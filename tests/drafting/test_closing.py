@@ -21,6 +21,7 @@ def _allowed(mask: object, vocab: int) -> list[int]:
     return [t for t in range(vocab) if (row[t >> 5] >> (t & 31)) & 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strings", ["raw", "json"])
 def test_the_shortest_end_of_any_grammar_prefix_completes_a_valid_answer(strings: str) -> None:
     # Random walks through the grammar, each stopped anywhere: the prefix plus its end is an
@@ -70,6 +71,7 @@ def test_the_shortest_end_of_any_grammar_prefix_completes_a_valid_answer(strings
             assert walker.accept_token(token)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", ["default", 1024, 400])
 def test_a_byte_level_model_captions_every_image_within_its_budget(
     tiny_qwen2vl: Path, budget: str | int

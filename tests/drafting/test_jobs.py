@@ -89,6 +89,7 @@ def new_job(db: DBEngine, dataset_id: int, **kw) -> int:  # type: ignore[no-unty
         return job.id
 
 
+@pytest.mark.slow
 def test_drafts_land_as_engine_revisions_and_keep_people_s_work(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:

@@ -56,6 +56,7 @@ def test_every_output_is_schema_valid_json(family: str, request: pytest.FixtureR
             assert e.box is None or all(0 <= v <= 1 for v in e.box)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-4B-Instruct", "Qwen3-VL-8B-Instruct"]
 )

@@ -143,6 +143,7 @@ def test_ollama_reads_max_tokens_and_its_error_is_quoted() -> None:
     assert "max_tokens" in fake.requests[0]
 
 
+@pytest.mark.slow
 def test_busy_answers_are_retried_after_what_the_server_asks() -> None:
     fake = FakeServer("vllm", busy=[(429, "1"), (503, None)])
     with serving(fake) as urls:
@@ -203,6 +204,7 @@ def test_a_fixed_number_in_flight_is_kept() -> None:
     assert fake.max_in_flight <= 3 and e.server_stats()[0]["in_flight"] == 3
 
 
+@pytest.mark.slow
 def test_no_answer_in_time_says_so_and_what_to_change() -> None:
     fake = FakeServer("ollama", delay_s=3)
     with serving(fake) as urls, pytest.raises(DraftError) as caught:

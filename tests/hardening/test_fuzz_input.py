@@ -89,6 +89,7 @@ def check(r: httpx.Response) -> None:
         assert r.json()["detail"], r.text
 
 
+@pytest.mark.slow
 @RUN
 @given(
     caption=st.one_of(st.composite(official_shaped)(), json_value),
@@ -168,6 +169,7 @@ def test_odd_image_modes_import_and_serve(target: dict, kind: str) -> None:
     assert httpx.get(f"{target['url']}/api/images/{mine[0]['id']}/thumb").status_code == 200
 
 
+@pytest.mark.slow
 @RUN
 @given(
     base=st.sampled_from(["plain", "cmyk", "animated", "bomb"]),

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -29,6 +30,7 @@ def atelier(*args: str, settings: Settings, timeout: float = 60) -> subprocess.C
     )
 
 
+@pytest.mark.slow
 def test_train_runs_then_pick_from_the_command_line(
     client: TestClient, settings: Settings, checkout: Path, tmp_path: Path
 ) -> None:
@@ -51,6 +53,7 @@ def test_train_runs_then_pick_from_the_command_line(
     assert [p.name for p in loras.iterdir()] == ["baroque_chiaroscuro_step000010.safetensors"]
 
 
+@pytest.mark.slow
 def test_command_line_refusals_are_sentences(
     client: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
