@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TOKEN_COOKIE = "atelier_token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-OPEN_PATHS = {"/login", "/healthz"}
+OPEN_PATHS = {"/login", "/healthz", "/favicon.ico"}
 # JSON and form bodies (captions, settings) are small; uploads (multipart) are limited per
 # file by the importer instead.
 MAX_BODY_BYTES = 16 * 1024 * 1024

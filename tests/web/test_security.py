@@ -181,3 +181,9 @@ def test_no_request_body_names_a_server_to_call(client: TestClient) -> None:
             if any(word in prop.lower() for word in ("url", "host", "python", "command", "aitk")):
                 named.add(prop)
     assert named == {"aitk_dir", "python"}, named
+
+
+def test_the_favicon_needs_no_token(locked: TestClient) -> None:
+    locked.headers.pop("Authorization", None)
+    assert locked.get("/favicon.ico").status_code == 200
+    assert locked.get("/api/datasets").status_code == 401
