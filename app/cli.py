@@ -88,6 +88,16 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def open_database(data_dir: Path | None) -> tuple[Settings, Any]:
+    """The settings for `data_dir`, and its database's engine, migrated to the newest schema."""
+    from app.db import make_engine, migrate
+
+    settings = settings_for(data_dir)
+    engine = make_engine(settings)
+    migrate(engine)
+    return settings, engine
+
+
 def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
@@ -152,15 +162,12 @@ def import_(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
     from app.errors import NotFound
     from app.images.importer import import_sources
     from app.images.sources import walk_paths
 
-    settings = settings_for(data_dir)
+    settings, engine = open_database(data_dir)
     sources, skipped = walk_paths(paths)
-    engine = make_engine(settings)
-    migrate(engine)
     with Session(engine) as session:
         try:
             target = ds.find_dataset(session, dataset)
@@ -240,15 +247,12 @@ def draft(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
     from app.drafting import jobs, pipeline
     from app.drafting.engine import DraftError
     from app.drafting.open_engine import open_engine
     from app.images.store import content_store
 
-    settings = settings_for(data_dir)
-    db = make_engine(settings)
-    migrate(db)
+    settings, db = open_database(data_dir)
     worker = jobs.worker_id()
     with Session(db) as session:
         target = ds.find_dataset(session, dataset)
@@ -350,13 +354,10 @@ def export(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
     from app.export.writer import ExportOptions, ExportRefused, export_dataset
     from app.images.store import content_store
 
-    settings = settings_for(data_dir)
-    db = make_engine(settings)
-    migrate(db)
+    settings, db = open_database(data_dir)
     if trigger_placement is PlacementOption.prefix:
         typer.secho(
             "warning: with the trigger word prefixed, the trainer no longer reads the captions "
@@ -422,12 +423,10 @@ def lint(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
     from app.lint import as_json as findings_json
     from app.lint import lint_dataset
 
-    db = make_engine(settings_for(data_dir))
-    migrate(db)
+    _, db = open_database(data_dir)
     with Session(db) as session:
         findings = lint_dataset(session, dataset=ds.find_dataset(session, dataset))
     if as_json:
@@ -448,10 +447,8 @@ def list_datasets(data_dir: DataDir = None) -> None:
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
 
-    engine = make_engine(settings_for(data_dir))
-    migrate(engine)
+    _, engine = open_database(data_dir)
     with Session(engine) as session:
         summaries = ds.list_summaries(session)
     if not summaries:
@@ -498,13 +495,10 @@ def train(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
     from app.images.store import content_store
     from app.training import jobs
 
-    settings = settings_for(data_dir)
-    db = make_engine(settings)
-    migrate(db)
+    settings, db = open_database(data_dir)
     with Session(db) as session:
         job = jobs.start_training(
             session,
@@ -583,13 +577,10 @@ def list_runs(data_dir: DataDir = None) -> None:
     """List training jobs, newest first."""
     from sqlmodel import Session
 
-    from app.db import make_engine, migrate
     from app.models import Dataset
     from app.training import jobs
 
-    settings = settings_for(data_dir)
-    db = make_engine(settings)
-    migrate(db)
+    settings, db = open_database(data_dir)
     with Session(db) as session:
         found = jobs.list_jobs(session)
         if not found:
@@ -617,12 +608,9 @@ def stop_run(
 
     from sqlmodel import Session
 
-    from app.db import make_engine, migrate
     from app.training import jobs
 
-    settings = settings_for(data_dir)
-    db = make_engine(settings)
-    migrate(db)
+    settings, db = open_database(data_dir)
     with Session(db) as session:
         job = jobs.request_stop(session, settings=settings, job=jobs.get_job(session, job_id))
         deadline = time.monotonic() + settings.train_stop_grace_s + 5
@@ -652,15 +640,12 @@ def pick(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.db import make_engine, migrate
     from app.errors import Invalid
     from app.models import Dataset
     from app.training import jobs
     from app.training import pick as picking
 
-    settings = settings_for(data_dir)
-    db = make_engine(settings)
-    migrate(db)
+    settings, db = open_database(data_dir)
     with Session(db) as session:
         target = ds.find_dataset(session, dataset) if dataset else None
         recorded = None
