@@ -1,23 +1,10 @@
-"""Crash safety: kill the server with SIGKILL at random moments, restart it, check nothing is lost.
-
-Each trial starts `atelier serve` on one data folder (the same across trials, so damage would
-accumulate), runs caption saves, uploads, exports and a drafting job against it at once, kills
-it at a random moment, and checks, before and after restarting it:
-
-- `PRAGMA integrity_check` is ok and no foreign key dangles;
-- every caption save the server acknowledged (200) is there, revision and text;
-- every upload it acknowledged is there, bytes intact;
-- an interrupted drafting job is resumed by the restarted server (it moves on or finishes);
-- no half-written export is visible: every export folder has a manifest whose files all exist
-  with their checksums (staging folders are hidden, and removed by the next export);
-- every stored image's bytes exist; bytes no image references are only those the app's own
-  garbage collection removes (written by an upload whose rows never committed);
-- no process the server started outlives it (its decode pool, the pool's forkserver).
+"""Crash safety, the long run: SIGKILL the server at random moments, restart it, check that
+nothing is lost, for as many trials as asked. What each trial does and checks is written at
+the top of the harness, tests/support/crash.py (tests/hardening/test_crash.py runs 3 trials).
 
     python bench/crash.py [--trials 100] [--seed 1] [--keep DIR]
 
-The harness is tests/support/crash.py. Drafting uses a tiny random Qwen2-VL on the CPU
-(built offline). Exits 1 on any violation.
+Drafting uses a tiny random Qwen2-VL on the CPU (built offline). Exits 1 on any violation.
 """
 
 from __future__ import annotations
