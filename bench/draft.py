@@ -162,7 +162,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--models", type=Path, default=REAL_MODELS, help="real Qwen files")
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
-    ap.add_argument("--unfused-rotary", action="store_true", help="transformers' own vision rotary")
+    ap.add_argument(
+        "--unpacked-vision", action="store_true", help="transformers' vision attention per image"
+    )
+    ap.add_argument("--unfused-rotary", action="store_true", help="and its own vision rotary")
     ap.add_argument(
         "--tokenizer",
         choices=["byte", "bpe", "qwen"],
@@ -205,7 +208,13 @@ def main() -> None:
         "compiled_step": args.compile,
         "step": "model" if args.model_step else "lean",
         "kernels": not args.no_kernels,
-        "vision_rotary": "transformers" if args.unfused_rotary else "fused",
+        "vision": (
+            "packed"
+            if not args.unpacked_vision
+            else "transformers"
+            if args.unfused_rotary
+            else "rotary fused"
+        ),
         "preprocess": "cpu" if args.cpu_preprocess else "gpu",
         "tokenizer": "qwen" if qwen3 else args.tokenizer,
         "closing": not args.no_closing,
@@ -257,6 +266,7 @@ def main() -> None:
                     grouped_attention=not args.plain_attention,
                     lean_step=not args.model_step,
                     kernels=not args.no_kernels,
+                    packed_vision=not args.unpacked_vision,
                     fused_vision_rotary=not args.unfused_rotary,
                     gpu_preprocess=not args.cpu_preprocess,
                     closing=not args.no_closing,

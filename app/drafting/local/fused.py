@@ -42,6 +42,8 @@ def use_fused_rms_norm(model: Any) -> int:
 
 def use_fused_vision_rotary(model: Any) -> bool:
     """Fuses the vision tower's rotary embedding into one kernel, on the GPU; True if done.
+    Used only where the packed tower is switched off (vision.py has its own rotary kernel,
+    which costs no compiling at start: this one took 4 to 6 s of each start on an H200).
 
     transformers applies it in float32: casts, products, a rotate-half (slices, a negation, a
     concatenation), sums and casts back, each a pass over every patch's queries and keys.

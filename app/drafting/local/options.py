@@ -14,7 +14,8 @@ class LocalOptions:
     graphs: bool | None = None  # the step replayed from a CUDA graph
     grouped_attention: bool | None = None  # query heads laid out over their shared KV head
     fused_norms: bool | None = None  # RMSNorm in one kernel
-    fused_vision_rotary: bool | None = None  # the vision tower's rotary compiled into one kernel
+    packed_vision: bool | None = None  # the vision tower's attention in one call (vision.py)
+    fused_vision_rotary: bool | None = None  # unpacked: its rotary compiled into one kernel
     lean_step: bool = True  # Atelier's one-token step rather than the model's forward
     kernels: bool = True  # Triton kernels in the step at small batches
     triton_attention_below: int | None = None  # None: Atelier's attention at every batch
