@@ -29,7 +29,7 @@ def test_the_shortest_end_of_any_grammar_prefix_completes_a_valid_answer(strings
     # engine's grammar ("raw": escapes allowed in strings) and xgrammar's JSON mode alike.
     import xgrammar as xgr
 
-    from app.drafting.local.engine import raw_string_grammar
+    from app.drafting.local.grammar import raw_string_grammar
     from tests.support.random_model import tokenizer
 
     schema = json_schema(DraftLimits.scaled(max_chars=6, max_elements=2))

@@ -56,6 +56,25 @@ def test_every_output_is_schema_valid_json(family: str, request: pytest.FixtureR
             assert e.box is None or all(0 <= v <= 1 for v in e.box)
 
 
+def test_each_image_gets_its_own_draft_whatever_the_order(tiny_qwen2vl: Path) -> None:
+    # The engine drafts images of one size side by side (sorted by size, in batches of 2
+    # here): every output must still come back in the place of its own image.
+    engine = LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        batch_size=2,
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+    )
+    given = images() + [images()[1]]  # two images of one size, apart
+    forward = [o.raw for o in engine.draft(given)]
+    backward = [o.raw for o in engine.draft(given[::-1])][::-1]
+    assert forward == backward
+    assert len(set(forward)) > 1  # the images' drafts differ, so a mix-up would show
+    assert forward[1] == forward[4]  # the same image, the same draft
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-4B-Instruct", "Qwen3-VL-8B-Instruct"]
@@ -103,10 +122,14 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
             cache_dir=tmp_path / "cache",
         )
 
+    (tmp_path / "cache").mkdir()
+    earlier = tmp_path / "cache" / "grammar-0123.json"  # the format before, never read now
+    earlier.write_text("{}")
     first = start()
     raw = first.draft(images()[:1])[0].raw
     first.close()  # waits for the grammar to be written (on a thread of its own)
-    [kept] = (tmp_path / "cache").glob("grammar-*.json")
+    assert not earlier.exists()
+    [kept] = (tmp_path / "cache").glob("grammar-*.xgrammar")
     made = kept.stat().st_mtime_ns
     second = start()  # reads the grammar back: the file is not written again
     assert second.draft(images()[:1])[0].raw == raw
@@ -121,13 +144,15 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
         limits=DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS),
         cache_dir=tmp_path / "cache",
     ).close()
-    assert len(list((tmp_path / "cache").glob("grammar-*.json"))) == 2
-    # A damaged file is compiled again and replaced, never fatal.
-    kept.write_text("{not json")
-    third = start()
-    assert third.draft(images()[:1])[0].caption is not None
-    third.close()
-    assert json.loads(kept.read_text())["grammar"]
+    assert len(list((tmp_path / "cache").glob("grammar-*.xgrammar"))) == 2
+    # A damaged file, or one cut short, is compiled again and replaced, never fatal.
+    whole = kept.read_bytes()
+    for damaged in (b"{not json", whole[: len(whole) // 2]):
+        kept.write_bytes(damaged)
+        third = start()
+        assert third.draft(images()[:1])[0].caption is not None
+        third.close()
+        assert kept.read_bytes() == whole
 
 
 def test_a_budget_too_small_is_reported_as_cut(tiny_qwen2vl: Path) -> None:
@@ -408,6 +433,30 @@ def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_bat
     finally:
         del hog
         torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+def test_the_decode_step_s_timing_is_kept_for_the_next_start(tmp_path: Path) -> None:
+    import torch
+
+    from app.drafting.local.text_step import PRODUCTS, TextStep
+    from tests.support.random_model import build
+
+    model, _ = build("tiny16", device="cuda", dtype=torch.bfloat16)
+    first = TextStep.for_model(model)
+    assert first is not None
+    first.cache_dir = tmp_path
+    chosen = first.choose_products(1)
+    (kept,) = tmp_path.glob("products-*.json")
+    assert json.loads(kept.read_text()) == {"1": sorted(chosen)}
+    written = kept.stat().st_mtime_ns
+    second = TextStep.for_model(model)
+    assert second is not None
+    second.cache_dir = tmp_path
+    assert second.choose_products(1) == chosen <= frozenset(PRODUCTS)
+    assert kept.stat().st_mtime_ns == written  # read back, not timed again
+    second.choose_products(2)
+    assert set(json.loads(kept.read_text())) == {"1", "2"}
 
 
 def test_the_engine_s_grammar_lets_a_transcription_hold_a_line_break_and_a_quote(

@@ -88,7 +88,9 @@ class Decoder:
         lean_step: bool = True,
         use_kernels: bool = True,
         triton_attention_below: int | None = None,
+        cache_dir: Any = None,
     ) -> None:
+        """`cache_dir`: where the lean step keeps what it timed, for the next start."""
         import torch
 
         self.torch = torch
@@ -105,6 +107,8 @@ class Decoder:
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
+        if self.text_step is not None:
+            self.text_step.cache_dir = cache_dir
         self.kernels = (
             use_kernels
             and self.text_step is not None

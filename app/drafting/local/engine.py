@@ -8,8 +8,6 @@ imported here only, when a draft runs, so the app and the CLI start fast without
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -23,7 +21,9 @@ from app.drafting.local.attention import use_grouped_attention
 from app.drafting.local.closing import Closer
 from app.drafting.local.decoder import Decoder
 from app.drafting.local.fused import use_fused_rms_norm, use_fused_vision_rotary
+from app.drafting.local.grammar import compile_grammar
 from app.drafting.local.options import LocalOptions
+from app.drafting.local.vision import use_packed_vision
 from app.drafting.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -37,7 +37,8 @@ log = logging.getLogger("atelier.drafting")
 # and later batches are the largest power of two up to AUTO_MAX_BATCH that fits in
 # AUTO_MEMORY_SHARE of the memory the GPU has for this process. A short first batch also
 # starts the GPU sooner. On an H200, 2B at 1 MP: 15.3 images/s at batch 128, 16.0 at 256
-# (78 GB at its peak; bench/results/2026-12-01-h200-draft-2b-qwen-b256.json). On an H100
+# (78 GB at its peak; bench/results/2026-12-01-h200-draft-2b-qwen-b256.json), 16.8 at 256
+# with the packed vision tower (58 GB; ...-2b-qwen-packed.json). On an H100
 # batch 64 drafted 2B a third faster than batch 32.
 AUTO_FIRST_BATCH = 8
 AUTO_MAX_BATCH = 256
@@ -56,21 +57,27 @@ CONVENTIONS: dict[str, BoxConvention] = {
 }
 
 
-RAW_STRINGS = "raw-string-regex-1"  # in the grammar cache's key: how strings are compiled
+def by_size(inputs: list[DraftInput]) -> list[int]:
+    """The order that puts images of one size side by side, largest first (stable): the
+    vision tower attends over each run of one size in one call (vision.py), and prompts of
+    one length need no padding."""
+    return sorted(range(len(inputs)), key=lambda i: (-_area(inputs[i]), inputs[i].image.size))
 
 
-def raw_string_grammar(xgr: Any, schema: str) -> str | None:
-    """xgrammar's own grammar for the draft schema, its string patterns matched on the raw
-    text between the quotes; None where its grammar has no such patterns to switch.
+def _area(item: DraftInput) -> int:
+    width, height = item.image.size
+    return width * height
 
-    The draft schema's patterns are written for the raw text (app/drafting/schema.py, the
-    "raw" spelling: `\\n`, `\\"` and `\\\\` as two characters each). xgrammar 0.2.9's JSON
-    mode matches them on the decoded string instead and then writes no escape at all, so no
-    transcription could hold a line break or a quote; in raw mode the same patterns, bounds
-    included, allow exactly the escapes a caption needs."""
-    text = str(xgr.Grammar.from_json_schema(schema, any_whitespace=False))
-    marker = "json_string=true"
-    return text.replace(marker, "json_string=false") if marker in text else None
+
+def _loading_key(config: Any) -> tuple[BoxConvention, int] | None:
+    """The box convention and vocabulary size a model's config gives, which the grammar
+    depends on (with the tokenizer); None for a model Atelier does not draft with."""
+    convention = CONVENTIONS.get(config.model_type)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab_size = getattr(text, "vocab_size", None)
+    if convention is None or not isinstance(vocab_size, int):
+        return None
+    return convention, vocab_size
 
 
 def _on(option: bool | None, on_gpu: bool) -> bool:
@@ -91,7 +98,10 @@ class LocalEngine:
         compile_step: bool = False,
         options: LocalOptions | None = None,
         cache_dir: Path | None = None,
+        grammar: Future[tuple[Any, threading.Thread | None]] | None = None,
     ) -> None:
+        """`grammar`: the grammar being compiled for this model already (`load` starts it
+        beside the weights); else it is compiled here, if `options.grammar`."""
         import torch
 
         options = options or LocalOptions()
@@ -115,7 +125,17 @@ class LocalEngine:
         self.convention = CONVENTIONS[model_type]
         self.limits = limits.for_convention(self.convention, max_side=8192)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.compiled = self._compile_grammar() if options.grammar else None
+        self.compiled = None
+        if options.grammar:
+            started = grammar is not None and _loading_key(model.config) == (
+                self.convention,
+                self.vocab_size,
+            )
+            self.compiled, self._keeping = (
+                grammar.result()  # type: ignore[union-attr]
+                if started
+                else compile_grammar(processor.tokenizer, self.vocab_size, self.limits, cache_dir)
+            )
         closing = self.compiled is not None and options.closing
         self.closer = self._closer(self.compiled) if closing else None
         on_gpu = self.device.type == "cuda"
@@ -123,7 +143,9 @@ class LocalEngine:
             use_grouped_attention(model)
         if _on(options.fused_norms, on_gpu):
             use_fused_rms_norm(model)
-        if _on(options.fused_vision_rotary, on_gpu):
+        if _on(options.packed_vision, on_gpu):
+            use_packed_vision(model)
+        elif _on(options.fused_vision_rotary, on_gpu):
             use_fused_vision_rotary(model)
         eos = model.generation_config.eos_token_id
         stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -140,6 +162,7 @@ class LocalEngine:
             lean_step=options.lean_step,
             use_kernels=options.kernels,
             triton_attention_below=options.triton_attention_below,
+            cache_dir=cache_dir,
         )
         self.min_steps = options.min_steps
         self.gpu_preprocess = options.gpu_preprocess  # turned off where the processor cannot
@@ -163,7 +186,7 @@ class LocalEngine:
         """Loads from a local folder or the Hugging Face cache; downloads only if allowed."""
         try:
             import torch
-            from transformers import AutoModelForImageTextToText, AutoProcessor
+            from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
         except ImportError as e:
             raise DraftError(
                 f"The local drafting engine needs torch, transformers and xgrammar ({e.name} is "
@@ -178,19 +201,30 @@ class LocalEngine:
             )
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         started = time.perf_counter()
+        local_only = not allow_download
+        grammar = None
         try:
             # The Qwen-VL processors count pixels: shortest_edge and longest_edge are the
             # smallest and largest image area the model is given.
             processor = AutoProcessor.from_pretrained(
                 model_id,
                 size={"shortest_edge": MIN_IMAGE_PIXELS, "longest_edge": max_pixels},
-                local_files_only=not allow_download,
+                local_files_only=local_only,
                 use_fast=True,  # the torch-based image processor, which can work on the GPU
             )
+            config = AutoConfig.from_pretrained(model_id, local_files_only=local_only)
+            grammar = cls._grammar_beside_weights(config, processor, kw)
             model: Any = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=dtype, local_files_only=not allow_download
+                model_id,
+                config=config,
+                dtype=dtype,
+                local_files_only=local_only,
+                # Straight onto the GPU: no copy held in host memory on the way.
+                device_map=device if device.startswith("cuda") else None,
             )
         except OSError as e:
+            if grammar is not None:
+                grammar.cancel()
             raise DraftError(
                 f"Atelier cannot find the model {model_id!r}: it is not a local folder and not "
                 "in the Hugging Face cache. On a machine with internet, run "
@@ -206,67 +240,33 @@ class LocalEngine:
                 "example Qwen/Qwen2-VL-2B-Instruct), or close what else uses the GPU."
             ) from None
         log.info("loaded %s on %s in %.1f s", model_id, device, time.perf_counter() - started)
-        return cls(model, processor, batch_size=batch_size, max_new_tokens=max_new_tokens, **kw)
-
-    def _compile_grammar(self) -> Any:
-        try:
-            import xgrammar as xgr
-        except ImportError:
-            raise DraftError(
-                "Constrained decoding needs xgrammar: pip install 'atelier[draft]'."
-            ) from None
-        schema = json.dumps(json_schema(self.limits))
-        tokenizer = self.processor.tokenizer
-        path = self._grammar_path(xgr, schema, tokenizer)
-        if path is not None and path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-                info = xgr.TokenizerInfo.deserialize_json(saved["tokenizer"])
-                return xgr.CompiledGrammar.deserialize_json(saved["grammar"], info)
-            except (OSError, ValueError, KeyError, RuntimeError) as e:
-                log.warning("compiling the grammar again: its cache is unreadable (%s)", e)
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
-        compiler = xgr.GrammarCompiler(info)
-        ebnf = raw_string_grammar(xgr, schema)
-        compiled = (
-            compiler.compile_grammar(ebnf)
-            if ebnf is not None
-            else compiler.compile_json_schema(schema, any_whitespace=False)
+        return cls(
+            model,
+            processor,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            grammar=grammar,
+            **kw,
         )
-        if path is not None:
-            # Writing it out (a few hundred MB at the default bounds) takes seconds: on a
-            # thread of its own, so the first start does not wait for it; `close` does.
-            self._keeping = threading.Thread(
-                target=self._keep_grammar, args=(path, info, compiled), name="atelier-grammar"
-            )
-            self._keeping.start()
-        return compiled
 
     @staticmethod
-    def _keep_grammar(path: Path, info: Any, compiled: Any) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_suffix(f".{os.getpid()}.part")
-            saved = {"tokenizer": info.serialize_json(), "grammar": compiled.serialize_json()}
-            part.write_text(json.dumps(saved))
-            part.replace(path)  # whole or absent, for a start running beside this one
-        except OSError as e:
-            log.warning("the compiled grammar is not kept: %s", e)
-
-    def _grammar_path(self, xgr: Any, schema: str, tokenizer: Any) -> Path | None:
-        """Where the grammar compiled for this schema, tokenizer, vocabulary size and
-        xgrammar version is kept; None without a cache folder."""
-        if self.cache_dir is None:
+    def _grammar_beside_weights(
+        config: Any, processor: Any, kw: dict[str, Any]
+    ) -> Future[tuple[Any, threading.Thread | None]] | None:
+        """Starts compiling (or reading back) the grammar on a thread while the weights load:
+        both take seconds, one on the CPU, the other mostly on the disk and the GPU."""
+        options = kw.get("options") or LocalOptions()
+        key = _loading_key(config)
+        if not options.grammar or key is None:
             return None
-        from importlib.metadata import version
-
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        vocab = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
-        key = hashlib.sha256()
-        for part in (schema, vocab, str(self.vocab_size), version("xgrammar"), RAW_STRINGS):
-            key.update(part.encode())
-            key.update(b"\0")
-        return self.cache_dir / f"grammar-{key.hexdigest()[:32]}.json"
+        convention, vocab_size = key
+        limits = kw.get("limits", DEFAULT_LIMITS).for_convention(convention, max_side=8192)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-grammar")
+        future = pool.submit(
+            compile_grammar, processor.tokenizer, vocab_size, limits, kw.get("cache_dir")
+        )
+        pool.shutdown(wait=False)
+        return future
 
     def _closer(self, compiled: Any) -> Closer:
         """What writes a row's shortest valid end when its token budget runs short."""
@@ -280,16 +280,20 @@ class LocalEngine:
     def prefetch(self, inputs: list[DraftInput]) -> None:
         """Starts preparing the first batch of `inputs`, which `draft` is called with next
         (a drafting job loads its next batch while this one drafts)."""
-        chunk = inputs[: self.batch_size]
+        chunk = [inputs[i] for i in by_size(inputs)[: self.batch_size]]
         self._ahead = (inputs, len(chunk), self._pool.submit(self._prepare, chunk))
 
     def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
         """Drafts in batches of `batch_size`; a batch that runs out of memory is split.
 
-        The next batch's inputs (resizing, patching, tokenizing: about 1 s for 32 images) are
-        prepared on a thread while the GPU decodes the current one.
+        Images of one size are drafted side by side (`by_size`); the outputs come back in
+        the order of `inputs`. The next batch's inputs (resizing, patching, tokenizing:
+        about 1 s for 32 images) are prepared on a thread while the GPU decodes this one.
         """
-        chunks = [inputs[i : i + self.batch_size] for i in range(0, len(inputs), self.batch_size)]
+        order = by_size(inputs)
+        ordered = [inputs[i] for i in order]
+        size = self.batch_size
+        chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
         hinted, self._ahead = self._ahead, None
         ahead = None
         if hinted is not None and hinted[0] is inputs and chunks and hinted[1] == len(chunks[0]):
@@ -298,7 +302,7 @@ class LocalEngine:
             hinted[2].cancel()
         if ahead is None and chunks:
             ahead = self._pool.submit(self._prepare, chunks[0])
-        out: list[DraftOutput] = []
+        drafted: list[DraftOutput] = []
         for k, chunk in enumerate(chunks):
             assert ahead is not None
             try:
@@ -308,7 +312,10 @@ class LocalEngine:
                 self.torch.cuda.empty_cache()
             if k + 1 < len(chunks):
                 ahead = self._pool.submit(self._prepare, chunks[k + 1])
-            out.extend(self._batch(chunk, prepared))
+            drafted.extend(self._batch(chunk, prepared))
+        out: list[DraftOutput] = [drafted[0]] * len(inputs) if drafted else []
+        for position, i in enumerate(order):
+            out[i] = drafted[position]
         return out
 
     def _batch(self, inputs: list[DraftInput], prepared: Any = None) -> list[DraftOutput]:

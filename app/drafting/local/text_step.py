@@ -24,7 +24,11 @@ model's forward. tests/drafting/test_local_engine.py checks its logits against t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("atelier.drafting")
@@ -53,8 +57,10 @@ class TextStep:
             _Layer(layer, self.heads, self.kv_heads, self.head_dim) for layer in text.layers
         ]
         self.scale = self.head_dim**-0.5
-        # Batch size -> the products that run in `kernels.linear` (`choose_products`).
+        # Batch size -> the products that run in `kernels.linear` (`choose_products`),
+        # kept on disk in `cache_dir` for the next start where it is given.
         self.products: dict[int, frozenset[str]] = {}
+        self.cache_dir: Path | None = None
         rotary = text.rotary_emb
         inv_freq = rotary.inv_freq.float()
         positions = torch.arange(MAX_POSITIONS, device=inv_freq.device, dtype=torch.float32)
@@ -157,10 +163,56 @@ class TextStep:
         elif self.embed.device.type != "cuda":
             chosen = frozenset(PRODUCTS)
         else:
-            chosen = frozenset(p for p in PRODUCTS if self._kernel_is_faster(p, batch))
+            kept = self._kept_choices()
+            if str(batch) in kept:
+                chosen = frozenset(kept[str(batch)]) & frozenset(PRODUCTS)
+            else:
+                chosen = frozenset(p for p in PRODUCTS if self._kernel_is_faster(p, batch))
+                self._keep_choice(kept | {str(batch): sorted(chosen)})
             log.info("decode step at batch %d: products in Atelier's kernel: %s", batch, chosen)
         self.products[batch] = chosen
         return chosen
+
+    def _choices_path(self) -> Path | None:
+        """Where the timing's choices are kept (`cache_dir`), keyed by the GPU, the
+        versions of torch and Triton, and every product's shape and dtype."""
+        if self.cache_dir is None:
+            return None
+        import triton
+
+        torch = self.torch
+        layer0 = self.layers[0]
+        parts = [
+            torch.cuda.get_device_name(self.embed.device),
+            torch.__version__,
+            triton.__version__,
+            str(self.embed.dtype),
+            str(len(self.layers)),
+            *(str(tuple(w.shape)) for w in (layer0.qkv, layer0.o.weight, layer0.gate_up)),
+            str(tuple(layer0.down.weight.shape)),
+            str(tuple(self.lm_head.shape)),
+        ]
+        key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+        return self.cache_dir / f"products-{key}.json"
+
+    def _kept_choices(self) -> dict[str, list[str]]:
+        path = self._choices_path()
+        try:
+            return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _keep_choice(self, choices: dict[str, list[str]]) -> None:
+        path = self._choices_path()
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(f".{os.getpid()}.part")
+            part.write_text(json.dumps(choices))
+            part.replace(path)
+        except OSError as e:
+            log.warning("the decode step's timing is not kept: %s", e)
 
     def _kernel_is_faster(self, product: str, batch: int) -> bool:
         torch = self.torch
