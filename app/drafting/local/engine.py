@@ -222,22 +222,19 @@ class LocalEngine:
                 # Straight onto the GPU: no copy held in host memory on the way.
                 device_map=device if device.startswith("cuda") else None,
             )
+            model = model.to(device).eval()
+        except torch.cuda.OutOfMemoryError:
+            raise DraftError(
+                f"{model_id} does not fit in the GPU's memory. Use a smaller model (for "
+                "example Qwen/Qwen2-VL-2B-Instruct), or close what else uses the GPU."
+            ) from None
         except OSError as e:
-            if grammar is not None:
-                grammar.cancel()
             raise DraftError(
                 f"Atelier cannot find the model {model_id!r}: it is not a local folder and not "
                 "in the Hugging Face cache. On a machine with internet, run "
                 f"`hf download {model_id}` (the cache is shared), set ATELIER_DRAFT_MODEL "
                 "(or --model) to a folder holding it, or let Atelier download it with "
                 f"ATELIER_DRAFT_ALLOW_DOWNLOAD=1. ({str(e).splitlines()[0][:200]})"
-            ) from None
-        try:
-            model = model.to(device).eval()
-        except torch.cuda.OutOfMemoryError:
-            raise DraftError(
-                f"{model_id} does not fit in the GPU's memory. Use a smaller model (for "
-                "example Qwen/Qwen2-VL-2B-Instruct), or close what else uses the GPU."
             ) from None
         log.info("loaded %s on %s in %.1f s", model_id, device, time.perf_counter() - started)
         return cls(

@@ -135,18 +135,22 @@ def quick_gelu_(x: Any) -> Any:
 
 class _Lengths:
     """Each image's (or window's) patch count, read from `cu_seqlens` once per tensor: the
-    tower passes the same tensor to every block, so one host sync serves all of them."""
+    tower passes the same tensor to every block (Qwen2.5-VL two, its windows' and its
+    images'), so one host sync each serves all the blocks of a forward."""
+
+    KEPT = 4  # tensors remembered: a forward's few, not every forward's
 
     def __init__(self) -> None:
-        self.tensor: Any = None
-        self.lengths: list[int] = []
+        self.seen: list[tuple[Any, list[int]]] = []  # (tensor, lengths), held: ids stay apart
 
     def of(self, cu_seqlens: Any) -> list[int]:
-        if cu_seqlens is not self.tensor:
-            bounds = cu_seqlens.tolist()
-            self.tensor = cu_seqlens
-            self.lengths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
-        return self.lengths
+        for tensor, lengths in self.seen:
+            if tensor is cu_seqlens:
+                return lengths
+        bounds = cu_seqlens.tolist()
+        lengths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+        self.seen = [*self.seen[-(self.KEPT - 1) :], (cu_seqlens, lengths)]
+        return lengths
 
 
 def batched_attention(q: Any, k: Any, v: Any, lengths: list[int], scale: float) -> Any:
