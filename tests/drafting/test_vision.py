@@ -1,29 +1,19 @@
 """The packed vision prefill computes what transformers' vision towers compute
 (vision_checks.py): rotary and QuickGELU kernels, batched attention, whole towers."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.interpreter import run_in_interpreter
+
 CHECKS = Path(__file__).with_name("vision_checks.py")
 
 
 def test_packed_vision_matches_transformers_in_triton_s_interpreter() -> None:
-    # Triton's interpreter is chosen when the kernels are defined: a process of its own.
-    pytest.importorskip("triton", minversion="3.8", reason="Triton's interpreter from 3.8")
-    out = subprocess.run(
-        [sys.executable, str(CHECKS)],
-        env=os.environ | {"TRITON_INTERPRET": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert "all vision checks passed" in out.stdout
-    assert out.stdout.count(" tower ok\n") == 3
+    out = run_in_interpreter(CHECKS, "all vision checks passed")
+    assert out.count(" tower ok\n") == 3
 
 
 @pytest.mark.gpu
