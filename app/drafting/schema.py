@@ -35,6 +35,10 @@ BoxConvention = Literal["qwen2vl", "qwen25vl", "qwen3vl", "official"]
 
 Escapes = Literal["raw", "decoded"]
 ESCAPES: tuple[Escapes, ...] = ("raw", "decoded")
+# Where a string's bound is written: in its pattern (every engine reads it), or as
+# `maxLength` beside an unbounded pattern (the local engine: its grammar would give each
+# bounded character a state of its own, app/drafting/local/lengths.py keeps the bound instead).
+Bounds = Literal["pattern", "maxLength"]
 
 # One character of a string, by spelling and by whether it may hold a line break. Raw: a plain
 # character or one of the escapes; never a raw control character, a lone quote or backslash
@@ -76,6 +80,11 @@ class DraftLimits:
             text=max_chars,
         )
 
+    @property
+    def shortest_string(self) -> int:
+        """The smallest bound on any of the draft's strings."""
+        return min(self.description, self.style_field, self.background, self.desc, self.text)
+
     def for_convention(self, convention: BoxConvention, *, max_side: int = 4096) -> DraftLimits:
         top = max_side if convention == "qwen25vl" else boxes.OFFICIAL_SCALE
         return DraftLimits(**{**self.__dict__, "coordinate": top})
@@ -92,22 +101,29 @@ def _bounded(n: int, char: str) -> str:
     return f"({char}{{0,{_STEP - 1}}}|{char}{{{_STEP}}}{rest})"
 
 
-def text_pattern(n: int, *, escapes: Escapes = "raw", lines: bool = False) -> str:
-    """The pattern of a string of at most n characters (`lines`: line breaks allowed)."""
-    return "^" + _bounded(n, _CHARS[escapes, lines]) + "$"
+def text_pattern(n: int | None, *, escapes: Escapes = "raw", lines: bool = False) -> str:
+    """The pattern of a string of at most n characters, any number with None (`lines`: line
+    breaks allowed)."""
+    char = _CHARS[escapes, lines]
+    return "^" + (f"{char}*" if n is None else _bounded(n, char)) + "$"
 
 
 def json_schema(
-    limits: DraftLimits = DEFAULT_LIMITS, *, escapes: Escapes = "raw"
+    limits: DraftLimits = DEFAULT_LIMITS, *, escapes: Escapes = "raw", bounds: Bounds = "pattern"
 ) -> dict[str, Any]:
-    """The JSON schema the model's output is constrained to (`escapes`: see the module's doc).
+    """The JSON schema the model's output is constrained to (`escapes`: see the module's doc;
+    `bounds`: where a string's bound is written, `Bounds`).
 
     Only keywords every engine reads alike: typed nodes (OpenAI's strict mode), `pattern`
     and never `maxLength` beside it (vLLM refuses the pair for xgrammar), `maxItems`,
-    integer `minimum`/`maximum`, `const`, `enum`, `anyOf`.
+    integer `minimum`/`maximum`, `const`, `enum`, `anyOf`. `bounds="maxLength"` is for the
+    local engine alone.
     """
 
     def _text(n: int, lines: bool = False) -> dict[str, Any]:
+        if bounds == "maxLength":
+            pattern = text_pattern(None, escapes=escapes, lines=lines)
+            return {"type": "string", "pattern": pattern, "maxLength": n}
         return {"type": "string", "pattern": text_pattern(n, escapes=escapes, lines=lines)}
 
     coordinate = {"type": "integer", "minimum": 0, "maximum": limits.coordinate}

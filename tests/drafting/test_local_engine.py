@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from app.drafting.engine import DraftError, DraftInput
+from app.drafting.local.decoder import Matchers
 from app.drafting.local.engine import LocalEngine
 from app.drafting.local.options import LocalOptions
 from app.drafting.schema import DraftLimits
@@ -49,8 +50,18 @@ def test_every_output_is_schema_valid_json(family: str, request: pytest.FixtureR
             "style_description",
             "compositional_deconstruction",
         }
-        assert len(data["high_level_description"]) <= 2 * MAX_CHARS
-        assert len(data["compositional_deconstruction"]["elements"]) <= MAX_ELEMENTS
+        # A random model writes every string to its bound (kept by lengths.py, not the
+        # grammar): none goes past it.
+        assert len(data["high_level_description"]) <= LIMITS.description
+        style = data["style_description"]
+        assert all(len(style[k]) <= LIMITS.style_field for k in ("aesthetics", "lighting"))
+        assert len(style["technique"]) <= LIMITS.style_field
+        comp = data["compositional_deconstruction"]
+        assert len(comp["background"]) <= LIMITS.background
+        assert len(comp["elements"]) <= MAX_ELEMENTS
+        for element in comp["elements"]:
+            assert len(element["desc"]) <= LIMITS.desc
+            assert len(element.get("text", "")) <= LIMITS.text
         assert out.caption is not None
         for e in out.caption.composition.elements:
             assert e.box is None or all(0 <= v <= 1 for v in e.box)
@@ -123,28 +134,42 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
         )
 
     (tmp_path / "cache").mkdir()
-    earlier = tmp_path / "cache" / "grammar-0123.json"  # the format before, never read now
-    earlier.write_text("{}")
+    # The formats before (the second with bounded strings, hundreds of MB), never read now.
+    earlier = [tmp_path / "cache" / n for n in ("grammar-0123.json", "grammar-4567.xgrammar")]
+    for path in earlier:
+        path.write_text("{}")
     first = start()
     raw = first.draft(images()[:1])[0].raw
     first.close()  # waits for the grammar to be written (on a thread of its own)
-    assert not earlier.exists()
-    [kept] = (tmp_path / "cache").glob("grammar-*.xgrammar")
+    assert not any(path.exists() for path in earlier)
+    [kept] = (tmp_path / "cache").glob("grammar-*")
     made = kept.stat().st_mtime_ns
     second = start()  # reads the grammar back: the file is not written again
     assert second.draft(images()[:1])[0].raw == raw
     second.close()
     assert kept.stat().st_mtime_ns == made
-    # Other bounds are another grammar, kept beside it.
+    # Other string bounds are the same grammar (lengths.py keeps them), read back too.
+    other = DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS)
     LocalEngine.load(
         str(tiny_qwen2vl),
         device="cpu",
         max_pixels=64 * 28 * 28,
         max_new_tokens=TOKENS,
-        limits=DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS),
+        limits=other,
         cache_dir=tmp_path / "cache",
     ).close()
-    assert len(list((tmp_path / "cache").glob("grammar-*.xgrammar"))) == 2
+    assert list((tmp_path / "cache").glob("grammar-*")) == [kept]
+    assert kept.stat().st_mtime_ns == made
+    # Another number of elements is another grammar, kept beside it.
+    LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS + 1),
+        cache_dir=tmp_path / "cache",
+    ).close()
+    assert len(list((tmp_path / "cache").glob("grammar-*"))) == 2
     # A damaged file, or one cut short, is compiled again and replaced, never fatal.
     whole = kept.read_bytes()
     for damaged in (b"{not json", whole[: len(whole) // 2]):
@@ -465,8 +490,6 @@ def test_the_engine_s_grammar_lets_a_transcription_hold_a_line_break_and_a_quote
     # xgrammar's JSON mode writes no escape (tests/drafting/test_schema.py's xfail); the
     # engine compiles the same schema with its patterns read on the raw text, so exactly the
     # caption's escapes are allowed, within the same bounds.
-    import xgrammar as xgr
-
     engine = LocalEngine.load(str(tiny_qwen2vl), device="cpu", max_new_tokens=TOKENS, limits=LIMITS)
     answer = {
         "high_level_description": 'A sign: "ROMA"',
@@ -485,15 +508,31 @@ def test_the_engine_s_grammar_lets_a_transcription_hold_a_line_break_and_a_quote
     }
 
     def accepts(text: str) -> bool:
-        matcher = xgr.GrammarMatcher(engine.compiled)
-        return bool(matcher.accept_string(text)) and matcher.accept_token(
-            engine.compiled.tokenizer_info.stop_token_ids[0]
+        # Token by token through the decoder's own masks: the grammar and the bounds that
+        # lengths.py keeps beside it (the tokenizer is byte-level: a token a byte).
+        assert engine.grammar is not None
+        rows = Matchers(
+            engine.grammar, 1, 1, engine.vocab_size, engine.device, engine.closer, budget=10**6
         )
+        tokens = engine.processor.tokenizer.encode(text, add_special_tokens=False)
+        for token in [*tokens, engine.compiled.tokenizer_info.stop_token_ids[0]]:
+            rows.fill()
+            if not (int(rows.bitmask[0, token >> 5]) >> (token & 31)) & 1:
+                return False
+            rows.accept([token])
+        return rows.all_done()
 
     written = json.dumps(answer, ensure_ascii=False, separators=(", ", ": "))
     assert '\\n\\"1610\\"' in written and accepts(written)
     assert not accepts(written.replace("\\n", "\n"))  # a raw line break is not JSON
     assert not accepts(written.replace("\\n", "\\t"))  # nor an escape a caption needs not
-    long = dict(answer, high_level_description="x" * (2 * MAX_CHARS + 1))
-    assert not accepts(json.dumps(long, ensure_ascii=False, separators=(", ", ": ")))
+    # The bound counts characters, an escape as one: a UTF-8 character is bytes (tokens) more.
+    for extra, fits in ((0, True), (1, False)):
+        text = "é" * (2 * MAX_CHARS + extra - 2) + '"x'  # the description: twice the others
+        long = dict(answer, high_level_description=text)
+        assert accepts(json.dumps(long, ensure_ascii=False, separators=(", ", ": "))) == fits
+        breaks = "\n" * (MAX_CHARS + extra)
+        lines = dict(answer["compositional_deconstruction"]["elements"][0], text=breaks)
+        deep = {**answer, "compositional_deconstruction": {"background": "", "elements": [lines]}}
+        assert accepts(json.dumps(deep, ensure_ascii=False, separators=(", ", ": "))) == fits
     engine.close()

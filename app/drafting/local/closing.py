@@ -1,8 +1,8 @@
 """The shortest valid end of a half-written answer, so that every answer closes in its budget.
 
 The grammar (xgrammar, compiled from app/drafting/schema.py with `any_whitespace=False`)
-lets a model write strings up to their bounds, and the bounds add up to more than any
-token budget a user sets. So the decoder watches each row: once the tokens left come near
+and lengths.py let a model write strings up to their bounds, and the bounds add up to more
+than any token budget a user sets. So the decoder watches each row: once the tokens left come near
 what the shortest valid end of that row's JSON needs, it writes that end itself (`Closer`
 gives it), and the answer parses whatever the model would have written.
 
@@ -12,6 +12,8 @@ is `{"k1": ` value `, "k2": ` value `}` (xgrammar keeps the schema's key order a
 such sequences, and strings, integers and arrays are values of their own. A row's parser is
 fed the bytes of its tokens and keeps a stack of where it is in each. Strings are read as
 the grammar writes them (the schema's "raw" spelling): `\"`, `\\` and `\n` are escapes.
+The parser also counts the characters of the string it is in, for the bounds the grammar
+leaves to lengths.py (`Parser.room`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class _Lit:
 
 @dataclass(frozen=True)
 class _Str:
-    pass
+    max_chars: int | None = None  # the schema's maxLength, kept by lengths.py
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def _node(schema: dict[str, Any]) -> Any:
         return _Choice(tuple(_as_seq(_node(s)) for s in schema["anyOf"]))
     kind = schema.get("type")
     if kind == "string":
-        return _Str()
+        return _Str(schema.get("maxLength"))
     if kind == "integer":
         return _Int()
     if kind == "array":
@@ -177,10 +179,12 @@ class _SeqFrame:
 
 @dataclass
 class _StrFrame:
+    limit: int | None = None  # characters the string may hold
     opened: bool = False
     escape: bool = False  # after a backslash: the escaped character is owed
     pending: int = 0  # UTF-8 continuation bytes still owed
     lead: int = 0  # the lead byte of the character being completed
+    chars: int = 0  # characters so far, an escape one (as lengths.py counts them)
 
     def end(self) -> bytes:
         if not self.opened:
@@ -237,7 +241,7 @@ class Parser:
     @staticmethod
     def _frame(node: Any) -> Any:
         if isinstance(node, _Str):
-            return _StrFrame()
+            return _StrFrame(node.max_chars)
         if isinstance(node, _Int):
             return _IntFrame()
         if isinstance(node, _Arr):
@@ -248,6 +252,14 @@ class Parser:
 
     def end(self) -> bytes:
         return b"".join(f.end() for f in reversed(self.stack))
+
+    def room(self) -> tuple[int, bool] | None:
+        """Inside a bounded string: the characters it may still take, and whether its next
+        byte is an escaped one; None elsewhere."""
+        top = self.stack[-1] if self.stack else None
+        if not isinstance(top, _StrFrame) or not top.opened or top.limit is None:
+            return None
+        return top.limit - top.chars, top.escape
 
     def feed(self, data: bytes) -> None:
         i = 0
@@ -292,13 +304,16 @@ class Parser:
                 return i + 1
             if b == _BACKSLASH:
                 frame.escape = True
+                frame.chars += 1
                 return i + 1
             if b < 0x80:
                 # Plain characters up to the next quote, backslash or non-ASCII byte.
                 j = i + 1
                 while j < len(data) and data[j] not in _STOPS and data[j] < 0x80:
                     j += 1
+                frame.chars += j - i
                 return j
+            frame.chars += 1 if b >= 0xC0 else 0
             frame.pending = 1 if b >= 0xC0 else 0
             frame.pending = 3 if b >= 0xF0 else 2 if b >= 0xE0 else frame.pending
             frame.lead = b

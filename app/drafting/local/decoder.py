@@ -20,11 +20,13 @@ left padding (as transformers 5.2x does; older versions shifted padded rows by t
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.drafting.local import kernels
-from app.drafting.local.closing import Closer, Parser
+from app.drafting.local.closing import BadPrefix, Closer, Parser
+from app.drafting.local.grammar import Grammar
 from app.drafting.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
@@ -38,6 +40,7 @@ MATMUL_ATTENTION_BELOW = 32
 # With the kernels, their attention at every batch size: on an H200 the replayed 2B step
 # took 2.39 / 2.94 / 4.02 ms at batch 32 / 64 / 128 with them, 3.84 / 4.06 / 5.38 with sdpa.
 TRITON_ATTENTION_BELOW = 1 << 30
+log = logging.getLogger("atelier.drafting")
 assert CAPACITY_STEP % kernels.KEYS_PER_PROGRAM == 0  # every slot's cache fits the kernels
 
 
@@ -130,15 +133,17 @@ class Decoder:
         inputs: Any,
         *,
         max_new_tokens: int,
-        grammar: Any = None,
+        grammar: Grammar | None = None,
         closer: Closer | None = None,
+        closing: bool = True,
         rows: int | None = None,
         min_steps: int = 0,
     ) -> Result:
         """Decodes `inputs` (the processor's batch, on the device, padded on the left).
 
-        `grammar` is a compiled xgrammar grammar or None; `closer` (with a grammar) writes
-        each row's shortest valid end once its budget runs short; `rows` counts the real rows
+        `grammar` constrains the output, or None; `closer` (with a grammar) parses each row,
+        so its strings keep their bounds, and with `closing` writes each row's shortest valid
+        end once its budget runs short; `rows` counts the real rows
         (the rest are padding, decoded but never constrained or returned); `min_steps` keeps
         stepping after every row has stopped, for benchmarks that need a fixed length.
         """
@@ -151,7 +156,9 @@ class Decoder:
         stops = torch.tensor(self.stop_ids, device=self.device)
         out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
         matchers = (
-            _Matchers(grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens)
+            Matchers(
+                grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens, closing
+            )
             if grammar
             else None
         )
@@ -302,37 +309,44 @@ class Decoder:
         return slot
 
 
-class _Matchers:
+class Matchers:
     """One xgrammar matcher per real row, their masks filled together on several threads.
 
-    With a `closer`, each row near the end of its `budget` gets its shortest valid end
-    written for it: its mask then allows that end's next token alone.
+    Each row's parser (the closer's) counts the string the row is in, and the row's mask
+    keeps only the tokens that fit that string's bound (lengths.py: the grammar leaves the
+    bounds out). With `closing`, each row near the end of its `budget` gets its shortest
+    valid end written for it: its mask then allows that end's next token alone.
     """
 
     def __init__(
         self,
-        compiled: Any,
+        grammar: Grammar,
         rows: int,
         batch: int,
         vocab: int,
         device: Any,
         closer: Closer | None = None,
         budget: int = 0,
+        closing: bool = True,
     ) -> None:
         import xgrammar as xgr
 
         self.xgr = xgr
-        self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(rows)]
+        self.matchers = [xgr.GrammarMatcher(grammar.compiled) for _ in range(rows)]
         self.filler = xgr.BatchGrammarMatcher(max_threads=8)
         self.bitmask = xgr.allocate_token_bitmask(batch, vocab)  # padding rows: all allowed
         self.on_device = self.bitmask.to(device)
         if device.type == "cuda":
             self.bitmask = self.bitmask.pin_memory()
+        self.words = self.bitmask.shape[1]
         self.live = list(range(rows))
-        self.closer = closer
+        self.lengths = grammar.lengths
+        self.tokens = grammar.vocab  # each token's bytes, fed to the parsers
+        self.closer = closer if closing else None
+        self.parsers: list[Parser | None] = [
+            closer.parser() if closer is not None else None for _ in range(rows)
+        ]
         self.left = budget  # tokens still to come, the next one included
-        self.written: list[list[int]] = [[] for _ in range(rows)]
-        self.parsers: dict[int, tuple[Parser, int]] = {}  # row: (parser, tokens fed to it)
         self.ends: dict[int, list[int]] = {}  # row: the tokens of its end still to write
         self.look_at: dict[int, int] = {}  # row: the budget left at its next look
 
@@ -343,17 +357,27 @@ class _Matchers:
             )
             if self.closer is not None and self.left <= self.closer.window:
                 self._close()
+            self._keep_lengths()
+
+    def _keep_lengths(self) -> None:
+        """Each row's mask keeps the tokens that fit the bound of the string it is in."""
+        outside = self.lengths.outside_mask(self.words)
+        for i in self.live:
+            parser = self.parsers[i]
+            if parser is None or i in self.ends:
+                continue  # an end being written adds no character to a string
+            room = parser.room()
+            mask = outside if room is None else self.lengths.inside_mask(*room, self.words)
+            if mask is not None:
+                self.bitmask[i].bitwise_and_(mask)
 
     def _close(self) -> None:
         """Rows that must end now get their end's next token as their only choice."""
         assert self.closer is not None
         for i in self.live:
             if i not in self.ends:
-                parser, fed = self.parsers.get(i) or (self.closer.parser(), 0)
-                for token in self.written[i][fed:]:
-                    parser.feed(self.closer.vocab[token])
-                self.parsers[i] = (parser, len(self.written[i]))
-                if self.left > self.look_at.get(i, self.left):
+                parser = self.parsers[i]
+                if parser is None or self.left > self.look_at.get(i, self.left):
                     continue
                 end = parser.end()
                 if not end or not self.closer.must_close(end, self.left):
@@ -381,16 +405,26 @@ class _Matchers:
 
     def accept(self, tokens: list[int]) -> None:
         self.left -= 1
-        if self.live:
-            self.filler.batch_accept_token(
-                [self.matchers[i] for i in self.live], [tokens[i] for i in self.live]
-            )
-            if self.closer is not None:
-                for i in self.live:
-                    self.written[i].append(tokens[i])
-                    if self.ends.get(i):
-                        self.ends[i].pop(0)
-            self.live = [i for i in self.live if not self.matchers[i].is_terminated()]
+        if not self.live:
+            return
+        self.filler.batch_accept_token(
+            [self.matchers[i] for i in self.live], [tokens[i] for i in self.live]
+        )
+        self.live = [i for i in self.live if not self.matchers[i].is_terminated()]
+        for i in self.live:  # a row that took its stop token is done: nothing to feed
+            parser = self.parsers[i]
+            if parser is None:
+                continue
+            try:
+                parser.feed(self.tokens[tokens[i]])
+            except BadPrefix as e:
+                # The parser reads the schema otherwise than the grammar (never seen): the
+                # row goes on with the grammar alone, its strings unbounded, never closed.
+                log.warning("row %d is left to the grammar alone: %s", i, e)
+                self.parsers[i] = None
+                self.ends[i] = []
+            if self.ends.get(i):
+                self.ends[i].pop(0)
 
     def all_done(self) -> bool:
         return not self.live

@@ -1,8 +1,9 @@
 """The local engine: a Qwen-VL model through transformers, on this machine's GPU (or CPU).
 
-Output is constrained by xgrammar to the draft JSON schema, and a row whose token budget runs
-short gets the shortest valid end of its JSON written for it (closing.py), so every answer
-is valid JSON of the right shape. torch, transformers and xgrammar are
+Output is constrained by xgrammar to the draft JSON schema (grammar.py; its strings' bounds
+are kept token by token, lengths.py), and a row whose token budget runs short gets the
+shortest valid end of its JSON written for it (closing.py), so every answer is valid JSON of
+the right shape. torch, transformers and xgrammar are
 imported here only, when a draft runs, so the app and the CLI start fast without them.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +21,7 @@ from app.drafting.local.attention import use_grouped_attention
 from app.drafting.local.closing import Closer
 from app.drafting.local.decoder import Decoder
 from app.drafting.local.fused import use_fused_rms_norm, use_fused_vision_rotary
-from app.drafting.local.grammar import compile_grammar
+from app.drafting.local.grammar import Grammar, compile_grammar
 from app.drafting.local.options import LocalOptions
 from app.drafting.local.vision import use_packed_vision
 from app.drafting.schema import (
@@ -98,7 +98,7 @@ class LocalEngine:
         compile_step: bool = False,
         options: LocalOptions | None = None,
         cache_dir: Path | None = None,
-        grammar: Future[tuple[Any, threading.Thread | None]] | None = None,
+        grammar: Future[Grammar] | None = None,
     ) -> None:
         """`grammar`: the grammar being compiled for this model already (`load` starts it
         beside the weights); else it is compiled here, if `options.grammar`."""
@@ -106,7 +106,6 @@ class LocalEngine:
 
         options = options or LocalOptions()
         self.cache_dir = cache_dir  # the compiled grammar, kept for the next start
-        self._keeping: threading.Thread | None = None
 
         self.model = model
         self.processor = processor
@@ -125,19 +124,21 @@ class LocalEngine:
         self.convention = CONVENTIONS[model_type]
         self.limits = limits.for_convention(self.convention, max_side=8192)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.compiled = None
+        self.grammar: Grammar | None = None
         if options.grammar:
             started = grammar is not None and _loading_key(model.config) == (
                 self.convention,
                 self.vocab_size,
             )
-            self.compiled, self._keeping = (
+            self.grammar = (
                 grammar.result()  # type: ignore[union-attr]
                 if started
                 else compile_grammar(processor.tokenizer, self.vocab_size, self.limits, cache_dir)
             )
-        closing = self.compiled is not None and options.closing
-        self.closer = self._closer(self.compiled) if closing else None
+        self.compiled = self.grammar.compiled if self.grammar is not None else None
+        # The parser each row's strings are counted with; it writes ends with `closing`.
+        self.closer = self._closer(self.grammar) if self.grammar is not None else None
+        self.closing = options.closing
         on_gpu = self.device.type == "cuda"
         if _on(options.grouped_attention, on_gpu):
             use_grouped_attention(model)
@@ -249,7 +250,7 @@ class LocalEngine:
     @staticmethod
     def _grammar_beside_weights(
         config: Any, processor: Any, kw: dict[str, Any]
-    ) -> Future[tuple[Any, threading.Thread | None]] | None:
+    ) -> Future[Grammar] | None:
         """Starts compiling (or reading back) the grammar on a thread while the weights load:
         both take seconds, one on the CPU, the other mostly on the disk and the GPU."""
         options = kw.get("options") or LocalOptions()
@@ -265,12 +266,12 @@ class LocalEngine:
         pool.shutdown(wait=False)
         return future
 
-    def _closer(self, compiled: Any) -> Closer:
+    def _closer(self, grammar: Grammar) -> Closer:
         """What writes a row's shortest valid end when its token budget runs short."""
         tokenizer = self.processor.tokenizer
         return Closer(
-            json_schema(self.limits),
-            vocab=compiled.tokenizer_info.decoded_vocab,
+            json_schema(self.limits, bounds="maxLength"),
+            vocab=grammar.vocab,
             encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
         )
 
@@ -432,8 +433,9 @@ class LocalEngine:
         result = self.decoder.run(
             batch,
             max_new_tokens=self.max_new_tokens,
-            grammar=self.compiled,
+            grammar=self.grammar,
             closer=self.closer,
+            closing=self.closing,
             min_steps=self.min_steps,
         )
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
@@ -459,8 +461,8 @@ class LocalEngine:
         return True
 
     def close(self) -> None:
-        if self._keeping is not None:
-            self._keeping.join()
+        if self.grammar is not None and self.grammar.keeping is not None:
+            self.grammar.keeping.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._ahead = None
         del self.model

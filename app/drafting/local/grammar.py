@@ -1,10 +1,13 @@
 """The draft schema's grammar for one tokenizer, compiled by xgrammar and kept on disk.
 
-Compiling it over a real 151k vocabulary takes 15 to 40 s of CPU, and its result is a few
-hundred MB; it is kept in the engine's cache folder (the app's <data>/cache), keyed by the
-schema, the tokenizer's vocabulary, the model's vocabulary size, the xgrammar version and
-how strings are compiled, so the next start reads it back (about 2 s) instead. Loading starts
-it on a thread of its own (`LocalEngine.load`), beside the model's weights.
+Its strings are unbounded: a bounded string gives xgrammar a state per character, each with
+its token mask (at the default bounds 240 MB, 15 to 40 s of CPU to compile over a real 151k
+vocabulary and seconds to read back). The bounds are kept beside the grammar instead,
+token by token (lengths.py); the grammar itself is about 1 MB and compiles in about 0.5 s,
+mostly reading the vocabulary. It is kept in the engine's cache folder (the app's
+<data>/cache), keyed by the schema, the tokenizer's vocabulary, the model's vocabulary size,
+the xgrammar version and how strings are compiled, so the next start reads it back instead.
+Loading starts it on a thread of its own (`LocalEngine.load`), beside the model's weights.
 """
 
 from __future__ import annotations
@@ -14,15 +17,42 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.drafting.engine import DraftError
+from app.drafting.local.lengths import StringLengths
 from app.drafting.schema import DraftLimits, json_schema
 
 log = logging.getLogger("atelier.drafting")
 
-RAW_STRINGS = "raw-string-regex-1"  # in the grammar cache's key: how strings are compiled
+RAW_STRINGS = "raw-regex-unbounded-2"  # in the cache's key: how strings are compiled
+FORMAT = "grammar-v3-"  # the kept files' names begin so; others are earlier formats, removed
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """What constrained decoding needs for one tokenizer."""
+
+    compiled: Any  # xgrammar's CompiledGrammar: the schema, its strings unbounded
+    vocab: list[bytes]  # each token's bytes, as the grammar reads them
+    lengths: StringLengths  # the strings' bounds, kept beside the grammar
+    keeping: threading.Thread | None  # writing it to the cache folder; join before exiting
+
+
+def grammar_schema(limits: DraftLimits) -> dict[str, Any]:
+    """The schema the grammar is compiled from: the draft schema without its strings'
+    `maxLength`, which lengths.py keeps."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "maxLength"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(json_schema(limits, bounds="maxLength"))  # type: ignore[no-any-return]
 
 
 def raw_string_grammar(xgr: Any, schema: str) -> str | None:
@@ -41,51 +71,54 @@ def raw_string_grammar(xgr: Any, schema: str) -> str | None:
 
 def compile_grammar(
     tokenizer: Any, vocab_size: int, limits: DraftLimits, cache_dir: Path | None
-) -> tuple[Any, threading.Thread | None]:
-    """The compiled grammar, read from `cache_dir` if kept there, and the thread that is
-    writing it there when it was compiled now (None otherwise; join it before exiting)."""
+) -> Grammar:
+    """The grammar, read from `cache_dir` if kept there, else compiled (and written there on
+    a thread of its own), with its vocabulary and the strings' bounds."""
     try:
         import xgrammar as xgr
     except ImportError:
         raise DraftError(
             "Constrained decoding needs xgrammar: pip install 'atelier[draft]'."
         ) from None
-    schema = json.dumps(json_schema(limits))
+    schema = json.dumps(grammar_schema(limits))
     path = grammar_path(schema, tokenizer, vocab_size, cache_dir)
+    compiled, keeping = None, None
     if path is not None and path.is_file():
         try:
             info_text, grammar_text = _read(path)
             info = xgr.TokenizerInfo.deserialize_json(info_text)
-            return xgr.CompiledGrammar.deserialize_json(grammar_text, info), None
+            compiled = xgr.CompiledGrammar.deserialize_json(grammar_text, info)
         except (OSError, ValueError, RuntimeError) as e:
             log.warning("compiling the grammar again: its cache is unreadable (%s)", e)
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-    compiler = xgr.GrammarCompiler(info)
-    ebnf = raw_string_grammar(xgr, schema)
-    compiled = (
-        compiler.compile_grammar(ebnf)
-        if ebnf is not None
-        else compiler.compile_json_schema(schema, any_whitespace=False)
-    )
-    keeping = None
-    if path is not None:
-        # Writing it out takes seconds: on a thread of its own, so the first start does not
-        # wait for it; the engine's `close` does.
-        keeping = threading.Thread(
-            target=_keep, args=(path, info, compiled), name="atelier-grammar"
+    if compiled is None:
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        compiler = xgr.GrammarCompiler(info)
+        ebnf = raw_string_grammar(xgr, schema)
+        compiled = (
+            compiler.compile_grammar(ebnf)
+            if ebnf is not None
+            else compiler.compile_json_schema(schema, any_whitespace=False)
         )
-        keeping.start()
-    return compiled, keeping
+        if path is not None:
+            # Writing it out takes a moment: on a thread of its own, so the first start does
+            # not wait for it; the engine's `close` does.
+            keeping = threading.Thread(
+                target=_keep, args=(path, info, compiled), name="atelier-grammar"
+            )
+            keeping.start()
+    vocab = compiled.tokenizer_info.decoded_vocab
+    lengths = StringLengths(vocab, shortest_bound=limits.shortest_string)
+    return Grammar(compiled, vocab, lengths, keeping)
 
 
 def _keep(path: Path, info: Any, compiled: Any) -> None:
     """Writes xgrammar's own two JSON texts, one after the other, behind a line giving the
-    first one's length: reading them back needs no JSON parsing in Python (which holds the
-    interpreter for seconds at this size, while the weights load)."""
+    first one's length: reading them back needs no JSON parsing in Python."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob("grammar-*.json"):  # the earlier format, never read now
-            old.unlink(missing_ok=True)
+        for old in path.parent.glob("grammar-*"):  # earlier formats (hundreds of MB each)
+            if not old.name.startswith(FORMAT):
+                old.unlink(missing_ok=True)
         part = path.with_suffix(f".{os.getpid()}.part")
         info_text = info.serialize_json().encode()
         with part.open("wb") as f:
@@ -121,4 +154,4 @@ def grammar_path(
     for part in (schema, vocab, str(vocab_size), version("xgrammar"), RAW_STRINGS):
         key.update(part.encode())
         key.update(b"\0")
-    return cache_dir / f"grammar-{key.hexdigest()[:32]}.xgrammar"
+    return cache_dir / f"{FORMAT}{key.hexdigest()[:32]}.xgrammar"
