@@ -156,9 +156,7 @@ class Decoder:
         stops = torch.tensor(self.stop_ids, device=self.device)
         out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
         matchers = (
-            Matchers(
-                grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens, closing
-            )
+            Matchers(grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens, closing)
             if grammar
             else None
         )

@@ -1,0 +1,67 @@
+"""The engine's batches are exactly the processor's, tokenized once per text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from app.drafting.local.model_inputs import ModelInputs
+from app.drafting.prompt import build_prompt
+
+
+def _requests(processor: Any) -> tuple[list[str], list[Image.Image]]:
+    sizes = [(320, 240), (240, 420), (320, 240), (500, 500), (33, 700)]
+    texts, images = [], []
+    for n, (w, h) in enumerate(sizes):
+        prompt = build_prompt(width=w, height=h, convention="qwen2vl", style_block={})
+        if n == 3:
+            prompt += ' Its sign reads "CAFÉ\n1610" — a quote, a line, an accent.'
+        content = [{"type": "image"}, {"type": "text", "text": prompt}]
+        texts.append(
+            processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+        )
+        images.append(Image.new("RGB", (w, h), (40 * n, 90, 140)))
+    return texts, images
+
+
+def _same_as_the_processor(folder: Path) -> None:
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    texts, images = _requests(processor)
+    expected = processor(
+        text=texts, images=images, padding=True, padding_side="left", return_tensors="pt"
+    )
+    inputs = ModelInputs(processor)
+    for _ in range(2):  # the second time from the texts' remembered ids
+        got = inputs.batch(texts, images)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert got[key].dtype == value.dtype, key
+            assert got[key].shape == value.shape, key
+            assert bool((got[key] == value).all()), key
+    assert len(inputs._ids) == len(set(texts))
+
+
+@pytest.mark.parametrize("family", ["tiny_qwen2vl", "tiny_qwen25vl"])
+def test_batches_are_the_processor_s_own(family: str, request: pytest.FixtureRequest) -> None:
+    _same_as_the_processor(request.getfixturevalue(family))
+
+
+@pytest.mark.parametrize("name", ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-4B-Instruct"])
+def test_batches_are_the_real_processor_s_own(name: str, real_tiny: Any) -> None:
+    _same_as_the_processor(real_tiny(name))
+
+
+def test_a_text_without_its_one_image_placeholder_is_refused(tiny_qwen2vl: Path) -> None:
+    from transformers import AutoProcessor
+
+    inputs = ModelInputs(AutoProcessor.from_pretrained(tiny_qwen2vl))
+    with pytest.raises(ValueError, match=re.escape("one <|image_pad|>")):
+        inputs.batch(["no image here"], [Image.new("RGB", (64, 64))])
