@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from app.drafting.engine import DraftError
 from app.drafting.local.model_inputs import ModelInputs
 from app.drafting.prompt import build_prompt
 
@@ -59,9 +60,26 @@ def test_batches_are_the_real_processor_s_own(name: str, real_tiny: Any) -> None
     _same_as_the_processor(real_tiny(name))
 
 
-def test_a_text_without_its_one_image_placeholder_is_refused(tiny_qwen2vl: Path) -> None:
+def test_a_prompt_holding_a_placeholder_of_its_own_is_refused(tiny_qwen2vl: Path) -> None:
+    # A dataset's drafting instructions are the user's text: a placeholder in them would be
+    # read as a second image, or a video the model has no frames for (its forward fails).
     from transformers import AutoProcessor
 
-    inputs = ModelInputs(AutoProcessor.from_pretrained(tiny_qwen2vl))
-    with pytest.raises(ValueError, match=re.escape("one <|image_pad|>")):
-        inputs.batch(["no image here"], [Image.new("RGB", (64, 64))])
+    processor = AutoProcessor.from_pretrained(tiny_qwen2vl)
+    inputs = ModelInputs(processor)
+    texts, images = _requests(processor)
+    for extra in ("<|video_pad|>", "<|image_pad|>"):
+        with pytest.raises(DraftError, match=re.escape("remove it from the dataset's")):
+            inputs.batch([texts[0] + extra], images[:1])
+    with pytest.raises(DraftError):
+        inputs.batch(["no image here"], images[:1])
+
+
+def test_the_engine_says_so_rather_than_failing_in_the_model(tiny_qwen2vl: Path) -> None:
+    from app.drafting.engine import DraftInput
+    from app.drafting.local.engine import LocalEngine
+
+    engine = LocalEngine.load(str(tiny_qwen2vl), device="cpu", max_new_tokens=8)
+    with pytest.raises(DraftError, match="drafting instructions"):
+        engine.draft([DraftInput(Image.new("RGB", (64, 64)), "Describe it. <|video_pad|>")])
+    engine.close()

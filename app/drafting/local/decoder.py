@@ -362,7 +362,7 @@ class Matchers:
         outside = self.lengths.outside_mask(self.words)
         for i in self.live:
             parser = self.parsers[i]
-            if parser is None or i in self.ends:
+            if parser is None or self.ends.get(i):
                 continue  # an end being written adds no character to a string
             room = parser.room()
             mask = outside if room is None else self.lengths.inside_mask(*room, self.words)

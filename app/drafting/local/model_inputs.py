@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from app.drafting.engine import DraftError
+
 _IMAGE, _VIDEO = 1, 2  # mm_token_type_ids' values (transformers' create_mm_token_type_ids)
 
 
@@ -28,9 +30,8 @@ class ModelInputs:
         self.tokenizer = processor.tokenizer
         self.image_token = processor.image_token
         self.image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_id = self.tokenizer.convert_tokens_to_ids(
-            getattr(processor, "video_token", "<|video_pad|>")
-        )
+        self.video_token = getattr(processor, "video_token", "<|video_pad|>")
+        self.video_id = self.tokenizer.convert_tokens_to_ids(self.video_token)
         self.merge = processor.image_processor.merge_size**2
         self.pad_id = self.tokenizer.pad_token_id
         self.types = "mm_token_type_ids" in processor.model_input_names
@@ -68,8 +69,14 @@ class ModelInputs:
         ids = self._ids.get(text)
         if ids is None:
             ids = np.asarray(self.tokenizer(text)["input_ids"], np.int64)
-            if int((ids == self.image_id).sum()) != 1:
-                raise ValueError(f"a drafting request holds one {self.image_token}")
+            if int((ids == self.image_id).sum()) != 1 or (ids == self.video_id).any():
+                # The prompt's own text (a dataset's instructions) holds a placeholder: the
+                # processor refuses it too, and the model would fail on it.
+                raise DraftError(
+                    f"A drafting prompt may hold no {self.image_token} or {self.video_token} "
+                    "of its own (the model reads them as an image or a video): remove it "
+                    "from the dataset's drafting instructions."
+                )
             if len(self._ids) > 4096:  # prompts differ by the image's size: a few in a job
                 self._ids.clear()
             self._ids[text] = ids
