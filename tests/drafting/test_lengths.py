@@ -14,7 +14,9 @@ from app.drafting.schema import DraftLimits
 
 
 def _bits(row: Any) -> np.ndarray:
-    return np.unpackbits(row.numpy().view(np.uint8), bitorder="little").astype(bool)
+    """Each token's bit of a bitmask row (a NumPy or torch int32 row)."""
+    row = row if isinstance(row, np.ndarray) else row.numpy()
+    return np.unpackbits(row.view(np.uint8), bitorder="little").astype(bool)
 
 
 def test_count_each_token_s_characters_as_the_bounded_patterns_do() -> None:

@@ -24,6 +24,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from app.drafting.local import kernels
 from app.drafting.local.closing import BadPrefix, Closer, Parser
 from app.drafting.local.grammar import Grammar
@@ -337,6 +339,7 @@ class Matchers:
         if device.type == "cuda":
             self.bitmask = self.bitmask.pin_memory()
         self.words = self.bitmask.shape[1]
+        self.rows_view = self.bitmask.numpy()  # the same memory: NumPy's calls cost less
         self.live = list(range(rows))
         self.lengths = grammar.lengths
         self.tokens = grammar.vocab  # each token's bytes, fed to the parsers
@@ -360,14 +363,15 @@ class Matchers:
     def _keep_lengths(self) -> None:
         """Each row's mask keeps the tokens that fit the bound of the string it is in."""
         outside = self.lengths.outside_mask(self.words)
+        rows, inside_mask, ends = self.rows_view, self.lengths.inside_mask, self.ends
         for i in self.live:
             parser = self.parsers[i]
-            if parser is None or self.ends.get(i):
+            if parser is None or ends.get(i):
                 continue  # an end being written adds no character to a string
             room = parser.room()
-            mask = outside if room is None else self.lengths.inside_mask(*room, self.words)
+            mask = outside if room is None else inside_mask(room[0], room[1], self.words)
             if mask is not None:
-                self.bitmask[i].bitwise_and_(mask)
+                np.bitwise_and(rows[i], mask, out=rows[i])
 
     def _close(self) -> None:
         """Rows that must end now get their end's next token as their only choice."""

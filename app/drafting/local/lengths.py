@@ -16,8 +16,6 @@ in a real vocabulary at the default bounds; with tiny bounds it is left out).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 _QUOTE, _BACKSLASH = 0x22, 0x5C
@@ -93,9 +91,9 @@ class StringLengths:
         self._most = {"inside": self.longest, "escaped": int(self.after_escape.max(initial=0))}
         self._fits = {start: most <= shortest_bound for start, most in opens.items()}
         self._every_fit = {start: bool(fits.all()) for start, fits in self._fits.items()}
-        self._masks: dict[tuple[str, int], Any] = {}
+        self._masks: dict[tuple[str, int], np.ndarray] = {}
 
-    def inside_mask(self, room: int, escaped: bool, words: int) -> Any:
+    def inside_mask(self, room: int, escaped: bool, words: int) -> np.ndarray | None:
         """The bitmask row (xgrammar's layout, `words` int32 words) of the tokens that fit a
         string with `room` characters left; None where every token does."""
         start = "escaped" if escaped else "inside"
@@ -107,7 +105,7 @@ class StringLengths:
             self._masks[start, room] = _packed((counts <= room) & self._fits[start], words)
         return self._masks[start, room]
 
-    def outside_mask(self, words: int) -> Any:
+    def outside_mask(self, words: int) -> np.ndarray | None:
         """The bitmask row of the tokens that fit outside any string (a string they open
         holds the shortest bound); None where every token does."""
         if self._every_fit["outside"]:
@@ -117,12 +115,10 @@ class StringLengths:
         return self._masks["outside", 0]
 
 
-def _packed(allowed: np.ndarray, words: int) -> Any:
-    """A bool per token as a torch int32 bitmask row: token t is bit t % 32 of word t // 32
+def _packed(allowed: np.ndarray, words: int) -> np.ndarray:
+    """A bool per token as an int32 bitmask row: token t is bit t % 32 of word t // 32
     (xgrammar's layout); tokens past the vocabulary are left out."""
-    import torch
-
     bits = np.zeros(words * 32, bool)
     bits[: min(len(allowed), words * 32)] = allowed[: words * 32]
     packed = np.packbits(bits, bitorder="little").view("<i4")
-    return torch.from_numpy(packed.astype(np.int32))
+    return packed.astype(np.int32)
