@@ -536,3 +536,39 @@ def test_the_engine_s_grammar_lets_a_transcription_hold_a_line_break_and_a_quote
         deep = {**answer, "compositional_deconstruction": {"background": "", "elements": [lines]}}
         assert accepts(json.dumps(deep, ensure_ascii=False, separators=(", ", ": "))) == fits
     engine.close()
+
+
+def _with_checkpoint_pixels(folder: Path, to: Path) -> Path:
+    """A copy of a saved model whose preprocessor_config.json bounds pixels the way
+    Qwen2.5-VL's checkpoint does (min_pixels and max_pixels beside `size`)."""
+    import shutil
+
+    shutil.copytree(folder, to)
+    # Written on its own by older transformers, inside processor_config.json by newer ones.
+    path = to / "preprocessor_config.json"
+    whole = json.loads((path if path.is_file() else to / "processor_config.json").read_text())
+    config = whole if path.is_file() else whole["image_processor"]
+    config.update(min_pixels=3136, max_pixels=12845056)
+    config["size"] = {"shortest_edge": 3136, "longest_edge": 12845056}
+    (path if path.is_file() else to / "processor_config.json").write_text(json.dumps(whole))
+    return to
+
+
+@pytest.mark.parametrize("name", ["tiny", "Qwen2.5-VL-7B-Instruct", "Qwen3-VL-4B-Instruct"])
+def test_images_are_given_at_most_the_pixels_asked_for(
+    name: str, real_tiny: Any, tiny_qwen25vl: Path, tmp_path: Path
+) -> None:
+    # Qwen2.5-VL's preprocessor_config.json holds max_pixels 12,845,056, which overrode the
+    # engine's own bound: a 2000x3000 image went in at about 6M pixels.
+    folder = (
+        _with_checkpoint_pixels(tiny_qwen25vl, tmp_path / "model")
+        if name == "tiny"
+        else real_tiny(name)
+    )
+    engine = LocalEngine.load(str(folder), device="cpu", max_pixels=512 * 512)
+    grid = engine.processor.image_processor(images=[Image.new("RGB", (2000, 3000))])[
+        "image_grid_thw"
+    ][0]
+    patch = engine.processor.image_processor.patch_size
+    assert int(grid[1] * grid[2]) * patch * patch <= 512 * 512
+    engine.close()

@@ -208,10 +208,14 @@ class LocalEngine:
         grammar = None
         try:
             # The Qwen-VL processors count pixels: shortest_edge and longest_edge are the
-            # smallest and largest image area the model is given.
+            # smallest and largest image area the model is given. A checkpoint's own
+            # min_pixels and max_pixels (Qwen2.5-VL's: up to 12.8M pixels) override `size`,
+            # so they are given too.
             processor = AutoProcessor.from_pretrained(
                 model_id,
                 size={"shortest_edge": MIN_IMAGE_PIXELS, "longest_edge": max_pixels},
+                min_pixels=MIN_IMAGE_PIXELS,
+                max_pixels=max_pixels,
                 local_files_only=local_only,
                 use_fast=True,  # the torch-based image processor, which can work on the GPU
             )
