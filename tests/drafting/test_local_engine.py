@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +136,24 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
         )
 
     (tmp_path / "cache").mkdir()
-    # The formats before (the second with bounded strings, hundreds of MB), never read now.
-    earlier = [tmp_path / "cache" / n for n in ("grammar-0123.json", "grammar-4567.xgrammar")]
-    for path in earlier:
+    # The formats before (the second with bounded strings, hundreds of MB), never read now,
+    # and a part file a stopped start left, are removed; what else is there stays.
+    cache = tmp_path / "cache"
+    earlier = [cache / f"grammar-{'0a' * 16}.json", cache / f"grammar-{'4b' * 16}.xgrammar"]
+    left = cache / f"grammar-v3-{'5c' * 16}.123.part"
+    others = [cache / "grammar-notes.txt", cache / f"grammar-v3-{'6d' * 16}.456.part"]
+    for path in [*earlier, left, *others]:
         path.write_text("{}")
+    os.utime(left, (time.time() - 2 * 3600,) * 2)
+    (cache / f"grammar-{'7e' * 16}.json.d").mkdir()  # not a file: kept, and no failure
     first = start()
     raw = first.draft(images()[:1])[0].raw
     first.close()  # waits for the grammar to be written (on a thread of its own)
-    assert not any(path.exists() for path in earlier)
+    assert not any(path.exists() for path in [*earlier, left])
+    assert all(path.exists() for path in others)
+    for path in others:
+        path.unlink()
+    (cache / f"grammar-{'7e' * 16}.json.d").rmdir()
     [kept] = (tmp_path / "cache").glob("grammar-*")
     made = kept.stat().st_mtime_ns
     second = start()  # reads the grammar back: the file is not written again

@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,9 +118,7 @@ def _keep(path: Path, info: Any, compiled: Any) -> None:
     first one's length: reading them back needs no JSON parsing in Python."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob("grammar-*"):  # earlier formats (hundreds of MB each)
-            if not old.name.startswith(FORMAT):
-                old.unlink(missing_ok=True)
+        _remove_earlier(path.parent)
         part = path.with_suffix(f".{os.getpid()}.part")
         info_text = info.serialize_json().encode()
         with part.open("wb") as f:
@@ -128,6 +128,25 @@ def _keep(path: Path, info: Any, compiled: Any) -> None:
         part.replace(path)  # whole or absent, for a start running beside this one
     except OSError as e:
         log.warning("the compiled grammar is not kept: %s", e)
+
+
+# The names earlier versions kept their grammars under (hundreds of MB each, strings bounded
+# in the grammar), never read now.
+_EARLIER = re.compile(r"grammar-[0-9a-f]{32}\.(json|xgrammar)")
+_PART_AGE_S = 3600  # a part file this old was left by a start that stopped while writing
+
+
+def _remove_earlier(folder: Path) -> None:
+    """Removes the grammars earlier versions kept in `folder`, and part files a stopped
+    start left; nothing else."""
+    now = time.time()
+    for old in folder.glob("grammar-*"):
+        try:
+            stale_part = old.name.endswith(".part") and now - old.stat().st_mtime > _PART_AGE_S
+            if old.is_file() and (_EARLIER.fullmatch(old.name) or stale_part):
+                old.unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def _read(path: Path) -> tuple[str, str]:
