@@ -24,6 +24,8 @@ def test_choose_files_uploads_with_progress(page, live_server: str, tmp_path: Pa
     bad = tmp_path / "fake.png"
     bad.write_text("<html>nope</html>")
     page.goto(f"{live_server}/datasets/{ds}")
+    uncaptioned = page.locator("[data-uncaptioned]")
+    assert uncaptioned.inner_text() == "· 0 without a caption"
     page.set_input_files(
         "[data-file-input]", [*map(str, files), str(tmp_path / "00.json"), str(bad)]
     )
@@ -36,7 +38,9 @@ def test_choose_files_uploads_with_progress(page, live_server: str, tmp_path: Pa
     assert (
         report.filter(has_text="fake.png: refused, it is an HTML page, not an image").count() == 1
     )
-    # The grid refreshed itself through the htmx event, thumbnails loaded.
+    # The grid and the drafting card's count refreshed themselves through the htmx event,
+    # thumbnails loaded.
+    uncaptioned.filter(has_text="19 without").wait_for()
     page.locator("ul.grid li.tile").nth(19).wait_for()
     assert page.locator("ul.grid li.tile").count() == 20
     page.wait_for_function(
