@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,7 +28,8 @@ def _requests(processor: Any) -> tuple[list[str], list[Image.Image]]:
                 [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
             )
         )
-        images.append(Image.new("RGB", (w, h), (40 * n, 90, 140)))
+        pixels = np.random.default_rng(n).integers(0, 255, (h, w, 3), dtype=np.uint8)
+        images.append(Image.fromarray(pixels))  # every pixel its own: any mix-up shows
     return texts, images
 
 
