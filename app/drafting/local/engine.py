@@ -463,6 +463,7 @@ class LocalEngine:
         if self.grammar is not None and self.grammar.keeping is not None:
             self.grammar.keeping.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.inputs.close()
         self._ahead = None
         del self.model
         if self.torch.cuda.is_available():

@@ -69,6 +69,11 @@ class ModelInputs:
             batch["mm_token_type_ids"] = torch.from_numpy(types)
         return BatchFeature({**batch, **pixels})
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def _as_tensors(self, images: list[Any]) -> list[Any]:
         """RGB images as the channels-first uint8 tensors the image processor makes of
         them first, made on several threads (Pillow copies its pixels out without the GIL:
