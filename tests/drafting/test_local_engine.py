@@ -125,13 +125,13 @@ def test_tiny_models_around_the_real_qwen_files_draft_valid_captions(
 def test_the_compiled_grammar_is_kept_for_the_next_start(
     tiny_qwen2vl: Path, tmp_path: Path
 ) -> None:
-    def start() -> LocalEngine:
+    def start(limits: DraftLimits = LIMITS) -> LocalEngine:
         return LocalEngine.load(
             str(tiny_qwen2vl),
             device="cpu",
             max_pixels=64 * 28 * 28,
             max_new_tokens=TOKENS,
-            limits=LIMITS,
+            limits=limits,
             cache_dir=tmp_path / "cache",
         )
 
@@ -161,26 +161,11 @@ def test_the_compiled_grammar_is_kept_for_the_next_start(
     second.close()
     assert kept.stat().st_mtime_ns == made
     # Other string bounds are the same grammar (lengths.py keeps them), read back too.
-    other = DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS)
-    LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=other,
-        cache_dir=tmp_path / "cache",
-    ).close()
+    start(DraftLimits.scaled(max_chars=MAX_CHARS + 1, max_elements=MAX_ELEMENTS)).close()
     assert list((tmp_path / "cache").glob("grammar-*")) == [kept]
     assert kept.stat().st_mtime_ns == made
     # Another number of elements is another grammar, kept beside it.
-    LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS + 1),
-        cache_dir=tmp_path / "cache",
-    ).close()
+    start(DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS + 1)).close()
     assert len(list((tmp_path / "cache").glob("grammar-*"))) == 2
     # A damaged file, or one cut short, is compiled again and replaced, never fatal.
     whole = kept.read_bytes()

@@ -86,7 +86,6 @@ class StringLengths:
             first[nonempty] = starts[offsets[nonempty]]
             self.inside[plain] = counts
             self.after_escape[plain] = counts - first
-        self.shortest = shortest_bound
         self.longest = int(self.inside.max(initial=0))  # more room than this: nothing to keep
         self._most = {"inside": self.longest, "escaped": int(self.after_escape.max(initial=0))}
         self._fits = {start: most <= shortest_bound for start, most in opens.items()}
