@@ -104,14 +104,7 @@ def main() -> None:
     report: dict = {"shape": args.shape, "gpu": torch.cuda.get_device_name(0)}
     if not (folder / "config.json").is_file():
         t = time.perf_counter()
-        model, processor = load_model(
-            args.shape,
-            "qwen",
-            args.models or REAL_MODELS,
-            device="cuda",
-            dtype=torch.bfloat16,
-            max_pixels=1024 * 1024,
-        )
+        model, processor = load_model(args.shape, "qwen", args.models or REAL_MODELS)
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
         del model

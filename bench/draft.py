@@ -56,7 +56,11 @@ QWEN2_FILES = "Qwen2.5-VL-7B-Instruct"
 
 def load_model(shape: str, tokenizer_kind: str, models: Path, **kw: object) -> tuple:
     """The benchmark's (model, processor): a Qwen3-VL shape around its real files, or a
-    Qwen2-VL one with the byte-level, trained-BPE or real Qwen tokenizer."""
+    Qwen2-VL one with the byte-level, trained-BPE or real Qwen tokenizer; on the GPU in
+    bf16, 1024x1024 pixels at most, unless `kw` says otherwise."""
+    import torch
+
+    kw = {"device": "cuda", "dtype": torch.bfloat16, "max_pixels": 1024 * 1024, **kw}
     if shape in QWEN3:
         return from_real(models / QWEN3[shape], "full", **kw)  # type: ignore[arg-type]
     extra: dict = {}
@@ -230,14 +234,7 @@ def main() -> None:
     print(json.dumps({"ceilings": limits}), flush=True)
 
     t = time.perf_counter()
-    model, processor = load_model(
-        args.shape,
-        args.tokenizer,
-        args.models,
-        device="cuda",
-        dtype=torch.bfloat16,
-        max_pixels=1024 * 1024,
-    )
+    model, processor = load_model(args.shape, args.tokenizer, args.models)
     report["build_s"] = round(time.perf_counter() - t, 1)
     one = processor(
         text=[_chat(processor)], images=[images(1, convention)[0].image], return_tensors="pt"

@@ -89,14 +89,7 @@ def main() -> None:
     args = ap.parse_args()
 
     top = ceilings()
-    model, processor = load_model(
-        args.shape,
-        args.tokenizer,
-        args.models,
-        device="cuda",
-        dtype=torch.bfloat16,
-        max_pixels=1024 * 1024,
-    )
+    model, processor = load_model(args.shape, args.tokenizer, args.models)
     # The engine as users run it, but its tower left as transformers has it.
     plain = LocalEngine(
         model,
