@@ -482,3 +482,43 @@ def test_the_app_drafts_in_a_process_of_its_own_that_it_restarts(
     # The server stopping stops its drafting process.
     assert last.poll() is not None and worker.pid is None
     app.state.engine.dispose()
+
+
+def test_every_draft_s_palettes_come_from_its_own_image_s_pixels(tmp_path: Path) -> None:
+    """The palettes of a batch are filled several at a time: each caption's, image and element
+    palettes alike, must be what its own image gives, one at a time."""
+    import json
+
+    from app.drafting.pipeline import decoded_side
+    from app.images.decode import display_rgb
+    from app.images.palettes import Pixels, fill_palettes
+    from tests.drafting.fake_servers import DRAFT, FakeServer, serving
+    from tests.drafting.remote_jobs import draft_dataset
+
+    draft = json.loads(json.dumps(DRAFT))
+    draft["compositional_deconstruction"]["elements"] = [
+        {"type": "obj", "bbox_2d": box, "desc": f"part {n}"}
+        for n, box in enumerate([[0, 0, 500, 500], [500, 0, 1000, 400], [200, 500, 900, 1000]])
+    ]
+    fake = FakeServer("vllm", content=lambda body: json.dumps(draft))
+    with serving(fake) as urls:
+        job, settings = draft_dataset(tmp_path, urls, images=6)
+    assert (job.status, job.done) == (JobStatus.done, 6), job.error
+    db = make_engine(settings)
+    store = content_store(settings)
+    palettes: set[tuple[str, ...]] = set()
+    with Session(db) as session:
+        for image in session.exec(select(Image)):
+            head = revisions.head(session, image)
+            assert head is not None
+            landed = revisions.parse(head)
+            data = store.blob_path(image.sha256).read_bytes()
+            pixels = Pixels(display_rgb(data, max_side=decoded_side(settings.draft_max_pixels)))
+            expected = fill_palettes(landed, pixels)  # every palette made again from the pixels
+            assert landed.style.color_palette == expected.style.color_palette
+            got = [e.color_palette for e in landed.composition.elements]
+            assert got == [e.color_palette for e in expected.composition.elements]
+            assert all(got)
+            palettes.add(tuple(landed.style.color_palette))
+    db.dispose()
+    assert len(palettes) == 6  # six pictures, six palettes: none taken from another image
