@@ -1,0 +1,113 @@
+"""Palettes from the pixels: speed and fit of `dominant_colours` with its pixel cap, against the
+same function with the cap off (the median cut over the whole 512 px working copy, as before
+2026-12-01), in the same run.
+
+For each picture: the image palette (16 colours) and eight element palettes (5 colours, crops
+of a tenth to half the picture). Fit is the pixels' mean distance to their nearest palette
+colour (CIE76 in Lab, lower is better); a palette that got faster but fits worse shows here.
+The pictures are painting-like 1024 px JPEGs (bench/import.py's); --folder adds your own.
+
+    python bench/palettes.py [--pictures 24] [--folder DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.images import palettes  # noqa: E402
+from app.images.decode import display_rgb  # noqa: E402
+
+make_jpeg = importlib.import_module("bench.import").make_jpeg
+
+BOXES = [
+    (0.0, 0.0, 1.0, 0.4),
+    (0.1, 0.5, 0.6, 1.0),
+    (0.6, 0.5, 0.9, 0.9),
+    (0.2, 0.2, 0.3, 0.3),
+    (0.4, 0.1, 0.5, 0.3),
+    (0.7, 0.1, 0.95, 0.3),
+    (0.05, 0.45, 0.2, 0.6),
+    (0.3, 0.6, 0.4, 0.7),
+]
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (0..255) to CIE Lab, D65."""
+    c = rgb.astype(np.float64) / 255
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1
+    )
+
+
+def fit(img: Image.Image, palette: list[str]) -> float:
+    """The pixels' mean CIE76 distance to the nearest colour of `palette`."""
+    pixels = lab(np.asarray(img).reshape(-1, 3))
+    colours = np.array([[int(h[i : i + 2], 16) for i in (1, 3, 5)] for h in palette], np.uint8)
+    distance = np.sqrt(((pixels[:, None, :] - lab(colours)[None]) ** 2).sum(-1))
+    return float(distance.min(1).mean())
+
+
+def measure(works: list[Image.Image]) -> dict[str, float]:
+    image_s = crops_s = image_fit = crops_fit = 0.0
+    for work in works:
+        t = time.perf_counter()
+        palette = palettes.dominant_colours(work, limit=palettes.IMAGE_PALETTE_MAX)
+        image_s += time.perf_counter() - t
+        image_fit += fit(work, palette)
+        for x0, y0, x1, y1 in BOXES:
+            w, h = work.size
+            crop = work.crop((int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)))
+            t = time.perf_counter()
+            colours = palettes.dominant_colours(crop, limit=palettes.ELEMENT_PALETTE_MAX)
+            crops_s += time.perf_counter() - t
+            crops_fit += fit(crop, colours)
+    n = len(works)
+    return {
+        "image_ms": round(image_s / n * 1000, 1),
+        "eight_crops_ms": round(crops_s / n * 1000, 1),
+        "image_fit": round(image_fit / n, 2),
+        "crop_fit": round(crops_fit / n / len(BOXES), 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pictures", type=int, default=24)
+    ap.add_argument("--folder", type=Path, default=None, help="your own pictures, added")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{i:03d}.jpg" for i in range(args.pictures)]
+        for i, p in enumerate(paths):
+            make_jpeg((p, i))
+        if args.folder:
+            paths += sorted(q for q in args.folder.iterdir() if q.is_file())
+        works = [palettes.Pixels(display_rgb(p.read_bytes(), max_side=1536)).img for p in paths]
+    capped = measure(works)
+    cap = palettes.MEDIAN_CUT_PIXELS
+    palettes.MEDIAN_CUT_PIXELS = 1 << 62  # the cap off: the whole working copy, as before
+    whole = measure(works)
+    palettes.MEDIAN_CUT_PIXELS = cap
+    report = {"pictures": len(works), "cap_pixels": cap, "capped": capped, "cap_off": whole}
+    report["image_speedup"] = round(whole["image_ms"] / capped["image_ms"], 2)
+    report["crops_speedup"] = round(whole["eight_crops_ms"] / capped["eight_crops_ms"], 2)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
