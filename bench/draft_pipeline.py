@@ -28,7 +28,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +47,7 @@ from app.images.palettes import Pixels, fill_palettes  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
 from app.images.store import content_store  # noqa: E402
 
-make_jpeg = importlib.import_module("bench.import").make_jpeg  # painting-like 1024 px JPEGs
+write_jpegs = importlib.import_module("bench.import").write_jpegs  # painting-like 1024 px
 
 
 def answer(elements: int) -> str:
@@ -102,10 +101,7 @@ def main() -> None:
     raw = answer(args.elements)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        src.mkdir()
-        paths = [src / f"{i:05d}.jpg" for i in range(n)]
-        with ProcessPoolExecutor() as pool:
-            list(pool.map(make_jpeg, [(p, i) for i, p in enumerate(paths)], chunksize=16))
+        paths = write_jpegs(src, n)
         settings = Settings(data_dir=Path(tmp) / "data")  # type: ignore[call-arg]
         db = make_engine(settings)
         migrate(db)

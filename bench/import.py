@@ -48,6 +48,15 @@ def make_jpeg(args: tuple[Path, int]) -> None:
     Image.blend(img, noise, 0.12).save(path, "JPEG", quality=90)
 
 
+def write_jpegs(folder: Path, n: int) -> list[Path]:
+    """`n` painting-like JPEGs (`make_jpeg`) written into `folder`, on every core."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:05d}.jpg" for i in range(n)]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(make_jpeg, [(p, i) for i, p in enumerate(paths)], chunksize=16))
+    return paths
+
+
 def plain_decode(paths: list[Path]) -> float:
     t = time.perf_counter()
     for p in paths:
@@ -60,10 +69,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        src.mkdir()
-        paths = [src / f"{i:05d}.jpg" for i in range(n)]
-        with ProcessPoolExecutor() as pool:
-            list(pool.map(make_jpeg, [(p, i) for i, p in enumerate(paths)], chunksize=16))
+        paths = write_jpegs(src, n)
         total_mb = sum(p.stat().st_size for p in paths) / 2**20
 
         plain_decode(paths[:20])  # warm the page cache and Pillow's plugins

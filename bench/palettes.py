@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from app.images import palettes  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 
-make_jpeg = importlib.import_module("bench.import").make_jpeg
+write_jpegs = importlib.import_module("bench.import").write_jpegs
 
 BOXES = [
     (0.0, 0.0, 1.0, 0.4),
@@ -92,9 +92,7 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, default=None, help="your own pictures, added")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / f"{i:03d}.jpg" for i in range(args.pictures)]
-        for i, p in enumerate(paths):
-            make_jpeg((p, i))
+        paths = write_jpegs(Path(tmp), args.pictures)
         if args.folder:
             paths += sorted(q for q in args.folder.iterdir() if q.is_file())
         works = [palettes.Pixels(display_rgb(p.read_bytes(), max_side=1536)).img for p in paths]
