@@ -6,6 +6,8 @@ For each picture: the image palette (16 colours) and eight element palettes (5 c
 of a tenth to half the picture). Fit is the pixels' mean distance to their nearest palette
 colour (CIE76 in Lab, lower is better); a palette that got faster but fits worse shows here.
 The pictures are painting-like 1024 px JPEGs (bench/import.py's); --folder adds your own.
+Four pictures of fine detail (stripes, thin lines, a check) are measured apart: a cap that
+blended pixels would show there, as colours the picture does not hold.
 
     python bench/palettes.py [--pictures 24] [--folder DIR]
 """
@@ -41,6 +43,22 @@ BOXES = [
     (0.05, 0.45, 0.2, 0.6),
     (0.3, 0.6, 0.4, 0.7),
 ]
+
+
+def fine_detail() -> list[Image.Image]:
+    """Pictures a resized copy would blend: 1 px and 3 px stripes of two colours, thin red
+    lines on grey, a fine two-colour check (cloth, hatching, halftone)."""
+    stripes1 = np.zeros((512, 512, 3), np.uint8)
+    stripes1[:, 0::2], stripes1[:, 1::2] = (220, 20, 20), (20, 20, 220)
+    stripes3 = np.zeros((512, 512, 3), np.uint8)
+    for x in range(512):
+        stripes3[:, x] = (230, 200, 40) if (x // 3) % 2 else (20, 30, 90)
+    lines = np.full((512, 512, 3), 40, np.uint8)
+    lines[::20] = (255, 0, 0)
+    check = np.zeros((512, 512, 3), np.uint8)
+    yy, xx = np.mgrid[:512, :512]
+    check[(yy + xx) % 2 == 0], check[(yy + xx) % 2 == 1] = (240, 240, 230), (30, 90, 40)
+    return [Image.fromarray(a) for a in (stripes1, stripes3, lines, check)]
 
 
 def lab(rgb: np.ndarray) -> np.ndarray:
@@ -96,12 +114,15 @@ def main() -> None:
         if args.folder:
             paths += sorted(q for q in args.folder.iterdir() if q.is_file())
         works = [palettes.Pixels(display_rgb(p.read_bytes(), max_side=1536)).img for p in paths]
-    capped = measure(works)
+    detail = fine_detail()
+    capped, capped_detail = measure(works), measure(detail)
     cap = palettes.MEDIAN_CUT_PIXELS
     palettes.MEDIAN_CUT_PIXELS = 1 << 62  # the cap off: the whole working copy, as before
-    whole = measure(works)
+    whole, whole_detail = measure(works), measure(detail)
     palettes.MEDIAN_CUT_PIXELS = cap
-    report = {"pictures": len(works), "cap_pixels": cap, "capped": capped, "cap_off": whole}
+    report: dict[str, object] = {"pictures": len(works), "cap_pixels": cap}
+    report |= {"capped": capped, "cap_off": whole}
+    report |= {"fine_detail_capped": capped_detail, "fine_detail_cap_off": whole_detail}
     report["image_speedup"] = round(whole["image_ms"] / capped["image_ms"], 2)
     report["crops_speedup"] = round(whole["eight_crops_ms"] / capped["eight_crops_ms"], 2)
     print(json.dumps(report))

@@ -299,10 +299,10 @@ def _draft_batch(
 
 
 def _filled(loaded: _Loaded, outputs: list[DraftOutput]) -> dict[int, Caption]:
-    """Each drafted caption, by item id, with its palettes filled from the pixels (the image's
-    and each boxed element's), several at a time: Pillow's median cut does not hold the GIL,
-    and one after the other a batch's took longer than drafting it (90 ms a caption of eight
-    boxes on one core, bench/draft_pipeline.py)."""
+    """Each drafted caption, by item id, with its palettes filled from the pixels: the image
+    palette made while the batch drafted (`_palettes`), and each boxed element's from its
+    crop, several captions at a time. Pillow's median cut does not hold the GIL, and one after
+    the other a batch's took longer than the H200 took to draft it (bench/draft_pipeline.py)."""
     pixels = loaded.pixels()
     drafted = [
         (item_id, out.caption)

@@ -24,15 +24,14 @@ MIN_SHARE = 0.01
 # them: quantise to this many times the palette's size, then merge what the eye cannot tell
 # apart, so that small but distinct colours (a candle, a red sleeve) still get a place.
 CANDIDATES_PER_COLOUR = 3
-# CIEDE2000 (coloraide) below this is one colour for a palette: about 1 is just noticeable side
+# CIEDE2000 below this is one colour for a palette: about 1 is just noticeable side
 # by side, and a caption's palette names colours, not the shades of one.
 MERGE_DELTA_E = 6.0
 # Pillow's median cut costs with the pixels it is given, far more than a palette needs them:
-# an image or crop is resized to at most this many pixels first (flat colours stay exact).
-# Measured (bench/palettes.py, 24 painting-like pictures and 12 photographs, a noisy 2-core
-# machine): the image palette 4 to 8 times faster, eight element crops 1.6 to 1.8, and the
-# pixels' mean distance to their nearest palette colour the same (CIE76, image 5.06 against
-# 5.17, crops 5.21 against 5.14).
+# it is given this many of an image's or crop's pixels at most, picked at random (the same
+# ones each time). Picked, not averaged: a resized copy blends stripes, hatching and text
+# into colours the picture does not hold. Measured with bench/palettes.py (painting-like
+# pictures, photographs, stripes): see README's Benchmarks.
 MEDIAN_CUT_PIXELS = 16384
 
 
@@ -67,13 +66,14 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
 
 
 def _for_median_cut(img: Image.Image) -> Image.Image:
-    """The image at most MEDIAN_CUT_PIXELS pixels large."""
+    """The image, or MEDIAN_CUT_PIXELS of its pixels picked at random (a fixed seed, so one
+    image always gives one palette) as a one-pixel-wide image."""
     pixels = img.width * img.height
-    if pixels > MEDIAN_CUT_PIXELS:
-        scale = (MEDIAN_CUT_PIXELS / pixels) ** 0.5
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return img
+    if pixels <= MEDIAN_CUT_PIXELS:
+        return img
+    flat = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    picked = np.sort(np.random.default_rng(0).choice(pixels, MEDIAN_CUT_PIXELS, replace=False))
+    return Image.fromarray(np.ascontiguousarray(flat[picked].reshape(-1, 1, 3)))
 
 
 def _nearest(distances: np.ndarray, members: list[int]) -> int | None:

@@ -120,3 +120,18 @@ def test_an_element_palette_holds_one_orange_not_three() -> None:
     orange, blue = (rgb(c) for c in palette)
     assert orange[0] > 220 and 110 <= orange[1] <= 130
     assert blue[2] > 120
+
+
+def test_fine_stripes_give_their_own_colours_not_a_blend() -> None:
+    # Larger than the median cut is given (MEDIAN_CUT_PIXELS): its pixels are picked, never
+    # averaged, so 1 px stripes stay red and blue rather than one purple the picture lacks.
+    red, blue = (220, 20, 20), (20, 20, 220)
+    img = Image.new("RGB", (512, 512), blue)
+    for x in range(0, 512, 2):
+        img.paste(red, (x, 0, x + 1, 512))
+    assert sorted(dominant_colours(img, limit=16)) == ["#1414DC", "#DC1414"]
+    # Thin lines over 5 % of a grey ground keep their pure red.
+    lines = Image.new("RGB", (512, 512), (40, 40, 40))
+    for y in range(0, 512, 20):
+        lines.paste((255, 0, 0), (0, y, 512, y + 1))
+    assert dominant_colours(lines, limit=16) == ["#282828", "#FF0000"]
