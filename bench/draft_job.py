@@ -8,13 +8,16 @@ user's progress bar shows; the ratios say what the job costs beyond the engine.
 
 Every image is drafted exactly once (no retry); random weights write to the end of the
 budget, where the engine closes each answer (app/drafting/local/closing.py), so each draft
-is a caption and its revision and element palettes are written as a user's would be.
+is a caption and its revision and element palettes are written as a user's would be. A
+random model writes hardly any boxes, where a real draft has several, each a palette to
+make from its crop: --boxes N gives each of the job's drafts N boxed elements in place of
+the model's (after the engine, which is timed as it is), so the job does a real job's work.
 
 --data keeps the PNGs and the imported data folder there, and a later call with the same
 folder and image count reuses them rather than importing again; --passes runs only the
 timings asked for (the job, the engine alone in one call, the engine batch by batch).
 
-    python bench/draft_job.py 2b [--images 128] [--batch 32] [--passes job,streamed]
+    python bench/draft_job.py 2b [--images 128] [--batch 32] [--passes job,streamed] [--boxes 8]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -38,7 +42,7 @@ from app import datasets as ds  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
 from app.drafting import jobs, pipeline  # noqa: E402
-from app.drafting.engine import DraftInput  # noqa: E402
+from app.drafting.engine import DraftInput, DraftOutput, parse_output  # noqa: E402
 from app.drafting.local.engine import LocalEngine  # noqa: E402
 from app.drafting.local.options import LocalOptions  # noqa: E402
 from app.drafting.prompt import build_prompt  # noqa: E402
@@ -48,6 +52,7 @@ from app.images.importer import import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
 from app.images.store import content_store  # noqa: E402
 from bench.draft import NEW_TOKENS, load_model  # noqa: E402
+from bench.draft_pipeline import answer  # noqa: E402
 from tests.support.random_model import REAL_MODELS  # noqa: E402
 
 SIDE = 1024
@@ -94,6 +99,27 @@ def imported(root: Path, n: int, settings: Settings, db: object) -> tuple[int, l
         return dataset.id, paths, False  # type: ignore[return-value]
 
 
+class WithBoxes:
+    """The engine, its drafts given `boxes` boxed elements each (bench/draft_pipeline.py's)."""
+
+    def __init__(self, engine: LocalEngine, boxes: int) -> None:
+        self.engine = engine
+        caption = parse_output(answer(boxes), convention="qwen2vl").caption
+        assert caption is not None
+        self.elements = caption.composition.elements
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)  # batch_size, convention, prefetch, close...
+
+    def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
+        outputs = self.engine.draft(inputs)
+        for out in outputs:
+            if out.caption is not None:
+                composition = out.caption.composition.model_copy(update={"elements": self.elements})
+                out.caption = out.caption.model_copy(update={"composition": composition})
+        return outputs
+
+
 def main() -> None:
     import torch
 
@@ -107,6 +133,7 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=REAL_MODELS, help="real Qwen files")
     ap.add_argument("--data", type=Path, default=None, help="keep and reuse the data here")
     ap.add_argument("--passes", default="job,streamed", help=f"some of {','.join(PASSES)}")
+    ap.add_argument("--boxes", type=int, default=0, help="boxed elements in each job draft")
     args = ap.parse_args()
     passes = [p for p in args.passes.split(",") if p]
     if not set(passes) <= set(PASSES):
@@ -125,6 +152,7 @@ def main() -> None:
         "new_tokens": NEW_TOKENS,
         "tokenizer": args.tokenizer,
         "passes": passes,
+        "boxes": args.boxes,
     }
     started = time.perf_counter()
     model, processor = load_model(
@@ -185,7 +213,7 @@ def main() -> None:
             return pipeline.run_job(
                 db,
                 job_id=job_id,  # type: ignore[arg-type]
-                engine=engine,
+                engine=WithBoxes(engine, args.boxes) if args.boxes else engine,  # type: ignore[arg-type]
                 store=content_store(settings),
                 max_pixels=settings.draft_max_pixels,
             )
