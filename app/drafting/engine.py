@@ -58,7 +58,9 @@ class Engine(Protocol):
 
 
 # An engine may also have `prefetch(inputs)`: a hint, from a thread, that `draft(inputs)` (the
-# same list) comes next, so it can start preparing while it drafts the batch before.
+# same list) comes next, so it can start preparing while it drafts the batch before; and, if
+# it drafts on several servers, `server_stats()` (each one's progress) and `new_job()` (that
+# progress counted from zero, as a job starts).
 
 
 def parse_output(

@@ -71,7 +71,7 @@ def is_openai(url: str) -> bool:
 
 @dataclass
 class Server:
-    """One server: its limit of requests in flight, and what it did for the current engine."""
+    """One server: its limit of requests in flight, and what it did for the current job."""
 
     url: str
     limit: int
@@ -201,6 +201,17 @@ class OpenAIEngine:
                     s.set_aside = None
         with ThreadPoolExecutor(max_workers=max(1, min(len(inputs), THREADS))) as pool:
             return list(pool.map(self._one, inputs))
+
+    def new_job(self) -> None:
+        """Counts each server's images and speed from zero: the worker keeps an engine for
+        the next job, whose progress is its own. What was learned (the limits in flight, who
+        is set aside) carries over."""
+        now = time.monotonic()
+        with self._lock:
+            for s in self.servers:
+                s.done = s.failed = 0
+                s.busy_s = 0.0
+                s.busy_since = now if s.busy_since is not None else None
 
     def server_stats(self) -> list[dict[str, Any]]:
         """Each server's limit in flight, images done and images/s, and why it was set aside."""

@@ -75,6 +75,10 @@ def run_job(
     batches.
     """
     worker = worker or worker_id()
+    new_job = getattr(engine, "new_job", None)  # an engine kept from an earlier job
+    if new_job is not None:
+        new_job()
+        _report_servers(db, job_id, engine)  # the job's own, from zero
     with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
         ahead: Future[_Loaded] | None = None
         while True:

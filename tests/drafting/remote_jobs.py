@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine as DBEngine
 from sqlmodel import Session
 
 from app import datasets as ds
 from app.config import Settings
 from app.db import make_engine, migrate
 from app.drafting import jobs, pipeline
+from app.drafting.engine import Engine
 from app.drafting.open_engine import open_engine
 from app.images.importer import import_sources
 from app.images.sources import walk_paths
@@ -30,6 +32,41 @@ def remote_settings(tmp: Path, urls: list[str], **kw: Any) -> Settings:
     return Settings(**(values | kw), _env_file=None)  # type: ignore[call-arg]
 
 
+def claimed_job(
+    db: DBEngine, settings: Settings, folder: Path, *, images: int, name: str = "Remote"
+) -> int:
+    """`images` pictures written to `folder`, imported into a new dataset, and a job drafting
+    them all claimed by this process; its id."""
+    folder.mkdir(exist_ok=True)
+    for i in range(images):
+        f.jpeg(folder / f"{i:02d}.jpg", i, (480 + 40 * i, 360))
+    with Session(db) as session:
+        dataset = ds.create_dataset(session, name=name, trigger_word="rmx style")
+        sources, _ = walk_paths([folder])
+        import_sources(session, settings=settings, dataset=dataset, sources=sources)
+        job = jobs.create_job(
+            session,
+            dataset=dataset,
+            engine="openai",
+            model=settings.draft_model,
+            batch_size=0,
+            worker=jobs.worker_id(),
+        )
+        assert job.id is not None
+        return job.id
+
+
+def run(db: DBEngine, settings: Settings, job_id: int, engine: Engine) -> DraftJob:
+    """The claimed job run to its end by `engine`."""
+    return pipeline.run_job(
+        db,
+        job_id=job_id,
+        engine=engine,
+        store=content_store(settings),
+        max_pixels=settings.draft_max_pixels,
+    )
+
+
 def draft_dataset(
     tmp: Path, urls: list[str], *, images: int = 4, settings: Settings | None = None
 ) -> tuple[DraftJob, Settings]:
@@ -37,34 +74,11 @@ def draft_dataset(
     settings = settings or remote_settings(tmp, urls)
     db = make_engine(settings)
     migrate(db)
-    folder = tmp / "src"
-    folder.mkdir(exist_ok=True)
-    for i in range(images):
-        f.jpeg(folder / f"{i:02d}.jpg", i, (480 + 40 * i, 360))
     try:
-        with Session(db) as session:
-            dataset = ds.create_dataset(session, name="Remote", trigger_word="rmx style")
-            sources, _ = walk_paths([folder])
-            import_sources(session, settings=settings, dataset=dataset, sources=sources)
-            job = jobs.create_job(
-                session,
-                dataset=dataset,
-                engine="openai",
-                model=settings.draft_model,
-                batch_size=0,
-                worker=jobs.worker_id(),
-            )
-            assert job.id is not None
-            job_id = job.id
+        job_id = claimed_job(db, settings, tmp / "src", images=images)
         engine = open_engine(settings)
         try:
-            ended = pipeline.run_job(
-                db,
-                job_id=job_id,
-                engine=engine,
-                store=content_store(settings),
-                max_pixels=settings.draft_max_pixels,
-            )
+            ended = run(db, settings, job_id, engine)
         finally:
             engine.close()
         return ended, settings

@@ -83,3 +83,28 @@ def test_a_queued_openai_job_names_the_servers_it_will_use(tmp_path: Path) -> No
         job = client.post(f"/api/datasets/{dataset}/draft", json={}).json()
     assert job["engine"] == "openai"
     assert [s["url"] for s in job["servers"]] == urls
+
+
+def test_a_second_job_on_the_same_engine_counts_its_own_images(tmp_path: Path) -> None:
+    """The worker keeps an engine between jobs: each job's servers show that job's images."""
+    from app.db import make_engine, migrate
+    from app.drafting import jobs
+    from app.drafting.open_engine import open_engine
+    from tests.drafting.remote_jobs import claimed_job, run
+
+    with serving(FakeServer("vllm"), FakeServer("sglang")) as urls:
+        settings = remote_settings(tmp_path, urls)
+        db = make_engine(settings)
+        migrate(db)
+        engine = open_engine(settings)
+        counts = []
+        try:
+            for n, name in [(5, "First"), (3, "Second")]:
+                job_id = claimed_job(db, settings, tmp_path / name, images=n, name=name)
+                assert run(db, settings, job_id, engine).done == n
+                stats = jobs.read_server_stats(settings.data_dir, job_id)
+                counts.append(sum(s["done"] for s in stats))
+        finally:
+            engine.close()
+            db.dispose()
+    assert counts == [5, 3]
