@@ -233,6 +233,19 @@ def write_server_stats(data_dir: Path, job_id: int, stats: list[dict[str, Any]])
     tmp.replace(path)
 
 
+def remove_stale_server_stats(session: Session, data_dir: Path) -> int:
+    """Removes the per-server progress of jobs that are gone (their dataset deleted for
+    good); returns how many files went."""
+    kept = {job_id for job_id in session.exec(select(DraftJob.id)) if job_id is not None}
+    removed = 0
+    for path in (data_dir / "tmp").glob("draft-job-*-servers.*"):
+        number = path.name.removeprefix("draft-job-").split("-", 1)[0]
+        if number.isdigit() and int(number) not in kept:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def read_server_stats(data_dir: Path, job_id: int) -> list[dict[str, Any]]:
     """Each server's images done and images/s for the job; empty when it has none."""
     try:

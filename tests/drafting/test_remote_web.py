@@ -108,3 +108,22 @@ def test_a_second_job_on_the_same_engine_counts_its_own_images(tmp_path: Path) -
             engine.close()
             db.dispose()
     assert counts == [5, 3]
+
+
+def test_the_app_removes_the_server_progress_of_jobs_that_are_gone(tmp_path: Path) -> None:
+    from app.drafting import jobs
+
+    with serving(FakeServer("vllm")) as urls:
+        job, settings = draft_dataset(tmp_path, urls, images=2)
+    assert job.id is not None
+    kept = jobs.server_stats_path(settings.data_dir, job.id)
+    assert kept.is_file()
+    gone = jobs.server_stats_path(settings.data_dir, job.id + 7)  # a job deleted for good
+    gone.write_text("[]")
+    left = gone.with_suffix(".part")  # a write cut short
+    left.write_text("[")
+    other = settings.data_dir / "tmp" / "draft-job-notes.json"  # not one of these files
+    other.write_text("{}")
+    create_app(settings)
+    assert kept.is_file() and other.is_file()
+    assert not gone.exists() and not left.exists()
