@@ -39,6 +39,7 @@ from app.models import (
 from app.web.app import create_app
 from tests import imagefiles as f
 from tests.drafting.conftest import draft_env
+from tests.drafting.remote_jobs import run as run_with
 
 
 @pytest.fixture
@@ -69,14 +70,7 @@ def images_of(session: Session, dataset_id: int) -> list[Image]:
 
 
 def run(db: DBEngine, settings: Settings, job_id: int, **kw) -> jobs.DraftJob:  # type: ignore[no-untyped-def]
-    engine = open_engine(settings, **kw)
-    return pipeline.run_job(
-        db,
-        job_id=job_id,
-        engine=engine,
-        store=content_store(settings),
-        max_pixels=settings.draft_max_pixels,
-    )
+    return run_with(db, settings, job_id, open_engine(settings, **kw))
 
 
 def new_job(db: DBEngine, dataset_id: int, **kw) -> int:  # type: ignore[no-untyped-def]
