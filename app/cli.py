@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.drafting.engine import ENGINE_NAMES
+from app.engines.interface import ENGINE_NAMES
 
 cli = typer.Typer(
     no_args_is_help=True,
@@ -248,8 +248,8 @@ def draft(
 
     from app import datasets as ds
     from app.drafting import jobs, pipeline
-    from app.drafting.engine import DraftError
     from app.drafting.open_engine import open_engine
+    from app.engines.interface import DraftError
     from app.images.store import content_store
 
     settings, db = open_database(data_dir)

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.drafting.engine import EngineName
-from app.drafting.schema import DraftLimits, token_budget
+from app.engines.interface import EngineName
+from app.engines.schema import DraftLimits, token_budget
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Never handed to a program Atelier starts (the drafting process gets its settings, less the
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     # first batch, measured, then the largest power of two that fits, up to 128).
     draft_batch: int = Field(default=0, ge=0, le=256)
     # Unset or 0: derived from the bounds below, enough for a caption that fills them
-    # (app/drafting/schema.py token_budget; about 2,500 at the defaults).
+    # (app/engines/schema.py token_budget; about 2,500 at the defaults).
     draft_max_new_tokens: int = Field(default=0, ge=0, le=32768)
     # torch.compile the local engine's decode step: about 10% faster at batch 32 on an H100,
     # after 30-40 s of compiling for each batch size (bench/results/*compiled*).
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     draft_base_url: str = "http://127.0.0.1:8001/v1"
     # Requests each server is sent at once. 0: learnt from its first answers' latency.
     draft_in_flight: int = Field(default=0, ge=0, le=256)
-    # How the server reads a schema's pattern (app/drafting/schema.py); auto: decoded for
+    # How the server reads a schema's pattern (app/engines/schema.py); auto: decoded for
     # api.openai.com, raw elsewhere. The token and temperature parameters are adapted when
     # a server refuses them; these fix them instead (temperature "none": the model's default).
     draft_schema_escapes: Literal["auto", "raw", "decoded"] = "auto"

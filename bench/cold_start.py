@@ -32,10 +32,10 @@ def _start(folder: str) -> dict:
     import torch
     from PIL import Image
 
-    from app.drafting.engine import DraftInput
-    from app.drafting.local import engine as local
-    from app.drafting.local.text_step import TextStep
-    from app.drafting.prompt import build_prompt
+    from app.engines.interface import DraftInput
+    from app.engines.local import engine as local
+    from app.engines.local.text_step import TextStep
+    from app.engines.prompt import build_prompt
 
     phases: dict[str, float] = {"import_s": time.perf_counter() - started}
 

@@ -40,7 +40,7 @@ def main() -> None:
     model, processor = build(args.shape, device="cuda", dtype=torch.bfloat16)
     cfg = model.config
     if args.grouped:
-        from app.drafting.local.attention import use_grouped_attention
+        from app.engines.local.attention import use_grouped_attention
 
         use_grouped_attention(model)
     B, grid, prompt = args.batch, 74, 300

@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.local import kernels  # noqa: E402
-from app.drafting.local.engine import LocalEngine  # noqa: E402
-from app.drafting.local.options import LocalOptions  # noqa: E402
+from app.engines.local import kernels  # noqa: E402
+from app.engines.local.engine import LocalEngine  # noqa: E402
+from app.engines.local.options import LocalOptions  # noqa: E402
 from bench.draft import images  # noqa: E402
 from tests.support.random_model import build  # noqa: E402
 

@@ -34,10 +34,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.engine import DraftInput  # noqa: E402
-from app.drafting.local.engine import LocalEngine  # noqa: E402
-from app.drafting.local.options import LocalOptions  # noqa: E402
-from app.drafting.prompt import build_prompt  # noqa: E402
+from app.engines.interface import DraftInput  # noqa: E402
+from app.engines.local.engine import LocalEngine  # noqa: E402
+from app.engines.local.options import LocalOptions  # noqa: E402
+from app.engines.prompt import build_prompt  # noqa: E402
 from bench.floors import ceilings, floors  # noqa: E402
 from tests.support.random_model import (  # noqa: E402
     REAL_MODELS,
@@ -153,7 +153,7 @@ def profile(model: object, processor: object, batch: int) -> dict:
 def main() -> None:
     import torch
 
-    from app.drafting.local.engine import AUTO_FIRST_BATCH
+    from app.engines.local.engine import AUTO_FIRST_BATCH
 
     ap = argparse.ArgumentParser()
     ap.add_argument("shape", choices=["2b", "7b", *QWEN3])

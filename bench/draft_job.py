@@ -7,7 +7,7 @@ already decoded, one batch per call and then all in one call. The job's figure i
 user's progress bar shows; the ratios say what the job costs beyond the engine.
 
 Every image is drafted exactly once (no retry); random weights write to the end of the
-budget, where the engine closes each answer (app/drafting/local/closing.py), so each draft
+budget, where the engine closes each answer (app/engines/local/closing.py), so each draft
 is a caption and its revision and element palettes are written as a user's would be. A
 random model writes hardly any boxes, where a real draft has several, each a palette to
 make from its crop: --boxes N gives each of the job's drafts N boxed elements in place of
@@ -42,10 +42,10 @@ from app import datasets as ds  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
 from app.drafting import jobs, pipeline  # noqa: E402
-from app.drafting.engine import DraftInput, DraftOutput, parse_output  # noqa: E402
-from app.drafting.local.engine import LocalEngine  # noqa: E402
-from app.drafting.local.options import LocalOptions  # noqa: E402
-from app.drafting.prompt import build_prompt  # noqa: E402
+from app.engines.interface import DraftInput, DraftOutput, parse_output  # noqa: E402
+from app.engines.local.engine import LocalEngine  # noqa: E402
+from app.engines.local.options import LocalOptions  # noqa: E402
+from app.engines.prompt import build_prompt  # noqa: E402
 from app.errors import NotFound  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 from app.images.importer import import_sources  # noqa: E402

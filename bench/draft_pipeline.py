@@ -39,8 +39,8 @@ from app import datasets as ds  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
 from app.drafting import jobs, pipeline  # noqa: E402
-from app.drafting.engine import DraftInput, DraftOutput, parse_output  # noqa: E402
-from app.drafting.schema import BoxConvention  # noqa: E402
+from app.engines.interface import DraftInput, DraftOutput, parse_output  # noqa: E402
+from app.engines.schema import BoxConvention  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 from app.images.importer import import_sources  # noqa: E402
 from app.images.palettes import Pixels, fill_palettes  # noqa: E402

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.local.grammar import grammar_schema, raw_string_grammar  # noqa: E402
-from app.drafting.schema import DEFAULT_LIMITS  # noqa: E402
+from app.engines.local.grammar import grammar_schema, raw_string_grammar  # noqa: E402
+from app.engines.schema import DEFAULT_LIMITS  # noqa: E402
 from bench.grammar import ANSWER, VOCAB  # noqa: E402
 
 

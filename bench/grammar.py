@@ -1,5 +1,5 @@
 """The draft grammar over a real Qwen vocabulary: strings bounded in the grammar (before)
-against unbounded with their bounds kept beside it (app/drafting/local/lengths.py, now).
+against unbounded with their bounds kept beside it (app/engines/local/lengths.py, now).
 
 For each: the compile time, the size kept on disk and the time to read it back (what a
 first-ever and a next start pay), and the CPU time of one decode step's masks for a batch
@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.local.closing import Closer  # noqa: E402
-from app.drafting.local.decoder import Matchers  # noqa: E402
-from app.drafting.local.grammar import compile_grammar, raw_string_grammar  # noqa: E402
-from app.drafting.schema import DEFAULT_LIMITS, json_schema  # noqa: E402
+from app.engines.local.closing import Closer  # noqa: E402
+from app.engines.local.decoder import Matchers  # noqa: E402
+from app.engines.local.grammar import compile_grammar, raw_string_grammar  # noqa: E402
+from app.engines.schema import DEFAULT_LIMITS, json_schema  # noqa: E402
 
 VOCAB = 152064  # Qwen2.5-VL-7B's embedding rows
 

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.local import kernels  # noqa: E402
+from app.engines.local import kernels  # noqa: E402
 from tests.support.random_model import SHAPES  # noqa: E402
 
 CALLS = 20

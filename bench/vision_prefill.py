@@ -2,7 +2,7 @@
 
 A random-weight Qwen-VL shape (as bench/draft.py builds it), 1024x1024 images prepared by
 the engine. For each batch size: the vision tower alone, as transformers runs it and packed
-(app/drafting/local/vision.py), how far apart their outputs are, and the whole prefill (a
+(app/engines/local/vision.py), how far apart their outputs are, and the whole prefill (a
 one-token run of the engine) both ways; each beside its floor from the matrix rate measured
 at the start. --profile prints the costliest GPU kernels of the packed prefill.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.drafting.local.engine import LocalEngine  # noqa: E402
-from app.drafting.local.options import LocalOptions  # noqa: E402
-from app.drafting.local.vision import use_packed_vision  # noqa: E402
+from app.engines.local.engine import LocalEngine  # noqa: E402
+from app.engines.local.options import LocalOptions  # noqa: E402
+from app.engines.local.vision import use_packed_vision  # noqa: E402
 from bench.draft import QWEN3, images, load_model  # noqa: E402
 from bench.floors import ceilings, prefill_flops  # noqa: E402
 from tests.support.random_model import REAL_MODELS  # noqa: E402

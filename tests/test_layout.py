@@ -1,6 +1,6 @@
 """The house's shape, checked on the source: no import cycle among app's modules (imports
 inside functions included), and torch, transformers, triton and xgrammar imported only by the
-local engine's runtime (app/drafting/local/), so the app and the CLI start without them."""
+local engine's runtime (app/engines/local/), so the app and the CLI start without them."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 @pytest.mark.parametrize("path", sorted(APP.rglob("*.py")), ids=lambda p: str(p.relative_to(APP)))
 def test_gpu_libraries_are_imported_only_by_the_local_runtime(path: Path) -> None:
-    if (APP / "drafting" / "local") in path.parents:
+    if (APP / "engines" / "local") in path.parents:
         return
     heavy = {m for m in _imports(path) if m.split(".")[0] in GPU_LIBRARIES}
     assert not heavy, f"{path.relative_to(APP)} imports {sorted(heavy)}"

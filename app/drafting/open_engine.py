@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from app.config import Settings
-from app.drafting.engine import Engine, engine_name
-from app.drafting.openai_engine import OpenAIEngine
-from app.drafting.schema import DraftLimits, token_budget
+from app.engines.interface import Engine, engine_name
+from app.engines.openai_engine import OpenAIEngine
+from app.engines.schema import DraftLimits, token_budget
 
 
 def open_engine(
@@ -44,7 +44,7 @@ def open_engine(
             else settings.draft_token_param,
             temperature=None if temperature == "none" else float(temperature),
         )
-    from app.drafting.local.engine import LocalEngine
+    from app.engines.local.engine import LocalEngine
 
     return LocalEngine.load(
         model_id,

@@ -24,7 +24,6 @@ from sqlmodel import Session, col, select
 from app.captions import revisions
 from app.captions.schema import Caption
 from app.captions.style_block import block_of
-from app.drafting.engine import DraftError, DraftInput, DraftOutput, Engine
 from app.drafting.jobs import (
     Progress,
     get_job,
@@ -33,7 +32,8 @@ from app.drafting.jobs import (
     worker_id,
     write_server_stats,
 )
-from app.drafting.prompt import build_prompt
+from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine
+from app.engines.prompt import build_prompt
 from app.images.decode import display_rgb
 from app.images.palettes import Pixels, fill_palettes
 from app.images.store import ContentStore

@@ -37,7 +37,7 @@ from sqlmodel import Session, col, select
 
 from app.config import Settings, child_environment
 from app.drafting import jobs, pipeline
-from app.drafting.engine import DraftError, Engine
+from app.engines.interface import DraftError, Engine
 from app.images.store import ContentStore
 from app.models import DraftJob, JobStatus
 

@@ -12,8 +12,8 @@ from sqlmodel import Session
 from app import datasets as ds
 from app.config import Settings
 from app.drafting import available, jobs
-from app.drafting.engine import DraftError, engine_name
-from app.drafting.openai_engine import list_models, split_urls
+from app.engines.interface import DraftError, engine_name
+from app.engines.openai_engine import list_models, split_urls
 from app.export.gpu import local_gpu_gb
 from app.images import catalog
 from app.models import Dataset, DraftJob, ItemStatus, JobStatus

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.drafting.schema import DraftLimits, worst_case_chars
+from app.engines.schema import DraftLimits, worst_case_chars
 
 # Small bounds keep a random model's output (which fills every string to its limit) short;
 # the byte-level tokenizer spends up to 4 tokens on a character.

@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.drafting.local import kernels  # noqa: E402
-from app.drafting.local.text_step import PRODUCTS, _rope  # noqa: E402
+from app.engines.local import kernels  # noqa: E402
+from app.engines.local.text_step import PRODUCTS, _rope  # noqa: E402
 
 
 def close(got: Any, want: Any, dtype: Any) -> None:
@@ -158,7 +158,7 @@ def check_lean_step(device: str, dtype: Any) -> None:
 def _lean_step_steps(model: Any, processor: Any, copies: int, device: str, dtype: Any) -> None:
     from transformers import StaticCache
 
-    from app.drafting.local.text_step import TextStep
+    from app.engines.local.text_step import TextStep
 
     batch = image_prompts(processor, device, copies)
     step = TextStep.for_model(model)
@@ -196,7 +196,7 @@ def _lean_step_steps(model: Any, processor: Any, copies: int, device: str, dtype
 def check_decoder_uses_them(device: str, dtype: Any) -> None:
     """The decoder picks the kernels below batch 32 where they run, and decodes the same
     tokens with them as with its torch ops."""
-    from app.drafting.local.decoder import Decoder
+    from app.engines.local.decoder import Decoder
     from tests.support.random_model import build
 
     model, processor = build("tiny16", device=device, dtype=dtype)

@@ -12,8 +12,8 @@ from app import datasets as ds
 from app.config import Settings
 from app.db import make_engine, migrate
 from app.drafting import jobs, pipeline
-from app.drafting.engine import Engine
 from app.drafting.open_engine import open_engine
+from app.engines.interface import Engine
 from app.images.importer import import_sources
 from app.images.sources import walk_paths
 from app.images.store import content_store

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
-from app.drafting.engine import DraftInput
-from app.drafting.local.closing import Closer
-from app.drafting.local.engine import LocalEngine
-from app.drafting.schema import DraftLimits, json_schema
+from app.engines.interface import DraftInput
+from app.engines.local.closing import Closer
+from app.engines.local.engine import LocalEngine
+from app.engines.schema import DraftLimits, json_schema
 
 
 def _allowed(mask: object, vocab: int) -> list[int]:
@@ -29,7 +29,7 @@ def test_the_shortest_end_of_any_grammar_prefix_completes_a_valid_answer(strings
     # engine's grammar ("raw": escapes allowed in strings) and xgrammar's JSON mode alike.
     import xgrammar as xgr
 
-    from app.drafting.local.grammar import raw_string_grammar
+    from app.engines.local.grammar import raw_string_grammar
     from tests.support.random_model import tokenizer
 
     schema = json_schema(DraftLimits.scaled(max_chars=6, max_elements=2))

@@ -131,7 +131,7 @@ def test_drafts_land_as_engine_revisions_and_keep_people_s_work(
 def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:
-    from app.drafting.local.engine import LocalEngine
+    from app.engines.local.engine import LocalEngine
 
     dataset_id = add_images(db, draft_settings, tmp_path, 7)
     with Session(db) as session:  # one image's stored file is gone: failed, the rest go on
@@ -171,7 +171,7 @@ def test_the_next_batch_is_loaded_and_prepared_while_one_drafts(
 def test_a_job_of_batch_size_zero_drafts_in_the_engine_s_batches(
     db: DBEngine, draft_settings: Settings, tmp_path: Path
 ) -> None:
-    from app.drafting.local.engine import AUTO_CPU_BATCH, LocalEngine
+    from app.engines.local.engine import AUTO_CPU_BATCH, LocalEngine
 
     assert Settings.model_fields["draft_batch"].default == 0  # the default: the engine chooses
     dataset_id = add_images(db, draft_settings, tmp_path, 6)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.drafting.local.lengths import StringLengths
-from app.drafting.schema import DraftLimits
+from app.engines.local.lengths import StringLengths
+from app.engines.schema import DraftLimits
 
 
 def _bits(row: Any) -> np.ndarray:
@@ -58,10 +58,10 @@ def _walks(tokenizer: Any, vocab_size: int, limits: DraftLimits, walks: int) -> 
     patterns allows; and every answer closed for its budget is one that grammar takes."""
     import xgrammar as xgr
 
-    from app.drafting.local.closing import Closer
-    from app.drafting.local.decoder import Matchers
-    from app.drafting.local.grammar import compile_grammar, raw_string_grammar
-    from app.drafting.schema import json_schema
+    from app.engines.local.closing import Closer
+    from app.engines.local.decoder import Matchers
+    from app.engines.local.grammar import compile_grammar, raw_string_grammar
+    from app.engines.schema import json_schema
 
     grammar = compile_grammar(tokenizer, vocab_size, limits, None)
     info = grammar.compiled.tokenizer_info

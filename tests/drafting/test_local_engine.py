@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.drafting.engine import DraftError, DraftInput
-from app.drafting.local.decoder import Matchers
-from app.drafting.local.engine import LocalEngine
-from app.drafting.local.options import LocalOptions
-from app.drafting.schema import DraftLimits
+from app.engines.interface import DraftError, DraftInput
+from app.engines.local.decoder import Matchers
+from app.engines.local.engine import LocalEngine
+from app.engines.local.options import LocalOptions
+from app.engines.schema import DraftLimits
 from tests.drafting.conftest import MAX_CHARS, MAX_ELEMENTS, TOKENS
 from tests.drafting.kernel_checks import image_prompts
 
@@ -205,8 +205,8 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, 
     # both are checked.
     import torch
 
-    from app.drafting.local.attention import use_grouped_attention
-    from app.drafting.local.decoder import Decoder
+    from app.engines.local.attention import use_grouped_attention
+    from app.engines.local.decoder import Decoder
     from tests.support.random_model import build
 
     model, processor = build("tiny")
@@ -236,7 +236,7 @@ def test_decoder_gives_exactly_what_transformers_generate_gives(sharpen: float, 
 def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
     import torch
 
-    from app.drafting.local.attention import use_grouped_attention
+    from app.engines.local.attention import use_grouped_attention
     from tests.support.random_model import build
 
     model, processor = build("tiny")  # 4 query heads share 2 KV heads
@@ -259,7 +259,7 @@ def test_grouped_attention_decodes_exactly_like_transformers_sdpa() -> None:
 def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
     import torch
 
-    from app.drafting.local.decoder import Decoder
+    from app.engines.local.decoder import Decoder
     from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32)
@@ -276,7 +276,7 @@ def test_graph_replayed_steps_decode_like_eager_ones_on_the_gpu() -> None:
 def test_fused_rms_norm_computes_what_transformers_norm_computes() -> None:
     import torch
 
-    from app.drafting.local.fused import use_fused_rms_norm
+    from app.engines.local.fused import use_fused_rms_norm
     from tests.support.random_model import build
 
     model, _ = build("tiny", dtype=torch.bfloat16)
@@ -335,7 +335,7 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
     import torch
     from transformers import StaticCache
 
-    from app.drafting.local.text_step import TextStep
+    from app.engines.local.text_step import TextStep
     from tests.support.random_model import build
 
     torch.manual_seed(0)
@@ -394,7 +394,7 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
 def test_fused_vision_rotary_keeps_the_model_s_output_on_the_gpu() -> None:
     import torch
 
-    from app.drafting.local.fused import use_fused_vision_rotary
+    from app.engines.local.fused import use_fused_vision_rotary
     from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.float32)
@@ -435,7 +435,7 @@ def test_images_prepared_on_the_gpu_match_the_cpu_s() -> None:
 def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_batch() -> None:
     import torch
 
-    from app.drafting.local import engine as local
+    from app.engines.local import engine as local
     from tests.support.random_model import build
 
     model, processor = build("tiny", device="cuda", dtype=torch.bfloat16)
@@ -461,7 +461,7 @@ def test_batch_size_zero_is_chosen_from_the_gpu_s_memory_after_a_short_first_bat
 def test_the_decode_step_s_timing_is_kept_for_the_next_start(tmp_path: Path) -> None:
     import torch
 
-    from app.drafting.local.text_step import PRODUCTS, TextStep
+    from app.engines.local.text_step import PRODUCTS, TextStep
     from tests.support.random_model import build
 
     model, _ = build("tiny16", device="cuda", dtype=torch.bfloat16)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.drafting.engine import DraftError
-from app.drafting.local.model_inputs import ModelInputs
-from app.drafting.prompt import build_prompt
+from app.engines.interface import DraftError
+from app.engines.local.model_inputs import ModelInputs
+from app.engines.prompt import build_prompt
 
 
 def _requests(processor: Any) -> tuple[list[str], list[Image.Image]]:
@@ -78,8 +78,8 @@ def test_a_prompt_holding_a_placeholder_of_its_own_is_refused(tiny_qwen2vl: Path
 
 
 def test_the_engine_says_so_rather_than_failing_in_the_model(tiny_qwen2vl: Path) -> None:
-    from app.drafting.engine import DraftInput
-    from app.drafting.local.engine import LocalEngine
+    from app.engines.interface import DraftInput
+    from app.engines.local.engine import LocalEngine
 
     engine = LocalEngine.load(str(tiny_qwen2vl), device="cpu", max_new_tokens=8)
     with pytest.raises(DraftError, match="drafting instructions"):

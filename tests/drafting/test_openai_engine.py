@@ -13,15 +13,15 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
-from app.drafting.engine import DraftError, DraftInput
 from app.drafting.open_engine import open_engine
-from app.drafting.openai_engine import (
+from app.engines.interface import DraftError, DraftInput
+from app.engines.openai_engine import (
     OpenAIEngine,
     list_models,
     retry_after,
     split_urls,
 )
-from app.drafting.schema import DraftLimits, token_budget
+from app.engines.schema import DraftLimits, token_budget
 from tests.browser.conftest import free_port
 from tests.drafting.fake_servers import FakeServer, serving
 
@@ -166,7 +166,7 @@ def test_retry_after_reads_seconds_and_dates() -> None:
 
 
 def test_a_server_that_stays_busy_is_set_aside_with_its_words(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import app.drafting.openai_engine as oe
+    import app.engines.openai_engine as oe
 
     monkeypatch.setattr(oe, "MAX_RETRIES", 1)
     fake = FakeServer("vllm", busy=[(503, "0"), (503, "0")])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.drafting.prompt import build_prompt
+from app.engines.prompt import build_prompt
 
 
 def test_prompt_names_what_the_model_must_know() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.drafting.prompt import build_prompt
+from app.engines.prompt import build_prompt
 from tests.support.random_model import (
     REAL_MODELS,
     SPECIAL_TOKENS,

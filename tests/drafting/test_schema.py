@@ -9,7 +9,7 @@ import re
 import pytest
 
 from app.captions import boxes
-from app.drafting.schema import (
+from app.engines.schema import (
     CHARS_PER_TOKEN,
     DEFAULT_LIMITS,
     ESCAPES,

@@ -34,7 +34,7 @@ def test_the_rotary_kernel_reaches_past_two_to_the_31_elements() -> None:
     import torch
     from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
-    from app.drafting.local.vision import vision_rotary
+    from app.engines.local.vision import vision_rotary
 
     heads, dim = 16, 80
     patches = (1 << 31) // (3 * heads * dim) + 4096

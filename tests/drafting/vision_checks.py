@@ -1,4 +1,4 @@
-"""Checks of the packed vision prefill (app/drafting/local/vision.py) against transformers.
+"""Checks of the packed vision prefill (app/engines/local/vision.py) against transformers.
 
 Run by tests/drafting/test_vision.py: in Triton's CPU interpreter, in a process of its own
 (TRITON_INTERPRET=1 is read when the kernels are defined), in float32; and on a GPU in the
@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.drafting.local import vision  # noqa: E402
+from app.engines.local import vision  # noqa: E402
 
 # (t, h, w) patch grids of four images, one of them another shape, h and w even (2x2 merge).
 GRIDS = [[1, 4, 6], [1, 4, 6], [1, 6, 4], [1, 8, 8]]
@@ -145,7 +145,7 @@ def check_towers(device: str, dtype: Any) -> None:
 CHECKS = [check_vision_rotary, check_quick_gelu, check_batched_attention, check_towers]
 
 if __name__ == "__main__":
-    from app.drafting.local.kernels import available
+    from app.engines.local.kernels import available
 
     assert available("cpu"), "run with TRITON_INTERPRET=1"
     for check in CHECKS:

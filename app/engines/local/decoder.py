@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from app.drafting.local import kernels
-from app.drafting.local.closing import BadPrefix, Closer, Parser
-from app.drafting.local.grammar import Grammar
-from app.drafting.local.text_step import MAX_POSITIONS, TextStep
+from app.engines.local import kernels
+from app.engines.local.closing import BadPrefix, Closer, Parser
+from app.engines.local.grammar import Grammar
+from app.engines.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
 SLOTS = 2  # batch sizes kept ready at once (a job's batch and its shorter last one)
@@ -50,7 +50,7 @@ def lean_attention(
     batch: int, with_kernels: bool = False, triton_below: int = TRITON_ATTENTION_BELOW
 ) -> str:
     """The lean step's attention for a batch size: Atelier's Triton kernels where they run
-    (app/drafting/local/kernels.py) below `triton_below`; else two matmuls at small
+    (app/engines/local/kernels.py) below `triton_below`; else two matmuls at small
     batches and sdpa from MATMUL_ATTENTION_BELOW."""
     if with_kernels and batch < triton_below:
         return "triton"

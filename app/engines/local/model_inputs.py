@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from app.drafting.engine import DraftError
+from app.engines.interface import DraftError
 
 _IMAGE, _VIDEO = 1, 2  # mm_token_type_ids' values (transformers' create_mm_token_type_ids)
 CONVERT_THREADS = 8  # images turned into tensors at once

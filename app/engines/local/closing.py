@@ -1,6 +1,6 @@
 """The shortest valid end of a half-written answer, so that every answer closes in its budget.
 
-The grammar (xgrammar, compiled from app/drafting/schema.py with `any_whitespace=False`)
+The grammar (xgrammar, compiled from app/engines/schema.py with `any_whitespace=False`)
 and lengths.py let a model write strings up to their bounds, and the bounds add up to more
 than any token budget a user sets. So the decoder watches each row: once the tokens left come near
 what the shortest valid end of that row's JSON needs, it writes that end itself (`Closer`
@@ -64,7 +64,7 @@ class _Choice:
 
 
 def _node(schema: dict[str, Any]) -> Any:
-    """The grammar node of a JSON schema node (the subset app/drafting/schema.py writes)."""
+    """The grammar node of a JSON schema node (the subset app/engines/schema.py writes)."""
     if "const" in schema:
         return _Seq((_Lit(json.dumps(schema["const"]).encode()),))
     if "enum" in schema:

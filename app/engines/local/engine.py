@@ -16,16 +16,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from app.drafting.engine import DraftError, DraftInput, DraftOutput, parse_output
-from app.drafting.local.attention import use_grouped_attention
-from app.drafting.local.closing import Closer
-from app.drafting.local.decoder import Decoder
-from app.drafting.local.fused import use_fused_rms_norm, use_fused_vision_rotary
-from app.drafting.local.grammar import Grammar, compile_grammar
-from app.drafting.local.model_inputs import ModelInputs
-from app.drafting.local.options import LocalOptions
-from app.drafting.local.vision import use_packed_vision
-from app.drafting.schema import (
+from app.engines.interface import DraftError, DraftInput, DraftOutput, parse_output
+from app.engines.local.attention import use_grouped_attention
+from app.engines.local.closing import Closer
+from app.engines.local.decoder import Decoder
+from app.engines.local.fused import use_fused_rms_norm, use_fused_vision_rotary
+from app.engines.local.grammar import Grammar, compile_grammar
+from app.engines.local.model_inputs import ModelInputs
+from app.engines.local.options import LocalOptions
+from app.engines.local.vision import use_packed_vision
+from app.engines.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
     DraftLimits,

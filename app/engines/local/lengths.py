@@ -6,7 +6,7 @@ made a 240 MB grammar that took 15 to 40 s to compile and seconds to read back. 
 row's parser (closing.Parser) counts the characters of the string it is in, and once fewer
 are left than the longest token carries, the row's mask keeps only the tokens that fit.
 
-Characters are counted as the schema's bounded patterns count them (app/drafting/schema.py):
+Characters are counted as the schema's bounded patterns count them (app/engines/schema.py):
 a code point, or an escape (`\\n`, `\\"`, `\\\\`) as one. A token's characters are counted
 from where it starts: inside a string up to the quote that closes it, and in any string the
 token opens after that. Every string's bound is at least the shortest one, so a string a

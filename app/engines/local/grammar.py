@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.drafting.engine import DraftError
-from app.drafting.local.lengths import StringLengths
-from app.drafting.schema import DraftLimits, json_schema
+from app.engines.interface import DraftError
+from app.engines.local.lengths import StringLengths
+from app.engines.schema import DraftLimits, json_schema
 
 log = logging.getLogger("atelier.drafting")
 
@@ -61,7 +61,7 @@ def raw_string_grammar(xgr: Any, schema: str) -> str | None:
     """xgrammar's own grammar for the draft schema, its string patterns matched on the raw
     text between the quotes; None where its grammar has no such patterns to switch.
 
-    The draft schema's patterns are written for the raw text (app/drafting/schema.py, the
+    The draft schema's patterns are written for the raw text (app/engines/schema.py, the
     "raw" spelling: `\\n`, `\\"` and `\\\\` as two characters each). xgrammar 0.2.9's JSON
     mode matches them on the decoded string instead and then writes no escape at all, so no
     transcription could hold a line break or a quote; in raw mode the same patterns, bounds

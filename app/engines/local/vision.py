@@ -32,7 +32,7 @@ import sys
 from functools import partial
 from typing import Any
 
-from app.drafting.local.kernels import available as triton_runs
+from app.engines.local.kernels import available as triton_runs
 
 try:
     import triton

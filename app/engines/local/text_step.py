@@ -134,7 +134,7 @@ class TextStep:
         """Float32 logits of the final norm of x (written into `out` by the kernel)."""
         norm = self.final_norm
         if kernel:
-            from app.drafting.local import kernels
+            from app.engines.local import kernels
 
             return kernels.linear(
                 x,
@@ -153,7 +153,7 @@ class TextStep:
         will spend it). Which is faster depends on the card and the model: on an H100 the
         kernel wins for 2B's gate/up and loses for 7B's. Without a GPU (Triton's CPU
         interpreter, for the tests) all of them."""
-        from app.drafting.local import kernels
+        from app.engines.local import kernels
 
         chosen = self.products.get(batch)
         if chosen is not None:
@@ -223,7 +223,7 @@ class TextStep:
         x = torch.randn(batch, hidden, dtype=dtype, device=device)
         attended = torch.randn(batch, layer0.q_size, dtype=dtype, device=device)
         gate_up = torch.randn(batch, layer0.gate_up.shape[0], dtype=dtype, device=device)
-        from app.drafting.local import kernels
+        from app.engines.local import kernels
 
         def ours() -> None:
             for layer in self.layers:
@@ -355,7 +355,7 @@ class _Layer:
         """The same layer with its small ops in Triton kernels; `cos` and `sin` are the
         whole rope tables, indexed by `position` inside the kernel; the `products` named
         run in `kernels.linear`, the others in cuBLAS."""
-        from app.drafting.local import kernels
+        from app.engines.local import kernels
 
         F = self.torch.nn.functional
         batch, d = x.shape[0], self.head_dim

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
-from app.drafting.engine import DraftError, DraftInput, DraftOutput, parse_output
-from app.drafting.schema import (
+from app.engines.interface import DraftError, DraftInput, DraftOutput, parse_output
+from app.engines.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
     DraftLimits,
@@ -160,7 +160,7 @@ class OpenAIEngine:
         self.timeout_s = timeout_s
         hosted = all(is_openai(u) for u in urls)
         # Hosted OpenAI reads a pattern as JSON Schema means it; the servers people run read
-        # it as written (app/drafting/schema.py).
+        # it as written (app/engines/schema.py).
         self.escapes: Escapes = escapes or ("decoded" if hosted else "raw")
         self.schema = json_schema(self.limits, escapes=self.escapes)
         # Ollama reads only max_tokens; OpenAI's current models only max_completion_tokens.

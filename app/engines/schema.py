@@ -37,7 +37,7 @@ Escapes = Literal["raw", "decoded"]
 ESCAPES: tuple[Escapes, ...] = ("raw", "decoded")
 # Where a string's bound is written: in its pattern (every engine reads it), or as
 # `maxLength` beside an unbounded pattern (the local engine: its grammar would give each
-# bounded character a state of its own, app/drafting/local/lengths.py keeps the bound instead).
+# bounded character a state of its own, app/engines/local/lengths.py keeps the bound instead).
 Bounds = Literal["pattern", "maxLength"]
 
 # One character of a string, by spelling and by whether it may hold a line break. Raw: a plain

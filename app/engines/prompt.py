@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.drafting.schema import DEFAULT_LIMITS, BoxConvention, DraftLimits
+from app.engines.schema import DEFAULT_LIMITS, BoxConvention, DraftLimits
 
 _BOXES = {
     "qwen2vl": "[x1, y1, x2, y2] as integers from 0 to 1000, relative to the image's width and "

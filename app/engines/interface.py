@@ -1,7 +1,7 @@
 """What a drafting engine is to the app: its inputs and outputs, its errors, its names.
 
-Two engines implement it: `local` (app/drafting/local/, transformers on this machine's GPU)
-and `openai` (app/drafting/openai_engine.py, any OpenAI-compatible chat server); which one a
+Two engines implement it: `local` (app/engines/local/, transformers on this machine's GPU)
+and `openai` (app/engines/openai_engine.py, any OpenAI-compatible chat server); which one a
 job uses is opened by app/drafting/open_engine.py.
 """
 
@@ -13,7 +13,7 @@ from typing import Literal, Protocol, get_args
 from PIL import Image
 
 from app.captions.schema import Caption
-from app.drafting.schema import BoxConvention, DraftParseError, to_caption
+from app.engines.schema import BoxConvention, DraftParseError, to_caption
 from app.errors import UserError
 
 EngineName = Literal["local", "openai"]
