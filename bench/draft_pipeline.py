@@ -39,7 +39,7 @@ from app import datasets as ds  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, migrate  # noqa: E402
 from app.drafting import jobs, pipeline  # noqa: E402
-from app.engines.interface import DraftInput, DraftOutput, parse_output  # noqa: E402
+from app.engines.interface import DraftInput, DraftOutput, Engine, parse_output  # noqa: E402
 from app.engines.schema import BoxConvention  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 from app.images.importer import import_sources  # noqa: E402
@@ -67,7 +67,7 @@ def answer(elements: int) -> str:
     )
 
 
-class InstantEngine:
+class InstantEngine(Engine):
     """Answers every image with the same draft, parsed as the local engine parses, after as
     long as an engine drafting `rate` images/s takes (at once if 0)."""
 

@@ -75,10 +75,8 @@ def run_job(
     batches.
     """
     worker = worker or worker_id()
-    new_job = getattr(engine, "new_job", None)  # an engine kept from an earlier job
-    if new_job is not None:
-        new_job()
-        _report_servers(db, job_id, engine)  # the job's own, from zero
+    engine.new_job()  # an engine kept from an earlier job counts this one from zero
+    _report_servers(db, job_id, engine)
     with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
         ahead: Future[_Loaded] | None = None
         while True:
@@ -90,7 +88,7 @@ def run_job(
                     session.add(job)
                     session.commit()
                     return job
-                size = job.batch_size or getattr(engine, "batch_size", 8)
+                size = job.batch_size or engine.batch_size
                 _skip_trashed(session, job)
                 batch = _queued(session, job, size)
                 if not batch:
@@ -130,13 +128,13 @@ def run_job(
 
 def _report_servers(db: DBEngine, job_id: int, engine: Engine) -> None:
     """An engine drafting on several servers (openai) reports each one's progress."""
-    stats = getattr(engine, "server_stats", None)
+    stats = engine.server_stats()
     database = db.url.database
     if stats is None or not database:
         return
     # Beside the database, in the data folder's tmp/: the web process reads it there.
     try:
-        write_server_stats(Path(database).parent, job_id, stats())
+        write_server_stats(Path(database).parent, job_id, stats)
     except OSError:
         log.warning("could not write the servers' progress of job %d", job_id, exc_info=True)
 
@@ -231,9 +229,8 @@ def _load(
     for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))
         loaded.ready.append(item_id)
-    prefetch = getattr(engine, "prefetch", None)
-    if ahead and prefetch is not None and loaded.inputs:
-        prefetch(loaded.inputs)
+    if ahead and loaded.inputs:
+        engine.prefetch(loaded.inputs)
     if palettes:
         loaded.palettes = _palettes(loaded)
     return loaded

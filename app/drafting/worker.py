@@ -232,8 +232,7 @@ class JobRunner:
         engine, model, batch = key
         self._engine = self.open_engine(self.settings, engine=engine, model=model, batch_size=batch)
         self._engine_key = key
-        leave_one_core = getattr(self._engine, "leave_one_core", None)
-        if leave_one_core is not None and leave_one_core():
+        if self._engine.leave_one_core():
             # Drafting on the CPU is batch work that would take every core: it runs only when
             # nothing else wants the CPU, the web server's requests first.
             _only_when_idle()

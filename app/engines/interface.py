@@ -8,7 +8,7 @@ job uses is opened by app/drafting/open_engine.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, get_args
 
 from PIL import Image
 
@@ -47,20 +47,34 @@ class DraftOutput:
     error: str | None = None
 
 
-class Engine(Protocol):
+class Engine:
+    """An engine: `draft` and `close` are its own; the abilities below it has or not, and the
+    defaults here say "not", so callers call them all, on any engine, and never probe."""
+
     name: str
     convention: BoxConvention
     batch_size: int
 
-    def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]: ...
+    def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        pass
 
+    def prefetch(self, inputs: list[DraftInput]) -> None:
+        """A hint, from a thread, that `draft(inputs)` (the same list) comes next, so the
+        engine can start preparing while it drafts the batch before."""
 
-# An engine may also have `prefetch(inputs)`: a hint, from a thread, that `draft(inputs)` (the
-# same list) comes next, so it can start preparing while it drafts the batch before; and, if
-# it drafts on several servers, `server_stats()` (each one's progress) and `new_job()` (that
-# progress counted from zero, as a job starts).
+    def new_job(self) -> None:
+        """A job starts on this engine (kept from an earlier one): what it counts, from zero."""
+
+    def server_stats(self) -> list[dict[str, Any]] | None:
+        """Each server's progress in this job, for an engine drafting on servers; else None."""
+        return None
+
+    def leave_one_core(self) -> bool:
+        """On the CPU: draws on one core fewer than the machine has, and says it does."""
+        return False
 
 
 def parse_output(

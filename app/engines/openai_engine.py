@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
-from app.engines.interface import DraftError, DraftInput, DraftOutput, parse_output
+from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine, parse_output
 from app.engines.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -130,7 +130,7 @@ class _SetAside(Exception):
         self.sentence = sentence
 
 
-class OpenAIEngine:
+class OpenAIEngine(Engine):
     """Any OpenAI-compatible chat endpoint; the caption schema goes as `response_format`."""
 
     name = "openai"

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from app.engines.interface import DraftError, DraftInput, DraftOutput, parse_output
+from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine, parse_output
 from app.engines.local.attention import use_grouped_attention
 from app.engines.local.closing import Closer
 from app.engines.local.decoder import Decoder
@@ -85,7 +85,7 @@ def _on(option: bool | None, on_gpu: bool) -> bool:
     return on_gpu if option is None else option
 
 
-class LocalEngine:
+class LocalEngine(Engine):
     name = "local"
 
     def __init__(
