@@ -7,11 +7,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from app.engines.interface import EngineName
-from app.engines.schema import DraftLimits, token_budget
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Never handed to a program Atelier starts (the drafting process gets its settings, less the
@@ -51,13 +48,14 @@ class Settings(BaseSettings):
     # Drafting captions (app/drafting/). The local engine loads `draft_model` from the
     # Hugging Face cache or a local folder; the openai engine calls any OpenAI-compatible
     # server (vLLM, SGLang, Ollama, LM Studio, a hosted API).
-    draft_engine: EngineName = "local"
+    # The engines' names (app/engines/interface.py EngineName, which a test holds equal).
+    draft_engine: Literal["local", "openai"] = "local"
     draft_model: str = "Qwen/Qwen2-VL-7B-Instruct"
     # Images drafted at once. 0: the local engine chooses from the GPU's memory (a short
     # first batch, measured, then the largest power of two that fits, up to 128).
     draft_batch: int = Field(default=0, ge=0, le=256)
-    # Unset or 0: derived from the bounds below, enough for a caption that fills them
-    # (app/engines/schema.py token_budget; about 2,500 at the defaults).
+    # Unset or 0: derived from the bounds below as the engine opens, enough for a caption that
+    # fills them (app/drafting/open_engine.py; about 2,500 at the defaults).
     draft_max_new_tokens: int = Field(default=0, ge=0, le=32768)
     # torch.compile the local engine's decode step: about 10% faster at batch 32 on an H100,
     # after 30-40 s of compiling for each batch size (bench/results/*compiled*).
@@ -100,15 +98,6 @@ class Settings(BaseSettings):
     aitk_python: Path | None = None
     # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
     train_stop_grace_s: float = Field(default=20.0, ge=0)
-
-    @model_validator(mode="after")
-    def _derived(self) -> Settings:
-        if not self.draft_max_new_tokens:
-            limits = DraftLimits.scaled(
-                max_chars=self.draft_max_chars, max_elements=self.draft_max_elements
-            )
-            self.draft_max_new_tokens = token_budget(limits)
-        return self
 
     @property
     def db_path(self) -> Path:

@@ -8,6 +8,18 @@ from app.engines.openai_engine import OpenAIEngine
 from app.engines.schema import DraftLimits, token_budget
 
 
+def draft_limits(settings: Settings) -> DraftLimits:
+    """The bounds on a draft the settings ask for."""
+    return DraftLimits.scaled(
+        max_chars=settings.draft_max_chars, max_elements=settings.draft_max_elements
+    )
+
+
+def max_new_tokens(settings: Settings) -> int:
+    """The tokens a draft may take: the setting, or (0) enough for a caption at the bounds."""
+    return settings.draft_max_new_tokens or token_budget(draft_limits(settings))
+
+
 def open_engine(
     settings: Settings,
     *,
@@ -19,11 +31,7 @@ def open_engine(
     kind = engine_name(engine or settings.draft_engine)
     model_id = model or settings.draft_model
     batch = batch_size or settings.draft_batch
-    limits = DraftLimits.scaled(
-        max_chars=settings.draft_max_chars, max_elements=settings.draft_max_elements
-    )
-    # The bounds decide how long a caption can be; 0 derives the budget from them.
-    max_new_tokens = settings.draft_max_new_tokens or token_budget(limits)
+    limits = draft_limits(settings)
     if kind == "openai":
         temperature = settings.draft_temperature
         return OpenAIEngine(
@@ -33,7 +41,7 @@ def open_engine(
             convention=settings.draft_box_convention or "qwen2vl",
             batch_size=batch,  # 0: twice what the servers take at once
             in_flight=settings.draft_in_flight,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max_new_tokens(settings),
             timeout_s=settings.draft_timeout_s,
             limits=limits,
             escapes=None
@@ -51,7 +59,7 @@ def open_engine(
         device=settings.draft_device,
         batch_size=batch,
         max_pixels=settings.draft_max_pixels,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_new_tokens(settings),
         limits=limits,
         allow_download=settings.draft_allow_download,
         compile_step=settings.draft_compile,

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
+from app.drafting.open_engine import max_new_tokens
 from app.engines.interface import DraftInput
 from app.engines.local.closing import Closer
 from app.engines.local.engine import LocalEngine
@@ -80,7 +81,7 @@ def test_a_byte_level_model_captions_every_image_within_its_budget(
     # most) a budget of 1,024 tokens (the default until the budget was derived from the
     # bounds) or 400 cut every answer before the answer was closed for it.
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    tokens = defaults.draft_max_new_tokens if budget == "default" else int(budget)
+    tokens = max_new_tokens(defaults) if budget == "default" else int(budget)
     engine = LocalEngine.load(
         str(tiny_qwen2vl),
         device="cpu",
