@@ -423,8 +423,8 @@ def lint(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.lint import as_json as findings_json
-    from app.lint import lint_dataset
+    from app.export.lint import as_json as findings_json
+    from app.export.lint import lint_dataset
 
     _, db = open_database(data_dir)
     with Session(db) as session:

@@ -35,9 +35,9 @@ from app.errors import Invalid, UserError
 from app.export import profiles
 from app.export.caption_file import PLACEHOLDER, Dialect, TriggerPlacement, caption_text
 from app.export.images import Exported, export_png
+from app.export.lint import Finding, lint_dataset
 from app.images.decode_pool import decode_pool
 from app.images.store import ContentStore
-from app.lint import Finding, lint_dataset
 from app.models import Dataset
 
 __all__ = ["Dialect", "TriggerPlacement", "caption_text"]  # re-exported for callers

@@ -12,8 +12,8 @@ from sqlmodel import Session, col, select
 
 from app.datasets import get_dataset, purge_deleted
 from app.errors import Invalid, NotFound
-from app.export.buckets import is_low_resolution
 from app.images import trash
+from app.images.buckets import is_low_resolution
 from app.images.store import ContentStore
 from app.models import CaptionRevision, CaptionStatus, Dataset, Flag, Image, NearDuplicate
 

@@ -22,8 +22,8 @@ from app.captions.schema import MEDIA, Caption, Composition, Element, Style
 from app.captions.style_block import block_of, effective, field_states, save_block
 from app.drafting.available import CPU_WARNING, runs_on_cpu
 from app.errors import Invalid
-from app.export import buckets, profiles
-from app.images import catalog
+from app.export import profiles
+from app.images import buckets, catalog
 from app.images.palettes import fill_from_pixels
 from app.models import CaptionStatus, Dataset, Flag, Image
 from app.web.deps import SessionDep, StoreDep, get_settings

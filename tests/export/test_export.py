@@ -411,7 +411,7 @@ def test_conversion_applies_orientation_and_flattens_alpha(
 
 
 def test_long_caption_warned(client: TestClient) -> None:
-    from app.lint import TOKEN_BUDGET, count_tokens
+    from app.export.lint import TOKEN_BUDGET, count_tokens
 
     dataset_id, ids = make_dataset(client)
     cap = json.loads(json.dumps(CAPTION))
@@ -435,7 +435,7 @@ def test_tokens_counted_with_the_cached_text_encoder_tokenizer(tmp_path: Path) -
     tokenizer().backend_tokenizer.save(str(snapshot / "tokenizer.json"))
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("abc")
-    code = 'from app.lint import count_tokens; print(count_tokens(\'{"a": "bc"}\'))'
+    code = 'from app.export.lint import count_tokens; print(count_tokens(\'{"a": "bc"}\'))'
     run = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -17,10 +17,10 @@ from app.captions import revisions
 from app.captions.dialects import dumps_official, to_trainer
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, field_states
-from app.export import buckets, profiles
+from app.export import profiles
 from app.export.caption_file import caption_text
 from app.export.verifier import verify_text
-from app.images import catalog
+from app.images import buckets, catalog
 from app.models import CaptionStatus, Dataset, Flag, Image
 
 Severity = Literal["error", "warning"]

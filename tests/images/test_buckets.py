@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from app.captions.boxes import Box
 from app.captions.schema import Caption, Composition, Element
-from app.export import buckets, profiles
+from app.export import profiles
+from app.images import buckets
 from tests import imagefiles
 
 # (width, height, resolution) -> bucket, resized image, crop's top-left corner
