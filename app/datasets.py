@@ -137,19 +137,14 @@ def update_dataset(
     return dataset
 
 
-def delete_dataset(session: Session, dataset: Dataset) -> set[str]:
-    """Moves the dataset out of every list, its images, captions and history kept, and
-    cancels its drafting jobs; `restore_dataset` brings it back. Returns the files freed:
-    none yet, since they stay until the dataset is deleted for good."""
-    from app.drafting import jobs  # the jobs know datasets, not the other way round
-
+def delete_dataset(session: Session, dataset: Dataset) -> None:
+    """Moves the dataset out of every list, its images, captions and history kept (its files
+    stay until it is deleted for good); `restore_dataset` brings it back. Its drafting jobs
+    are the caller's to cancel (app/drafting/jobs.py cancel_dataset_jobs): the jobs know
+    datasets, not the other way round."""
     dataset.deleted_at = utcnow()
     session.add(dataset)
     session.commit()
-    for job in jobs.latest_jobs(session, dataset=dataset, limit=1000):
-        if job.status.value in ("queued", "running"):
-            jobs.cancel_job(session, job)
-    return set()
 
 
 def deleted_datasets(session: Session) -> list[Dataset]:

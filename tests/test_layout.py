@@ -118,14 +118,12 @@ def test_app_has_no_import_cycle() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
-@pytest.mark.xfail(strict=True, reason="config, lint, buckets and datasets move next")
 def test_app_s_rooms_have_no_import_cycle() -> None:
     # Modules can avoid a cycle while their packages make one (a.x -> b.y -> a.z).
     cycle = _cycle(_rooms(_graph()))
     assert cycle is None, " -> ".join(cycle or [])
 
 
-@pytest.mark.xfail(strict=True, reason="config, lint, buckets and datasets move next")
 def test_every_arrow_runs_down_the_floors() -> None:
     assert _uphill(_rooms(_graph()), FLOORS) == []
 

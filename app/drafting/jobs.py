@@ -277,6 +277,17 @@ def pending_job_ids(session: Session) -> list[int]:
     return [j.id for j in jobs if j.status == JobStatus.queued or not _alive(j)]  # type: ignore[misc]
 
 
+def cancel_dataset_jobs(session: Session, *, dataset: Dataset) -> list[DraftJob]:
+    """Cancels every queued or running job of `dataset` (deleted: nothing of it is drafted)."""
+    live = session.exec(
+        select(DraftJob).where(
+            DraftJob.dataset_id == dataset.id,
+            col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]),
+        )
+    ).all()
+    return [cancel_job(session, job) for job in live]
+
+
 def latest_jobs(session: Session, *, dataset: Dataset, limit: int = 5) -> list[DraftJob]:
     return list(
         session.exec(

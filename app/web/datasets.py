@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
+from app.drafting import jobs
 from app.errors import Invalid, UserError
 from app.images import catalog
 from app.models import Dataset
@@ -128,11 +129,11 @@ def delete_dataset(
     """Moves the dataset away, restorable for 30 days; `for_good=true` deletes it (a dataset
     already deleted, or a live one) with its images and captions: this cannot be undone."""
     if not for_good:
-        ds.delete_dataset(session, ds.get_dataset(session, dataset_id))
+        _delete(session, ds.get_dataset(session, dataset_id))
         return Response(status_code=204)
     dataset = _deleted_or_live(session, dataset_id)
     if dataset.deleted_at is None:
-        ds.delete_dataset(session, dataset)
+        _delete(session, dataset)
     for sha in ds.delete_for_good(session, dataset):
         store.remove(sha)
     return Response(status_code=204)
@@ -153,6 +154,12 @@ def _deleted_out(dataset: Dataset) -> DeletedOut:
         deleted_at=dataset.deleted_at,
         gone_for_good_at=ds.gone_for_good_at(dataset),
     )
+
+
+def _delete(session: Session, dataset: Dataset) -> None:
+    """Moves the dataset away and cancels its drafting jobs."""
+    ds.delete_dataset(session, dataset)
+    jobs.cancel_dataset_jobs(session, dataset=dataset)
 
 
 def _deleted_or_live(session: Session, dataset_id: int) -> Dataset:
@@ -288,7 +295,7 @@ def confirm_delete(request: Request, dataset_id: int, session: SessionDep) -> Re
 @router.post("/datasets/{dataset_id}/delete", response_class=HTMLResponse, include_in_schema=False)
 def delete_dataset_form(dataset_id: int, session: SessionDep) -> Response:
     """Moves the dataset away; the home page lists it for DELETED_DAYS, to restore."""
-    ds.delete_dataset(session, ds.get_dataset(session, dataset_id))
+    _delete(session, ds.get_dataset(session, dataset_id))
     return see_other("/#deleted")
 
 
