@@ -195,6 +195,9 @@ class DraftJob(SQLModel, table=True):
     # "host:pid" of the process running it; a job whose process is gone is taken over.
     worker: str | None = None
     heartbeat_at: datetime | None = None
+    # Each server's progress in this job as JSON (an engine drafting on servers), written with
+    # the heartbeat; the web process reads it here.
+    server_stats: str | None = None
     drafting_seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -14,7 +14,6 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine as DBEngine
@@ -219,38 +218,30 @@ def progress(job: DraftJob) -> Progress:
     return Progress(job, rate, eta)
 
 
-def server_stats_path(data_dir: Path, job_id: int) -> Path:
-    """Where the drafting process writes a job's per-server progress (the openai engine's)."""
-    return data_dir / "tmp" / f"draft-job-{job_id}-servers.json"
+def servers_json(stats: list[dict[str, Any]] | None) -> str | None:
+    """An engine's per-server progress as the job's row keeps it (None: it drafts on none)."""
+    return None if stats is None else json.dumps(stats)
 
 
-def write_server_stats(data_dir: Path, job_id: int, stats: list[dict[str, Any]]) -> None:
-    """Replaces the job's per-server progress (read by the web process while it runs)."""
-    path = server_stats_path(data_dir, job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(stats))
-    tmp.replace(path)
+def write_server_stats(db: DBEngine, job_id: int, stats: list[dict[str, Any]] | None) -> None:
+    """Replaces the job's per-server progress, with a heartbeat (outside the batch loop's
+    session: as a job starts, and as it fails)."""
+    if stats is None:
+        return
+    with Session(db) as session:
+        session.execute(
+            update(DraftJob)
+            .where(col(DraftJob.id) == job_id)
+            .values(server_stats=servers_json(stats), heartbeat_at=utcnow())
+        )
+        session.commit()
 
 
-def remove_stale_server_stats(session: Session, data_dir: Path) -> int:
-    """Removes the per-server progress of jobs that are gone (their dataset deleted for
-    good); returns how many files went."""
-    kept = {job_id for job_id in session.exec(select(DraftJob.id)) if job_id is not None}
-    removed = 0
-    for path in (data_dir / "tmp").glob("draft-job-*-servers.*"):
-        number = path.name.removeprefix("draft-job-").split("-", 1)[0]
-        if number.isdigit() and int(number) not in kept:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def read_server_stats(data_dir: Path, job_id: int) -> list[dict[str, Any]]:
+def read_server_stats(job: DraftJob) -> list[dict[str, Any]]:
     """Each server's images done and images/s for the job; empty when it has none."""
     try:
-        data = json.loads(server_stats_path(data_dir, job_id).read_text())
-    except (OSError, ValueError):
+        data = json.loads(job.server_stats or "[]")
+    except ValueError:
         return []
     return data if isinstance(data, list) else []
 

@@ -29,6 +29,7 @@ from app.drafting.jobs import (
     get_job,
     mark_failed,
     progress,
+    servers_json,
     worker_id,
     write_server_stats,
 )
@@ -76,7 +77,7 @@ def run_job(
     """
     worker = worker or worker_id()
     engine.new_job()  # an engine kept from an earlier job counts this one from zero
-    _report_servers(db, job_id, engine)
+    write_server_stats(db, job_id, engine.server_stats())
     with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
         ahead: Future[_Loaded] | None = None
         while True:
@@ -116,27 +117,15 @@ def run_job(
                     _draft_batch(session, job, dataset, batch, engine, loaded)
                 except DraftError as e:
                     session.rollback()
-                    _report_servers(db, job_id, engine)
+                    write_server_stats(db, job_id, engine.server_stats())
                     return mark_failed(db, job_id, e.message)
-                _report_servers(db, job_id, engine)
+                if (servers := servers_json(engine.server_stats())) is not None:
+                    job.server_stats = servers
                 job.heartbeat_at = utcnow()
                 session.add(job)
                 session.commit()
                 if on_progress:
                     on_progress(progress(job))
-
-
-def _report_servers(db: DBEngine, job_id: int, engine: Engine) -> None:
-    """An engine drafting on several servers (openai) reports each one's progress."""
-    stats = engine.server_stats()
-    database = db.url.database
-    if stats is None or not database:
-        return
-    # Beside the database, in the data folder's tmp/: the web process reads it there.
-    try:
-        write_server_stats(Path(database).parent, job_id, stats)
-    except OSError:
-        log.warning("could not write the servers' progress of job %d", job_id, exc_info=True)
 
 
 def _skip_trashed(session: Session, job: DraftJob) -> None:

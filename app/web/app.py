@@ -13,7 +13,6 @@ from sqlmodel import Session
 
 from app.config import Settings
 from app.db import make_engine, migrate
-from app.drafting.jobs import remove_stale_server_stats
 from app.drafting.worker import DraftWorker
 from app.images.catalog import collect_garbage
 from app.images.store import content_store
@@ -47,7 +46,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     remove_leftovers(settings)  # uploads a killed server was receiving
     with Session(engine) as session:
         collect_garbage(session, store=store)
-        remove_stale_server_stats(session, settings.data_dir)
     worker = DraftWorker(db=engine, settings=settings)
     trainer = TrainSupervisor(db=engine, settings=settings)
 

@@ -66,7 +66,7 @@ def servers_of(settings: Settings, job: DraftJob) -> list[dict]:
     """The servers an openai job drafts on, with each one's progress once it has some."""
     if job.engine != "openai":
         return []
-    stats = jobs.read_server_stats(settings.data_dir, job.id) if job.id is not None else []
+    stats = jobs.read_server_stats(job)
     if stats:
         return stats
     try:

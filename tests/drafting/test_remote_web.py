@@ -101,8 +101,9 @@ def test_a_second_job_on_the_same_engine_counts_its_own_images(tmp_path: Path) -
         try:
             for n, name in [(5, "First"), (3, "Second")]:
                 job_id = claimed_job(db, settings, tmp_path / name, images=n, name=name)
-                assert run(db, settings, job_id, engine).done == n
-                stats = jobs.read_server_stats(settings.data_dir, job_id)
+                job = run(db, settings, job_id, engine)
+                assert job.done == n
+                stats = jobs.read_server_stats(job)
                 counts.append(sum(s["done"] for s in stats))
         finally:
             engine.close()
@@ -110,20 +111,23 @@ def test_a_second_job_on_the_same_engine_counts_its_own_images(tmp_path: Path) -
     assert counts == [5, 3]
 
 
-def test_the_app_removes_the_server_progress_of_jobs_that_are_gone(tmp_path: Path) -> None:
+def test_the_servers_progress_lives_in_the_job_s_row(tmp_path: Path) -> None:
+    """Written with the heartbeat, read from the row: no file under tmp/ to find and clean."""
+    from sqlmodel import Session
+
+    from app.db import make_engine
     from app.drafting import jobs
 
-    with serving(FakeServer("vllm")) as urls:
-        job, settings = draft_dataset(tmp_path, urls, images=2)
+    with serving(FakeServer("vllm"), FakeServer("sglang")) as urls:
+        job, settings = draft_dataset(tmp_path, urls, images=4)
     assert job.id is not None
-    kept = jobs.server_stats_path(settings.data_dir, job.id)
-    assert kept.is_file()
-    gone = jobs.server_stats_path(settings.data_dir, job.id + 7)  # a job deleted for good
-    gone.write_text("[]")
-    left = gone.with_suffix(".part")  # a write cut short
-    left.write_text("[")
-    other = settings.data_dir / "tmp" / "draft-job-notes.json"  # not one of these files
-    other.write_text("{}")
-    create_app(settings)
-    assert kept.is_file() and other.is_file()
-    assert not gone.exists() and not left.exists()
+    db = make_engine(settings)
+    try:
+        with Session(db) as session:
+            row = jobs.get_job(session, job.id)
+            assert row.server_stats is not None
+            stats = jobs.read_server_stats(row)
+    finally:
+        db.dispose()
+    assert {s["url"] for s in stats} == set(urls) and sum(s["done"] for s in stats) == 4
+    assert list(settings.tmp_dir.glob("draft-job-*")) == []
