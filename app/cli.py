@@ -7,13 +7,16 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
 
+from app.captions.dialects import BoxFormat
 from app.config import Settings
 from app.engines.interface import ENGINE_NAMES
+from app.export.caption_file import Dialect, TriggerPlacement
+from app.export.profiles import PROFILES
 
 cli = typer.Typer(
     no_args_is_help=True,
@@ -23,33 +26,17 @@ cli = typer.Typer(
 )
 
 
-EngineOption = StrEnum("EngineOption", {name: name for name in ENGINE_NAMES})  # type: ignore[misc]
-
-
-class ProfileOption(StrEnum):
-    p12 = "12gb"
-    p16 = "16gb"
-    p24 = "24gb"
-    p32 = "32gb"
-    p48 = "48gb"
-    p80 = "80gb"
-    p96 = "96gb"
-
-
-class DialectOption(StrEnum):
-    official = "official"
-    guide = "guide"
-
-
-class PlacementOption(StrEnum):
-    aesthetics = "aesthetics"
-    prefix = "prefix"
-    none = "none"
-
-
-class BoxFormatOption(StrEnum):
-    official = "official"
-    pixel = "pixel"
+# Typer lists an Enum's values, not a Literal's: each choice is made of the domain's own.
+EngineOption = StrEnum("EngineOption", {v: v for v in ENGINE_NAMES})  # type: ignore[misc]
+ProfileOption = StrEnum("ProfileOption", {v: v for v in PROFILES})  # type: ignore[misc]
+DialectOption = StrEnum("DialectOption", {v: v for v in get_args(Dialect)})  # type: ignore[misc]
+PlacementOption = StrEnum(  # type: ignore[misc]
+    "PlacementOption", {v: v for v in get_args(TriggerPlacement)}
+)
+BoxFormatOption = StrEnum("BoxFormatOption", {v: v for v in get_args(BoxFormat)})  # type: ignore[misc]
+DEFAULT_PROFILE = ProfileOption("24gb")
+DEFAULT_DIALECT = DialectOption("official")
+DEFAULT_PLACEMENT = PlacementOption("aesthetics")
 
 
 DataDir = Annotated[
@@ -190,7 +177,7 @@ def import_(
             sources=sources,
             skipped=skipped,
             progress=progress,
-            bbox_format=bbox_format.value if bbox_format else None,
+            bbox_format=bbox_format.value if bbox_format else None,  # type: ignore[arg-type]
         )
     for o in report.of("duplicate"):
         typer.echo(f"duplicate  {o.filename}: {o.reason} (image {o.duplicate_of})")
@@ -322,10 +309,8 @@ def export(
     ],
     profile: Annotated[
         ProfileOption, typer.Option(help="Your GPU's memory: tunes the training YAML")
-    ] = ProfileOption.p24,
-    dialect: Annotated[DialectOption, typer.Option(help="Caption dialect")] = (
-        DialectOption.official
-    ),
+    ] = DEFAULT_PROFILE,
+    dialect: Annotated[DialectOption, typer.Option(help="Caption dialect")] = DEFAULT_DIALECT,
     trigger_placement: Annotated[
         PlacementOption,
         typer.Option(
@@ -333,7 +318,7 @@ def export(
             "trainer then still reads the JSON); prefix: the trainer prepends the word, and "
             "stops treating captions as JSON; none"
         ),
-    ] = PlacementOption.aesthetics,
+    ] = DEFAULT_PLACEMENT,
     max_side: Annotated[
         int, typer.Option(help="Shrink larger images to this many pixels (0: keep)", min=0)
     ] = 0,
@@ -358,7 +343,7 @@ def export(
     from app.images.store import content_store
 
     settings, db = open_database(data_dir)
-    if trigger_placement is PlacementOption.prefix:
+    if trigger_placement == "prefix":
         typer.secho(
             "warning: with the trigger word prefixed, the trainer no longer reads the captions "
             "as JSON (it normalises only text that starts with '{').",
@@ -472,7 +457,7 @@ def train(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
     profile: Annotated[
         ProfileOption, typer.Option(help="Your GPU's memory: tunes the training YAML")
-    ] = ProfileOption.p24,
+    ] = DEFAULT_PROFILE,
     steps: Annotated[int | None, typer.Option(help="Training steps [default: 2500]", min=1)] = None,
     save_every: Annotated[
         int | None, typer.Option(help="Save (and sample) every N steps [default: 250]", min=1)

@@ -137,3 +137,29 @@ def test_datasets_lists_captions_a_person_edited(tmp_path: Path) -> None:
     header, row = listing[0].split(), listing[1].split()
     assert header[:6] == ["NAME", "IMAGES", "APPROVED", "REVIEW", "EDITED", "DRAFT"]
     assert row[:6] == ["Baroque", "2", "0", "0", "1", "0"]
+
+
+def test_the_option_choices_are_the_domain_s_own() -> None:
+    import ast
+    from typing import get_args
+
+    from app import cli
+    from app.captions.dialects import BoxFormat
+    from app.engines.interface import ENGINE_NAMES
+    from app.export.caption_file import Dialect, TriggerPlacement
+    from app.export.profiles import PROFILES
+
+    for option, values in [
+        (cli.EngineOption, ENGINE_NAMES),
+        (cli.ProfileOption, PROFILES),
+        (cli.DialectOption, get_args(Dialect)),
+        (cli.PlacementOption, get_args(TriggerPlacement)),
+        (cli.BoxFormatOption, get_args(BoxFormat)),
+    ]:
+        assert [o.value for o in option] == list(values)
+    # Made of them, not a copy that agrees today: no choice class spells its values out.
+    tree = ast.parse(Path(cli.__file__).read_text())
+    copies = [
+        n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name.endswith("Option")
+    ]
+    assert copies == []
