@@ -76,13 +76,13 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_database(data_dir: Path | None) -> tuple[Settings, Any]:
-    """The settings for `data_dir`, and its database's engine, migrated to the newest schema."""
+    """The settings for `data_dir`, and its database, migrated to the newest schema."""
     from app.db import make_engine, migrate
 
     settings = settings_for(data_dir)
-    engine = make_engine(settings)
-    migrate(engine)
-    return settings, engine
+    db = make_engine(settings)
+    migrate(db)
+    return settings, db
 
 
 def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
@@ -153,9 +153,9 @@ def import_(
     from app.images.importer import import_sources
     from app.images.sources import walk_paths
 
-    settings, engine = open_database(data_dir)
+    settings, db = open_database(data_dir)
     sources, skipped = walk_paths(paths)
-    with Session(engine) as session:
+    with Session(db) as session:
         try:
             target = ds.find_dataset(session, dataset)
         except NotFound:
@@ -433,8 +433,8 @@ def list_datasets(data_dir: DataDir = None) -> None:
 
     from app import datasets as ds
 
-    _, engine = open_database(data_dir)
-    with Session(engine) as session:
+    _, db = open_database(data_dir)
+    with Session(db) as session:
         summaries = ds.list_summaries(session)
     if not summaries:
         typer.echo("No datasets yet.")

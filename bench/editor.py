@@ -92,7 +92,7 @@ def main() -> None:
             floor = describe(timed(client, "/healthz", n))
             api = describe(timed(client, f"/api/images/{iid}/caption", n))
             page = describe(timed(client, f"/images/{iid}", n))
-        app.state.engine.dispose()
+        app.state.db.dispose()
     print(f"{n} requests each, in process (median / p95 ms):")
     print(f"  /healthz (floor)          {floor[0]:7.2f} / {floor[1]:7.2f}")
     print(f"  caption JSON              {api[0]:7.2f} / {api[1]:7.2f}")

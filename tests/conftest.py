@@ -87,7 +87,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
     with TestClient(app) as c:
         yield c
-    app.state.engine.dispose()
+    app.state.db.dispose()
 
 
 @pytest.fixture

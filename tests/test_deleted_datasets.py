@@ -32,7 +32,7 @@ def test_a_deleted_dataset_is_restored_with_its_captions(client: TestClient, set
     r = client.get(f"/api/datasets/{dataset_id}")
     assert r.status_code == 404 and "restore it" in r.json()["detail"]
     blob = settings.store_dir / image["sha256"][:2] / image["sha256"]
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.db  # type: ignore[attr-defined]
     with Session(engine) as session:
         catalog.collect_garbage(session, store=client.app.state.store)  # type: ignore[attr-defined]
         assert blob.exists()  # its bytes wait with it
@@ -54,7 +54,7 @@ def test_deleted_datasets_go_for_good_after_their_days(client: TestClient, setti
     image = client.post(f"/api/datasets/{dataset_id}/images", files=files).json()["imported"][0]
     blob = settings.store_dir / image["sha256"][:2] / image["sha256"]
     client.delete(f"/api/datasets/{dataset_id}")
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.db  # type: ignore[attr-defined]
     with Session(engine) as session:
         dataset = session.get(Dataset, dataset_id)
         assert dataset is not None
@@ -81,7 +81,7 @@ def test_deleting_a_dataset_cancels_its_drafting_jobs(
     dataset_id = client.post("/api/datasets", json={"name": "Drafted"}).json()["id"]
     files = [("files", ("a.jpg", f.jpeg_bytes(3), "image/jpeg"))]
     client.post(f"/api/datasets/{dataset_id}/images", files=files)
-    db = client.app.state.engine  # type: ignore[attr-defined]
+    db = client.app.state.db  # type: ignore[attr-defined]
     with Session(db) as session:
         dataset = ds.get_dataset(session, dataset_id)
         job = jobs.create_job(session, dataset=dataset, engine="local", model="m", batch_size=1)

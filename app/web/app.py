@@ -40,14 +40,14 @@ STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app, over the data folder the settings name."""
     settings = settings or Settings()
-    engine = make_engine(settings)
-    migrate(engine)
+    db = make_engine(settings)  # the database's (SQLAlchemy calls it an engine)
+    migrate(db)
     store = content_store(settings)
     remove_leftovers(settings)  # uploads a killed server was receiving
-    with Session(engine) as session:
+    with Session(db) as session:
         collect_garbage(session, store=store)
-    worker = DraftWorker(db=engine, settings=settings)
-    trainer = TrainSupervisor(db=engine, settings=settings)
+    worker = DraftWorker(db=db, settings=settings)
+    trainer = TrainSupervisor(db=db, settings=settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.db = db
     app.state.store = store
     app.state.draft_worker = worker
     app.state.throttle = Throttle()

@@ -17,7 +17,7 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
+    with Session(request.app.state.db) as session:
         yield session
 
 

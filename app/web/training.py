@@ -44,7 +44,7 @@ class PickIn(BaseModel):
 def train_defaults(request: Request, folder: Any = None) -> dict[str, Any]:
     """What the Train form is filled with: the checkout (this export's, the last, the setting)."""
     settings = request.app.state.settings
-    with Session(request.app.state.engine) as session:
+    with Session(request.app.state.db) as session:
         last = jobs.latest_checkout(session)
     target = Path(str(folder)) if folder else None
     if target is not None and checkouts.is_checkout(target):

@@ -42,7 +42,7 @@ def test_guide_example_imported_as_pixels_comes_back_official(tmp_path: Path) ->
     app = create_app(Settings(data_dir=data, _env_file=None))  # type: ignore[call-arg]
     with TestClient(app) as client:
         got = client.get("/api/images/1/caption").json()
-    app.state.engine.dispose()
+    app.state.db.dispose()
     cap = got["caption"]
     guide = json.loads(GUIDE.read_text())
     # Each pixel [x1, y1, x2, y2] of the 1200x1000 image lands at [y_min, x_min, y_max, x_max]

@@ -401,7 +401,7 @@ def test_api_job_runs_in_the_app_worker(draft_settings: Settings) -> None:
         assert f'hx-get="/images/{image_ids[1]}/editor"' in final
         assert client.get(f"/api/images/{image_ids[1]}/caption").json()["revision"] == 2
         assert client.post("/api/draft-jobs/999/cancel").status_code == 404
-    app.state.engine.dispose()
+    app.state.db.dispose()
 
 
 def wait(client: TestClient, url: str, timeout: float = 120) -> dict:
@@ -431,7 +431,7 @@ def test_the_app_drafts_in_a_process_of_its_own_that_it_restarts(
         def claimed_by_new_process(job_id: int, before: set[str]) -> int:
             deadline = time.time() + 120
             while time.time() < deadline:
-                with Session(app.state.engine) as session:
+                with Session(app.state.db) as session:
                     job = session.get(jobs.DraftJob, job_id)
                     assert job is not None
                     if job.status == JobStatus.running and job.worker not in before:
@@ -475,7 +475,7 @@ def test_the_app_drafts_in_a_process_of_its_own_that_it_restarts(
         assert policies == {os.SCHED_IDLE}
     # The server stopping stops its drafting process.
     assert last.poll() is not None and worker.pid is None
-    app.state.engine.dispose()
+    app.state.db.dispose()
 
 
 def test_every_draft_s_palettes_come_from_its_own_image_s_pixels(tmp_path: Path) -> None:

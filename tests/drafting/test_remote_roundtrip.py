@@ -75,7 +75,7 @@ def test_a_two_line_transcription_with_quotes_survives_draft_editor_export(
 
     with TestClient(create_app(settings)) as client:
         app = client.app
-        with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+        with Session(app.state.db) as session:  # type: ignore[attr-defined]
             image = session.exec(select(Image)).one()
             image_id = image.id
         caption = client.get(f"/api/images/{image_id}/caption").json()
@@ -104,7 +104,7 @@ def test_a_two_line_transcription_with_quotes_survives_draft_editor_export(
         )
 
         out = tmp_path / "ai-toolkit"
-        with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+        with Session(app.state.db) as session:  # type: ignore[attr-defined]
             report = export_dataset(
                 session,
                 settings=app.state.settings,  # type: ignore[attr-defined]

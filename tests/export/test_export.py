@@ -87,7 +87,7 @@ def make_dataset(client: TestClient, *, captioned: bool = True) -> tuple[int, li
 def export(client: TestClient, dataset_id: int, out: Path, **kw: Any):  # type: ignore[no-untyped-def]
     app = client.app
     as_zip = kw.pop("as_zip", False)
-    with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(app.state.db) as session:  # type: ignore[attr-defined]
         return export_dataset(
             session,
             settings=app.state.settings,  # type: ignore[attr-defined]

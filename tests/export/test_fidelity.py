@@ -144,7 +144,7 @@ def test_done_when_a_realistic_dataset_reaches_the_encoder_as_reviewed(
     first = trainer.cache_latents(folder)
     assert len(first) == 5
     client.delete(f"/api/images/{ids[1]}")
-    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(client.app.state.db) as session:  # type: ignore[attr-defined]
         for iid, position in zip((ids[0], ids[3], ids[2], ids[4]), (10, 20, 30, 40), strict=True):
             img = session.get(Image, iid)
             assert img is not None
@@ -351,7 +351,7 @@ def test_an_existing_bad_trigger_word_is_refused_at_export(
     client: TestClient, tmp_path: Path
 ) -> None:
     dataset_id, _ = make_dataset(client)
-    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(client.app.state.db) as session:  # type: ignore[attr-defined]
         d = session.get(Dataset, dataset_id)
         assert d is not None
         d.trigger_word = 'say "cheese"'

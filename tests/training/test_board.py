@@ -143,7 +143,7 @@ def test_favourites_and_use_this_step(client: TestClient, tmp_path: Path) -> Non
     copied = loras / "baroque_chiaroscuro_step000020.safetensors"
     assert copied.read_bytes() == (run / "by_hand_000000020.safetensors").read_bytes()
     assert [p.name for p in loras.iterdir()] == [copied.name]
-    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(client.app.state.db) as session:  # type: ignore[attr-defined]
         pick = session.exec(select(LoraPick)).one()
         assert (pick.dataset_id, pick.step, pick.copied_to) == (dataset_id, 20, str(copied))
     # The last step is the final save, named without a step.

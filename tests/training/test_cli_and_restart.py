@@ -97,7 +97,7 @@ def test_a_new_atelier_reattaches_to_a_run_started_by_another(
         while again.get("/api/training/jobs/1").json()["status"] != "stopped":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-    app.state.engine.dispose()
+    app.state.db.dispose()
 
 
 def test_a_run_that_died_while_atelier_was_down_is_marked_ended(
@@ -108,7 +108,7 @@ def test_a_run_that_died_while_atelier_was_down_is_marked_ended(
     gone.wait()
     log = tmp_path / "job.log"
     log.write_text("Running 1 job\ntorch.OutOfMemoryError: CUDA out of memory.\n")
-    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(client.app.state.db) as session:  # type: ignore[attr-defined]
         for pid, started in ((gone.pid, time.time()), (os.getpid(), 1.0)):
             session.add(
                 TrainJob(
@@ -130,7 +130,7 @@ def test_a_run_that_died_while_atelier_was_down_is_marked_ended(
     app = create_app(settings)
     with TestClient(app):
         pass
-    with Session(app.state.engine) as session:
+    with Session(app.state.db) as session:
         for job_id in (1, 2):
             job = session.get(TrainJob, job_id)
             assert job is not None and job.status is TrainStatus.failed
@@ -138,4 +138,4 @@ def test_a_run_that_died_while_atelier_was_down_is_marked_ended(
                 "The GPU ran out of memory: this is already the smallest profile: lower the "
                 "resolution or free the GPU."
             )
-    app.state.engine.dispose()
+    app.state.db.dispose()

@@ -17,7 +17,7 @@ from tests.training.conftest import make_dataset, set_behaviour
 
 def start(client: TestClient, dataset_id: int, checkout: Path, **kw) -> TrainJob:  # type: ignore[no-untyped-def]
     app = client.app
-    with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(app.state.db) as session:  # type: ignore[attr-defined]
         return jobs.start_training(
             session,
             settings=app.state.settings,  # type: ignore[attr-defined]
@@ -34,7 +34,7 @@ def wait_for(
     app = client.app
     deadline = time.monotonic() + timeout
     while True:
-        with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+        with Session(app.state.db) as session:  # type: ignore[attr-defined]
             job = jobs.refresh(
                 session,
                 settings=app.state.settings,  # type: ignore[attr-defined]
@@ -73,7 +73,7 @@ def test_stop_interrupts_the_trainer_cleanly(client: TestClient, checkout: Path)
     job = start(client, make_dataset(client), checkout, steps=2000, save_every=10)
     wait_for(client, job.id, lambda j: j.last_step > 2)  # type: ignore[arg-type]
     app = client.app
-    with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(app.state.db) as session:  # type: ignore[attr-defined]
         stopping = jobs.request_stop(
             session,
             settings=app.state.settings,  # type: ignore[attr-defined]
@@ -100,7 +100,7 @@ def test_a_trainer_ignoring_the_stop_is_killed_after_the_grace_time(
     job = start(client, make_dataset(client), checkout, steps=2000, save_every=10)
     wait_for(client, job.id, lambda j: j.last_step > 1)  # type: ignore[arg-type]
     app = client.app
-    with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(app.state.db) as session:  # type: ignore[attr-defined]
         jobs.request_stop(
             session,
             settings=app.state.settings,  # type: ignore[attr-defined]

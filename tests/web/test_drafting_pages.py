@@ -26,7 +26,7 @@ def _dataset_with_image(client: TestClient) -> tuple[int, int]:
 
 def _job(client: TestClient, dataset_id: int, image_id: int, **fields: object) -> int:
     """A job row as the worker leaves it (no worker process runs it)."""
-    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(client.app.state.db) as session:  # type: ignore[attr-defined]
         job = DraftJob(dataset_id=dataset_id, engine="local", model="m", batch_size=1, total=1)
         for k, v in fields.items():
             setattr(job, k, v)

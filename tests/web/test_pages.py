@@ -80,7 +80,7 @@ def test_grid_htmx_request_gets_fragment(client: TestClient, dataset_id: int) ->
 
 
 def test_grid_pages_through_ten_thousand_images(client: TestClient, dataset_id: int) -> None:
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.db  # type: ignore[attr-defined]
     rows = [
         dict(
             dataset_id=dataset_id,
@@ -169,3 +169,12 @@ def test_pages_load_no_remote_assets(client: TestClient, dataset_id: int) -> Non
         for tag in page.select("script[src], link[href]"):
             ref = tag.get("src") or tag.get("href")
             assert ref.startswith("/static/"), ref  # type: ignore[union-attr]
+
+
+def test_the_app_keeps_its_database_as_state_db(client: TestClient) -> None:
+    # "engine" means a drafting engine in this house; the database is the app's `db`.
+    from sqlalchemy import Engine
+
+    state = client.app.state  # type: ignore[attr-defined]
+    assert isinstance(state.db, Engine)
+    assert not hasattr(state, "engine")

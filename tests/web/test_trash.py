@@ -33,7 +33,7 @@ def listed(client: TestClient, dataset_id: int) -> list[int]:
 
 
 def engine(client: TestClient):  # type: ignore[no-untyped-def]
-    return client.app.state.engine  # type: ignore[attr-defined]
+    return client.app.state.db  # type: ignore[attr-defined]
 
 
 def test_delete_moves_to_trash_with_caption_and_restore_brings_it_back(
