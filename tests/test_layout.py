@@ -19,7 +19,7 @@ GPU_LIBRARIES = {"torch", "transformers", "triton", "xgrammar"}
 # work on them (engines take images and return captions; datasets and images keep the rows),
 # what makes jobs and files of them, the trainer that runs on an export, and the doors.
 FLOORS: list[set[str]] = [
-    {"app.errors", "app.config"},
+    {"app.errors", "app.config", "app.gpu"},
     {"app.models"},
     {"app.db", "app.captions"},
     {"app.engines", "app.datasets"},

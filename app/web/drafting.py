@@ -14,7 +14,7 @@ from app.config import Settings
 from app.drafting import available, jobs
 from app.engines.interface import DraftError, engine_name
 from app.engines.openai_engine import list_models, split_urls
-from app.export.gpu import local_gpu_gb
+from app.gpu import local_gpu_gb
 from app.images import catalog
 from app.models import Dataset, DraftJob, ItemStatus, JobStatus
 from app.web.deps import SessionDep, SettingsDep

@@ -14,7 +14,6 @@ from app import datasets as ds
 from app.config import Settings
 from app.errors import Invalid
 from app.export import profiles
-from app.export.gpu import local_gpu_gb
 from app.export.lint import lint_dataset
 from app.export.overview import overview
 from app.export.writer import (
@@ -25,6 +24,7 @@ from app.export.writer import (
     export_dataset,
     requested_out_dir,
 )
+from app.gpu import local_gpu_gb
 from app.models import Dataset
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.render import render
