@@ -161,3 +161,23 @@ def test_gpu_libraries_are_imported_only_by_the_local_runtime(path: Path) -> Non
         return
     heavy = {m for m in _imports(path) if m.split(".")[0] in GPU_LIBRARIES}
     assert not heavy, f"{path.relative_to(APP)} imports {sorted(heavy)}"
+
+
+@pytest.mark.parametrize(
+    ("what", "words", "home"),
+    [
+        # The GPU probe: nvidia-smi and the driver, asked in one module (the engine's runtime,
+        # which has torch loaded, asks torch).
+        ("GPU probe", ("nvidia-smi", "/proc/driver/nvidia", "cuda.is_available"), "gpu.py"),
+        # The sentence pages show when drafting would run on the CPU, decided in one function.
+        ("CPU-drafting warning", ("CPU_WARNING", "runs_on_cpu("), "drafting/available.py"),
+    ],
+)
+def test_one_rule_lives_in_one_place(what: str, words: tuple[str, ...], home: str) -> None:
+    found = {
+        str(path.relative_to(APP))
+        for path in APP.rglob("*.py")
+        if (APP / "engines" / "local") not in path.parents
+        and any(word in path.read_text() for word in words)
+    }
+    assert found == {home}, f"the {what} is in {sorted(found)}"

@@ -4,12 +4,13 @@ engine would run on the CPU. Nothing here imports torch."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlmodel import Session, col, select
 
+from app import gpu
+from app.config import Settings
 from app.models import DraftJob
 
 # bf16 weights take their size on disk; activations, the KV cache and CUDA's own context
@@ -98,8 +99,10 @@ def runs_on_cpu(*, engine: str, device: str | None) -> bool:
         return False
     if device:
         return device.startswith("cpu")
-    torch = sys.modules.get("torch")
-    if torch is not None:  # already paid for: its answer is the engine's own
-        return not torch.cuda.is_available()
-    # The NVIDIA driver's proc entry, without importing torch (seconds) in the web process.
-    return not Path("/proc/driver/nvidia/version").exists()
+    return not gpu.cuda_present()
+
+
+def cpu_warning(settings: Settings) -> str | None:
+    """The sentence every page that offers drafting shows when it would run on the CPU."""
+    cpu = runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device)
+    return CPU_WARNING if cpu else None

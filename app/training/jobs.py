@@ -24,6 +24,7 @@ from app.config import Settings
 from app.errors import Conflict, Invalid, NotFound
 from app.export import profiles
 from app.export.writer import ExportOptions, export_dataset, requested_out_dir
+from app.gpu import memory_in_use
 from app.images.store import ContentStore
 from app.models import Dataset, TrainJob, TrainStatus, utcnow
 from app.training import process, runs
@@ -220,7 +221,7 @@ def progress(job: TrainJob) -> TrainProgress:
         rate=p.rate if (p and active) else None,
         eta_s=p.eta_s if (p and active) else None,
         loss=curve[-1][1] if curve else (p.loss if p else None),
-        gpu=process.gpu_memory() if active else None,
+        gpu=memory_in_use() if active else None,
         samples=len(runs.list_samples(run_dir)),
         saved_steps=saved,
         loss_curve=curve,

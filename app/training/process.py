@@ -4,7 +4,6 @@ start time (a pid alone may be reused), stopped by signals to its whole group.""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -75,33 +74,3 @@ def signal_group(pid: int, started: float, sig: signal.Signals) -> bool:
     except PermissionError:
         os.kill(pid, sig)
     return True
-
-
-_gpu_cache: tuple[float, str | None] = (0.0, None)
-
-
-def gpu_memory() -> str | None:
-    """'17.2 of 24.0 GB' for each GPU nvidia-smi sees, or None without one."""
-    global _gpu_cache
-    if time.monotonic() - _gpu_cache[0] < 2.0:
-        return _gpu_cache[1]
-    text: str | None = None
-    exe = shutil.which("nvidia-smi")
-    if exe:
-        try:
-            out = subprocess.run(
-                [exe, "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=3,
-                check=True,
-            ).stdout
-            parts = []
-            for line in out.strip().splitlines():
-                used, total = (float(v) / 1024 for v in line.split(","))
-                parts.append(f"{used:.1f} of {total:.1f} GB")
-            text = "; ".join(parts) or None
-        except (OSError, subprocess.SubprocessError, ValueError):
-            text = None
-    _gpu_cache = (time.monotonic(), text)
-    return text

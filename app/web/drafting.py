@@ -115,8 +115,8 @@ def api_cancel(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
 def engine_view(settings: Settings) -> dict:
     """The engine drafting uses, its servers and the models they list (the openai engine)."""
     view: dict = {"engine": settings.draft_engine, "model": settings.draft_model}
-    if available.runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device):
-        view["cpu_warning"] = available.CPU_WARNING
+    if warning := available.cpu_warning(settings):
+        view["cpu_warning"] = warning
     if settings.draft_engine != "openai":
         view["device"] = settings.draft_device or "cuda if any, else cpu"
         return view

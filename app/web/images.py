@@ -260,9 +260,7 @@ def dataset_grid(
         "active_job": active,
         "active_progress": jobs.progress(active) if active else None,
         "active_problems": problems_of(session, active) if active else [],
-        "cpu_warning": available.CPU_WARNING
-        if available.runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device)
-        else None,
+        "cpu_warning": available.cpu_warning(settings),
     }
     # Only the grid's own refreshes and its boosted filter links swap the grid alone.
     grid_only = request.headers.get("hx-target") == "grid"

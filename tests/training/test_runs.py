@@ -114,13 +114,16 @@ def test_for_training_turns_sampling_on_and_keeps_every_save() -> None:
 def test_gpu_memory_from_nvidia_smi_when_there_is_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.training import process
+    from app import gpu
 
-    monkeypatch.setattr(process, "_gpu_cache", (0.0, None))
+    monkeypatch.setattr(gpu, "_cache", None)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: the figure is left out
-    assert process.gpu_memory() is None
+    assert gpu.memory_in_use() is None
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho '17612, 24564'\n")
     smi.chmod(0o755)
-    monkeypatch.setattr(process, "_gpu_cache", (0.0, None))
-    assert process.gpu_memory() == "17.2 of 24.0 GB"
+    monkeypatch.setattr(gpu, "_cache", None)
+    assert gpu.memory_in_use() == "17.2 of 24.0 GB"
+    gpu.local_gpu_gb.cache_clear()
+    assert gpu.local_gpu_gb() == pytest.approx(24564 / 1024)  # what the export page picks by
+    gpu.local_gpu_gb.cache_clear()
