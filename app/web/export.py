@@ -28,6 +28,7 @@ from app.gpu import local_gpu_gb
 from app.models import Dataset
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.render import render
+from app.web.training import train_defaults
 
 router = APIRouter()
 
@@ -112,8 +113,11 @@ def _to_folder(
     )  # fmt: skip
 
 
-def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str, Any]:
+def _page_context(
+    session: Session, settings: Settings, dataset: Dataset, **extra: Any
+) -> dict[str, Any]:
     gpu = local_gpu_gb()
+    report = extra.get("report")
     chosen = profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE
     findings = lint_dataset(session, dataset=dataset, profile=chosen)
     return {
@@ -132,6 +136,8 @@ def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str,
         "chosen_profile": chosen,
         "gpu_gb": gpu,
         "overview": overview(session, dataset=dataset),
+        # The Train form below, with the folder just exported into as its checkout.
+        "train": train_defaults(session, settings, report.out_dir if report else None),
         "report": None,
         "error": None,
         "form": {},
@@ -139,9 +145,11 @@ def _page_context(session: Session, dataset: Dataset, **extra: Any) -> dict[str,
 
 
 @router.get("/datasets/{dataset_id}/export", response_class=HTMLResponse, include_in_schema=False)
-def export_page(request: Request, dataset_id: int, session: SessionDep) -> Response:
+def export_page(
+    request: Request, dataset_id: int, session: SessionDep, settings: SettingsDep
+) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
-    return render(request, "dataset_export.html", _page_context(session, dataset))
+    return render(request, "dataset_export.html", _page_context(session, settings, dataset))
 
 
 @router.post("/datasets/{dataset_id}/export", include_in_schema=False, response_model=None)
@@ -177,7 +185,7 @@ def export_form(
         message = e.told("tick 'export anyway' and export again") if isinstance(
             e, ExportRefused
         ) else e.message  # fmt: skip
-        context = _page_context(session, dataset, error=message, form=form)
+        context = _page_context(session, settings, dataset, error=message, form=form)
         return render(request, "dataset_export.html", context, status_code=e.status_code)
-    context = _page_context(session, dataset, report=report, form=form)
+    context = _page_context(session, settings, dataset, report=report, form=form)
     return render(request, "dataset_export.html", context)

@@ -25,6 +25,7 @@ from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.drafting import DraftIn, problems_of, shown_job, start
 from app.web.render import is_htmx, render, see_other
 from app.web.security import local_path
+from app.web.training import train_defaults
 from app.web.uploads import UPLOAD_BODY, import_uploads, received_files
 
 router = APIRouter()
@@ -261,6 +262,7 @@ def dataset_grid(
         "active_progress": jobs.progress(active) if active else None,
         "active_problems": problems_of(session, active) if active else [],
         "cpu_warning": available.cpu_warning(settings),
+        "train": train_defaults(session, settings),
     }
     # Only the grid's own refreshes and its boosted filter links swap the grid alone.
     grid_only = request.headers.get("hx-target") == "grid"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from app import datasets as ds
+from app.config import Settings
 from app.errors import Invalid
 from app.export import profiles
 from app.export.writer import requested_out_dir
@@ -41,11 +42,12 @@ class PickIn(BaseModel):
     dataset_id: int | None = None
 
 
-def train_defaults(request: Request, folder: Any = None) -> dict[str, Any]:
-    """What the Train form is filled with: the checkout (this export's, the last, the setting)."""
-    settings = request.app.state.settings
-    with Session(request.app.state.db) as session:
-        last = jobs.latest_checkout(session)
+def train_defaults(
+    session: Session, settings: Settings, folder: Path | str | None = None
+) -> dict[str, Any]:
+    """What the Train form (_train_form.html) is filled with, for the routes whose pages show
+    it: the checkout (`folder` when an export just wrote into one, the last, the setting)."""
+    last = jobs.latest_checkout(session)
     target = Path(str(folder)) if folder else None
     if target is not None and checkouts.is_checkout(target):
         chosen: str | None = str(target)
@@ -60,9 +62,6 @@ def train_defaults(request: Request, folder: Any = None) -> dict[str, Any]:
         # Exposed on a network, the program to run is the owner's setting, shown, not asked.
         "fixed": settings.is_exposed,
     }
-
-
-templates.env.globals["train_defaults"] = train_defaults
 
 
 def _job_dict(job: TrainJob) -> dict[str, Any]:

@@ -178,3 +178,20 @@ def test_the_app_keeps_its_database_as_state_db(client: TestClient) -> None:
     state = client.app.state  # type: ignore[attr-defined]
     assert isinstance(state.db, Engine)
     assert not hasattr(state, "engine")
+
+
+def test_templates_get_their_data_from_the_route() -> None:
+    # A page's context is built by its route; a Jinja global may format, never query.
+    import inspect
+
+    from jinja2 import Environment
+
+    from app.web.app import create_app  # noqa: F401  (every router adds its globals)
+    from app.web.templating import templates
+
+    stock = Environment().globals.keys()
+    for name, value in templates.env.globals.items():
+        if name in stock or not callable(value) or inspect.isclass(value):
+            continue
+        asks = set(inspect.signature(value).parameters) & {"request", "session", "db"}
+        assert not asks, f"the template global {name} takes {sorted(asks)}"
