@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -87,6 +88,212 @@ def verifier_findings(img: Image, text: str) -> list[Finding]:
     ]
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What the image rules read: one image, as it would be exported."""
+
+    img: Image
+    dataset: Dataset
+    block: dict[str, str]  # the dataset's style block, the fields that hold a value
+    stored: Caption  # its head caption as saved
+    caption: Caption  # with the dataset's style block filled in
+    text: str  # the caption in the official dialect, placement aside
+    exported: str  # the caption file's text as the export writes it
+    placement: str
+    trained_at: list[int]  # the resolutions the profile trains at
+    flags: list[Flag]
+
+
+@dataclass
+class Tally:
+    """What the dataset rules read, counted over its images."""
+
+    images: int = 0
+    with_commas: int = 0  # captions holding commas (counted with the trigger prefixed)
+    shapes: Counter[tuple[int, ...]] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A lint rule: its severity, and a check yielding one message per problem it finds (or,
+    for the verifier's rules, whole findings with their own codes and severities)."""
+
+    severity: Severity
+    check: Callable[[Any], Iterable[str | Finding]]
+
+
+def _missing_caption(img: Image) -> Iterator[str]:
+    why = f" (its caption file could not be read: {img.caption_error})"
+    yield f"has no caption{why if img.caption_error else ''}"
+
+
+def _degenerate_box(s: Subject) -> Iterator[str]:
+    for n, e in enumerate(s.caption.composition.elements, 1):
+        if e.box is not None and e.box.is_degenerate:
+            yield f"element {n}'s box has no area"
+
+
+def _empty_text(s: Subject) -> Iterator[str]:
+    for n, e in enumerate(s.caption.composition.elements, 1):
+        if e.type == "text" and not (e.text or "").strip():
+            yield f"element {n} is a text element with no text"
+
+
+def _trigger_in_caption(s: Subject) -> Iterator[str]:
+    trigger = s.dataset.trigger_word.strip().lower()
+    if trigger and trigger in s.text.lower():
+        yield (
+            f"the trigger word {s.dataset.trigger_word!r} is written in the caption; the "
+            "export places it for the trainer"
+        )
+
+
+def _placeholder_in_caption(s: Subject) -> Iterator[str]:
+    if placeholders := [p for p in ("[trigger]", "[name]") if p in s.text]:
+        yield (
+            f"the caption holds {' and '.join(placeholders)}, which the trainer replaces "
+            "with the trigger word wherever it appears: reword it"
+        )
+
+
+def _not_approved(s: Subject) -> Iterator[str]:
+    if s.img.status != CaptionStatus.approved:
+        yield f"caption is {CaptionStatus(s.img.status).label}"
+
+
+def _weak_approved(s: Subject) -> Iterator[str]:
+    if s.img.status != CaptionStatus.approved:
+        return
+    if (weak := revisions.weakness(s.caption)) is not None:
+        yield f"is approved, but {weak}"
+
+
+def _style_drift(s: Subject) -> Iterator[str]:
+    states = field_states(s.stored, s.block)
+    if overridden := [k for k, v in states.items() if v == "overridden"]:
+        yield f"overrides the dataset's style block ({', '.join(overridden)})"
+
+
+def _caption_too_long(s: Subject) -> Iterator[str]:
+    tokens, exact = count_tokens(s.text)
+    if tokens > TOKEN_BUDGET:
+        yield (
+            f"{'' if exact else 'about '}{tokens} tokens; the trainer's text encoder reads "
+            f"{TOKEN_BUDGET} and cuts the rest off: shorten it"
+        )
+
+
+def _ambiguous_boxes(s: Subject) -> Iterator[str]:
+    if s.img.boxes_ambiguous:
+        yield (
+            "its boxes were read as 0..1000 but could be pixels: choose the format on "
+            "the dataset page; read the wrong way, every box is misplaced"
+        )
+
+
+def _verifier(s: Subject) -> list[Finding]:
+    return verifier_findings(s.img, s.exported)
+
+
+def _trigger_in_description(s: Subject) -> Iterator[str]:
+    if s.placement == "aesthetics" and "style_description" not in to_trainer(s.caption):
+        yield (
+            "has no style block, so the export writes [trigger] at the start of its "
+            "high-level description (a style block of the trigger alone would break "
+            "Ideogram's rules): fill the dataset's style block"
+        )
+
+
+def _near_duplicate(s: Subject) -> Iterator[str]:
+    for flag in s.flags:
+        if flag is Flag.duplicate:
+            yield "is in an unresolved near-duplicate pair"
+
+
+def _low_resolution(s: Subject) -> Iterator[str]:
+    w, h = s.img.width, s.img.height
+    largest = buckets.fit(w, h, resolution=max(s.trained_at))
+    if buckets.is_low_resolution(w, h, resolution=largest.resolution):
+        yield (
+            f"{w}x{h} has fewer pixels than {largest.resolution}x{largest.resolution}: the "
+            f"trainer never upscales, so it trains at {largest.bucket_width}x"
+            f"{largest.bucket_height}, not at the full resolution"
+        )
+
+
+def _box_cropped(s: Subject) -> Iterator[str]:
+    for cut in buckets.cropped_boxes(
+        s.caption, width=s.img.width, height=s.img.height, resolutions=s.trained_at
+    ):
+        yield (
+            f"element {cut.element}'s box loses {cut.lost:.0%} of its area to the trainer's "
+            f"centre crop at {cut.resolution} px: the caption names what it does not see"
+        )
+
+
+def _prefix_commas(t: Tally) -> Iterator[str]:
+    if t.with_commas:
+        yield (
+            f"{t.with_commas} caption(s) hold commas: with the trigger word prefixed, the "
+            "trainer reads captions as plain text and gives every comma a space after it "
+            '("1,000" becomes "1, 000"); place the trigger in aesthetics to keep them exact'
+        )
+
+
+def _few_images(t: Tally) -> Iterator[str]:
+    if t.images < MIN_IMAGES:
+        yield f"{t.images} images; a style wants 30 to 60"
+
+
+def _same_compositions(t: Tally) -> Iterator[str]:
+    if t.shapes and t.images >= 6:
+        _, count = t.shapes.most_common(1)[0]
+        if count / t.images > 0.5:
+            yield (
+                f"{count} of {t.images} captions have the same composition (element count "
+                "and layout): vary framing and the number of figures"
+            )
+
+
+# An image without a caption gets this finding alone; one with a caption, every rule of
+# IMAGE_RULES in this order (verifier: Ideogram's caption rules, as verifier_<rule>).
+MISSING_CAPTION = Rule("error", _missing_caption)
+IMAGE_RULES: dict[str, Rule] = {
+    "degenerate_box": Rule("error", _degenerate_box),
+    "empty_text": Rule("error", _empty_text),
+    "trigger_in_caption": Rule("error", _trigger_in_caption),
+    "placeholder_in_caption": Rule("error", _placeholder_in_caption),
+    "not_approved": Rule("warning", _not_approved),
+    "weak_approved": Rule("warning", _weak_approved),
+    "style_drift": Rule("warning", _style_drift),
+    "caption_too_long": Rule("error", _caption_too_long),
+    "ambiguous_boxes": Rule("error", _ambiguous_boxes),
+    "verifier": Rule("error", _verifier),
+    "trigger_in_description": Rule("warning", _trigger_in_description),
+    "near_duplicate": Rule("warning", _near_duplicate),
+    "low_resolution": Rule("warning", _low_resolution),
+    "box_cropped": Rule("warning", _box_cropped),
+}
+DATASET_RULES: dict[str, Rule] = {
+    "prefix_commas": Rule("warning", _prefix_commas),
+    "few_images": Rule("warning", _few_images),
+    "same_compositions": Rule("warning", _same_compositions),
+}
+
+
+def _apply(code: str, rule: Rule, subject: Any, img: Image | None) -> list[Finding]:
+    """The rule's findings on `subject` (an image's Subject, the Image itself when it has no
+    caption, or the dataset's Tally), under its code and severity."""
+    return [
+        found
+        if isinstance(found, Finding)
+        else Finding(
+            rule.severity, code, img.filename if img else None, found, img.id if img else None
+        )
+        for found in rule.check(subject)
+    ]
+
+
 def lint_dataset(
     session: Session,
     *,
@@ -95,83 +302,19 @@ def lint_dataset(
     dialect: str = "official",
     profile: str = profiles.DEFAULT_PROFILE,
 ) -> list[Finding]:
-    """Findings for the dataset as it would be exported with this placement and dialect."""
+    """Findings for the dataset as it would be exported with this placement and dialect:
+    every image rule on each image, then the dataset rules on what they counted."""
     block = block_of(dataset)
-    trigger = dataset.trigger_word.strip().lower()
-    out: list[Finding] = []
     rows = revisions.head_captions(session, dataset=dataset)
     flags = {r.image.id: r.flags for r in catalog.list_images(session, dataset=dataset)[0]}
-    shapes: Counter[tuple[int, ...]] = Counter()
     trained_at = profiles.get_profile(profile).resolutions(dataset.resolution)
-    with_commas = 0
-
-    def add(sev: Severity, code: str, img: Image | None, message: str) -> None:
-        out.append(
-            Finding(sev, code, img.filename if img else None, message, img.id if img else None)
-        )
-
+    tally = Tally(images=len(rows))
+    out: list[Finding] = []
     for img, stored in rows:
         if stored is None:
-            why = (
-                f" (its caption file could not be read: {img.caption_error})"
-                if img.caption_error
-                else ""
-            )
-            add("error", "missing_caption", img, f"has no caption{why}")
+            out += _apply("missing_caption", MISSING_CAPTION, img, img)
             continue
         caption = effective(stored, block)
-        for n, e in enumerate(caption.composition.elements, 1):
-            if e.box is not None and e.box.is_degenerate:
-                add("error", "degenerate_box", img, f"element {n}'s box has no area")
-            if e.type == "text" and not (e.text or "").strip():
-                add("error", "empty_text", img, f"element {n} is a text element with no text")
-        text = dumps_official(caption)
-        if trigger and trigger in text.lower():
-            add(
-                "error",
-                "trigger_in_caption",
-                img,
-                f"the trigger word {dataset.trigger_word!r} is written in the caption; the "
-                "export places it for the trainer",
-            )
-        placeholders = [p for p in ("[trigger]", "[name]") if p in text]
-        if placeholders:
-            add(
-                "error",
-                "placeholder_in_caption",
-                img,
-                f"the caption holds {' and '.join(placeholders)}, which the trainer replaces "
-                "with the trigger word wherever it appears: reword it",
-            )
-        if img.status != CaptionStatus.approved:
-            add("warning", "not_approved", img, f"caption is {CaptionStatus(img.status).label}")
-        elif (weak := revisions.weakness(caption)) is not None:
-            add("warning", "weak_approved", img, f"is approved, but {weak}")
-        overridden = [k for k, v in field_states(stored, block).items() if v == "overridden"]
-        if overridden:
-            add(
-                "warning",
-                "style_drift",
-                img,
-                f"overrides the dataset's style block ({', '.join(overridden)})",
-            )
-        tokens, exact = count_tokens(text)
-        if tokens > TOKEN_BUDGET:
-            add(
-                "error",
-                "caption_too_long",
-                img,
-                f"{'' if exact else 'about '}{tokens} tokens; the trainer's text encoder reads "
-                f"{TOKEN_BUDGET} and cuts the rest off: shorten it",
-            )
-        if img.boxes_ambiguous:
-            add(
-                "error",
-                "ambiguous_boxes",
-                img,
-                "its boxes were read as 0..1000 but could be pixels: choose the format on "
-                "the dataset page; read the wrong way, every box is misplaced",
-            )
         exported = caption_text(
             caption,
             dialect=dialect,  # type: ignore[arg-type]
@@ -179,63 +322,25 @@ def lint_dataset(
             width=img.width,
             height=img.height,
         )
-        out.extend(verifier_findings(img, exported))
-        if placement == "aesthetics" and "style_description" not in to_trainer(caption):
-            add(
-                "warning",
-                "trigger_in_description",
-                img,
-                "has no style block, so the export writes [trigger] at the start of its "
-                "high-level description (a style block of the trigger alone would break "
-                "Ideogram's rules): fill the dataset's style block",
-            )
-        if placement == "prefix" and "," in "".join(_strings(to_trainer(caption))):
-            with_commas += 1
-        shapes[_shape(caption)] += 1
-        for flag in flags.get(img.id, []):
-            if flag is Flag.duplicate:
-                add("warning", "near_duplicate", img, "is in an unresolved near-duplicate pair")
-        largest = buckets.fit(img.width, img.height, resolution=max(trained_at))
-        if buckets.is_low_resolution(img.width, img.height, resolution=largest.resolution):
-            add(
-                "warning",
-                "low_resolution",
-                img,
-                f"{img.width}x{img.height} has fewer pixels than {largest.resolution}x"
-                f"{largest.resolution}: the trainer never upscales, so it trains at "
-                f"{largest.bucket_width}x{largest.bucket_height}, not at the full resolution",
-            )
-        for cut in buckets.cropped_boxes(
-            caption, width=img.width, height=img.height, resolutions=trained_at
-        ):
-            add(
-                "warning",
-                "box_cropped",
-                img,
-                f"element {cut.element}'s box loses {cut.lost:.0%} of its area to the trainer's "
-                f"centre crop at {cut.resolution} px: the caption names what it does not see",
-            )
-    if with_commas:
-        add(
-            "warning",
-            "prefix_commas",
-            None,
-            f"{with_commas} caption(s) hold commas: with the trigger word prefixed, the trainer "
-            "reads captions as plain text and gives every comma a space after it "
-            '("1,000" becomes "1, 000"); place the trigger in aesthetics to keep them exact',
+        subject = Subject(
+            img=img,
+            dataset=dataset,
+            block=block,
+            stored=stored,
+            caption=caption,
+            text=dumps_official(caption),
+            exported=exported,
+            placement=placement,
+            trained_at=trained_at,
+            flags=flags.get(img.id, []),
         )
-    if len(rows) < MIN_IMAGES:
-        add("warning", "few_images", None, f"{len(rows)} images; a style wants 30 to 60")
-    if shapes and len(rows) >= 6:
-        shape, count = shapes.most_common(1)[0]
-        if count / len(rows) > 0.5:
-            add(
-                "warning",
-                "same_compositions",
-                None,
-                f"{count} of {len(rows)} captions have the same composition (element count and "
-                "layout): vary framing and the number of figures",
-            )
+        for code, rule in IMAGE_RULES.items():
+            out += _apply(code, rule, subject, img)
+        if placement == "prefix" and "," in "".join(_strings(to_trainer(caption))):
+            tally.with_commas += 1
+        tally.shapes[_shape(caption)] += 1
+    for code, rule in DATASET_RULES.items():
+        out += _apply(code, rule, tally, None)
     return out
 
 
