@@ -440,6 +440,51 @@ def lint(
         raise typer.Exit(code=1)
 
 
+@cli.command("draft-report")
+@user_errors
+def draft_report(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """How good the drafts were: each reviewed draft against what was kept, per model."""
+    import json
+
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.drafting.report import draft_report as report_of
+    from app.drafting.report import prompt_label
+
+    _, db = open_database(data_dir)
+    with Session(db) as session:
+        groups = report_of(session, dataset=ds.find_dataset(session, dataset))
+    if as_json:
+        rows = [g.as_dict() | {"prompt_label": prompt_label(g.prompt)} for g in groups]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not groups:
+        typer.echo("No reviewed drafts yet: edit or approve some drafts, then ask again.")
+        return
+
+    def num(value: float | None, fmt: str = "{:.2f}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    for g in groups:
+        typer.echo(f"{g.model} ({g.engine}, {prompt_label(g.prompt)})")
+        typer.echo(f"  reviewed drafts        {g.images} ({g.kept_unchanged} kept as drafted)")
+        typer.echo(f"  boxes kept in place    {num(g.mean_box_iou)} mean IoU")
+        typer.echo(f"  elements added/image   {num(g.added_per_image)}")
+        typer.echo(f"  elements removed/image {num(g.removed_per_image)}")
+        typer.echo(
+            f"  transcriptions         {num(g.mean_char_error_rate)} character error rate"
+            f" ({g.transcriptions} read)"
+        )
+        typer.echo(f"  palette                {num(g.mean_palette_delta_e, '{:.1f}')} CIEDE2000")
+        for name, share in g.rewritten():
+            typer.echo(f"  rewritten: {name:22} {share:.0%} of images")
+
+
 @cli.command("datasets")
 @user_errors
 def list_datasets(data_dir: DataDir = None) -> None:

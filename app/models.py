@@ -196,6 +196,10 @@ class DraftJob(SQLModel, table=True):
     worker: str | None = None
     heartbeat_at: datetime | None = None
     drafting_seconds: float = 0.0
+    # The prompt's rules, the style block and the dataset's instructions as the job drafted
+    # with them, for an image of reference shape (app/drafting/prompt.py reference_prompt):
+    # the draft report compares drafts per prompt. Empty for jobs older than the column.
+    prompt: str = Field(default="", sa_column_kwargs={"server_default": ""})
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

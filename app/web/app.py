@@ -23,6 +23,7 @@ from app.web import (
     captions,
     dataset_captions,
     datasets,
+    draft_report,
     drafting,
     duplicates,
     export,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         duplicates,
         auth,
         drafting,
+        draft_report,
         export,
         training,
     ):
