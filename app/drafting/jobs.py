@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.captions.style_block import block_of
-from app.drafting.prompt import reference_prompt
+from app.engines.prompt import reference_prompt
 from app.errors import Invalid, NotFound
 from app.models import (
     Dataset,

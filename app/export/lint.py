@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlmodel import Session
 
-from app.captions import revisions
+from app.captions import doubts, revisions
 from app.captions.dialects import dumps_official, to_trainer
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, field_states
@@ -147,6 +147,18 @@ def lint_dataset(
             add("warning", "not_approved", img, f"caption is {CaptionStatus(img.status).label}")
         elif (weak := revisions.weakness(caption)) is not None:
             add("warning", "weak_approved", img, f"is approved, but {weak}")
+        draft = revisions.newest_draft(session, img)
+        if draft is not None and draft.doubts:
+            found = doubts.Doubts.from_json(draft.doubts)
+            for n, reading in doubts.readings_that_differ(found, now=stored):
+                add(
+                    "warning",
+                    "second_reading",
+                    img,
+                    f"element {n}'s text was read differently from its box alone: the draft "
+                    f"says {reading.drafted!r}, the second reading {reading.read!r}; check it "
+                    "against the image",
+                )
         overridden = [k for k, v in field_states(stored, block).items() if v == "overridden"]
         if overridden:
             add(

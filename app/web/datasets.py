@@ -36,6 +36,11 @@ class DatasetPatch(BaseModel):
     draft_instructions: str | None = Field(
         default=None, max_length=4000, description="Extra instructions for the drafting model"
     )
+    second_reading: bool | None = Field(
+        default=None,
+        description="After a draft, read each text element's box again alone and flag "
+        "transcriptions that differ (one more short request per text element)",
+    )
 
 
 class DatasetOut(BaseModel):
@@ -46,6 +51,7 @@ class DatasetOut(BaseModel):
     resolution: int
     notes: str
     draft_instructions: str
+    second_reading: bool
     image_count: int
     status_counts: dict[str, int]
     created_at: datetime
@@ -69,6 +75,7 @@ DATASET_FIELDS = {
     "resolution",
     "notes",
     "draft_instructions",
+    "second_reading",
     "created_at",
     "updated_at",
 }
@@ -248,6 +255,7 @@ def save_dataset_settings(
     resolution: Annotated[int, Form()] = 1024,
     notes: Annotated[str, Form()] = "",
     draft_instructions: Annotated[str, Form(max_length=4000)] = "",
+    second_reading: Annotated[bool, Form()] = False,
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
     try:
@@ -259,6 +267,7 @@ def save_dataset_settings(
             resolution=resolution,
             notes=notes,
             draft_instructions=draft_instructions,
+            second_reading=second_reading,
         )
     except UserError as e:
         session.rollback()
