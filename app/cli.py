@@ -485,6 +485,56 @@ def draft_report(
             typer.echo(f"  rewritten: {name:22} {share:.0%} of images")
 
 
+@cli.command("spelling")
+@user_errors
+def spelling_check(
+    job_id: Annotated[int | None, typer.Option("--job", help="Training job")] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Any AI-Toolkit run folder instead of a job's")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Which checkpoint still spells right: each step's sample text, read back and scored."""
+    from sqlmodel import Session
+
+    from app.drafting.open_engine import open_engine
+    from app.training import jobs, runs, spelling
+    from app.training.board import open_run
+
+    settings, db = open_database(data_dir)
+    with Session(db) as session:
+        if job_id is not None:
+            job = jobs.get_job(session, job_id)
+            run_dir, recorded = Path(job.run_dir), job.config_yaml
+        elif run is not None:
+            run_dir, recorded = open_run(settings, str(run.expanduser().resolve())), None
+        else:
+            raise fail("Say which run: --job or --run.")
+    config = runs.read_config(run_dir, recorded)
+    if config is None or not spelling.targets(config):
+        raise fail(f"No sample prompt of {run_dir} holds text: there is nothing to spell.")
+    engine = open_engine(settings)
+    try:
+        results = spelling.check_run(
+            run_dir=run_dir,
+            config=config,
+            training_dir=settings.training_dir,
+            read=engine.read_texts,
+        )
+    except ValueError as e:
+        raise fail(str(e)) from None
+    finally:
+        engine.close()
+    for s in spelling.by_step(results):
+        accuracy = "-" if s.accuracy is None else f"{s.accuracy:.0%}"
+        blocked = f", {s.blocked} blocked" if s.blocked else ""
+        mark = "  <- the text falls here" if s.falls else ""
+        typer.echo(
+            f"step {s.step:>6}  text read back right {accuracy:>5}  "
+            f"({s.samples} samples{blocked}){mark}"
+        )
+
+
 @cli.command("datasets")
 @user_errors
 def list_datasets(data_dir: DataDir = None) -> None:

@@ -28,6 +28,7 @@ from app.web import (
     duplicates,
     export,
     images,
+    spelling,
     training,
 )
 from app.web.errors import add_handlers
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         draft_report,
         export,
         training,
+        spelling,
     ):
         app.include_router(feature.router)
     add_handlers(app)
