@@ -425,6 +425,101 @@ def lint(
         raise typer.Exit(code=1)
 
 
+@cli.command("draft-report")
+@user_errors
+def draft_report(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """How good the drafts were: each reviewed draft against what was kept, per model."""
+    import json
+
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.drafting.report import draft_report as report_of
+    from app.drafting.report import prompt_label
+
+    _, db = open_database(data_dir)
+    with Session(db) as session:
+        groups = report_of(session, dataset=ds.find_dataset(session, dataset))
+    if as_json:
+        rows = [g.as_dict() | {"prompt_label": prompt_label(g.prompt)} for g in groups]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not groups:
+        typer.echo("No reviewed drafts yet: edit or approve some drafts, then ask again.")
+        return
+
+    def num(value: float | None, fmt: str = "{:.2f}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    for g in groups:
+        typer.echo(f"{g.model} ({g.engine}, {prompt_label(g.prompt)})")
+        typer.echo(f"  reviewed drafts        {g.images} ({g.kept_unchanged} kept as drafted)")
+        typer.echo(f"  boxes kept in place    {num(g.mean_box_iou)} mean IoU")
+        typer.echo(f"  elements added/image   {num(g.added_per_image)}")
+        typer.echo(f"  elements removed/image {num(g.removed_per_image)}")
+        typer.echo(
+            f"  transcriptions         {num(g.mean_char_error_rate)} character error rate"
+            f" ({g.transcriptions} read)"
+        )
+        typer.echo(f"  palette                {num(g.mean_palette_delta_e, '{:.1f}')} CIEDE2000")
+        for name, share in g.rewritten():
+            typer.echo(f"  rewritten: {name:22} {share:.0%} of images")
+
+
+@cli.command("spelling")
+@user_errors
+def spelling_check(
+    job_id: Annotated[int | None, typer.Option("--job", help="Training job")] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Any AI-Toolkit run folder instead of a job's")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Which checkpoint still spells right: each step's sample text, read back and scored."""
+    from sqlmodel import Session
+
+    from app.drafting.open_engine import open_engine
+    from app.training import jobs, runs, spelling
+    from app.training.board import open_run
+
+    settings, db = open_database(data_dir)
+    with Session(db) as session:
+        if job_id is not None:
+            job = jobs.get_job(session, job_id)
+            run_dir, recorded = Path(job.run_dir), job.config_yaml
+        elif run is not None:
+            run_dir, recorded = open_run(settings, str(run.expanduser().resolve())), None
+        else:
+            raise fail("Say which run: --job or --run.")
+    config = runs.read_config(run_dir, recorded)
+    if config is None or not spelling.targets(config):
+        raise fail(f"No sample prompt of {run_dir} holds text: there is nothing to spell.")
+    engine = open_engine(settings)
+    try:
+        results = spelling.check_run(
+            run_dir=run_dir,
+            config=config,
+            training_dir=settings.training_dir,
+            read=engine.read_texts,
+        )
+    except ValueError as e:
+        raise fail(str(e)) from None
+    finally:
+        engine.close()
+    for s in spelling.by_step(results):
+        accuracy = "-" if s.accuracy is None else f"{s.accuracy:.0%}"
+        blocked = f", {s.blocked} blocked" if s.blocked else ""
+        mark = "  <- the text falls here" if s.falls else ""
+        typer.echo(
+            f"step {s.step:>6}  text read back right {accuracy:>5}  "
+            f"({s.samples} samples{blocked}){mark}"
+        )
+
+
 @cli.command("datasets")
 @user_errors
 def list_datasets(data_dir: DataDir = None) -> None:

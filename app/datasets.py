@@ -112,6 +112,7 @@ def update_dataset(
     resolution: int | None = None,
     notes: str | None = None,
     draft_instructions: str | None = None,
+    second_reading: bool | None = None,
 ) -> Dataset:
     if trigger_word is not None:
         check_trigger_word(trigger_word.strip())  # before anything changes
@@ -130,6 +131,8 @@ def update_dataset(
         dataset.notes = notes
     if draft_instructions is not None:
         dataset.draft_instructions = draft_instructions
+    if second_reading is not None:
+        dataset.second_reading = second_reading
     dataset.updated_at = utcnow()
     session.add(dataset)
     _commit_named(session, dataset.name)

@@ -77,6 +77,9 @@ class Dataset(SQLModel, table=True):
     style_render: str = Field(default="")
     # Extra instructions for the drafting model, written by the user for this dataset.
     draft_instructions: str = Field(default="")
+    # After a draft, each text element's box is read again alone and compared (a second
+    # reading of the transcription); one more short request per text element.
+    second_reading: bool = Field(default=True, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     # Deleting a dataset sets this: it leaves every list, keeps its rows and files, and can be
@@ -119,6 +122,9 @@ class Image(SQLModel, table=True):
     # Number of the caption's newest revision, 0 when it has none; a save names the one it
     # edits, so a stale save is refused (optimistic concurrency).
     revision: int = 0
+    # The probability of the least likely value token of the image's newest draft (0..1):
+    # the grid's "least sure first" order. None: never drafted, or without token probabilities.
+    draft_least: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
     # Set while the image is in the dataset's trash (app/images/trash.py): it keeps its rows,
     # history and stored bytes, and every listing, count, export and job leaves it out.
@@ -157,6 +163,10 @@ class CaptionRevision(SQLModel, table=True):
     # Changes made across a dataset in one go (find and replace, apply style) share a batch.
     batch: str | None = Field(default=None, index=True, max_length=32)
     note: str = ""
+    # A drafted revision's own doubts, never exported: each field's and element's confidence
+    # (app/engines/confidence.py, elements by id) and each text element's second reading,
+    # as JSON (app/captions/doubts.py).
+    doubts: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -199,6 +209,10 @@ class DraftJob(SQLModel, table=True):
     # the heartbeat; the web process reads it here.
     server_stats: str | None = None
     drafting_seconds: float = 0.0
+    # The prompt's rules, the style block and the dataset's instructions as the job drafted
+    # with them, for an image of reference shape (app/engines/prompt.py reference_prompt):
+    # the draft report compares drafts per prompt. Empty for jobs older than the column.
+    prompt: str = Field(default="", sa_column_kwargs={"server_default": ""})
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -431,3 +431,13 @@ def copy_part(
         )
         caption = mine.model_copy(update={"composition": composition})
     return save_merging(session, image=image, dataset=dataset, caption=caption, base=base).view
+
+
+def newest_draft(session: Session, image: Image) -> CaptionRevision | None:
+    """The image's newest revision written by the drafting engine, if any."""
+    return session.exec(
+        select(CaptionRevision)
+        .where(CaptionRevision.image_id == image.id, CaptionRevision.action == Action.draft)
+        .order_by(col(CaptionRevision.number).desc())
+        .limit(1)
+    ).first()

@@ -20,6 +20,8 @@ from sqlalchemy import Engine as DBEngine
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from app.captions.style_block import block_of
+from app.engines.prompt import reference_prompt
 from app.errors import Invalid, NotFound
 from app.models import (
     Dataset,
@@ -89,6 +91,9 @@ def create_job(
         batch_size=batch_size,
         overwrite_edited=overwrite_edited,
         total=len(ids),
+        prompt=reference_prompt(
+            style_block=block_of(dataset), instructions=dataset.draft_instructions
+        ),
     )
     if worker is not None:
         job.status, job.worker = JobStatus.running, worker

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine as DBEngine
 from sqlmodel import Session, col, select
 
-from app.captions import revisions
+from app.captions import doubts, revisions
 from app.captions.schema import Caption
 from app.captions.style_block import block_of
 from app.drafting.jobs import (
@@ -272,6 +272,10 @@ def _draft_batch(
     outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
     filled = _filled(loaded, outputs)
+    started = time.perf_counter()
+    readings = _second_readings(engine, loaded, outputs) if dataset.second_reading else {}
+    # The second readings are engine time too: the job's images/s counts them.
+    job.drafting_seconds += time.perf_counter() - started
     for item_id, out in zip(loaded.ready, outputs, strict=True):
         item = items[item_id]
         image = session.get(Image, item.image_id)
@@ -284,8 +288,57 @@ def _draft_batch(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        _land(session, job, item, image, dataset, filled[item_id])
+        _land(
+            session,
+            job,
+            item,
+            image,
+            dataset,
+            filled[item_id],
+            confidence=out.confidence,
+            readings=readings.get(item_id),
+        )
         session.add(item)
+
+
+READ_MARGIN = 0.15  # of the box's size on each side, and at least 8 px: a tight box clips
+
+
+def _second_readings(
+    engine: Engine, loaded: _Loaded, outputs: list[DraftOutput]
+) -> dict[int, dict[int, str | None]]:
+    """Each drafted text element read again from its box alone (by item id, then element
+    index), one short request per text element for the whole batch; {} when the engine
+    cannot read."""
+    crops, where = [], []
+    for (item_id, out), item in zip(
+        zip(loaded.ready, outputs, strict=True), loaded.inputs, strict=True
+    ):
+        if out.caption is None:
+            continue
+        w, h = item.image.size
+        for i, e in enumerate(out.caption.composition.elements):
+            if e.type != "text" or e.box is None:
+                continue
+            mx = max(8, READ_MARGIN * (e.box.x1 - e.box.x0) * w)
+            my = max(8, READ_MARGIN * (e.box.y1 - e.box.y0) * h)
+            box = (
+                max(0, int(e.box.x0 * w - mx)),
+                max(0, int(e.box.y0 * h - my)),
+                min(w, int(e.box.x1 * w + mx) + 1),
+                min(h, int(e.box.y1 * h + my) + 1),
+            )
+            crops.append(item.image.crop(box))
+            where.append((item_id, i))
+    if not crops:
+        return {}
+    read = engine.read_texts(crops)
+    if read is None:
+        return {}
+    out_by_item: dict[int, dict[int, str | None]] = {}
+    for (item_id, i), text in zip(where, read, strict=True):
+        out_by_item.setdefault(item_id, {})[i] = text
+    return out_by_item
 
 
 def _filled(loaded: _Loaded, outputs: list[DraftOutput]) -> dict[int, Caption]:
@@ -316,8 +369,12 @@ def _land(
     image: Image,
     dataset: Dataset,
     caption: Caption,
+    *,
+    confidence: dict[str, Any] | None = None,
+    readings: dict[int, str | None] | None = None,
 ) -> None:
-    """The draft becomes a new revision, unless a person's work would be replaced."""
+    """The draft becomes a new revision, unless a person's work would be replaced; its
+    doubts (confidences, second readings) are kept with it."""
     session.refresh(image)
     head = revisions.head(session, image)
     human = head is not None and head.author == Author.user
@@ -341,6 +398,10 @@ def _land(
     except revisions.StaleRevision:
         _finish(job, item, ItemStatus.skipped, error="kept: the caption was saved meanwhile")
         return
+    found = doubts.build(stored=revisions.parse(rev), confidence=confidence, readings=readings)
+    rev.doubts = found.to_json() if found else None
+    image.draft_least = found.least if found else None
+    session.add_all([rev, image])
     item.revision = rev.number
     _finish(job, item, ItemStatus.done)
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from PIL import Image
 
 from app.captions.schema import Caption
+from app.engines.confidence import Confidence, field_confidences
 from app.engines.schema import BoxConvention, DraftParseError, to_caption
 from app.errors import UserError
 
@@ -45,6 +46,18 @@ class DraftOutput:
     raw: str
     caption: Caption | None = None
     error: str | None = None
+    # How sure the model was of each field (app/engines/confidence.py); None when the engine
+    # or server gives no token probabilities.
+    confidence: dict[str, Confidence] | None = None
+
+
+# A second reading of on-image text: the crop of a text element's box, read alone.
+READ_PROMPT = (
+    "This picture is cut from a larger image around one piece of text. Write down exactly "
+    "the text it shows: every word, number and sign as written, in the same case and "
+    "spelling, with a line break where a new line starts. Write nothing that is not written "
+    "there; if no text can be read, give an empty string."
+)
 
 
 class Engine:
@@ -76,11 +89,24 @@ class Engine:
         """On the CPU: draws on one core fewer than the machine has, and says it does."""
         return False
 
+    def read_texts(self, crops: list[Image.Image]) -> list[str | None] | None:
+        """The text each crop shows, read alone (READ_PROMPT), None for a crop it could not
+        read; None when the engine cannot give a second reading."""
+        return None
+
 
 def parse_output(
-    raw: str, *, convention: BoxConvention, resized: tuple[int, int] | None = None
+    raw: str,
+    *,
+    convention: BoxConvention,
+    resized: tuple[int, int] | None = None,
+    tokens: list[tuple[bytes, float]] | None = None,
 ) -> DraftOutput:
+    """The draft read from the model's text; `tokens` (each sampled token's bytes and log
+    probability) give its fields' confidences."""
     try:
-        return DraftOutput(raw, caption=to_caption(raw, convention=convention, resized=resized))
+        caption = to_caption(raw, convention=convention, resized=resized)
     except DraftParseError as e:
         return DraftOutput(raw, error=e.reason)
+    confidence = field_confidences(raw, tokens) or None if tokens else None
+    return DraftOutput(raw, caption=caption, confidence=confidence)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
+import json
 import re
 import threading
 import time
@@ -30,7 +31,14 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
-from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine, parse_output
+from app.engines.interface import (
+    READ_PROMPT,
+    DraftError,
+    DraftInput,
+    DraftOutput,
+    Engine,
+    parse_output,
+)
 from app.engines.schema import (
     DEFAULT_LIMITS,
     BoxConvention,
@@ -48,6 +56,14 @@ MAX_RETRIES = 5  # for 429 and 503
 MAX_BACKOFF_S = 60.0
 SET_ASIDE_S = 60.0  # a server set aside gets a request again after this long
 THREADS = 256  # requests waiting for a server at most, per draft() call
+# A second reading: only the text, as long as a draft's text field may be.
+READ_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "maxLength": 400}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
+READ_TOKENS = 400
 
 
 def split_urls(value: str) -> list[str]:
@@ -168,6 +184,9 @@ class OpenAIEngine(Engine):
             "max_completion_tokens" if hosted else "max_tokens"
         )
         self.temperature = temperature
+        # Token log probabilities give each field's confidence; asked for until a server
+        # refuses them (vLLM, SGLang, llama.cpp's server and OpenAI's chat models give them).
+        self.logprobs = True
         self.servers = [Server(u, in_flight or 1, learning=not in_flight) for u in urls]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(
@@ -202,6 +221,13 @@ class OpenAIEngine(Engine):
         with ThreadPoolExecutor(max_workers=max(1, min(len(inputs), THREADS))) as pool:
             return list(pool.map(self._one, inputs))
 
+    def read_texts(self, crops: list[Image.Image]) -> list[str | None]:
+        """Each crop's text read alone, with a schema that holds only the text."""
+        inputs = [DraftInput(crop, READ_PROMPT) for crop in crops]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(inputs), THREADS))) as pool:
+            outputs = list(pool.map(lambda item: self._one(item, reading=True), inputs))
+        return [None if out.error else out.raw for out in outputs]
+
     def new_job(self) -> None:
         """Counts each server's images and speed from zero: the worker keeps an engine for
         the next job, whose progress is its own. What was learned (the limits in flight, who
@@ -224,13 +250,13 @@ class OpenAIEngine(Engine):
 
     # One image
 
-    def _one(self, item: DraftInput) -> DraftOutput:
+    def _one(self, item: DraftInput, reading: bool = False) -> DraftOutput:
         url = _data_url(item.image)
         while True:
             server = self._acquire()
             started = time.monotonic()
             try:
-                out = self._ask(server, item, url)
+                out = self._ask(server, item, url, reading)
             except _SetAside as e:
                 self._release(server, set_aside=e)
                 continue
@@ -240,7 +266,12 @@ class OpenAIEngine(Engine):
             except BaseException:
                 self._release(server)
                 raise
-            self._release(server, latency=time.monotonic() - started, ok=out.caption is not None)
+            if reading:  # not an image drafted: the server's figures leave it out
+                self._release(server)
+            else:
+                self._release(
+                    server, latency=time.monotonic() - started, ok=out.caption is not None
+                )
             return out
 
     def _acquire(self) -> Server:
@@ -291,7 +322,12 @@ class OpenAIEngine(Engine):
             return DraftError(reasons[0] or "The drafting server cannot draft.")
         return DraftError("No drafting server can draft: " + " ".join(r for r in reasons if r))
 
-    def _body(self, item: DraftInput, url: str) -> dict[str, Any]:
+    def _body(self, item: DraftInput, url: str, reading: bool = False) -> dict[str, Any]:
+        schema = (
+            {"name": "reading", "schema": READ_SCHEMA, "strict": True}
+            if reading
+            else {"name": "caption", "schema": self.schema, "strict": True}
+        )
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [
@@ -303,21 +339,20 @@ class OpenAIEngine(Engine):
                     ],
                 }
             ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "caption", "schema": self.schema, "strict": True},
-            },
-            self.token_param: self.max_new_tokens,
+            "response_format": {"type": "json_schema", "json_schema": schema},
+            self.token_param: READ_TOKENS if reading else self.max_new_tokens,
         }
         if self.temperature is not None:
             body["temperature"] = self.temperature
+        if self.logprobs and not reading:
+            body["logprobs"] = True
         return body
 
-    def _ask(self, server: Server, item: DraftInput, url: str) -> DraftOutput:
+    def _ask(self, server: Server, item: DraftInput, url: str, reading: bool) -> DraftOutput:
         retries = 0
         adapted: set[str] = set()
         while True:
-            r = self._post(server, self._body(item, url))
+            r = self._post(server, self._body(item, url, reading))
             if r.status_code in (429, 503):
                 message = server_message(r)
                 if retries >= MAX_RETRIES:
@@ -342,7 +377,7 @@ class OpenAIEngine(Engine):
                     r.text[:2000],
                     error=f"the server answered {r.status_code}: {server_message(r)}",
                 )
-            return self._output(r, item)
+            return self._reading(r) if reading else self._output(r, item)
 
     def _post(self, server: Server, body: dict[str, Any]) -> httpx.Response:
         try:
@@ -384,6 +419,10 @@ class OpenAIEngine(Engine):
                 self.token_param = wanted
                 self._refused.add("tokens")
                 return "tokens"
+            if "logprobs" in message and self.logprobs:
+                self.logprobs = False  # drafts go on without confidences
+                self._refused.add("logprobs")
+                return "logprobs"
             if "temperature" in message and self.temperature is not None:
                 if "temperature" in adapted:
                     return None
@@ -401,7 +440,36 @@ class OpenAIEngine(Engine):
         if choice.get("finish_reason") == "length":
             return DraftOutput(raw, error="the answer was cut at the token limit")
         w, h = item.image.size
-        return parse_output(raw, convention=self.convention, resized=(w, h))
+        return parse_output(raw, convention=self.convention, resized=(w, h), tokens=_tokens(choice))
+
+    def _reading(self, r: httpx.Response) -> DraftOutput:
+        """A second reading's text as `raw`, or an error."""
+        try:
+            content = r.json()["choices"][0]["message"]["content"] or ""
+            text = json.loads(content)["text"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return DraftOutput(r.text[:2000], error="the reading is not the text asked for")
+        if not isinstance(text, str):
+            return DraftOutput(content, error="the server's reading is not a text")
+        return DraftOutput(text)
+
+
+def _tokens(choice: dict[str, Any]) -> list[tuple[bytes, float]] | None:
+    """The sampled tokens' bytes and log probabilities, as OpenAI's chat API gives them
+    (`logprobs.content`); None when the server sent none or they are not what was asked."""
+    try:
+        content = (choice.get("logprobs") or {}).get("content")
+        if not content:
+            return None
+        return [
+            (
+                bytes(t["bytes"]) if t.get("bytes") is not None else str(t["token"]).encode(),
+                float(t["logprob"]),
+            )
+            for t in content
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def server_message(r: httpx.Response) -> str:

@@ -59,3 +59,15 @@ def build_prompt(
     if instructions.strip():
         lines += ["", "The dataset's own instructions:", instructions.strip()]
     return "\n".join(lines)
+
+
+def reference_prompt(*, style_block: dict[str, str], instructions: str = "") -> str:
+    """The prompt for a square image in the official box convention: what a job's prompt is,
+    less what each image and model family changes in it (the draft report groups by it)."""
+    return build_prompt(
+        width=1000,
+        height=1000,
+        convention="official",
+        style_block=style_block,
+        instructions=instructions,
+    )

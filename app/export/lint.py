@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from sqlmodel import Session
 
-from app.captions import revisions
+from app.captions import doubts, revisions
 from app.captions.dialects import dumps_official, to_trainer
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, field_states
@@ -102,6 +102,7 @@ class Subject:
     placement: str
     trained_at: list[int]  # the resolutions the profile trains at
     flags: list[Flag]
+    doubts: doubts.Doubts | None  # the newest draft's (app/captions/doubts.py)
 
 
 @dataclass
@@ -191,6 +192,15 @@ def _ambiguous_boxes(s: Subject) -> Iterator[str]:
         )
 
 
+def _second_reading(s: Subject) -> Iterator[str]:
+    for n, reading in doubts.readings_that_differ(s.doubts, now=s.stored):
+        yield (
+            f"element {n}'s text was read differently from its box alone: the draft says "
+            f"{reading.drafted!r}, the second reading {reading.read!r}; check it against the "
+            "image"
+        )
+
+
 def _verifier(s: Subject) -> list[Finding]:
     return verifier_findings(s.img, s.exported)
 
@@ -273,6 +283,7 @@ IMAGE_RULES: dict[str, Rule] = {
     "near_duplicate": Rule("warning", _near_duplicate),
     "low_resolution": Rule("warning", _low_resolution),
     "box_cropped": Rule("warning", _box_cropped),
+    "second_reading": Rule("warning", _second_reading),
 }
 DATASET_RULES: dict[str, Rule] = {
     "prefix_commas": Rule("warning", _prefix_commas),
@@ -333,6 +344,7 @@ def lint_dataset(
             placement=placement,
             trained_at=trained_at,
             flags=flags.get(img.id, []),
+            doubts=_doubts(session, img),
         )
         for code, rule in IMAGE_RULES.items():
             out += _apply(code, rule, subject, img)
@@ -342,6 +354,11 @@ def lint_dataset(
     for code, rule in DATASET_RULES.items():
         out += _apply(code, rule, tally, None)
     return out
+
+
+def _doubts(session: Session, img: Image) -> doubts.Doubts | None:
+    draft = revisions.newest_draft(session, img)
+    return doubts.Doubts.from_json(draft.doubts) if draft else None
 
 
 def _strings(value: Any) -> list[str]:

@@ -28,6 +28,7 @@ class Sort(StrEnum):
     status = "status"
     newest = "newest"
     resolution = "resolution"
+    least_sure = "least_sure"
 
     @property
     def label(self) -> str:
@@ -37,6 +38,7 @@ class Sort(StrEnum):
             "status": "status",
             "newest": "newest first",
             "resolution": "resolution",
+            "least_sure": "least sure first",
         }[self.value]
 
 
@@ -128,6 +130,9 @@ def _order(sort: Sort) -> list:
         return [col(Image.created_at).desc(), col(Image.position).desc()]
     if sort is Sort.resolution:
         return [(col(Image.width) * col(Image.height)).desc(), col(Image.position)]
+    if sort is Sort.least_sure:
+        # The drafts the model was least sure of first; images without a figure last.
+        return [col(Image.draft_least).is_(None), col(Image.draft_least), col(Image.position)]
     return [col(Image.position)]
 
 
@@ -311,22 +316,30 @@ def neighbours(
     image: Image,
     status: CaptionStatus | None = None,
     flag: Flag | None = None,
+    sort: Sort = Sort.position,
 ) -> tuple[int | None, int | None]:
-    """The ids of the previous and next image in dataset order that match the filters."""
+    """The ids of the previous and next image in `sort` order that match the filters."""
     conds = _filters(dataset, status, flag)
-    prev = session.exec(
-        select(Image.id)
-        .where(and_(*conds), col(Image.position) < image.position)
-        .order_by(col(Image.position).desc())
-        .limit(1)
-    ).first()
-    nxt = session.exec(
-        select(Image.id)
-        .where(and_(*conds), col(Image.position) > image.position)
-        .order_by(col(Image.position))
-        .limit(1)
-    ).first()
-    return prev, nxt
+    if sort is Sort.position:
+        prev = session.exec(
+            select(Image.id)
+            .where(and_(*conds), col(Image.position) < image.position)
+            .order_by(col(Image.position).desc())
+            .limit(1)
+        ).first()
+        nxt = session.exec(
+            select(Image.id)
+            .where(and_(*conds), col(Image.position) > image.position)
+            .order_by(col(Image.position))
+            .limit(1)
+        ).first()
+        return prev, nxt
+    # Other orders tie on several columns: walk the ids in order (a dataset holds hundreds).
+    ids = list(session.exec(select(Image.id).where(and_(*conds)).order_by(*_order(sort))))
+    if image.id not in ids:
+        return None, None
+    at = ids.index(image.id)
+    return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
 
 
 def get_image(session: Session, image_id: int) -> Image:

@@ -22,10 +22,12 @@ from app.web import (
     captions,
     dataset_captions,
     datasets,
+    draft_report,
     drafting,
     duplicates,
     export,
     images,
+    spelling,
     training,
 )
 from app.web.errors import add_handlers
@@ -83,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         duplicates,
         auth,
         drafting,
+        draft_report,
         export,
         training,
+        spelling,
     ):
         app.include_router(feature.router)
     add_handlers(app)

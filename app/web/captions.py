@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session
 from starlette.datastructures import FormData
 
-from app.captions import diff, revisions, sidecars
+from app.captions import diff, doubts, revisions, sidecars
 from app.captions.boxes import Box
 from app.captions.dialects import Dialect, read_official_text, read_submitted, to_official
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
@@ -72,15 +73,24 @@ def _filters(status: str, flag: str) -> tuple[CaptionStatus | None, Flag | None]
 
 
 def editor_context(
-    session: Session, image: Image, dataset: Dataset, *, status: str = "", flag: str = ""
+    session: Session,
+    image: Image,
+    dataset: Dataset,
+    *,
+    status: str = "",
+    flag: str = "",
+    sort: str = "",
 ) -> dict[str, Any]:
     view = revisions.view(session, image, dataset)
     block = block_of(dataset)
     status_filter, flag_filter = _filters(status, flag)
+    order = catalog.Sort(sort) if sort in catalog.Sort.__members__ else catalog.Sort.position
     prev_id, next_id = catalog.neighbours(
-        session, dataset=dataset, image=image, status=status_filter, flag=flag_filter
+        session, dataset=dataset, image=image, status=status_filter, flag=flag_filter, sort=order
     )
-    query = urlencode({k: v for k, v in {"status": status, "flag": flag}.items() if v})
+    query = urlencode(
+        {k: v for k, v in {"status": status, "flag": flag, "sort": sort}.items() if v}
+    )
     suffix = f"?{query}" if query else ""
     alt_boxes: list[list[float]] = []
     if image.boxes_ambiguous and image.caption_raw is not None:
@@ -90,7 +100,13 @@ def editor_context(
             ]
         except ValueError:
             alt_boxes = []
+    draft = revisions.newest_draft(session, image)
+    found = doubts.Doubts.from_json(draft.doubts) if draft else None
+    now = view.stored or Caption()
+    drafted = revisions.parse(draft) if draft else now
     return {
+        "doubts": doubts.shown(found, drafted=drafted, now=now),
+        "readings": doubts.readings_that_differ(found, now=now),
         "image": image,
         "dataset": dataset,
         "view": view,
@@ -150,6 +166,7 @@ def _editor_block(
         dataset,
         status=request.query_params.get("status", ""),
         flag=request.query_params.get("flag", ""),
+        sort=request.query_params.get("sort", ""),
     )
     if not is_htmx(request):
         return see_other(f"/images/{image.id}{context['filter_query']}")
@@ -164,11 +181,12 @@ def editor_page(
     session: SessionDep,
     status: str = "",
     flag: str = "",
+    sort: str = "",
     weak: int | None = None,
     reviewed: int | None = None,
 ) -> Response:
     image, dataset = catalog.image_with_dataset(session, image_id=image_id)
-    context = editor_context(session, image, dataset, status=status, flag=flag)
+    context = editor_context(session, image, dataset, status=status, flag=flag, sort=sort)
     context["weak_notice"] = _weak_notice(session, dataset, weak)
     context["reviewed_notice"] = _reviewed_notice(session, dataset, reviewed)
     context["cpu_warning"] = cpu_warning(get_settings(request))
@@ -481,6 +499,7 @@ def review(
         dataset,
         status=request.query_params.get("status", ""),
         flag=request.query_params.get("flag", ""),
+        sort=request.query_params.get("sort", ""),
     )
     context["weak_notice"] = _weak_notice(session, dataset, weak)
     context["review_only"] = True
@@ -647,6 +666,32 @@ def get_caption_revision(image_id: int, session: SessionDep) -> dict:
         "status": CaptionStatus(image.status).value,
         "author": rev.author.value if rev else None,
         "saved_at": rev.created_at.isoformat() if rev else None,
+    }
+
+
+@router.get("/api/images/{image_id}/caption/doubts", tags=TAGS)
+def get_doubts(image_id: int, session: SessionDep) -> dict:
+    """Where the newest draft's model was unsure (each field's and element's least likely
+    token and mean probability) and its second readings of text, as stored with the drafted
+    revision; `shown` lists the unsure parts that still read as drafted, least sure first."""
+    image, _ = catalog.image_with_dataset(session, image_id=image_id)
+    draft = revisions.newest_draft(session, image)
+    found = doubts.Doubts.from_json(draft.doubts) if draft else None
+    head = revisions.head(session, image)
+    now = revisions.parse(head) if head else Caption()
+    drafted = revisions.parse(draft) if draft else now
+    return {
+        "revision": draft.number if draft else None,
+        "least": found.least if found else None,
+        "confidence": found.confidence if found else {},
+        "readings": {k: asdict(v) | {"differs": v.differs} for k, v in found.readings.items()}
+        if found
+        else {},
+        "shown": [asdict(d) for d in doubts.shown(found, drafted=drafted, now=now)],
+        "readings_that_differ": [
+            {"element": n, "drafted": r.drafted, "read": r.read, "cer": r.cer}
+            for n, r in doubts.readings_that_differ(found, now=now)
+        ],
     }
 
 

@@ -37,6 +37,11 @@ class DatasetPatch(BaseModel):
     draft_instructions: str | None = Field(
         default=None, max_length=4000, description="Extra instructions for the drafting model"
     )
+    second_reading: bool | None = Field(
+        default=None,
+        description="After a draft, read each text element's box again alone and flag "
+        "transcriptions that differ (one more short request per text element)",
+    )
 
 
 class DatasetOut(BaseModel):
@@ -47,6 +52,7 @@ class DatasetOut(BaseModel):
     resolution: int
     notes: str
     draft_instructions: str
+    second_reading: bool
     image_count: int
     status_counts: dict[str, int]
     created_at: datetime
@@ -70,6 +76,7 @@ DATASET_FIELDS = {
     "resolution",
     "notes",
     "draft_instructions",
+    "second_reading",
     "created_at",
     "updated_at",
 }
@@ -255,6 +262,7 @@ def save_dataset_settings(
     resolution: Annotated[int, Form()] = 1024,
     notes: Annotated[str, Form()] = "",
     draft_instructions: Annotated[str, Form(max_length=4000)] = "",
+    second_reading: Annotated[bool, Form()] = False,
 ) -> Response:
     dataset = ds.get_dataset(session, dataset_id)
     try:
@@ -266,6 +274,7 @@ def save_dataset_settings(
             resolution=resolution,
             notes=notes,
             draft_instructions=draft_instructions,
+            second_reading=second_reading,
         )
     except UserError as e:
         session.rollback()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
+from app.captions.doubts import UNSURE_BELOW
 from app.drafting import available, jobs
 from app.errors import Invalid, NotFound
 from app.images import catalog, trash
@@ -238,9 +239,15 @@ def dataset_grid(
         query = urlencode({k: v for k, v in params.items() if v not in ("", None, 1)})
         return f"/datasets/{dataset_id}" + (f"?{query}" if query else "")
 
+    # The editor's j/k walk the grid's filter and order.
+    editor_query = urlencode(
+        {k: v for k, v in {"status": status, "flag": flag, "sort": sort}.items() if v}
+    )
     context = {
         "dataset": dataset,
         "rows": rows,
+        "editor_query": f"?{editor_query}" if editor_query else "",
+        "UNSURE_BELOW": UNSURE_BELOW,
         "total": total,
         "page": page,
         "pages": pages,

@@ -90,6 +90,11 @@ class FakeServer:
     busy: list[tuple[int, str | None]] = field(default_factory=list)  # (status, Retry-After)
     die_after: int | None = None  # answers before the server stops listening
     content: Callable[[dict], str] = lambda body: json.dumps(DRAFT)
+    # Token log probabilities for an answer, as OpenAI's chat API gives them when the request
+    # asks for `logprobs` (None: the server gives none, as LM Studio).
+    logprobs: Callable[[dict, str], list[dict] | None] | None = None
+    # A second reading's text (requests whose schema is named "reading").
+    reading: Callable[[dict], str] = lambda body: ""
     requests: list[dict] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     answered: int = 0
@@ -165,24 +170,29 @@ class FakeServer:
         try:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
-            content = self.content(body)
+            schema = body.get("response_format", {}).get("json_schema", {})
+            if schema.get("name") == "reading":
+                content = json.dumps({"text": self.reading(body)})
+            else:
+                content = self.content(body)
         finally:
             self.in_flight -= 1
         self.answered += 1
         if self.die_after is not None and self.answered >= self.die_after and self._stop:
             self._stop()
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop",
+        }
+        if body.get("logprobs") and self.logprobs is not None:
+            choice["logprobs"] = {"content": self.logprobs(body, content)}
         return JSONResponse(
             {
                 "id": f"chatcmpl-{self.answered}",
                 "object": "chat.completion",
                 "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
+                "choices": [choice],
             }
         )
 

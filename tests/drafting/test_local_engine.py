@@ -569,3 +569,23 @@ def test_images_are_given_at_most_the_pixels_asked_for(
     patch = engine.processor.image_processor.patch_size
     assert int(grid[1] * grid[2]) * patch * patch <= 512 * 512
     engine.close()
+
+
+def test_read_texts_reads_each_crop_alone_in_order(tiny_qwen2vl: Path) -> None:
+    # The second reading runs the real decode path without the caption's grammar: one answer
+    # per crop, in the crops' order whatever the batches (of 2 here).
+    engine = LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        batch_size=2,
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+    )
+    crops = [Image.new("RGB", (90 + 30 * i, 60), (50 * i, 120, 200 - 40 * i)) for i in range(3)]
+    forward = engine.read_texts(crops)
+    backward = engine.read_texts(crops[::-1])
+    assert len(forward) == 3
+    assert forward == backward[::-1]
+    assert all(t is None or isinstance(t, str) for t in forward)
+    engine.close()

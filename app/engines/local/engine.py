@@ -16,7 +16,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine, parse_output
+from app.engines.interface import (
+    READ_PROMPT,
+    DraftError,
+    DraftInput,
+    DraftOutput,
+    Engine,
+    parse_output,
+)
 from app.engines.local.attention import use_grouped_attention
 from app.engines.local.closing import Closer
 from app.engines.local.decoder import Decoder
@@ -32,6 +39,7 @@ from app.engines.schema import (
     json_schema,
 )
 
+READ_TOKENS = 128  # a second reading: the text of one box
 log = logging.getLogger("atelier.drafting")
 
 # Batch size 0 (the default): the first batch is short, its GPU memory per image measured,
@@ -451,6 +459,22 @@ class LocalEngine(Engine):
             else:
                 outputs.append(parse_output(raw, convention=self.convention, resized=resized))
         return outputs
+
+    def read_texts(self, crops: list[Any]) -> list[str | None]:
+        """Each crop's text read alone: READ_PROMPT, decoded without the caption's grammar
+        (the answer is the text itself), in the engine's batches; None where the answer ran
+        past READ_TOKENS (a reading that long is no transcription of a box)."""
+        inputs = [DraftInput(crop, READ_PROMPT) for crop in crops]
+        out: list[str | None] = []
+        step = max(1, self.batch_size)
+        for start in range(0, len(inputs), step):
+            batch = self._prepare(inputs[start : start + step])
+            result = self.decoder.run(batch, max_new_tokens=READ_TOKENS, closing=False)
+            texts = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
+            out += [
+                t.strip() if done else None for t, done in zip(texts, result.finished, strict=True)
+            ]
+        return out
 
     def leave_one_core(self) -> bool:
         """On the CPU, draws on one core fewer than the machine has; whether it is on the CPU."""
