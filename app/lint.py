@@ -19,6 +19,7 @@ from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, field_states
 from app.export import buckets, profiles
 from app.export.caption_file import caption_text
+from app.export.images import BACKGROUND_NAME, transparency_effect
 from app.export.verifier import verify_text
 from app.images import catalog
 from app.models import CaptionStatus, Dataset, Flag, Image
@@ -214,6 +215,18 @@ def lint_dataset(
                 img,
                 f"element {cut.element}'s box loses {cut.lost:.0%} of its area to the trainer's "
                 f"centre crop at {cut.resolution} px: the caption names what it does not see",
+            )
+    for img, _ in rows:
+        if img.transparent_share:
+            add("warning", "transparent", img, transparency_effect(img.transparent_share))
+        elif img.transparent_share is None and img.mode in ("RGBA", "LA", "PA"):
+            add(
+                "warning",
+                "transparent",
+                img,
+                "has an alpha channel (imported before Atelier measured transparency): any "
+                f"transparent pixel is flattened onto {BACKGROUND_NAME} by the export unless "
+                "transparency is kept as a loss mask (--keep-alpha)",
             )
     if with_commas:
         add(

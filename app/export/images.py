@@ -18,6 +18,17 @@ BACKGROUND_NAME = "white (#FFFFFF)"
 PNG_LEVEL = 3  # zlib level: a fair trade of size for speed; the trainer does not care
 
 
+def transparency_effect(share: float) -> str:
+    """What the trainer sees where an image is transparent, as the export writes it."""
+    amount = "under 1%" if share < 0.005 else f"{share:.0%}"
+    return (
+        f"{amount} of its pixels are transparent or partly so: the export flattens them onto "
+        f"{BACKGROUND_NAME}, so the trainer learns that colour there (a half-clear pixel half "
+        "white); with transparency kept as a loss mask (--keep-alpha), the trainer does not "
+        "train on them instead"
+    )
+
+
 @dataclass(frozen=True)
 class Exported:
     width: int
