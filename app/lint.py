@@ -226,8 +226,19 @@ def lint_dataset(
                 img,
                 "has an alpha channel (imported before Atelier measured transparency): any "
                 f"transparent pixel is flattened onto {BACKGROUND_NAME} by the export unless "
-                "transparency is kept as a loss mask (--keep-alpha)",
+                "exported with 'keep transparency as a loss mask' (--keep-alpha)",
             )
+    captioned = sum(stored is not None for _, stored in rows)
+    no_palette = sum(stored is not None and not stored.style.color_palette for _, stored in rows)
+    if no_palette:
+        add(
+            "warning",
+            "no_palette",
+            None,
+            f"{no_palette} of {captioned} captions have no palette: the guide's color_palette "
+            "gives Ideogram 4 concrete colour anchors; fill them from the pixels in one step "
+            "(undoable)",
+        )
     if with_commas:
         add(
             "warning",

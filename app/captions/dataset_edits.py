@@ -1,4 +1,5 @@
-"""Changes across a whole dataset's captions: find and replace, applying the style block.
+"""Changes across a whole dataset's captions: find and replace, applying the style block,
+filling the palettes captions lack from the pixels.
 
 Each is previewed first and applied as one revision per caption changed, all sharing a batch
 id so the whole change can be undone. Applying names the revision each preview was made
@@ -19,6 +20,8 @@ from app.captions import diff, revisions
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, without_overrides
 from app.errors import Invalid, NotFound
+from app.images.palettes import fill_palettes
+from app.images.store import ContentStore
 from app.models import Action, Author, CaptionRevision, Dataset, Image
 
 ReplaceField = Literal[
@@ -87,7 +90,7 @@ def apply_replace(
         session,
         dataset=dataset,
         previewed=previewed,
-        change=lambda c: _replaced(c, sub, field),
+        change=lambda _, c: _replaced(c, sub, field),
         action=Action.find_replace,
         note=f"replaced {find!r} with {replace!r} in {field}",
     )
@@ -113,10 +116,53 @@ def apply_style(session: Session, *, dataset: Dataset, previewed: dict[int, int]
         session,
         dataset=dataset,
         previewed=previewed,
-        change=lambda c: without_overrides(c, block),
+        change=lambda _, c: without_overrides(c, block),
         action=Action.apply_style,
         note="applied the dataset's style block",
     )
+
+
+def without_palette(session: Session, *, dataset: Dataset) -> dict[int, int]:
+    """The captions with no image palette: image id -> the revision that lacks it."""
+    return {
+        image.id: image.revision  # type: ignore[misc]
+        for image, stored in _captions(session, dataset)
+        if not stored.style.color_palette
+    }
+
+
+def preview_palettes(
+    session: Session, *, dataset: Dataset, store: ContentStore
+) -> list[ImageChanges]:
+    """The palettes filling would write into the captions that have none."""
+    missing = without_palette(session, dataset=dataset)
+    out = []
+    for image, stored in _captions(session, dataset):
+        if image.id in missing:
+            out.append(_changes(image, stored, _filled(store, image, stored)))
+    return out
+
+
+def apply_palettes(
+    session: Session, *, dataset: Dataset, store: ContentStore, previewed: dict[int, int]
+) -> Applied:
+    """Fills the palettes of the captions named (image -> revision) from their pixels: the
+    image palette and each boxed element's, where empty; palettes a caption holds stay."""
+    return _apply(
+        session,
+        dataset=dataset,
+        previewed=previewed,
+        change=lambda image, c: _filled(store, image, c),
+        action=Action.palettes,
+        note="filled the empty palettes from the pixels",
+    )
+
+
+def _filled(store: ContentStore, image: Image, caption: Caption) -> Caption:
+    blob = store.blob_path(image.sha256)
+    if not blob.is_file():
+        raise NotFound(f"The stored file of {image.filename} is missing from the data dir.")
+    return fill_palettes(caption, blob.read_bytes(), only_empty=True)
 
 
 def undo_batch(session: Session, *, dataset: Dataset, batch: str) -> Applied:
@@ -155,7 +201,7 @@ def _apply(
     *,
     dataset: Dataset,
     previewed: dict[int, int],
-    change: Callable[[Caption], Caption],
+    change: Callable[[Image, Caption], Caption],
     action: Action,
     note: str,
 ) -> Applied:
@@ -167,7 +213,7 @@ def _apply(
         if image.revision != previewed[image.id]:
             result.skipped.append(image.filename)
             continue
-        after = change(stored)
+        after = change(image, stored)
         if after == stored:
             continue
         revisions.append(

@@ -24,8 +24,8 @@ def transparency_effect(share: float) -> str:
     return (
         f"{amount} of its pixels are transparent or partly so: the export flattens them onto "
         f"{BACKGROUND_NAME}, so the trainer learns that colour there (a half-clear pixel half "
-        "white); with transparency kept as a loss mask (--keep-alpha), the trainer does not "
-        "train on them instead"
+        "white); exported with 'keep transparency as a loss mask' (--keep-alpha), the trainer "
+        "does not train on them instead"
     )
 
 
