@@ -200,6 +200,8 @@ def import_(
     for o in imported:
         if o.caption and o.caption != "read":
             typer.echo(f"caption    {o.filename}: {o.caption}")
+        if o.transparency:
+            typer.echo(f"transparent {o.filename}: {o.transparency}")
     if any(o.caption and "choose" in o.caption for o in imported):
         typer.echo(
             "Some boxes could be 0..1000 or pixels: open the dataset to compare both readings "

@@ -108,3 +108,21 @@ def test_lint_names_an_alpha_channel_imported_before_it_was_measured(client: Tes
     named = sorted(x["image"] for x in findings if x["code"] == "transparent")
     assert named == ["cutout.png", "opaque.png"]
     assert all("alpha channel" in x["message"] for x in findings if x["code"] == "transparent")
+
+
+def test_cli_import_says_what_the_trainer_sees_where_transparent(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cutout.png").write_bytes(cut_out())
+    f.jpeg(tmp_path / "in" / "photo.jpg", 5, SIZE)
+    r = subprocess.run(
+        [sys.executable, "-m", "app", "import", str(tmp_path / "in"), "--dataset", "Cut",
+         "--create", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("transparent")]
+    assert len(lines) == 1 and lines[0].startswith("transparent cutout.png: 50% of its pixels")
+    assert "white (#FFFFFF)" in lines[0]
