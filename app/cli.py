@@ -187,6 +187,8 @@ def import_(
     for o in imported:
         if o.caption and o.caption != "read":
             typer.echo(f"caption    {o.filename}: {o.caption}")
+        if o.transparency:
+            typer.echo(f"transparent {o.filename}: {o.transparency}")
     if any(o.caption and "choose" in o.caption for o in imported):
         typer.echo(
             "Some boxes could be 0..1000 or pixels: open the dataset to compare both readings "
@@ -518,6 +520,39 @@ def spelling_check(
             f"step {s.step:>6}  text read back right {accuracy:>5}  "
             f"({s.samples} samples{blocked}){mark}"
         )
+
+
+@cli.command("palettes")
+@user_errors
+def palettes(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    undo: Annotated[
+        str | None, typer.Option("--undo", help="Undo the fill of this batch instead")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fill the palettes captions lack from the pixels, in one batch that can be undone."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.captions import dataset_edits as edits
+    from app.images.palettes import empty_filler
+    from app.images.store import content_store
+
+    settings, db = open_database(data_dir)
+    with Session(db) as session:
+        found = ds.find_dataset(session, dataset)
+        if undo is not None:
+            undone = edits.undo_batch(session, dataset=found, batch=undo)
+            typer.echo(f"Undone: {undone.changed} caption(s) back as they were.")
+            return
+        missing = edits.without_palette(session, dataset=found)
+        applied = edits.apply_palettes(
+            session, dataset=found, fill=empty_filler(content_store(settings)), previewed=missing
+        )
+    typer.echo(f"Filled the palettes of {applied.changed} captions from their pixels.")
+    if applied.batch:
+        typer.echo(f"undo with: atelier palettes --dataset {dataset!r} --undo {applied.batch}")
 
 
 @cli.command("datasets")

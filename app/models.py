@@ -32,6 +32,7 @@ class Flag(StrEnum):
     low_resolution = "low_resolution"
     unreadable_caption = "unreadable_caption"
     ambiguous_boxes = "ambiguous_boxes"
+    transparent = "transparent"
 
     @property
     def label(self) -> str:
@@ -40,6 +41,7 @@ class Flag(StrEnum):
             "low_resolution": "low resolution",
             "unreadable_caption": "unreadable caption file",
             "ambiguous_boxes": "box format to choose",
+            "transparent": "transparent pixels",
         }[self.value]
 
 
@@ -111,6 +113,9 @@ class Image(SQLModel, table=True):
     frames: int = 1
     byte_size: int
     phash: str = Field(max_length=16)
+    # The share of pixels not fully opaque, measured at import; the export flattens them on
+    # white unless alpha is kept (app/export/images.py). None: imported before it was measured.
+    transparent_share: float | None = None
     status: CaptionStatus = Field(default=CaptionStatus.none)
     # An AI-Toolkit sidecar found beside the image, kept verbatim until it is parsed.
     caption_raw: str | None = None

@@ -1,4 +1,5 @@
-"""Changes across a whole dataset's captions: find and replace, applying the style block.
+"""Changes across a whole dataset's captions: find and replace, applying the style block,
+filling the palettes captions lack from the pixels.
 
 Each is previewed first and applied as one revision per caption changed, all sharing a batch
 id so the whole change can be undone. Applying names the revision each preview was made
@@ -87,7 +88,7 @@ def apply_replace(
         session,
         dataset=dataset,
         previewed=previewed,
-        change=lambda c: _replaced(c, sub, field),
+        change=lambda _, c: _replaced(c, sub, field),
         action=Action.find_replace,
         note=f"replaced {find!r} with {replace!r} in {field}",
     )
@@ -113,9 +114,48 @@ def apply_style(session: Session, *, dataset: Dataset, previewed: dict[int, int]
         session,
         dataset=dataset,
         previewed=previewed,
-        change=lambda c: without_overrides(c, block),
+        change=lambda _, c: without_overrides(c, block),
         action=Action.apply_style,
         note="applied the dataset's style block",
+    )
+
+
+def without_palette(session: Session, *, dataset: Dataset) -> dict[int, int]:
+    """The captions with no image palette: image id -> the revision that lacks it."""
+    return {
+        image.id: image.revision  # type: ignore[misc]
+        for image, stored in _captions(session, dataset)
+        if not stored.style.color_palette
+    }
+
+
+# How a caption's empty palettes are filled from its image's pixels: the caller passes
+# app/images/palettes.py's fill_empty (captions know nothing of pixels).
+Fill = Callable[[Image, Caption], Caption]
+
+
+def preview_palettes(session: Session, *, dataset: Dataset, fill: Fill) -> list[ImageChanges]:
+    """The palettes filling would write into the captions that have none."""
+    missing = without_palette(session, dataset=dataset)
+    out = []
+    for image, stored in _captions(session, dataset):
+        if image.id in missing:
+            out.append(_changes(image, stored, fill(image, stored)))
+    return out
+
+
+def apply_palettes(
+    session: Session, *, dataset: Dataset, fill: Fill, previewed: dict[int, int]
+) -> Applied:
+    """Fills the palettes of the captions named (image -> revision) from their pixels: the
+    image palette and each boxed element's, where empty; palettes a caption holds stay."""
+    return _apply(
+        session,
+        dataset=dataset,
+        previewed=previewed,
+        change=fill,
+        action=Action.palettes,
+        note="filled the empty palettes from the pixels",
     )
 
 
@@ -155,7 +195,7 @@ def _apply(
     *,
     dataset: Dataset,
     previewed: dict[int, int],
-    change: Callable[[Caption], Caption],
+    change: Callable[[Image, Caption], Caption],
     action: Action,
     note: str,
 ) -> Applied:
@@ -167,7 +207,7 @@ def _apply(
         if image.revision != previewed[image.id]:
             result.skipped.append(image.filename)
             continue
-        after = change(stored)
+        after = change(image, stored)
         if after == stored:
             continue
         revisions.append(

@@ -12,8 +12,8 @@ from pathlib import Path
 from PIL import Image
 
 from app.images.decode import ACCEPTED_FORMATS, TRANSPOSE, orientation_of, to_8bit, to_srgb
+from app.images.transparency import BACKGROUND
 
-BACKGROUND = (255, 255, 255)  # alpha is flattened on white unless kept
 PNG_LEVEL = 3  # zlib level: a fair trade of size for speed; the trainer does not care
 
 
@@ -50,7 +50,9 @@ def export_png(
             and not icc
             and not too_big
             and getattr(img, "n_frames", 1) == 1
-            and img.mode in ("RGB", "L", "RGBA", "LA")
+            # With alpha kept the trainer (alpha_mask: true) reads channel 4 of every image:
+            # an RGB one fails to load and is skipped, a greyscale one crashes latent caching.
+            and img.mode in (("RGBA",) if keep_alpha else ("RGB", "L"))
             and (keep_alpha or not has_alpha)
         )
         if as_is:
@@ -70,6 +72,8 @@ def export_png(
             out = to_srgb(out, icc)
         if out.mode not in ("RGB", "RGBA"):
             out = out.convert("RGB")
+        if keep_alpha and out.mode != "RGBA":
+            out = out.convert("RGBA")  # opaque: the mask trains the whole image
         if orientation != 1:
             out = out.transpose(TRANSPOSE[orientation])
         if too_big:

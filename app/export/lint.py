@@ -22,6 +22,7 @@ from app.export import profiles
 from app.export.caption_file import caption_text
 from app.export.verifier import verify_text
 from app.images import buckets, catalog
+from app.images.transparency import BACKGROUND_NAME, transparency_effect
 from app.models import CaptionStatus, Dataset, Flag, Image
 
 Severity = Literal["error", "warning"]
@@ -110,6 +111,8 @@ class Tally:
     """What the dataset rules read, counted over its images."""
 
     images: int = 0
+    captioned: int = 0
+    without_palette: int = 0  # captions with no image palette
     with_commas: int = 0  # captions holding commas (counted with the trigger prefixed)
     shapes: Counter[tuple[int, ...]] = field(default_factory=Counter)
 
@@ -241,6 +244,26 @@ def _box_cropped(s: Subject) -> Iterator[str]:
         )
 
 
+def _transparent(img: Image) -> Iterator[str]:
+    if img.transparent_share:
+        yield transparency_effect(img.transparent_share)
+    elif img.transparent_share is None and img.mode in ("RGBA", "LA", "PA"):
+        yield (
+            "has an alpha channel (imported before Atelier measured transparency): any "
+            f"transparent pixel is flattened onto {BACKGROUND_NAME} by the export unless "
+            "exported with 'keep transparency as a loss mask' (--keep-alpha)"
+        )
+
+
+def _no_palette(t: Tally) -> Iterator[str]:
+    if t.without_palette:
+        yield (
+            f"{t.without_palette} of {t.captioned} captions have no palette: the guide's "
+            "color_palette gives Ideogram 4 concrete colour anchors; fill them from the pixels "
+            "in one step (undoable)"
+        )
+
+
 def _prefix_commas(t: Tally) -> Iterator[str]:
     if t.with_commas:
         yield (
@@ -268,6 +291,8 @@ def _same_compositions(t: Tally) -> Iterator[str]:
 # An image without a caption gets this finding alone; one with a caption, every rule of
 # IMAGE_RULES in this order (verifier: Ideogram's caption rules, as verifier_<rule>).
 MISSING_CAPTION = Rule("error", _missing_caption)
+# Every image, captioned or not, after the rules above: what the trainer sees of its pixels.
+PIXEL_RULES: dict[str, Rule] = {"transparent": Rule("warning", _transparent)}
 IMAGE_RULES: dict[str, Rule] = {
     "degenerate_box": Rule("error", _degenerate_box),
     "empty_text": Rule("error", _empty_text),
@@ -286,6 +311,7 @@ IMAGE_RULES: dict[str, Rule] = {
     "second_reading": Rule("warning", _second_reading),
 }
 DATASET_RULES: dict[str, Rule] = {
+    "no_palette": Rule("warning", _no_palette),
     "prefix_commas": Rule("warning", _prefix_commas),
     "few_images": Rule("warning", _few_images),
     "same_compositions": Rule("warning", _same_compositions),
@@ -326,6 +352,8 @@ def lint_dataset(
             out += _apply("missing_caption", MISSING_CAPTION, img, img)
             continue
         caption = effective(stored, block)
+        tally.captioned += 1
+        tally.without_palette += not stored.style.color_palette
         exported = caption_text(
             caption,
             dialect=dialect,  # type: ignore[arg-type]
@@ -351,6 +379,9 @@ def lint_dataset(
         if placement == "prefix" and "," in "".join(_strings(to_trainer(caption))):
             tally.with_commas += 1
         tally.shapes[_shape(caption)] += 1
+    for img, _ in rows:
+        for code, rule in PIXEL_RULES.items():
+            out += _apply(code, rule, img, img)
     for code, rule in DATASET_RULES.items():
         out += _apply(code, rule, tally, None)
     return out

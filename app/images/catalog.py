@@ -157,6 +157,8 @@ def _filters(
         conds.append(col(Image.caption_error).is_not(None))
     elif flag is Flag.ambiguous_boxes:
         conds.append(col(Image.boxes_ambiguous).is_(True))
+    elif flag is Flag.transparent:
+        conds.append(col(Image.transparent_share) > 0)
     if search.strip():
         conds.append(_search(search.strip()))
     return conds
@@ -374,6 +376,8 @@ def _flags(image: Image, *, is_dup: bool, is_low: bool) -> list[Flag]:
         flags.append(Flag.unreadable_caption)
     if image.boxes_ambiguous:
         flags.append(Flag.ambiguous_boxes)
+    if image.transparent_share:
+        flags.append(Flag.transparent)
     return flags
 
 

@@ -66,6 +66,8 @@ class Decoded:
     has_icc: bool
     frames: int
     phash: str
+    # The share of pixels not fully opaque (0.0 without an alpha channel or transparent colour).
+    transparent: float = 0.0
 
     @property
     def megapixels(self) -> float:
@@ -121,7 +123,7 @@ def decode_bytes(data: bytes, *, limits: FileLimits, store: ContentStore) -> Dec
             raise Refused(f"the file is corrupt ({_short(e)})") from e
 
         try:
-            fmt, frames, icc, mode, orientation, (full_w, full_h), thumb = _read(img, limits)
+            fmt, frames, icc, mode, orientation, (full_w, full_h), thumb, clear = _read(img, limits)
         except (Refused, MemoryError):
             raise
         except Exception as e:  # any parser tripping over a corrupt file past its header
@@ -144,6 +146,7 @@ def decode_bytes(data: bytes, *, limits: FileLimits, store: ContentStore) -> Dec
         has_icc=bool(icc),
         frames=frames,
         phash=phash,
+        transparent=clear,
     )
 
 
@@ -155,6 +158,7 @@ class _Read(NamedTuple):
     orientation: int
     size: tuple[int, int]
     thumb: Image.Image
+    transparent: float
 
 
 def _read(img: Image.Image, limits: FileLimits) -> _Read:
@@ -181,7 +185,25 @@ def _read(img: Image.Image, limits: FileLimits) -> _Read:
         except Exception as e:
             raise Refused(f"the file is truncated or corrupt ({_short(e)})") from e
         thumb = _thumbnail(img, orientation=orientation, icc=icc, size=limits.thumb_size)
-        return _Read(fmt, frames, icc, mode, orientation, (full_w, full_h), thumb)
+        clear = transparent_share(img)
+        return _Read(fmt, frames, icc, mode, orientation, (full_w, full_h), thumb, clear)
+
+
+def transparent_share(img: Image.Image) -> float:
+    """The share of the image's pixels that are not fully opaque, rounded to 1/10,000."""
+    if img.mode in ("RGBA", "LA", "PA"):
+        alpha = img.getchannel("A")
+    elif "transparency" in img.info:  # a palette entry or one colour marked transparent
+        try:
+            alpha = to_8bit(img).convert("RGBA").getchannel("A")
+        except (ValueError, OSError):
+            return 0.0
+    else:
+        return 0.0
+    opaque = alpha.histogram()[255]
+    clear = 1 - opaque / (alpha.width * alpha.height)
+    # Never rounded to nothing: one clear pixel is still a flattened one.
+    return max(round(clear, 4), 0.0001) if clear > 0 else 0.0
 
 
 def perceptual_hash(img: Image.Image) -> str:

@@ -23,6 +23,7 @@ from app.images.decode_pool import decode_pool
 from app.images.duplicates import close_pairs
 from app.images.sources import Skipped, Source
 from app.images.store import ContentStore, content_store
+from app.images.transparency import transparency_effect
 from app.models import Dataset, Image, NearDuplicate, utcnow
 
 Result = Literal["imported", "duplicate", "refused"]
@@ -39,6 +40,8 @@ class Outcome:
     duplicate_of: int | None = None
     sidecar: str | None = None
     caption: str | None = None  # what became of the sidecar: read, or kept raw and why
+    transparent_share: float | None = None  # of the pixels, where any is not fully opaque
+    transparency: str | None = None  # what the trainer will see there, in a sentence
 
 
 @dataclass
@@ -193,6 +196,8 @@ def _record(
             "imported",
             sha256=result.sha256,
             sidecar=source.sidecar.ext if source.sidecar else None,
+            transparent_share=result.transparent or None,
+            transparency=transparency_effect(result.transparent) if result.transparent else None,
         )
         batch_shas[result.sha256] = outcome
         report.outcomes.append(outcome)
@@ -258,6 +263,7 @@ def _image_row(dataset_id: int, position: int, source: Source, d: Decoded) -> Im
         frames=d.frames,
         byte_size=d.byte_size,
         phash=d.phash,
+        transparent_share=d.transparent,
         caption_raw=source.sidecar.text if source.sidecar else None,
         caption_raw_ext=source.sidecar.ext if source.sidecar else None,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from coloraide import Color
 from PIL import Image
@@ -101,20 +103,24 @@ class Pixels:
         self.palette = dominant_colours(self.img, limit=IMAGE_PALETTE_MAX)
 
 
-def fill_palettes(caption: Caption, image: bytes | Pixels) -> Caption:
-    """The caption with the image palette and each boxed element's palette from the pixels."""
+def fill_palettes(caption: Caption, image: bytes | Pixels, *, only_empty: bool = False) -> Caption:
+    """The caption with the image palette and each boxed element's palette from the pixels;
+    with `only_empty`, the palettes it already holds stay as they are."""
     pixels = image if isinstance(image, Pixels) else Pixels(image)
     img = pixels.img
     elements = []
     for e in caption.composition.elements:
-        if e.box is None or e.box.is_degenerate:
+        if e.box is None or e.box.is_degenerate or (only_empty and e.color_palette):
             elements.append(e)
             continue
         x0, y0, x1, y1 = boxes.to_pixels(e.box, width=img.width, height=img.height)
         region = img.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
         colours = dominant_colours(region, limit=ELEMENT_PALETTE_MAX)
         elements.append(e.model_copy(update={"color_palette": colours}))
-    style = caption.style.model_copy(update={"color_palette": list(pixels.palette)})
+    keep = only_empty and caption.style.color_palette
+    style = caption.style.model_copy(
+        update={"color_palette": list(caption.style.color_palette if keep else pixels.palette)}
+    )
     composition = caption.composition.model_copy(update={"elements": elements})
     return caption.model_copy(update={"style": style, "composition": composition})
 
@@ -136,3 +142,16 @@ def fill_from_pixels(
     return revisions.save(
         session, image=image, dataset=dataset, caption=filled, base=base, action=Action.palettes
     )
+
+
+def empty_filler(store: ContentStore) -> Callable[[ImageRow, Caption], Caption]:
+    """Fills a caption's empty palettes (the image's and each boxed element's) from the
+    stored pixels of its image; palettes it holds stay."""
+
+    def fill(image: ImageRow, caption: Caption) -> Caption:
+        blob = store.blob_path(image.sha256)
+        if not blob.is_file():
+            raise NotFound(f"The stored file of {image.filename} is missing from the data dir.")
+        return fill_palettes(caption, blob.read_bytes(), only_empty=True)
+
+    return fill

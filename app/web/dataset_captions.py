@@ -1,5 +1,6 @@
 """Changes across a dataset's captions: the style block every caption inherits, find and
-replace, undoing such a batch, and how imported boxes were written (pages and API)."""
+replace, palettes filled from the pixels, undoing such a batch, and how imported boxes were
+written (pages and API)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from app.captions.dialects import BoxFormat
 from app.captions.schema import MEDIA
 from app.captions.style_block import block_of, save_block
 from app.errors import Invalid, UserError
-from app.web.deps import SessionDep
+from app.images.palettes import empty_filler
+from app.web.deps import SessionDep, StoreDep
 from app.web.render import render, see_other
 from app.web.security import local_path
 
@@ -53,6 +55,14 @@ class ReplaceIn(BaseModel):
 class ApplyStyleIn(BaseModel):
     previewed: dict[int, int] | None = Field(
         default=None, description="To apply: image id -> revision from the preview"
+    )
+
+
+class FillPalettesIn(BaseModel):
+    previewed: dict[int, int] | None = Field(
+        default=None,
+        description="To apply: image id -> revision from the preview; leave out for the "
+        "preview (the palettes each caption with no palette would get)",
     )
 
 
@@ -111,6 +121,26 @@ def find_replace(dataset_id: int, body: ReplaceIn, session: SessionDep) -> dict:
         return {"preview": _changes_out(edits.preview_replace(session, dataset=dataset, **options))}
     return _applied_out(
         edits.apply_replace(session, dataset=dataset, previewed=body.previewed, **options)
+    )
+
+
+@router.post("/api/datasets/{dataset_id}/palettes/fill", tags=TAGS)
+def fill_palettes(
+    dataset_id: int, session: SessionDep, store: StoreDep, body: FillPalettesIn
+) -> dict:
+    """Without `previewed`: the palettes the captions with none would get. With: one batch,
+    undoable; palettes a caption already holds stay as they are."""
+    dataset = ds.get_dataset(session, dataset_id)
+    if body.previewed is None:
+        return {
+            "preview": _changes_out(
+                edits.preview_palettes(session, dataset=dataset, fill=empty_filler(store))
+            )
+        }
+    return _applied_out(
+        edits.apply_palettes(
+            session, dataset=dataset, fill=empty_filler(store), previewed=body.previewed
+        )
     )
 
 
@@ -322,6 +352,30 @@ def replace_apply(
     applied = edits.apply_replace(session, dataset=dataset, previewed=previewed, **form)
     context = _replace_context(dataset, form, applied=applied)
     return render(request, "dataset_replace.html", context, block="result")
+
+
+@router.post(
+    "/datasets/{dataset_id}/palettes/fill", response_class=HTMLResponse, include_in_schema=False
+)
+def fill_palettes_form(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    store: StoreDep,
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    """Lint's offer: fills every caption that has no palette, as it is now, in one batch."""
+    dataset = ds.get_dataset(session, dataset_id)
+    missing = edits.without_palette(session, dataset=dataset)
+    applied = edits.apply_palettes(
+        session, dataset=dataset, fill=empty_filler(store), previewed=missing
+    )
+    context = {
+        "dataset": dataset,
+        "applied": applied,
+        "back": local_path(back or f"/datasets/{dataset_id}/export"),
+    }
+    return render(request, "palettes_filled.html", context, block="fill")
 
 
 @router.post(

@@ -35,6 +35,18 @@ checked there, function by function:
   url-safe base64 without '='>.safetensors`: no pixels in the key. `_build_text_embedding_path`
   keys `_t_e_cache` by the caption text. toolkit/data_loader.py keeps `.aitk_size.json`
   (image sizes by "/<file>", checked against size and integer mtime only).
+- dataloader_mixins.py `ImageProcessingDTOMixin.load_and_process_image`: the image is opened
+  with PIL and `exif_transpose`d; with `alpha_mask: true` it becomes `np.array(img)[:, :, :3]`
+  then `Image.fromarray`, and `convert('RGB')` either way. `LatentCachingMixin.
+  cache_latents_all_latents` calls it for every image (its `_prep`, only_load_latents=True)
+  and re-raises what it raises: the run stops there.
+- dataloader_mixins.py `MaskFileItemDTOMixin`: `alpha_mask: true` makes every image its own
+  mask; `load_mask_image` does `np_img[:, :, :3] = np_img[:, :, 3:]`, keeps the first three
+  channels, `convert('RGB')`, a Gaussian blur of a random radius under 0.5 % of the short side,
+  `convert('L')`; the loss is multiplied by it (mask_min_value 0: transparent is not trained).
+  It runs for every training item, cached latents or not (`load_and_process_image`).
+- toolkit/data_loader.py `AiToolkitDataset._get_single_item`: any exception while loading an
+  item prints "Error loading image, skipping and loading a different one" and trains another.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +270,62 @@ def stale_latents(folder: Path) -> list[Path]:
         if entry.exists() and entry.read_text() != hashlib.sha256(png.read_bytes()).hexdigest():
             stale.append(entry)
     return stale
+
+
+class LatentCachingCrash(Exception):
+    """What stops the trainer's latent caching (it re-raises): the run ends there."""
+
+
+@dataclass
+class AlphaRead:
+    """What the trainer makes of one exported image with `alpha_mask: true`."""
+
+    pixels: Any  # the RGB image the VAE encodes (PIL), or None where caching crashed
+    mask: Any  # the loss mask (PIL 'L', before blur), or None where the item was skipped
+    skipped: str | None  # the error the loader printed before training another image
+
+
+def trainer_pixels(path: Path, *, alpha_mask: bool) -> Any:
+    """The RGB image load_and_process_image hands the VAE (raises as it does)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(Image.open(path))
+    if alpha_mask:
+        img = Image.fromarray(np.array(img)[:, :, :3])
+    return img.convert("RGB")
+
+
+def trainer_mask(path: Path) -> Any:
+    """The loss mask load_mask_image makes of `path` with alpha_mask (raises as it does);
+    before its random blur, which only softens the edges."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    np_img = np.array(ImageOps.exif_transpose(Image.open(path)))
+    np_img[:, :, :3] = np_img[:, :, 3:]
+    return Image.fromarray(np_img[:, :, :3]).convert("RGB").convert("L")
+
+
+def read_with_alpha_mask(folder: Path) -> dict[str, AlphaRead]:
+    """Every exported image as the trainer reads it with alpha_mask: true.
+
+    Latent caching comes first and re-raises: LatentCachingCrash names the image that ended
+    the run. Then each training item loads its mask; one that raises is skipped.
+    """
+    images = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
+    )
+    pixels = {}
+    for path in images:
+        try:
+            pixels[path.name] = trainer_pixels(path, alpha_mask=True)
+        except Exception as e:
+            raise LatentCachingCrash(f"{path.name}: {type(e).__name__}: {e}") from e
+    out = {}
+    for path in images:
+        try:
+            out[path.name] = AlphaRead(pixels[path.name], trainer_mask(path), None)
+        except Exception as e:
+            out[path.name] = AlphaRead(pixels[path.name], None, f"{type(e).__name__}: {e}")
+    return out
