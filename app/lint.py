@@ -224,6 +224,10 @@ def lint_dataset(
             "reads captions as plain text and gives every comma a space after it "
             '("1,000" becomes "1, 000"); place the trigger in aesthetics to keep them exact',
         )
+    captioned = [(img.width, img.height) for img, stored in rows if stored is not None]
+    out.extend(_batch_findings(profile=profile, resolution=dataset.resolution, sizes=captioned))
+    if placement == "prefix":
+        out.extend(_prefix_dash_findings(dataset.trigger_word.strip(), block))
     if len(rows) < MIN_IMAGES:
         add("warning", "few_images", None, f"{len(rows)} images; a style wants 30 to 60")
     if shapes and len(rows) >= 6:
@@ -237,6 +241,47 @@ def lint_dataset(
                 "layout): vary framing and the number of figures",
             )
     return out
+
+
+def _batch_findings(
+    *, profile: str, resolution: int, sizes: list[tuple[int, int]]
+) -> list[Finding]:
+    """Most buckets holding fewer images than the profile's batch: their batches are repeats."""
+    run = profiles.plan(profile=profile, resolution=resolution, sizes=sizes)
+    short = profiles.short_buckets(run.buckets, run.batch)
+    if run.batch == 1 or 2 * short <= len(run.buckets):
+        return []
+    res = "/".join(map(str, run.resolutions))
+    return [
+        Finding(
+            "warning",
+            "batch_repeats",
+            None,
+            f"{short} of the {len(run.buckets)} buckets at {res} px hold fewer images than the "
+            f"{profile} profile's batch of {run.batch}: the trainer cuts each batch from one "
+            "bucket and fills it with repeats, so their images weigh more than the others; "
+            "images of the common aspect ratios (or a smaller profile) even it out",
+        )
+    ]
+
+
+def _prefix_dash_findings(trigger: str, block: dict[str, str]) -> list[Finding]:
+    """A '--' every prefixed sample prompt would hold: the trainer cuts sample prompts there."""
+    holders = [f"the trigger word {trigger!r}"] if "--" in trigger else []
+    holders += [f"the style block's {k}" for k, v in block.items() if "--" in v]
+    if not holders:
+        return []
+    return [
+        Finding(
+            "error",
+            "sample_prompt_dashes",
+            None,
+            f"{' and '.join(holders)} hold '--': with the trigger prefixed, sample prompts are "
+            "plain text and the trainer cuts each one at '--', reading the rest as options "
+            "(--w, --seed ...); reword it, or place the trigger in aesthetics, where the export "
+            "escapes it",
+        )
+    ]
 
 
 def _strings(value: Any) -> list[str]:
