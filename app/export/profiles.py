@@ -41,6 +41,7 @@ from app.export.buckets import bucket_size
 PROFILES = ("12gb", "16gb", "24gb", "32gb", "48gb", "80gb", "96gb")
 DEFAULT_PROFILE = "24gb"
 TRANSFORMER_GB = {"bf16": 17.0, "fp8": 9.0}
+TEXT_ENCODER_GB = {"bf16": 16.0, "fp8": 8.0}
 
 # The guide's run (its section 5): 2,500 steps of one image, a save every 250, lr 1e-4,
 # rank 16, EMA 0.99.
@@ -95,6 +96,20 @@ class Profile:
         scale = (self.top_resolution(resolution) / 1024) ** 2
         share = LOW_VRAM_SHARE if self.low_vram else 1.0
         return round(weights + LORA_GB + ACTIVATION_GB * batch * scale * share + OVERHEAD_GB, 1)
+
+    def caching_gb(self) -> float:
+        """The caching pass without low_vram: the transformer and the text encoder together,
+        before the encoder is unloaded (with low_vram the guide measured ~17 GB in all)."""
+        if self.low_vram:
+            return 0.0
+        weights = TRANSFORMER_GB["fp8" if self.quantize else "bf16"] * (1 - self.offload)
+        return round(
+            weights + TEXT_ENCODER_GB["fp8" if self.quantize_te else "bf16"] + OVERHEAD_GB, 1
+        )
+
+    def peak_gb(self, resolution: int, batch: int = 1) -> float:
+        """The larger of the training estimate and the caching pass."""
+        return max(self.vram_estimate_gb(resolution, batch), self.caching_gb())
 
     def memory_batch(self, resolution: int) -> int:
         """The largest batch the estimate fits in the card (1 for the guide's own sizes)."""
@@ -188,7 +203,8 @@ _PROFILES = {
         why={
             "quantize": "the bf16 transformer (~17 GB) fits: no fp8 rounding of the weights",
             "quantize_te": "the text encoder in bf16 (~16 GB) for the caching pass, beside "
-            "the transformer (~33 GB together): exact embeddings, unloaded before training",
+            "the bf16 transformer (about 38 GB then): exact embeddings, unloaded before "
+            "training",
             "low_vram": "not needed with 96 GB (RTX PRO 6000 Blackwell)",
             "resolution": _MULTIRES,
         },
@@ -312,7 +328,8 @@ def plan(*, profile: str, resolution: int, sizes: Iterable[tuple[int, int]]) -> 
     res_text = "/".join(map(str, resolutions))
     if batch > 1:
         why = (
-            f"{batch} images a step (about {p.vram_estimate_gb(resolution, batch)} GB): the "
+            f"{batch} images a step (training at about {p.vram_estimate_gb(resolution, batch)} "
+            "GB): the "
             "trainer cuts each batch from one bucket and repeats its images when it holds "
             f"fewer; at {batch}, {repeat_share(buckets, batch):.0%} of an epoch's places over "
             f"the {len(buckets)} buckets at {res_text} px are repeats"
@@ -381,7 +398,7 @@ def plan(*, profile: str, resolution: int, sizes: Iterable[tuple[int, int]]) -> 
         steps=steps,
         lr=lr if batch > 1 else GUIDE_LR,
         ema_decay=ema_decay if batch > 1 else GUIDE_EMA_DECAY,
-        memory_gb=p.vram_estimate_gb(resolution, batch),
+        memory_gb=p.peak_gb(resolution, batch),
         changes=changes,
         kept=kept,
     )

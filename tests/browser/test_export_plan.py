@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.export import profiles
 from tests import imagefiles as f
 
 pytestmark = pytest.mark.browser
@@ -78,10 +79,15 @@ def test_the_profile_menu_shows_its_changes_memory_yaml_and_lint(page, live_serv
     for key in ("model.quantize", "model.low_vram", "train.lr", "datasets.resolution"):
         assert plan.locator(f'[data-change="{key}"] td').nth(3).inner_text().strip()
     assert "rank 16 as the guide" in plan.locator('[data-kept="network.linear"]').inner_text()
+    # The estimate and the reasons say the same: training at batch n, and the caching pass
+    # (the bf16 text encoder beside the transformer) as the peak.
+    big = profiles.get_profile("96gb")
     memory = plan.locator("[data-memory]").inner_text()
+    assert f"about {big.peak_gb(1024, n)} GB of 96 GB" in memory
     why = batch.locator("td").nth(3).inner_text()
-    gb = memory.split("about ")[1].split(" GB")[0]
-    assert f"(about {gb} GB)" in why  # the estimate and the reason say the same
+    assert f"training at about {big.vram_estimate_gb(1024, n)} GB" in why
+    te = plan.locator('[data-change="model.quantize_te"] td').nth(3).inner_text()
+    assert f"about {big.caching_gb():.0f} GB then" in te
     plan.locator("[data-yaml] summary").click()
     yaml_text = plan.locator("[data-yaml] pre").inner_text()
     assert f"batch_size: {n}  # {n} images a step" in yaml_text
@@ -89,11 +95,11 @@ def test_the_profile_menu_shows_its_changes_memory_yaml_and_lint(page, live_serv
     lint = page.locator("#export-lint")
     lint.filter(has_text="512/768/1024").wait_for()
     assert "box_cropped" in lint.inner_text() and "96gb" in lint.inner_text()
-    page.locator(".export-card").scroll_into_view_if_needed()
+    page.locator(".export-card").evaluate("e => e.scrollIntoView()")
     page.screenshot(path=str(SHOTS / "export_96gb_1440.png"))
     page.screenshot(path=str(SHOTS / "export_96gb_1440_full.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 720})
-    page.locator(".export-card").scroll_into_view_if_needed()
+    page.locator(".export-card").evaluate("e => e.scrollIntoView()")
     page.screenshot(path=str(SHOTS / "export_96gb_1280.png"))
     page.locator("#sample-set").scroll_into_view_if_needed()
     page.locator("#sample-set details").first.locator("summary").click()

@@ -127,7 +127,12 @@ def test_the_plan_counts_an_epoch_as_the_trainer_builds_it() -> None:
     more = trainer.epoch_batches(SIZES, run.resolutions, run.memory_batch)
     assert sum(len(b) - len(set(b)) for b in more) / sum(map(len, more)) > profiles.MAX_REPEATS
     why = run.change("train", "batch_size")
-    assert why is not None and f"{run.batch} images a step (about {run.memory_gb} GB)" in why.why
+    training = run.profile.vram_estimate_gb(1024, run.batch)
+    assert (
+        why is not None
+        and f"{run.batch} images a step (training at about {training} GB)" in why.why
+    )
+    assert run.memory_gb == max(training, run.profile.caching_gb()) == 38.3
 
 
 def test_a_batch_of_mostly_short_buckets_is_linted(client: TestClient) -> None:
@@ -229,3 +234,19 @@ def test_the_sample_set_edited_on_the_export_page_is_what_the_yaml_holds(
     form["sample_text"] = ["{broken", *texts[1:]]
     r = client.post(f"/datasets/{dataset_id}/export", data=form)
     assert r.status_code == 422 and "is not JSON" in r.text and "{broken" in r.text
+
+
+def test_without_javascript_the_form_shows_the_chosen_profile_s_plan(
+    client: TestClient, tmp_path: Path
+) -> None:
+    dataset_id = make(client, SIZES[:5])
+    r = client.post(
+        f"/datasets/{dataset_id}/export",
+        data={"action": "preview", "profile": "96gb", "out_dir": str(tmp_path / "n")},
+    )
+    page = BeautifulSoup(r.text, "html.parser")
+    assert r.status_code == 200 and not (tmp_path / "n").exists()
+    assert "The 96gb profile" in page.select_one("#export-plan h3").text  # type: ignore[union-attr]
+    assert page.select_one('[data-change="train.batch_size"]') is not None
+    assert "96gb" in page.select_one("[data-lint-profile]").text  # type: ignore[union-attr]
+    assert page.select_one("select[name=profile] option[selected]")["value"] == "96gb"  # type: ignore[index]
