@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from app import datasets as ds
 from app.captions.revisions import head_captions
+from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective
 from app.config import Settings
 from app.errors import Invalid, UserError
@@ -29,7 +30,7 @@ from app.export.writer import (
     style_of,
 )
 from app.lint import lint_dataset
-from app.models import Dataset
+from app.models import Dataset, Image
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.render import render
 
@@ -136,6 +137,7 @@ class ExportForm(BaseModel):
     force: bool = False
     sample_kind: list[str] = []
     sample_text: list[str] = []
+    sample_source: list[str] = []
     sample_on: list[int] = []
     sample_seeds: str = ""
     sample_strengths: str = ""
@@ -163,20 +165,25 @@ class ExportForm(BaseModel):
 FormDep = Annotated[ExportForm, Form()]
 
 
+def _captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption]]:
+    """Each captioned image with its caption as exported (the style block filled in)."""
+    block = block_of(dataset)
+    rows = head_captions(session, dataset=dataset)
+    return [(img, effective(cap, block)) for img, cap in rows if cap is not None]
+
+
 def _preview(
-    session: Session, dataset: Dataset, form: ExportForm, profile: str
+    dataset: Dataset, rows: list[tuple[Image, Caption]], form: ExportForm, profile: str
 ) -> config_yaml.Written:
     """The YAML the export would write with these options, from the stored images."""
-    block = block_of(dataset)
-    rows = [(img, cap) for img, cap in head_captions(session, dataset=dataset) if cap is not None]
     out = form.out_dir.strip()
     folder = f"{out.rstrip('/')}/datasets/{dataset.slug}" if out else f"datasets/{dataset.slug}"
     return config_yaml.write(
         slug=dataset.slug,
         resolution=dataset.resolution,
         trigger_word=dataset.trigger_word,
-        style=style_of(block),
-        captions=[(img.filename, effective(cap, block)) for img, cap in rows],
+        style=style_of(block_of(dataset)),
+        captions=[(img.filename, cap) for img, cap in rows],
         sizes=[_shrunk(img.width, img.height, form.max_side) for img, _ in rows],
         folder_path=folder,
         profile=profile,
@@ -188,15 +195,24 @@ def _preview(
     )
 
 
-def _sample_rows(form: ExportForm, written: config_yaml.Written | None) -> list[dict[str, Any]]:
+def _sample_rows(
+    form: ExportForm, dataset: Dataset, rows: list[tuple[Image, Caption]]
+) -> list[dict[str, Any]]:
     """The sample editor's rows: as the user left them, or the default set's."""
     if form.sample_kind:
+        sources = form.sample_source + [""] * len(form.sample_kind)
         return [
-            {"kind": k, "text": t, "source": None, "on": n in form.sample_on}
-            for n, (k, t) in enumerate(zip(form.sample_kind, form.sample_text, strict=False))
+            {"kind": k, "text": t, "source": src or None, "on": n in form.sample_on}
+            for n, (k, t, src) in enumerate(
+                zip(form.sample_kind, form.sample_text, sources, strict=False)
+            )
         ]
-    prompts = written.samples.prompts if written else []
-    return [{"kind": p.kind, "text": p.text, "source": p.source, "on": True} for p in prompts]
+    default = samples.default_set(
+        captions=[(img.filename, cap) for img, cap in rows], style=style_of(block_of(dataset))
+    )
+    return [
+        {"kind": p.kind, "text": p.text, "source": p.source, "on": True} for p in default.prompts
+    ]
 
 
 def _shrunk(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -217,14 +233,11 @@ def _page_context(
         session, dataset=dataset, profile=chosen, placement=form.trigger_placement,
         dialect=form.dialect,
     )  # fmt: skip
-    sizes = [
-        _shrunk(img.width, img.height, form.max_side)
-        for img, cap in head_captions(session, dataset=dataset)
-        if cap is not None
-    ]
+    rows = _captions(session, dataset)
+    sizes = [_shrunk(img.width, img.height, form.max_side) for img, _ in rows]
     written, plan_error = None, None
     try:
-        written = _preview(session, dataset, form, chosen)
+        written = _preview(dataset, rows, form, chosen)
     except UserError as e:
         plan_error = e.message
     return {
@@ -240,7 +253,7 @@ def _page_context(
         "chosen_profile": chosen,
         "chosen_resolutions": profiles.get_profile(chosen).resolutions(dataset.resolution),
         "written": written,
-        "sample_rows": _sample_rows(form, written),
+        "sample_rows": _sample_rows(form, dataset, rows),
         "plan_error": plan_error,
         "seconds": form.sample_seconds or (written.plan.profile.sample_seconds if written else ""),
         "gpu_gb": gpu,

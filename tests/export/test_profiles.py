@@ -177,6 +177,17 @@ def test_prefixed_sample_prompts_with_dashes_are_refused_with_a_sentence(
     page = client.post(f"/datasets/{dataset_id}/export/lint", data={"trigger_placement": "prefix"})
     text = BeautifulSoup(page.text, "html.parser").text
     assert "sample_prompt_dashes" in text and "the trigger word 'Old--Master'" in text
+    # The page says why no YAML can be written, and keeps the sample set to edit.
+    shown = BeautifulSoup(
+        client.post(
+            f"/datasets/{dataset_id}/export",
+            data={"action": "preview", "trigger_placement": "prefix"},
+        ).text,
+        "html.parser",
+    )
+    error = shown.select_one("[data-plan-error]")
+    assert error is not None and "cuts each at '--'" in error.text
+    assert len(shown.select("[data-sample-set] textarea")) == 7
 
 
 def test_the_default_sample_set_is_the_guide_s_plan_from_the_dataset_s_captions(
@@ -213,12 +224,14 @@ def test_the_sample_set_edited_on_the_export_page_is_what_the_yaml_holds(
     page = BeautifulSoup(client.get(f"/datasets/{dataset_id}/export").text, "html.parser")
     kinds = [i["value"] for i in page.select("[data-sample-set] input[name=sample_kind]")]
     texts = [t.text for t in page.select("[data-sample-set] textarea[name=sample_text]")]
+    sources = [i["value"] for i in page.select("[data-sample-set] input[name=sample_source]")]
     edited = json.loads(texts[0])
     edited["high_level_description"] = "A close-up portrait of a girl with a pearl."
     texts[0] = json.dumps(edited)
     out = tmp_path / "e"
     form = {
         "out_dir": str(out), "force": "true", "sample_kind": kinds, "sample_text": texts,
+        "sample_source": sources,
         "sample_on": [str(n) for n in range(len(kinds)) if n != 1],
         "sample_seeds": "7", "sample_strengths": "0.75, 1", "sample_seconds": "10",
     }  # fmt: skip
@@ -230,6 +243,11 @@ def test_the_sample_set_edited_on_the_export_page_is_what_the_yaml_holds(
     assert json.loads(first)["high_level_description"] == edited["high_level_description"]
     shown = BeautifulSoup(r.text, "html.parser")
     assert "12 samples" in shown.select_one("[data-sample-cost]").text  # type: ignore[union-attr]
+    # The editor keeps every prompt as left: the unticked one unticked, each with its source.
+    boxes = shown.select("[data-sample-set] input[name=sample_on]")
+    assert len(boxes) == 7 and [b.has_attr("checked") for b in boxes][:3] == [True, False, True]
+    before = [m.text for m in page.select("[data-sample-set] summary .meta")]
+    assert [m.text for m in shown.select("[data-sample-set] summary .meta")] == before
     # Not JSON: refused with a sentence, the text kept on the page.
     form["sample_text"] = ["{broken", *texts[1:]]
     r = client.post(f"/datasets/{dataset_id}/export", data=form)
