@@ -7,7 +7,8 @@ toolkit/config_modules.py `GenerateImageConfig._process_prompt_string` splits th
 '--' and keeps only the first part as the prompt, reading the rest as --flags. The ideogram4
 model parses a prompt starting with '{' as JSON (json.loads), so inside JSON a '-' can be
 written as the escape \\u002d, which reaches the text encoder as '-'. The step-0 samples,
-taken before any training (the LoRA's up weights start at zero), are the LoRA-off reference.
+taken before any training, are the LoRA-off reference: toolkit/lora_special.py initialises
+every lora_up weight to zero, so the untrained LoRA adds nothing at any strength.
 """
 
 from __future__ import annotations
