@@ -588,9 +588,13 @@ def train(
     profile: Annotated[
         ProfileOption, typer.Option(help="Your GPU's memory: tunes the training YAML")
     ] = DEFAULT_PROFILE,
-    steps: Annotated[int | None, typer.Option(help="Training steps [default: 2500]", min=1)] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps [default: the profile's: 2,500 images seen]", min=1),
+    ] = None,
     save_every: Annotated[
-        int | None, typer.Option(help="Save (and sample) every N steps [default: 250]", min=1)
+        int | None,
+        typer.Option(help="Save (and sample) every N steps [default: every 250 images]", min=1),
     ] = None,
     aitk_dir: Annotated[
         Path | None,

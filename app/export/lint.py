@@ -110,8 +110,15 @@ class Subject:
 class Tally:
     """What the dataset rules read, counted over its images."""
 
+    profile: str
+    resolution: int
+    placement: str
+    trigger: str
+    block: dict[str, str]
     images: int = 0
     captioned: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # the captioned images'
+
     without_palette: int = 0  # captions with no image palette
     with_commas: int = 0  # captions holding commas (counted with the trigger prefixed)
     shapes: Counter[tuple[int, ...]] = field(default_factory=Counter)
@@ -273,6 +280,36 @@ def _prefix_commas(t: Tally) -> Iterator[str]:
         )
 
 
+def _batch_repeats(t: Tally) -> Iterator[str]:
+    """Most buckets holding fewer images than the profile's batch: their batches are repeats."""
+    run = profiles.plan(profile=t.profile, resolution=t.resolution, sizes=t.sizes)
+    short = profiles.short_buckets(run.buckets, run.batch)
+    if run.batch == 1 or 2 * short <= len(run.buckets):
+        return
+    res = "/".join(map(str, run.resolutions))
+    yield (
+        f"{short} of the {len(run.buckets)} buckets at {res} px hold fewer images than the "
+        f"{t.profile} profile's batch of {run.batch}: the trainer cuts each batch from one "
+        "bucket and fills it with repeats, so their images weigh more than the others; "
+        "images of the common aspect ratios (or a smaller profile) even it out"
+    )
+
+
+def _sample_prompt_dashes(t: Tally) -> Iterator[str]:
+    """A '--' every prefixed sample prompt would hold: the trainer cuts sample prompts there."""
+    if t.placement != "prefix":
+        return
+    holders = [f"the trigger word {t.trigger!r}"] if "--" in t.trigger else []
+    holders += [f"the style block's {k}" for k, v in t.block.items() if "--" in v]
+    if holders:
+        yield (
+            f"{' and '.join(holders)} hold '--': with the trigger prefixed, sample prompts are "
+            "plain text and the trainer cuts each one at '--', reading the rest as options "
+            "(--w, --seed ...); reword it, or place the trigger in aesthetics, where the export "
+            "escapes it"
+        )
+
+
 def _few_images(t: Tally) -> Iterator[str]:
     if t.images < MIN_IMAGES:
         yield f"{t.images} images; a style wants 30 to 60"
@@ -313,6 +350,8 @@ IMAGE_RULES: dict[str, Rule] = {
 DATASET_RULES: dict[str, Rule] = {
     "no_palette": Rule("warning", _no_palette),
     "prefix_commas": Rule("warning", _prefix_commas),
+    "batch_repeats": Rule("warning", _batch_repeats),
+    "sample_prompt_dashes": Rule("error", _sample_prompt_dashes),
     "few_images": Rule("warning", _few_images),
     "same_compositions": Rule("warning", _same_compositions),
 }
@@ -345,7 +384,14 @@ def lint_dataset(
     rows = revisions.head_captions(session, dataset=dataset)
     flags = {r.image.id: r.flags for r in catalog.list_images(session, dataset=dataset)[0]}
     trained_at = profiles.get_profile(profile).resolutions(dataset.resolution)
-    tally = Tally(images=len(rows))
+    tally = Tally(
+        profile=profile,
+        resolution=dataset.resolution,
+        placement=placement,
+        trigger=dataset.trigger_word.strip(),
+        block=block,
+        images=len(rows),
+    )
     out: list[Finding] = []
     for img, stored in rows:
         if stored is None:
@@ -353,6 +399,7 @@ def lint_dataset(
             continue
         caption = effective(stored, block)
         tally.captioned += 1
+        tally.sizes.append((img.width, img.height))
         tally.without_palette += not stored.style.color_palette
         exported = caption_text(
             caption,

@@ -28,14 +28,16 @@ from typing import Any
 from sqlmodel import Session
 
 from app.captions.revisions import head_captions
+from app.captions.schema import Caption, Style
 from app.captions.style_block import block_of, effective
 from app.config import Settings
 from app.datasets import check_trigger_word
 from app.errors import Invalid, UserError
-from app.export import profiles
-from app.export.caption_file import PLACEHOLDER, Dialect, TriggerPlacement, caption_text
+from app.export import config_yaml, profiles
+from app.export.caption_file import Dialect, TriggerPlacement, caption_text
 from app.export.images import Exported, export_png
 from app.export.lint import Finding, lint_dataset
+from app.export.samples import SampleSet
 from app.images.decode_pool import decode_pool
 from app.images.store import ContentStore
 from app.models import Dataset
@@ -80,7 +82,9 @@ class ExportOptions:
     max_side: int = 0
     keep_alpha: bool = False
     force: bool = False
-    steps: int = 2500
+    steps: int | None = None  # None: the profile's, the guide's images seen
+    samples: SampleSet | None = None  # None: the guide's plan from the dataset's captions
+    sample_seconds: float | None = None  # None: the profile's figure
 
 
 @dataclass
@@ -232,7 +236,11 @@ def export_dataset(
         }
         (stage_ds / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
         folder = f"datasets/{slug}" if as_zip else str(target)
-        yaml_text = _yaml(dataset, block, folder, options)
+        yaml_text = _yaml(
+            dataset, block, folder, options,
+            captions=[(img.filename, effective(cap, block)) for img, cap in rows],
+            sizes=[(r.width, r.height) for r in results],
+        )  # fmt: skip
         (staging / "config").mkdir()
         (staging / "config" / f"{slug}.yaml").write_text(yaml_text)
         report = ExportReport(
@@ -332,32 +340,41 @@ def _drop_stale_sizes(path: Path, stale: Any) -> None:
         os.replace(tmp, path)
 
 
-def _yaml(dataset: Dataset, block: dict[str, str], folder: str, options: ExportOptions) -> str:
-    from app.captions.schema import Style
+def _yaml(
+    dataset: Dataset,
+    block: dict[str, str],
+    folder: str,
+    options: ExportOptions,
+    *,
+    captions: list[tuple[str, Caption]],
+    sizes: list[tuple[int, int]],
+) -> str:
+    return config_yaml.write(
+        slug=dataset.slug,
+        resolution=dataset.resolution,
+        trigger_word=dataset.trigger_word,
+        style=style_of(block),
+        captions=captions,
+        sizes=sizes,
+        folder_path=folder,
+        profile=options.profile,
+        placement=options.trigger_placement,
+        steps=options.steps,
+        sample_set=options.samples,
+        sample_seconds=options.sample_seconds,
+        alpha_mask=options.keep_alpha,
+        guide_dialect=options.dialect == "guide",
+    ).text
 
-    style = Style(
+
+def style_of(block: dict[str, str]) -> Style:
+    """The dataset's style block as a caption's style."""
+    return Style(
         aesthetics=block.get("aesthetics", ""),
         lighting=block.get("lighting", ""),
         medium=block.get("medium") or None,  # type: ignore[arg-type]
         render=block.get("render", ""),
     )
-    placement = options.trigger_placement
-    doc = profiles.training_config(
-        name=dataset.name,
-        slug=dataset.slug,
-        folder_path=folder,
-        # 'none' leaves it out: with a trigger_word set, the loader would prepend it.
-        trigger_word=dataset.trigger_word.strip() if placement != "none" else None,
-        resolution=dataset.resolution,
-        steps=options.steps,
-        profile=options.profile,
-        style=style,
-        samples_trigger=PLACEHOLDER if placement in ("aesthetics", "prefix") else None,
-        samples_prefix=placement == "prefix",
-        alpha_mask=options.keep_alpha,
-        guide_dialect=options.dialect == "guide",
-    )
-    return profiles.dump(doc)
 
 
 def export_roots(settings: Settings) -> list[Path] | None:

@@ -90,16 +90,25 @@ def for_training(text: str, *, save_every: int | None = None) -> tuple[str, Plan
 
 
 def _replace_samples_comment(sample: Any) -> None:
-    # The export's note before `samples` says sampling is off; here it is on.
+    # The export's note before `samples` ends by saying sampling is off; here it is on. Its
+    # other lines (the validation plan and its cost) stay.
+    kept: list[str] = []
     for key, tokens in list(sample.ca.items.items()):
         if len(tokens) > 2 and tokens[2] is not None and "disable_sampling" in tokens[2].value:
+            lines = [ln.strip().removeprefix("#").strip() for ln in tokens[2].value.splitlines()]
+            kept += [ln for ln in lines if ln and "disable_sampling" not in ln]
             tokens[2] = None
             sample.ca.items[key] = tokens
     if "samples" in sample:
         sample.yaml_set_comment_before_after_key(
             "samples",
-            before="Structured validation prompts in the dataset's style at LoRA strengths "
-            "0.5 / 0.75 / 1.0,\nsampled at step 0 and at every save when training from Atelier.",
+            before="\n".join(
+                [
+                    *kept,
+                    "Sampled at step 0 (the LoRA-off reference) and at every save when "
+                    "training from Atelier.",
+                ]
+            ),  # fmt: skip
             indent=8,
         )
 

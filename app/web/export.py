@@ -11,11 +11,15 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
+from app.captions.revisions import head_captions
+from app.captions.schema import Caption
+from app.captions.style_block import block_of, effective
 from app.config import Settings
-from app.errors import Invalid
-from app.export import profiles
+from app.errors import Invalid, UserError
+from app.export import config_yaml, profiles, samples
 from app.export.lint import lint_dataset
 from app.export.overview import overview
+from app.export.samples import SampleSet
 from app.export.writer import (
     Dialect,
     ExportOptions,
@@ -23,9 +27,10 @@ from app.export.writer import (
     TriggerPlacement,
     export_dataset,
     requested_out_dir,
+    style_of,
 )
 from app.gpu import local_gpu_gb
-from app.models import Dataset
+from app.models import Dataset, Image
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.render import render
 from app.web.training import train_defaults
@@ -44,8 +49,12 @@ class ExportIn(BaseModel):
     force: bool = False
 
 
-def _options(body: ExportIn) -> ExportOptions:
+def _options(
+    body: ExportIn, sample_set: SampleSet | None = None, seconds: float | None = None
+) -> ExportOptions:
     return ExportOptions(
+        samples=sample_set,
+        sample_seconds=seconds,
         profile=body.profile,
         dialect=body.dialect,
         trigger_placement=body.trigger_placement,
@@ -57,12 +66,13 @@ def _options(body: ExportIn) -> ExportOptions:
 
 def _zip_response(
     session: Session, settings: Settings, store: Any, dataset: Dataset, body: ExportIn,
-    background: BackgroundTasks,
+    background: BackgroundTasks, sample_set: SampleSet | None = None,
+    seconds: float | None = None,
 ) -> FileResponse:  # fmt: skip
     tmp = settings.tmp_dir / f"export-{uuid.uuid4().hex}"
     report = export_dataset(
         session, settings=settings, store=store, dataset=dataset, out_dir=tmp,
-        options=_options(body), as_zip=True,
+        options=_options(body, sample_set, seconds), as_zip=True,
     )  # fmt: skip
     assert report.zip_path is not None
 
@@ -102,45 +112,163 @@ def api_export(
 
 
 def _to_folder(
-    session: Session, settings: Settings, store: Any, dataset: Dataset, body: ExportIn
-) -> Any:
+    session: Session, settings: Settings, store: Any, dataset: Dataset, body: ExportIn,
+    sample_set: SampleSet | None = None, seconds: float | None = None,
+) -> Any:  # fmt: skip
     """Exports into the folder the request names, once that folder is allowed."""
     if not body.out_dir:
         raise Invalid("Say which folder to write into (out_dir), or ask for a zip.")
     return export_dataset(
         session, settings=settings, store=store, dataset=dataset,
-        out_dir=requested_out_dir(settings, body.out_dir), options=_options(body),
+        out_dir=requested_out_dir(settings, body.out_dir),
+        options=_options(body, sample_set, seconds),
     )  # fmt: skip
 
 
+class ExportForm(BaseModel):
+    """The export page's form: the export's options and the sample set as edited there."""
+
+    action: str = "folder"
+    out_dir: str = Field(default="", max_length=4096)
+    profile: str = ""
+    dialect: Dialect = "official"
+    trigger_placement: TriggerPlacement = "aesthetics"
+    max_side: int = Field(default=0, ge=0, le=16384)
+    keep_alpha: bool = False
+    force: bool = False
+    sample_kind: list[str] = []
+    sample_text: list[str] = []
+    sample_source: list[str] = []
+    sample_on: list[int] = []
+    sample_seeds: str = ""
+    sample_strengths: str = ""
+    sample_seconds: str = ""
+
+    def sample_set(self) -> SampleSet | None:
+        """The edited sample set; None when the form carried none (the default then)."""
+        if not self.sample_kind:
+            return None
+        return samples.parse_set(
+            kinds=self.sample_kind, texts=self.sample_text, included=self.sample_on,
+            seeds=self.sample_seeds, strengths=self.sample_strengths,
+        )  # fmt: skip
+
+    def seconds(self) -> float | None:
+        try:
+            value = float(self.sample_seconds) if self.sample_seconds.strip() else None
+        except ValueError:
+            raise Invalid(f"Seconds a sample {self.sample_seconds!r} is not a number.") from None
+        if value is not None and not 0 < value <= 3600:
+            raise Invalid("Seconds a sample must be above 0 and at most 3600.")
+        return value
+
+
+FormDep = Annotated[ExportForm, Form()]
+
+
+def _captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption]]:
+    """Each captioned image with its caption as exported (the style block filled in)."""
+    block = block_of(dataset)
+    rows = head_captions(session, dataset=dataset)
+    return [(img, effective(cap, block)) for img, cap in rows if cap is not None]
+
+
+def _preview(
+    dataset: Dataset, rows: list[tuple[Image, Caption]], form: ExportForm, profile: str
+) -> config_yaml.Written:
+    """The YAML the export would write with these options, from the stored images."""
+    out = form.out_dir.strip()
+    folder = f"{out.rstrip('/')}/datasets/{dataset.slug}" if out else f"datasets/{dataset.slug}"
+    return config_yaml.write(
+        slug=dataset.slug,
+        resolution=dataset.resolution,
+        trigger_word=dataset.trigger_word,
+        style=style_of(block_of(dataset)),
+        captions=[(img.filename, cap) for img, cap in rows],
+        sizes=[_shrunk(img.width, img.height, form.max_side) for img, _ in rows],
+        folder_path=folder,
+        profile=profile,
+        placement=form.trigger_placement,
+        sample_set=form.sample_set(),
+        sample_seconds=form.seconds(),
+        alpha_mask=form.keep_alpha,
+        guide_dialect=form.dialect == "guide",
+    )
+
+
+def _sample_rows(
+    form: ExportForm, dataset: Dataset, rows: list[tuple[Image, Caption]]
+) -> list[dict[str, Any]]:
+    """The sample editor's rows: as the user left them, or the default set's."""
+    if form.sample_kind:
+        sources = form.sample_source + [""] * len(form.sample_kind)
+        return [
+            {"kind": k, "text": t, "source": src or None, "on": n in form.sample_on}
+            for n, (k, t, src) in enumerate(
+                zip(form.sample_kind, form.sample_text, sources, strict=False)
+            )
+        ]
+    default = samples.default_set(
+        captions=[(img.filename, cap) for img, cap in rows], style=style_of(block_of(dataset))
+    )
+    return [
+        {"kind": p.kind, "text": p.text, "source": p.source, "on": True} for p in default.prompts
+    ]
+
+
+def _shrunk(width: int, height: int, max_side: int) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _page_context(
-    session: Session, settings: Settings, dataset: Dataset, **extra: Any
+    session: Session,
+    settings: Settings,
+    dataset: Dataset,
+    form: ExportForm | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    gpu = local_gpu_gb()
+    form = form or ExportForm()
     report = extra.get("report")
-    chosen = profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE
-    findings = lint_dataset(session, dataset=dataset, profile=chosen)
+    gpu = local_gpu_gb()
+    chosen = form.profile or (profiles.profile_for_gpu(gpu) if gpu else profiles.DEFAULT_PROFILE)
+    profiles.get_profile(chosen)
+    findings = lint_dataset(
+        session, dataset=dataset, profile=chosen, placement=form.trigger_placement,
+        dialect=form.dialect,
+    )  # fmt: skip
+    rows = _captions(session, dataset)
+    sizes = [_shrunk(img.width, img.height, form.max_side) for img, _ in rows]
+    written, plan_error = None, None
+    try:
+        written = _preview(dataset, rows, form, chosen)
+    except UserError as e:
+        plan_error = e.message
     return {
         "dataset": dataset,
         "findings": findings,
         "errors": [f for f in findings if f.severity == "error"],
         "warnings": [f for f in findings if f.severity == "warning"],
         "profiles": [
-            (
-                p,
-                profiles.get_profile(p).vram_estimate_gb(dataset.resolution),
-                profiles.get_profile(p).resolutions(dataset.resolution),
-            )
+            (p, run.memory_gb, run.resolutions, run.batch)
             for p in profiles.PROFILES
+            for run in [profiles.plan(profile=p, resolution=dataset.resolution, sizes=sizes)]
         ],
         "chosen_profile": chosen,
+        "chosen_resolutions": profiles.get_profile(chosen).resolutions(dataset.resolution),
+        "written": written,
+        "sample_rows": _sample_rows(form, dataset, rows),
+        "plan_error": plan_error,
+        "seconds": form.sample_seconds or (written.plan.profile.sample_seconds if written else ""),
         "gpu_gb": gpu,
         "overview": overview(session, dataset=dataset),
         # The Train form below, with the folder just exported into as its checkout.
         "train": train_defaults(session, settings, report.out_dir if report else None),
         "report": None,
         "error": None,
-        "form": {},
+        "form": form.model_dump() | {"profile": chosen},
     } | extra
 
 
@@ -152,6 +280,24 @@ def export_page(
     return render(request, "dataset_export.html", _page_context(session, settings, dataset))
 
 
+@router.post("/datasets/{dataset_id}/export/plan", include_in_schema=False)
+def export_plan(
+    request: Request, dataset_id: int, session: SessionDep, settings: SettingsDep, form: FormDep
+) -> Response:
+    """The chosen profile's changes, memory, sample cost and YAML, for the form as it stands."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return render(request, "_export_plan.html", _page_context(session, settings, dataset, form))
+
+
+@router.post("/datasets/{dataset_id}/export/lint", include_in_schema=False)
+def export_lint(
+    request: Request, dataset_id: int, session: SessionDep, settings: SettingsDep, form: FormDep
+) -> Response:
+    """Lint judged at the chosen profile's resolutions, placement and dialect."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return render(request, "_export_lint.html", _page_context(session, settings, dataset, form))
+
+
 @router.post("/datasets/{dataset_id}/export", include_in_schema=False, response_model=None)
 def export_form(
     request: Request,
@@ -160,32 +306,33 @@ def export_form(
     settings: SettingsDep,
     store: StoreDep,
     background: BackgroundTasks,
-    action: Annotated[str, Form()] = "folder",
-    out_dir: Annotated[str, Form(max_length=4096)] = "",
-    profile: Annotated[str, Form()] = profiles.DEFAULT_PROFILE,
-    dialect: Annotated[Dialect, Form()] = "official",
-    trigger_placement: Annotated[TriggerPlacement, Form()] = "aesthetics",
-    max_side: Annotated[int, Form(ge=0, le=16384)] = 0,
-    keep_alpha: Annotated[bool, Form()] = False,
-    force: Annotated[bool, Form()] = False,
+    form: FormDep,
 ) -> Response:
-    from app.errors import UserError
-
     dataset = ds.get_dataset(session, dataset_id)
-    body = ExportIn(
-        out_dir=out_dir or None, zip=action == "zip", profile=profile, dialect=dialect,
-        trigger_placement=trigger_placement, max_side=max_side, keep_alpha=keep_alpha, force=force,
-    )  # fmt: skip
-    form = body.model_dump()
+    if form.action == "preview":  # the page without JS: show the plan for these options
+        context = _page_context(session, settings, dataset, form)
+        return render(request, "dataset_export.html", context)
     try:
+        body = ExportIn(
+            out_dir=form.out_dir or None, zip=form.action == "zip",
+            profile=form.profile or profiles.DEFAULT_PROFILE, dialect=form.dialect,
+            trigger_placement=form.trigger_placement, max_side=form.max_side,
+            keep_alpha=form.keep_alpha, force=form.force,
+        )  # fmt: skip
+        sample_set, seconds = form.sample_set(), form.seconds()
         if body.zip:
-            return _zip_response(session, settings, store, dataset, body, background)
-        report = _to_folder(session, settings, store, dataset, body)
+            return _zip_response(
+                session, settings, store, dataset, body, background, sample_set, seconds
+            )
+        report = _to_folder(session, settings, store, dataset, body, sample_set, seconds)
     except UserError as e:
         message = e.told("tick 'export anyway' and export again") if isinstance(
             e, ExportRefused
         ) else e.message  # fmt: skip
-        context = _page_context(session, settings, dataset, error=message, form=form)
+        try:
+            context = _page_context(session, settings, dataset, form, error=message)
+        except UserError:
+            context = _page_context(session, settings, dataset, None, error=message)
         return render(request, "dataset_export.html", context, status_code=e.status_code)
-    context = _page_context(session, settings, dataset, report=report, form=form)
+    context = _page_context(session, settings, dataset, form, report=report)
     return render(request, "dataset_export.html", context)

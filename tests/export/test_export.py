@@ -304,37 +304,39 @@ def test_zip_and_guide_dialect(client: TestClient, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", profiles.PROFILES)
 def test_every_profile_is_a_config_the_trainer_reads(name: str) -> None:
     from app.captions.schema import Style
+    from app.export import config_yaml
 
     style = Style(aesthetics="Baroque", medium="painting", render="oil on canvas")
-    doc = profiles.training_config(
-        name="X", slug="x", folder_path="/d/x", trigger_word="t", resolution=1024, steps=2500,
-        profile=name, style=style, samples_trigger="[trigger]",
-    )  # fmt: skip
-    text = profiles.dump(doc)
+
+    def written(profile: str) -> config_yaml.Written:
+        return config_yaml.write(
+            slug="x", resolution=1024, trigger_word="t", style=style, captions=[],
+            sizes=[(1000, 1000)] * 30, folder_path="/d/x", profile=profile,
+            placement="aesthetics",
+        )  # fmt: skip
+
+    out = written(name)
+    text = out.text
     assert text.startswith("# Written by Atelier")
     assert "shuffle_tokens" not in text and "token_dropout" not in text
     loaded = YAML(typ="safe").load(text)
     process = loaded["config"]["process"][0]
     train = process["train"]
     assert train["cache_text_embeddings"] is True and train["unload_text_encoder"] is False
-    assert len(process["sample"]["samples"]) == 15
+    assert len(process["sample"]["samples"]) == 7 * 3 * 3
     assert {s["network_multiplier"] for s in process["sample"]["samples"]} == {0.5, 0.75, 1.0}
     prompt = json.loads(process["sample"]["samples"][0]["prompt"])
     assert prompt["style_description"]["aesthetics"].startswith("[trigger], ")
-    # Every change from the 24 GB baseline says why, on its own line.
-    base = YAML(typ="safe").load(
-        profiles.dump(
-            profiles.training_config(
-                name="X", slug="x", folder_path="/d/x", trigger_word="t", resolution=1024,
-                steps=2500, profile="24gb", style=Style(), samples_trigger=None,
-            )
-        )
-    )["config"]["process"][0]  # fmt: skip
-    for section, key in (("model", "quantize"), ("model", "low_vram"), ("train", "batch_size")):
-        if process[section][key] != base[section][key]:
-            line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{key}:"))
-            assert "#" in line, line
-    assert profiles.get_profile(name).vram_estimate_gb(1024) < profiles.get_profile(name).gpu_gb
+    # Every change from the guide's config says why, on its own line, and nothing else differs.
+    base = YAML(typ="safe").load(written("24gb").text)["config"]["process"][0]
+    for change in out.plan.changes:
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{change.path[-1]}:"))
+        assert "#" in line, line
+    for section in ("network", "save", "train", "model", "sample"):
+        for key, value in process[section].items():
+            if key not in ("samples", "qtype", "qtype_te") and base[section].get(key) != value:
+                assert out.plan.change(section, key) or out.plan.change(section, key, "ema_decay")
+    assert out.plan.memory_gb < profiles.get_profile(name).gpu_gb
 
 
 def test_profile_for_gpu() -> None:

@@ -329,3 +329,33 @@ def read_with_alpha_mask(folder: Path) -> dict[str, AlphaRead]:
         except Exception as e:
             out[path.name] = AlphaRead(pixels[path.name], None, f"{type(e).__name__}: {e}")
     return out
+
+
+def generation_prompt(prompt: str) -> str:
+    """What toolkit/config_modules.py `GenerateImageConfig._process_prompt_string` keeps as the
+    prompt: the text is stripped and cut at the first '--'; the rest is read as --flags."""
+    return prompt.strip().split("--")[0].strip()
+
+
+def epoch_batches(
+    sizes: list[tuple[int, int]], resolutions: list[int], batch: int
+) -> list[list[int]]:
+    """One epoch's batches (image indices), as the trainer builds them.
+
+    toolkit/config_modules.py `preprocess_dataset_raw_config` makes one dataset per resolution;
+    toolkit/dataloader_mixins.py `setup_buckets` groups each one's images by crop size and
+    `build_batch_indices` cuts every bucket into batches, padding the last one with the
+    bucket's own images, repeated in order, up to the batch size.
+    """
+    from app.images.buckets import bucket_size
+
+    out = []
+    for r in resolutions:
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, (w, h) in enumerate(sizes):
+            buckets.setdefault(bucket_size(w, h, resolution=r), []).append(i)
+        for members in buckets.values():
+            for start in range(0, len(members), batch):
+                chunk = members[start : start + batch]
+                out.append(chunk + [chunk[i % len(chunk)] for i in range(batch - len(chunk))])
+    return out

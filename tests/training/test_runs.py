@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.captions.schema import Style
-from app.export import profiles
+from app.export import config_yaml
 from app.training import runs
 from app.training.config import for_training
 from tests.training.runfolders import make_run
@@ -89,12 +89,12 @@ def test_why_it_died_in_one_sentence() -> None:
 
 
 def test_for_training_turns_sampling_on_and_keeps_every_save() -> None:
-    doc = profiles.training_config(
-        name="baroque", slug="baroque", folder_path="/x", trigger_word="bcs", resolution=1024,
-        steps=2500, profile="24gb", style=Style(aesthetics="dark"), samples_trigger="[trigger]",
-    )  # fmt: skip
-    exported = profiles.dump(doc)
-    assert "disable_sampling: true" in exported and "skip_first_sample: true" in exported
+    exported = config_yaml.write(
+        slug="baroque", resolution=1024, trigger_word="bcs", style=Style(aesthetics="dark"),
+        captions=[], sizes=[(1024, 1024)] * 30, folder_path="/x", profile="24gb",
+        placement="aesthetics",
+    ).text  # fmt: skip
+    assert "disable_sampling: true" in exported and "skip_first_sample: false" in exported
     text, plan = for_training(exported, save_every=500)
     assert (plan.steps, plan.save_every, plan.keep) == (2500, 500, 6)
     for line in (
@@ -105,10 +105,11 @@ def test_for_training_turns_sampling_on_and_keeps_every_save() -> None:
         "save_every: 500",
     ):
         assert line in text, line
-    assert "sampling is off" not in text
+    assert "sampling is off" not in text.lower()
+    assert "The guide's validation plan" in text and "every save when training from" in text
     assert text.count('"high_level_description"') == exported.count('"high_level_description"')
     cfg = runs.read_config(Path("/nowhere"), text)
-    assert cfg is not None and len(cfg.samples) == 15 and cfg.samples[0].multiplier == 0.5
+    assert cfg is not None and len(cfg.samples) == 63 and cfg.samples[0].multiplier == 0.5
 
 
 def test_gpu_memory_from_nvidia_smi_when_there_is_one(
