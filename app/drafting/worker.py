@@ -285,7 +285,17 @@ def main() -> None:
 
 
 def _listen(wake: threading.Event) -> None:
-    for _ in sys.stdin.buffer:
+    # From the file descriptor, not sys.stdin.buffer: a daemon thread blocked in a buffered
+    # read holds the buffer's lock, and the interpreter, finalizing after an idle exit,
+    # aborted on it ("_enter_buffered_busy", status -6). A raw read holds no lock.
+    fd = sys.stdin.fileno()
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
         wake.set()
     # End of input: the server stopped or died. Leave now; a job in flight stays claimed by
     # this pid, which the next worker sees is gone, and resumes it.
