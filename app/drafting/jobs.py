@@ -53,6 +53,8 @@ def create_job(
     image_ids: list[int] | None = None,
     overwrite_edited: bool = False,
     worker: str | None = None,
+    base_url: str | None = None,
+    trial: bool = False,
 ) -> DraftJob:
     """A queued job over the images the scope picks; refuses one with nothing to draft.
 
@@ -60,7 +62,7 @@ def create_job(
     A dataset has one active job at a time; a re-draft of chosen images may run beside it.
     """
     running = active_job(session, dataset=dataset)
-    if running is not None and scope != "selection":
+    if running is not None and scope != "selection" and not trial:
         raise Invalid(
             f"Drafting job {running.id} is still running for this dataset; wait or cancel it."
         )
@@ -90,6 +92,8 @@ def create_job(
         batch_size=batch_size,
         overwrite_edited=overwrite_edited,
         total=len(ids),
+        base_url=base_url,
+        trial=trial,
     )
     if worker is not None:
         job.status, job.worker = JobStatus.running, worker
@@ -133,13 +137,14 @@ def cancel_job(session: Session, job: DraftJob) -> DraftJob:
 
 
 def claim(session: Session, *, worker: str, job_id: int | None = None) -> DraftJob | None:
-    """Takes the oldest runnable job (or `job_id`): queued, or running in a dead process."""
+    """Takes the oldest runnable job (or `job_id`): queued, or running in a dead process.
+    A test of an engine (one image, a person waiting on it) goes before the others."""
     candidates = session.exec(
         select(DraftJob)
         .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
         .where(col(DraftJob.cancel_requested).is_(False))
         .where(DraftJob.id == job_id if job_id is not None else col(DraftJob.id) > 0)
-        .order_by(col(DraftJob.id))
+        .order_by(col(DraftJob.trial).desc(), col(DraftJob.id))
     ).all()
     for job in candidates:
         if job.status == JobStatus.running and job.worker != worker and _alive(job):
@@ -278,10 +283,11 @@ def pending_job_ids(session: Session) -> list[int]:
 
 
 def latest_jobs(session: Session, *, dataset: Dataset, limit: int = 5) -> list[DraftJob]:
+    """The dataset's newest jobs (the drafting card's tests of an engine left out)."""
     return list(
         session.exec(
             select(DraftJob)
-            .where(DraftJob.dataset_id == dataset.id)
+            .where(DraftJob.dataset_id == dataset.id, col(DraftJob.trial).is_(False))
             .order_by(col(DraftJob.id).desc())
             .limit(limit)
         )
@@ -291,7 +297,7 @@ def latest_jobs(session: Session, *, dataset: Dataset, limit: int = 5) -> list[D
 def active_job(session: Session, *, dataset: Dataset) -> DraftJob | None:
     return session.exec(
         select(DraftJob)
-        .where(DraftJob.dataset_id == dataset.id)
+        .where(DraftJob.dataset_id == dataset.id, col(DraftJob.trial).is_(False))
         .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
         .order_by(col(DraftJob.id).desc())
     ).first()

@@ -192,7 +192,7 @@ class JobRunner:
         self.open_engine = open_engine
         self.worker = jobs.worker_id()
         self._engine: Engine | None = None
-        self._engine_key: tuple[str, str, int] | None = None
+        self._engine_key: tuple[str, str, int, str | None] | None = None
 
     def run_one(self) -> bool:
         """Runs the oldest runnable job to its end; False when there was none."""
@@ -200,7 +200,7 @@ class JobRunner:
             job = jobs.claim(session, worker=self.worker)
             if job is None:
                 return False
-            job_id, key = job.id, (job.engine, job.model, job.batch_size)
+            job_id, key = job.id, (job.engine, job.model, job.batch_size, job.base_url)
         assert job_id is not None
         try:
             engine = self._engine_for(key)
@@ -223,14 +223,16 @@ class JobRunner:
             self._engine = None
         self.db.dispose()
 
-    def _engine_for(self, key: tuple[str, str, int]) -> Engine:
+    def _engine_for(self, key: tuple[str, str, int, str | None]) -> Engine:
         if self._engine is not None and self._engine_key == key:
             return self._engine
         if self._engine is not None:
             self._engine.close()
             self._engine = None
-        engine, model, batch = key
-        self._engine = self.open_engine(self.settings, engine=engine, model=model, batch_size=batch)
+        engine, model, batch, base_url = key
+        self._engine = self.open_engine(
+            self.settings, engine=engine, model=model, batch_size=batch, base_url=base_url
+        )
         self._engine_key = key
         leave_one_core = getattr(self._engine, "leave_one_core", None)
         if leave_one_core is not None and leave_one_core():

@@ -20,6 +20,7 @@ from app.captions.boxes import Box
 from app.captions.dialects import Dialect, read_official_text, read_submitted, to_official
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
 from app.captions.style_block import block_of, effective, field_states, save_block
+from app.drafting import choice
 from app.drafting.available import CPU_WARNING, runs_on_cpu
 from app.errors import Invalid
 from app.export import buckets, profiles
@@ -153,14 +154,15 @@ def _editor_block(
     )
     if not is_htmx(request):
         return see_other(f"/images/{image.id}{context['filter_query']}")
-    context["cpu_warning"] = _cpu_warning(request)
+    context["cpu_warning"] = _cpu_warning(request, session)
     return render(request, "image.html", context | extra, block="editor")
 
 
-def _cpu_warning(request: Request) -> str | None:
+def _cpu_warning(request: Request, session: Session) -> str | None:
     """The sentence beside "re-draft" when the local engine would draft on the CPU."""
     settings = get_settings(request)
-    cpu = runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device)
+    engine = choice.current(session, settings).engine  # the drafting card's, else the settings'
+    cpu = runs_on_cpu(engine=engine, device=settings.draft_device)
     return CPU_WARNING if cpu else None
 
 
@@ -178,7 +180,7 @@ def editor_page(
     context = editor_context(session, image, dataset, status=status, flag=flag)
     context["weak_notice"] = _weak_notice(session, dataset, weak)
     context["reviewed_notice"] = _reviewed_notice(session, dataset, reviewed)
-    context["cpu_warning"] = _cpu_warning(request)
+    context["cpu_warning"] = _cpu_warning(request, session)
     return render(request, "image.html", context)
 
 

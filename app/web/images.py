@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from app import datasets as ds
-from app.drafting import available, jobs
+from app.drafting import available, choice, jobs
 from app.errors import Invalid, NotFound
 from app.images import catalog, history, trash
 from app.images.decode import MIME_TYPES, render_thumbnail
@@ -266,13 +266,14 @@ def dataset_grid(
         **_trash_context(session, dataset),
         "link": link,
         "max_file_mb": settings.max_file_mb,
-        "draft_model": settings.draft_model,
         "draft_batch": settings.draft_batch,
         "active_job": active,
         "active_progress": jobs.progress(active) if active else None,
         "active_problems": problems_of(session, active) if active else [],
         "cpu_warning": available.CPU_WARNING
-        if available.runs_on_cpu(engine=settings.draft_engine, device=settings.draft_device)
+        if available.runs_on_cpu(
+            engine=choice.current(session, settings).engine, device=settings.draft_device
+        )
         else None,
     }
     # Only the grid's own refreshes and its boosted filter links swap the grid alone.
