@@ -59,7 +59,7 @@ def start(
         session,
         dataset=dataset,
         engine=engine,
-        model=body.model or chosen.model,
+        model=body.model or (chosen.model if engine == chosen.engine else settings.draft_model),
         batch_size=body.batch_size or settings.draft_batch,
         scope=body.scope,
         image_ids=body.image_ids,

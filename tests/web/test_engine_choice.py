@@ -303,3 +303,31 @@ def test_a_real_qwen3_vl_folder_is_recommended_and_can_be_chosen(tmp_path: Path,
     assert row is not None and "Qwen3-VL" in row.get_text()
     assert card.select_one("#draft-engine")["data-ready"] == "yes"
     assert "in its folder" in card.select_one("[data-readiness]").get_text()
+
+
+def test_the_cli_drafts_with_the_engine_chosen_on_the_card(tmp_path: Path, hub: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    fake = FakeServer("lmstudio", models=["qwen2-vl-7b"])
+    with serving(fake) as (url,):
+        with app_client(tmp_path) as client:
+            new_dataset(client, "Cli", images=2)
+            client.put(
+                "/api/draft/choice",
+                json={"engine": "openai", "model": "qwen2-vl-7b", "base_url": url},
+            )
+        env = {**os.environ, "ATELIER_DATA_DIR": str(tmp_path / "data")}
+        env.pop("ATELIER_DRAFT_ENGINE", None)
+        r = subprocess.run(
+            [sys.executable, "-m", "app", "draft", "--dataset", "Cli"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    assert r.returncode == 0, r.stderr
+    assert "with openai qwen2-vl-7b" in r.stderr
+    assert "2 drafted" in r.stdout
+    assert len(fake.requests) == 2
