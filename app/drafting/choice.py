@@ -100,10 +100,20 @@ def validate(
         )
     if len(model) > 500:
         raise Invalid("A model name is at most 500 characters.")
+    locked = settings.is_exposed or bool(settings.token)
     if kind == "openai":
-        return kind, model, normalise_url(base_url or "")
+        url = normalise_url(base_url or settings.draft_base_url)
+        # As with the trainer's program: a request that names what the server calls is the
+        # settings' business once Atelier is reachable with a token (no probing the network
+        # behind it through the drafting card).
+        if locked and url != normalise_url(settings.draft_base_url):
+            raise Invalid(
+                "Naming a drafting server on the page is off while Atelier is reachable with a "
+                "token; set ATELIER_DRAFT_BASE_URL instead (its models can be chosen here)."
+            )
+        return kind, model, url
     if available.is_folder_name(model):
-        if settings.is_exposed or settings.token:
+        if locked:
             raise Invalid(
                 "Loading a model from a folder named on the page is off while Atelier is "
                 "reachable with a token; set ATELIER_DRAFT_MODEL to the folder instead."

@@ -331,3 +331,22 @@ def test_the_cli_drafts_with_the_engine_chosen_on_the_card(tmp_path: Path, hub: 
     assert "with openai qwen2-vl-7b" in r.stderr
     assert "2 drafted" in r.stdout
     assert len(fake.requests) == 2
+
+
+def test_with_a_token_the_page_names_no_server_nor_folder(tmp_path: Path, hub: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with app_client(tmp_path, token="s3cret") as client:
+        client.headers["Authorization"] = "Bearer s3cret"
+        other = client.put(
+            "/api/draft/choice",
+            json={"engine": "openai", "model": "m", "base_url": "http://10.0.0.7:8000/v1"},
+        )
+        assert other.status_code == 422 and "ATELIER_DRAFT_BASE_URL" in other.json()["detail"]
+        local = client.put("/api/draft/choice", json={"engine": "local", "model": str(folder)})
+        assert local.status_code == 422 and "ATELIER_DRAFT_MODEL" in local.json()["detail"]
+        # The configured server's models can still be chosen, and any model in the cache.
+        same = client.put("/api/draft/choice", json={"engine": "openai", "model": "m"})
+        assert same.status_code == 200 and same.json()["base_url"] == "http://127.0.0.1:8001/v1"
+        assert client.get("/api/draft/choice").json()["from_page"] is True
