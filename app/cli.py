@@ -211,7 +211,10 @@ def draft(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Hugging Face id or local folder [default: ATELIER_DRAFT_MODEL]"),
+        typer.Option(
+            help="Hugging Face id or local folder [default: the model chosen on the drafting "
+            "card, else ATELIER_DRAFT_MODEL]"
+        ),
     ] = None,
     batch: Annotated[
         int | None,
@@ -236,7 +239,7 @@ def draft(
     from sqlmodel import Session
 
     from app import datasets as ds
-    from app.drafting import jobs, pipeline
+    from app.drafting import choice, jobs, pipeline
     from app.drafting.open_engine import open_engine
     from app.engines.interface import DraftError
     from app.images.store import content_store
@@ -245,22 +248,29 @@ def draft(
     worker = jobs.worker_id()
     with Session(db) as session:
         target = ds.find_dataset(session, dataset)
+        chosen = choice.current(session, settings)  # the drafting card's, else the settings'
+        kind = engine.value if engine else chosen.engine
         job = jobs.create_job(
             session,
             dataset=target,
-            engine=engine.value if engine else settings.draft_engine,
-            model=model or settings.draft_model,
+            engine=kind,
+            model=model or (chosen.model if kind == chosen.engine else settings.draft_model),
             batch_size=batch or settings.draft_batch,
             scope="all" if redraft else "uncaptioned",
             overwrite_edited=overwrite_edited,
             worker=worker,
+            base_url=chosen.base_url if kind == "openai" and chosen.from_page else None,
         )
         job_id, total = job.id, job.total
         assert job_id is not None
     typer.echo(f"job {job_id}: drafting {total} image(s) with {job.engine} {job.model}", err=True)
     try:
         drafter = open_engine(
-            settings, engine=job.engine, model=job.model, batch_size=job.batch_size
+            settings,
+            engine=job.engine,
+            model=job.model,
+            batch_size=job.batch_size,
+            base_url=job.base_url,
         )
     except DraftError as e:
         jobs.mark_failed(db, job_id, e.message)

@@ -218,9 +218,40 @@ class DraftJob(SQLModel, table=True):
     # with them, for an image of reference shape (app/engines/prompt.py reference_prompt):
     # the draft report compares drafts per prompt. Empty for jobs older than the column.
     prompt: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    # The openai engine's server(s), as chosen on the drafting card; None: the settings'.
+    base_url: str | None = Field(default=None, max_length=2000)
+    # A test of the engine on one image: its draft is kept in the item, not saved as a caption.
+    trial: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class DraftChoice(SQLModel, table=True):
+    """The drafting engine chosen on the drafting card, for the whole app (one row, id 1):
+    it overrides ATELIER_DRAFT_ENGINE, _MODEL and _BASE_URL until set back to them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    engine: str = Field(max_length=20)
+    model: str = Field(max_length=500)
+    base_url: str | None = Field(default=None, max_length=2000)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ImportRecord(SQLModel, table=True):
+    """One import into a dataset (a folder, or one request of an upload) and its report, for
+    the dataset's import history."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", ondelete="CASCADE", index=True)
+    origin: str = Field(max_length=20)  # "folder" (the CLI) or "upload"
+    # The requests of one browser upload share this (the page sends files in batches).
+    upload: str | None = Field(default=None, max_length=64)
+    imported: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    report: str  # the report as JSON, as the upload route answered it
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class DraftItem(SQLModel, table=True):

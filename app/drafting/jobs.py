@@ -54,6 +54,8 @@ def create_job(
     image_ids: list[int] | None = None,
     overwrite_edited: bool = False,
     worker: str | None = None,
+    base_url: str | None = None,
+    trial: bool = False,
 ) -> DraftJob:
     """A queued job over the images the scope picks; refuses one with nothing to draft.
 
@@ -61,7 +63,7 @@ def create_job(
     A dataset has one active job at a time; a re-draft of chosen images may run beside it.
     """
     running = active_job(session, dataset=dataset)
-    if running is not None and scope != "selection":
+    if running is not None and scope != "selection" and not trial:
         raise Invalid(
             f"Drafting job {running.id} is still running for this dataset; wait or cancel it."
         )
@@ -94,6 +96,8 @@ def create_job(
         prompt=reference_prompt(
             style_block=block_of(dataset), instructions=dataset.draft_instructions
         ),
+        base_url=base_url,
+        trial=trial,
     )
     if worker is not None:
         job.status, job.worker = JobStatus.running, worker
@@ -137,13 +141,14 @@ def cancel_job(session: Session, job: DraftJob) -> DraftJob:
 
 
 def claim(session: Session, *, worker: str, job_id: int | None = None) -> DraftJob | None:
-    """Takes the oldest runnable job (or `job_id`): queued, or running in a dead process."""
+    """Takes the oldest runnable job (or `job_id`): queued, or running in a dead process.
+    A test of an engine (one image, a person waiting on it) goes before the others."""
     candidates = session.exec(
         select(DraftJob)
         .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
         .where(col(DraftJob.cancel_requested).is_(False))
         .where(DraftJob.id == job_id if job_id is not None else col(DraftJob.id) > 0)
-        .order_by(col(DraftJob.id))
+        .order_by(col(DraftJob.trial).desc(), col(DraftJob.id))
     ).all()
     for job in candidates:
         if job.status == JobStatus.running and job.worker != worker and _alive(job):
@@ -285,10 +290,11 @@ def cancel_dataset_jobs(session: Session, *, dataset: Dataset) -> list[DraftJob]
 
 
 def latest_jobs(session: Session, *, dataset: Dataset, limit: int = 5) -> list[DraftJob]:
+    """The dataset's newest jobs (the drafting card's tests of an engine left out)."""
     return list(
         session.exec(
             select(DraftJob)
-            .where(DraftJob.dataset_id == dataset.id)
+            .where(DraftJob.dataset_id == dataset.id, col(DraftJob.trial).is_(False))
             .order_by(col(DraftJob.id).desc())
             .limit(limit)
         )
@@ -298,7 +304,7 @@ def latest_jobs(session: Session, *, dataset: Dataset, limit: int = 5) -> list[D
 def active_job(session: Session, *, dataset: Dataset) -> DraftJob | None:
     return session.exec(
         select(DraftJob)
-        .where(DraftJob.dataset_id == dataset.id)
+        .where(DraftJob.dataset_id == dataset.id, col(DraftJob.trial).is_(False))
         .where(col(DraftJob.status).in_([JobStatus.queued, JobStatus.running]))
         .order_by(col(DraftJob.id).desc())
     ).first()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.config import Settings
+from app.drafting.available import guess_convention
 from app.engines.interface import Engine, engine_name
 from app.engines.openai_engine import OpenAIEngine
 from app.engines.schema import DraftLimits, token_budget
@@ -26,6 +27,7 @@ def open_engine(
     engine: str | None = None,
     model: str | None = None,
     batch_size: int | None = None,
+    base_url: str | None = None,
 ) -> Engine:
     """The engine the settings (or the caller's choices) describe, loaded and ready."""
     kind = engine_name(engine or settings.draft_engine)
@@ -35,10 +37,11 @@ def open_engine(
     if kind == "openai":
         temperature = settings.draft_temperature
         return OpenAIEngine(
-            base_url=settings.draft_base_url,
+            base_url=base_url or settings.draft_base_url,
             model=model_id,
             api_key=settings.draft_api_key,
-            convention=settings.draft_box_convention or "qwen2vl",
+            # Unset: read from the model's name as the server spells it (qwen2.5vl:7b).
+            convention=settings.draft_box_convention or guess_convention(model_id),
             batch_size=batch,  # 0: twice what the servers take at once
             in_flight=settings.draft_in_flight,
             max_new_tokens=max_new_tokens(settings),

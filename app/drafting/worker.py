@@ -192,7 +192,7 @@ class JobRunner:
         self.open_engine = open_engine
         self.worker = jobs.worker_id()
         self._engine: Engine | None = None
-        self._engine_key: tuple[str, str, int] | None = None
+        self._engine_key: tuple[str, str, int, str | None] | None = None
 
     def run_one(self) -> bool:
         """Runs the oldest runnable job to its end; False when there was none."""
@@ -200,7 +200,7 @@ class JobRunner:
             job = jobs.claim(session, worker=self.worker)
             if job is None:
                 return False
-            job_id, key = job.id, (job.engine, job.model, job.batch_size)
+            job_id, key = job.id, (job.engine, job.model, job.batch_size, job.base_url)
         assert job_id is not None
         try:
             engine = self._engine_for(key)
@@ -223,14 +223,16 @@ class JobRunner:
             self._engine = None
         self.db.dispose()
 
-    def _engine_for(self, key: tuple[str, str, int]) -> Engine:
+    def _engine_for(self, key: tuple[str, str, int, str | None]) -> Engine:
         if self._engine is not None and self._engine_key == key:
             return self._engine
         if self._engine is not None:
             self._engine.close()
             self._engine = None
-        engine, model, batch = key
-        self._engine = self.open_engine(self.settings, engine=engine, model=model, batch_size=batch)
+        engine, model, batch, base_url = key
+        self._engine = self.open_engine(
+            self.settings, engine=engine, model=model, batch_size=batch, base_url=base_url
+        )
         self._engine_key = key
         if self._engine.leave_one_core():
             # Drafting on the CPU is batch work that would take every core: it runs only when
@@ -284,7 +286,17 @@ def main() -> None:
 
 
 def _listen(wake: threading.Event) -> None:
-    for _ in sys.stdin.buffer:
+    # From the file descriptor, not sys.stdin.buffer: a daemon thread blocked in a buffered
+    # read holds the buffer's lock, and the interpreter, finalizing after an idle exit,
+    # aborted on it ("_enter_buffered_busy", status -6). A raw read holds no lock.
+    fd = sys.stdin.fileno()
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
         wake.set()
     # End of input: the server stopped or died. Leave now; a job in flight stays claimed by
     # this pid, which the next worker sees is gone, and resumes it.

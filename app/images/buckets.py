@@ -39,6 +39,22 @@ def is_low_resolution(width: Any, height: Any, *, resolution: int) -> Any:
     return width * height < resolution * resolution
 
 
+# The smallest training resolution a profile writes (profiles.py: 512/768/1024 buckets).
+SMALLEST_RESOLUTION = 512
+
+
+def smallest_bucket(resolution: int) -> int:
+    """The side of the smallest square bucket a dataset trained at `resolution` trains in."""
+    return min(resolution, SMALLEST_RESOLUTION)
+
+
+def is_unusable(width: int, height: int, *, resolution: int) -> bool:
+    """Whether the image is smaller than the smallest training bucket: the trainer would
+    upscale it, and its blur is what the LoRA would learn."""
+    side = smallest_bucket(resolution)
+    return width * height < side * side
+
+
 def bucket_size(
     width: int, height: int, *, resolution: int, divisibility: int = DIVISIBILITY
 ) -> tuple[int, int]:

@@ -236,34 +236,6 @@ def images_of(session: Session, *, dataset: Dataset, image_ids: list[int]) -> li
     return [found[i] for i in image_ids]
 
 
-def annotate_import(session: Session, *, dataset: Dataset, report: dict) -> dict:
-    """The import report with each imported image's flags named: its near-duplicates (by
-    file name), whether it trains at a low resolution, whether its boxes are ambiguous."""
-    ids = [o["image_id"] for o in report["imported"] if o.get("image_id")]
-    pair_ids = {i for p in report["near_duplicates"] for i in (p["image_a_id"], p["image_b_id"])}
-    images = {
-        i.id: i for i in session.exec(select(Image).where(col(Image.id).in_(set(ids) | pair_ids)))
-    }
-    near: dict[int, list[str]] = {}
-    for p in report["near_duplicates"]:
-        a, b = images.get(p["image_a_id"]), images.get(p["image_b_id"])
-        if a is not None and b is not None:
-            near.setdefault(p["image_a_id"], []).append(b.filename)
-            near.setdefault(p["image_b_id"], []).append(a.filename)
-    for row in report["imported"]:
-        image = images.get(row.get("image_id"))  # type: ignore[arg-type]
-        if image is None:
-            continue
-        row["near_duplicate_of"] = near.get(image.id or 0, [])
-        row["low_resolution"] = bool(
-            is_low_resolution(image.width, image.height, resolution=dataset.resolution)
-        )
-        row["ambiguous_boxes"] = image.boxes_ambiguous
-        row["width"], row["height"] = image.width, image.height
-    report["resolution"] = dataset.resolution
-    return report
-
-
 @dataclass(frozen=True)
 class BulkResult:
     changed: int

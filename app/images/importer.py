@@ -18,6 +18,8 @@ from sqlmodel import Session, select
 from app.captions.dialects import BoxFormat
 from app.captions.sidecars import read_sidecars
 from app.config import Settings
+from app.images import history
+from app.images.buckets import is_low_resolution, is_unusable, smallest_bucket
 from app.images.decode import Decoded, FileLimits, Refused, decode_file
 from app.images.decode_pool import decode_pool
 from app.images.duplicates import close_pairs
@@ -27,6 +29,7 @@ from app.images.transparency import transparency_effect
 from app.models import Dataset, Image, NearDuplicate, utcnow
 
 Result = Literal["imported", "duplicate", "refused"]
+ImportOrigin = Literal["folder", "upload"]
 ProgressFn = Callable[[int, int], None]
 
 
@@ -42,12 +45,22 @@ class Outcome:
     caption: str | None = None  # what became of the sidecar: read, or kept raw and why
     transparent_share: float | None = None  # of the pixels, where any is not fully opaque
     transparency: str | None = None  # what the trainer will see there, in a sentence
+    # An imported image's size and what the grid will flag on it, as imported.
+    width: int | None = None
+    height: int | None = None
+    byte_size: int | None = None
+    low_resolution: bool | None = None
+    unusable: bool | None = None  # smaller than the smallest training bucket
+    ambiguous_boxes: bool | None = None
+    near_duplicate_of: list[str] | None = None
 
 
 @dataclass
 class ImportReport:
     outcomes: list[Outcome] = field(default_factory=list)
     near_duplicates: list[tuple[int, int, int]] = field(default_factory=list)
+    resolution: int | None = None  # the dataset's, when imported: what the flags measured
+    record_id: int | None = None  # its row in the dataset's import history
 
     def of(self, result: Result) -> list[Outcome]:
         return [o for o in self.outcomes if o.result == result]
@@ -57,13 +70,17 @@ class ImportReport:
             return {k: v for k, v in vars(o).items() if v is not None and k != "result"}
 
         return {
+            # Refused first: what needs the user's attention before what went well.
+            "refused": [row(o) for o in self.of("refused")],
             "imported": [row(o) for o in self.of("imported")],
             "duplicates": [row(o) for o in self.of("duplicate")],
-            "refused": [row(o) for o in self.of("refused")],
             "near_duplicates": [
                 {"image_a_id": a, "image_b_id": b, "distance": d}
                 for a, b, d in self.near_duplicates
             ],
+            "resolution": self.resolution,
+            "smallest_bucket": smallest_bucket(self.resolution) if self.resolution else None,
+            "record_id": self.record_id,
         }
 
 
@@ -93,8 +110,11 @@ def import_sources(
     skipped: Sequence[Skipped] = (),
     progress: ProgressFn | None = None,
     bbox_format: BoxFormat | None = None,
+    origin: ImportOrigin = "folder",
+    upload: str | None = None,
 ) -> ImportReport:
-    """Decodes every source, then records the accepted ones in one transaction.
+    """Decodes every source, then records the accepted ones in one transaction, and the
+    report in the dataset's import history (`upload` groups the batches of one upload).
 
     Caption files are read into first revisions; `bbox_format` declares how to read boxes
     whose coordinates all lie within 0..1000 (see app/captions/sidecars.py).
@@ -103,6 +123,10 @@ def import_sources(
     with store.importing():
         report = _import(session, settings, dataset, sources, progress, bbox_format, store)
     report.outcomes = [Outcome(s.filename, "refused", s.reason) for s in skipped] + report.outcomes
+    report.resolution = dataset.resolution
+    report.record_id = history.record(
+        session, dataset=dataset, report=report.as_dict(), origin=origin, upload=upload
+    )
     return report
 
 
@@ -198,6 +222,15 @@ def _record(
             sidecar=source.sidecar.ext if source.sidecar else None,
             transparent_share=result.transparent or None,
             transparency=transparency_effect(result.transparent) if result.transparent else None,
+            width=result.width,
+            height=result.height,
+            byte_size=result.byte_size,
+            low_resolution=is_low_resolution(
+                result.width, result.height, resolution=dataset.resolution
+            ),
+            unusable=is_unusable(result.width, result.height, resolution=dataset.resolution),
+            ambiguous_boxes=False,
+            near_duplicate_of=[],
         )
         batch_shas[result.sha256] = outcome
         report.outcomes.append(outcome)
@@ -212,6 +245,7 @@ def _record(
         for outcome, image in new_rows:
             if image.caption_raw is None:
                 continue
+            outcome.ambiguous_boxes = image.boxes_ambiguous
             if image.id in read.unreadable:
                 outcome.caption = f"kept raw, not read: {read.unreadable[image.id]}"
             elif image.boxes_ambiguous:
@@ -224,18 +258,25 @@ def _record(
 
     if new_rows:
         new_ids = {img.id for _, img in new_rows}
-        older = [
-            (i, h)
-            for i, h in session.exec(
-                select(Image.id, Image.phash).where(Image.dataset_id == dataset.id)
-            )
-            if i not in new_ids
-        ]
+        names = {img.id: img.filename for _, img in new_rows}
+        older = []
+        for i, h, name in session.exec(
+            select(Image.id, Image.phash, Image.filename).where(Image.dataset_id == dataset.id)
+        ):
+            if i not in new_ids:
+                older.append((i, h))
+                names[i] = name
         report.near_duplicates = close_pairs(
             [(img.id, img.phash) for _, img in new_rows],  # type: ignore[misc]
             older,  # type: ignore[arg-type]
             max_distance=settings.near_duplicate_distance,
         )
+        by_id = {img.id: outcome for outcome, img in new_rows}
+        for a, b, _ in report.near_duplicates:
+            for this, other in ((a, b), (b, a)):
+                if this in by_id:
+                    near = by_id[this].near_duplicate_of or []
+                    by_id[this].near_duplicate_of = [*near, names[other]]
         for a, b, d in report.near_duplicates:
             session.add(
                 NearDuplicate(dataset_id=dataset.id, image_a_id=a, image_b_id=b, distance=d)

@@ -21,6 +21,7 @@ from app.captions.boxes import Box
 from app.captions.dialects import Dialect, read_official_text, read_submitted, to_official
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
 from app.captions.style_block import block_of, effective, field_states, save_block
+from app.drafting import choice
 from app.drafting.available import cpu_warning
 from app.errors import Invalid
 from app.export import profiles
@@ -170,8 +171,15 @@ def _editor_block(
     )
     if not is_htmx(request):
         return see_other(f"/images/{image.id}{context['filter_query']}")
-    context["cpu_warning"] = cpu_warning(get_settings(request))
+    context["cpu_warning"] = _cpu_warning(request, session)
     return render(request, "image.html", context | extra, block="editor")
+
+
+def _cpu_warning(request: Request, session: Session) -> str | None:
+    """The sentence beside "re-draft" when the local engine would draft on the CPU."""
+    settings = get_settings(request)
+    # The drafting card's engine, else the settings'.
+    return cpu_warning(settings, choice.current(session, settings).engine)
 
 
 @router.get("/images/{image_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -189,7 +197,7 @@ def editor_page(
     context = editor_context(session, image, dataset, status=status, flag=flag, sort=sort)
     context["weak_notice"] = _weak_notice(session, dataset, weak)
     context["reviewed_notice"] = _reviewed_notice(session, dataset, reviewed)
-    context["cpu_warning"] = cpu_warning(get_settings(request))
+    context["cpu_warning"] = _cpu_warning(request, session)
     return render(request, "image.html", context)
 
 

@@ -16,9 +16,9 @@ from sqlmodel import Session
 
 from app import datasets as ds
 from app.captions.doubts import UNSURE_BELOW
-from app.drafting import available, jobs
+from app.drafting import available, choice, jobs
 from app.errors import Invalid, NotFound
-from app.images import catalog, trash
+from app.images import catalog, history, trash
 from app.images.decode import MIME_TYPES, render_thumbnail
 from app.images.trash import TRASH_DAYS
 from app.models import CaptionStatus, Dataset, Flag
@@ -103,15 +103,26 @@ def upload_images(
     dataset_id: int,
     session: SessionDep,
     settings: SettingsDep,
+    upload: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Names the upload these files are a batch of: the import history "
+            "shows its batches as one import",
+        ),
+    ] = None,
 ) -> dict:
-    """Imports the uploaded files; says per file what was imported, duplicate or refused.
+    """Imports the uploaded files; says per file what was imported, duplicate or refused
+    (refused first), each imported image's size and flags; kept in the import history.
 
     413 when a file passes ATELIER_MAX_FILE_MB or the request ATELIER_MAX_UPLOAD_MB: reading
     stops there and nothing of the request is imported."""
     dataset = ds.get_dataset(session, dataset_id)
     with received_files(request, settings=settings) as files:
-        report = import_uploads(session, settings=settings, dataset=dataset, files=files)
-    return catalog.annotate_import(session, dataset=dataset, report=report.as_dict())
+        report = import_uploads(
+            session, settings=settings, dataset=dataset, files=files, upload=upload
+        )
+    return report.as_dict()
 
 
 @router.get("/api/images/{image_id}", tags=["api"], response_model=ImageOut)
@@ -263,12 +274,11 @@ def dataset_grid(
         **_trash_context(session, dataset),
         "link": link,
         "max_file_mb": settings.max_file_mb,
-        "draft_model": settings.draft_model,
         "draft_batch": settings.draft_batch,
         "active_job": active,
         "active_progress": jobs.progress(active) if active else None,
         "active_problems": problems_of(session, active) if active else [],
-        "cpu_warning": available.cpu_warning(settings),
+        "cpu_warning": available.cpu_warning(settings, choice.current(session, settings).engine),
         "train": train_defaults(session, settings),
     }
     # Only the grid's own refreshes and its boosted filter links swap the grid alone.
@@ -350,8 +360,31 @@ def import_form(
     dataset = ds.get_dataset(session, dataset_id)
     with received_files(request, settings=settings) as files:
         report = import_uploads(session, settings=settings, dataset=dataset, files=files)
-    annotated = catalog.annotate_import(session, dataset=dataset, report=report.as_dict())
-    return render(request, "import_report.html", {"dataset": dataset, "report": annotated})
+    return render(request, "import_report.html", {"dataset": dataset, "report": report.as_dict()})
+
+
+@router.get("/api/datasets/{dataset_id}/imports", tags=["api"])
+def api_imports(dataset_id: int, session: SessionDep) -> list[dict]:
+    """The dataset's import history, newest first: each import's report as it was answered
+    (an upload's batches merged into one)."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return [
+        {"created_at": i.created_at, "origin": i.origin} | i.report
+        for i in history.imports(session, dataset=dataset)
+    ]
+
+
+@router.get("/datasets/{dataset_id}/imports", response_class=HTMLResponse, include_in_schema=False)
+def page_imports(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    upload: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """The dataset's import history: every import's report, refused files first."""
+    dataset = ds.get_dataset(session, dataset_id)
+    found = history.imports(session, dataset=dataset, upload=upload)
+    return render(request, "import_history.html", {"dataset": dataset, "imports": found})
 
 
 def _back(request: Request, back: str, dataset_id: int) -> Response:

@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from app.config import Settings
 from app.errors import Invalid, UserError
 from app.images.importer import ImportReport, import_sources
-from app.images.sources import MAX_SIDECAR_BYTES, SIDECAR_SUFFIXES, Sidecar, Skipped, Source
+from app.images.sources import MAX_SIDECAR_BYTES, caption_from_bytes, is_caption_name, pair
 from app.models import Dataset
 
 # The body's own parts beside the files: the form's field names, a boundary, headers.
@@ -123,7 +123,7 @@ class _Receiver:
         n = len(self.parts) - 1
         text = raw.decode("utf-8", "replace").replace("\\", "/")
         part.filename = Path(text).name or f"file-{n}"
-        if Path(part.filename).suffix.lower() not in SIDECAR_SUFFIXES:
+        if not is_caption_name(part.filename):
             part.path = self.folder / f"{n:06d}{Path(part.filename).suffix.lower()[:10]}"
             part.out = part.path.open("wb")
 
@@ -220,31 +220,26 @@ def received_files(request: Request, *, settings: Settings) -> Iterator[list[Rec
 
 
 def import_uploads(
-    session: Session, *, settings: Settings, dataset: Dataset, files: list[Received]
+    session: Session,
+    *,
+    settings: Settings,
+    dataset: Dataset,
+    files: list[Received],
+    upload: str | None = None,
 ) -> ImportReport:
-    """Pairs the received captions with their images by name, and imports them."""
-    by_stem: dict[str, Sidecar] = {}
-    images: list[tuple[Path, str]] = []
-    skipped: list[Skipped] = []
-    for received in files:
-        name = received.filename
-        if received.path is None:
-            raw = received.data or b""
-            if len(raw) > MAX_SIDECAR_BYTES:
-                skipped.append(Skipped(name, "the caption file is over 1 MB"))
-                continue
-            stem, suffix = Path(name).stem, Path(name).suffix.lower()
-            if stem not in by_stem or suffix == ".json":
-                by_stem[stem] = Sidecar(raw.decode("utf-8-sig", errors="replace"), suffix[1:])
-            continue
-        images.append((received.path, name))
-    sources = [Source(path, name, by_stem.pop(Path(name).stem, None)) for path, name in images]
-    skipped += [
-        Skipped(f"{stem}.{sc.ext}", "a caption file with no image of the same name")
-        for stem, sc in by_stem.items()
-    ]
+    """Pairs the received captions with their images (app/images/sources.py's one rule), and
+    imports them; `upload` names the upload this request is a batch of, for the history."""
+    images = [(r.path, r.filename) for r in files if r.path is not None]
+    captions = [caption_from_bytes(r.filename, r.data or b"") for r in files if r.path is None]
+    sources, skipped = pair(images, captions)
     return import_sources(
-        session, settings=settings, dataset=dataset, sources=sources, skipped=skipped
+        session,
+        settings=settings,
+        dataset=dataset,
+        sources=sources,
+        skipped=skipped,
+        origin="upload",
+        upload=upload,
     )
 
 

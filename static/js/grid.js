@@ -70,7 +70,11 @@
 
   // A grid swapped in by a filter, a search or a refresh starts with nothing selected, and
   // the search form (outside it) searches within the grid's filter from then on.
-  document.addEventListener("htmx:load", () => {
+  // Only the grid's own swaps: another region loading (the drafting card comes after the
+  // page) must not drop the anchor of a shift-click in progress.
+  document.addEventListener("htmx:load", (e) => {
+    const target = e.target;
+    if (!(target.matches && (target.matches("[data-grid]") || target.querySelector("[data-grid]")))) return;
     last = null;
     update();
     const grid = document.querySelector("[data-grid]");

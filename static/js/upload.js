@@ -85,24 +85,35 @@
     });
   }
 
+  // Refused files go above everything else, where the eye lands first.
   function line(list, cls, text) {
     const li = document.createElement("li");
     li.className = cls;
     li.textContent = text;  // never innerHTML: file names are user data
-    list.appendChild(li);
+    const firstOther = cls === "refused" ? list.querySelector(":scope > li:not(.refused)") : null;
+    list.insertBefore(li, firstOther);
+  }
+
+  function newUploadId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
   }
 
   // What the server flagged on an imported image, in the words of the grid's badges.
-  function importFlags(o, resolution) {
+  function importFlags(o, resolution, smallest) {
     const out = [];
     for (const other of o.near_duplicate_of || []) out.push(`near-duplicate of ${other}`);
-    if (o.low_resolution) out.push(`low resolution (${o.width}×${o.height}: trains below ${resolution} px)`);
+    if (o.unusable) out.push(`unusable for training (${o.width}×${o.height} is smaller than the smallest training bucket, ${smallest}×${smallest} px: the trainer would upscale it; trash it or import a larger copy)`);
+    else if (o.low_resolution) out.push(`low resolution (${o.width}×${o.height}: trains below ${resolution} px)`);
     if (o.ambiguous_boxes) out.push("boxes could be 0..1000 or pixels: choose on the dataset page");
     return out;
   }
 
   async function upload(root, files) {
-    const url = root.dataset.url;
+    // The batches of one upload share an id: the import history shows them as one import.
+    const uploadId = newUploadId();
+    const url = `${root.dataset.url}?upload=${encodeURIComponent(uploadId)}`;
+    const historyLink = root.querySelector("[data-upload-history]");
     const maxBytes = Number(root.dataset.maxFileMb) * 1024 * 1024;
     const bar = root.querySelector("[data-progress]");
     const status = root.querySelector("[data-upload-status]");
@@ -139,7 +150,7 @@
         tally.imported++;
         const note = o.caption && o.caption !== "read" ? ` (${o.caption})` : "";
         if (o.ambiguous_boxes || note.includes("could be 0..1000 or pixels")) tally.undecided++;
-        const flags = importFlags(o, res.body.resolution);
+        const flags = importFlags(o, res.body.resolution, res.body.smallest_bucket);
         line(report, flags.length ? "imported flagged" : "imported",
           `${o.filename}: imported${o.sidecar ? ` with its .${o.sidecar} caption${note}` : ""}` +
           flags.map((f) => ` · ${f}`).join(""));
@@ -153,6 +164,10 @@
     status.textContent = `Done: ${tally.imported} imported, ${tally.duplicates} duplicate, ${tally.refused} refused` +
       (tally.near ? `, ${tally.near} near-duplicate pair(s) flagged` : "") + "." +
       (tally.undecided ? ` The boxes of ${tally.undecided} caption file(s) could be 0..1000 or pixels: open the dataset to choose; until then the export refuses them.` : "");
+    if (historyLink) {
+      historyLink.href = `${root.dataset.historyUrl}?upload=${encodeURIComponent(uploadId)}`;
+      historyLink.hidden = false;
+    }
     if (window.htmx) window.htmx.trigger(document.body, "imagesImported");
   }
 

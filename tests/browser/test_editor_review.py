@@ -318,10 +318,11 @@ def test_a_failed_redraft_is_a_dismissible_notice_below_the_toolbar(tmp_path: Pa
         height = bar.bounding_box()["height"]
         assert page.locator("[data-cpu-warning]").count() == 0  # a server drafts, not the CPU
         page.click("form[action$='/draft'] button")
-        failed = page.locator("#redraft-status .error")
+        failed = page.locator("#redraft-status [data-engine-not-ready]")
         failed.wait_for(timeout=60_000)
-        assert failed.inner_text().startswith("Not re-drafted:")
-        assert len(failed.inner_text()) > len("Not re-drafted: ")
+        # The engine is checked before any job: the server's absence is said at once.
+        assert failed.inner_text().startswith("Cannot re-draft:")
+        assert "cannot be reached" in failed.inner_text()
         # Below the toolbar, which stays one line.
         assert page.locator(".editor-bar #redraft-status").count() == 0
         assert bar.bounding_box()["height"] == height

@@ -153,13 +153,13 @@ def test_upload_report_names_flags_and_the_banner_comes_without_reload(
     assert page.locator("[data-near-duplicates]").count() == 0
     original = f.jpeg(tmp_path / "a.jpg", 11)
     copy = f.near_copy(original, tmp_path / "b.jpg")
-    small = f.jpeg(tmp_path / "small.jpg", 12, (500, 400))
+    small = f.jpeg(tmp_path / "small.jpg", 12, (700, 500))
     page.set_input_files("[data-file-input]", [str(original), str(copy), str(small)])
     page.locator("[data-near-duplicates]").wait_for(timeout=30_000)
     lines = page.locator("[data-upload-report] li").all_inner_texts()
     assert any("b.jpg: imported · near-duplicate of a.jpg" in t for t in lines), lines
     assert any("a.jpg: imported · near-duplicate of b.jpg" in t for t in lines), lines
-    assert any("small.jpg: imported" in t and "low resolution (500×400" in t for t in lines)
+    assert any("small.jpg: imported" in t and "low resolution (700×500" in t for t in lines)
 
 
 def test_find_and_replace_marks_the_match_and_an_invalid_regex_clears_the_result(
@@ -264,7 +264,7 @@ def test_drafting_card_warns_keeps_a_failed_job_and_lists_models_on_disk(
     page.locator("details.draft > summary").click()
     assert page.locator("#draft-job[data-job-status=failed]").is_visible()
     page.locator("[data-models-on-disk]").wait_for(state="attached", timeout=15_000)
-    assert page.locator(f"#draft-models option[value='{folder}']").count() == 1
+    assert page.locator(f"[data-models-on-disk] tr[data-model='{folder}']").count() == 1
     page.locator("[data-dismiss-job]").click()
     page.locator("#draft-job[data-job-status]").wait_for(state="detached", timeout=15_000)
     page.reload()

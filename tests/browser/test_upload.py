@@ -38,6 +38,8 @@ def test_choose_files_uploads_with_progress(page, live_server: str, tmp_path: Pa
     assert (
         report.filter(has_text="fake.png: refused, it is an HTML page, not an image").count() == 1
     )
+    # Refused in the second batch, listed first all the same (and kept: see the end).
+    assert report.first.inner_text().startswith("fake.png: refused")
     # The grid and the drafting card's count refreshed themselves through the htmx event,
     # thumbnails loaded.
     uncaptioned.filter(has_text="19 without").wait_for()
@@ -47,6 +49,11 @@ def test_choose_files_uploads_with_progress(page, live_server: str, tmp_path: Pa
         "[...document.querySelectorAll('ul.grid img')].slice(0, 4)"
         ".every(i => i.complete && i.naturalWidth > 0)"
     )
+    page.locator("[data-upload-history]").click()
+    page.wait_for_url("**/imports?upload=*")
+    kept = page.locator("[data-import] .report li")
+    assert kept.first.inner_text().startswith("fake.png: refused")
+    assert kept.count() == 21
 
 
 def test_drop_files_on_zone(page, live_server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -36,10 +36,10 @@ def test_the_card_lists_each_server_s_models_and_says_which_cannot(tmp_path: Pat
     assert options == ["Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5vl:7b"]
     assert api["engine"] == "openai" and api["models"] == options
     assert [s["url"] for s in api["servers"]] == [*urls, gone]
-    # The dataset page loads that line, and its model field offers the list.
+    # The dataset page loads that line, and the card's server model field offers the list.
     form = BeautifulSoup(card, "html.parser")
-    assert form.select_one('[hx-get="/draft/engine"]') is not None
-    assert form.select_one('input[name="model"]')["list"] == "draft-models"
+    assert form.select_one(f'[hx-get="/draft/engine?dataset_id={dataset}"]') is not None
+    assert html.select_one('input[name="server_model"]')["list"] == "draft-models"
 
 
 def test_the_local_engine_says_where_it_runs(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_the_local_engine_says_where_it_runs(tmp_path: Path) -> None:
     line = BeautifulSoup(html, "html.parser").select_one("#draft-engine")
     assert line is not None and line["data-engine"] == "local"
     assert "on this machine" in line.get_text()
-    assert "draft-models" not in html
+    assert BeautifulSoup(html, "html.parser").select_one("datalist#draft-models") is None
 
 
 def test_a_job_shows_each_server_s_progress(tmp_path: Path) -> None:

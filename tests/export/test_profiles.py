@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from app.export import profiles
 from tests.export import trainer_model as trainer
-from tests.images.test_buckets import png
 from tests.export.test_export import export
+from tests.images.test_buckets import png
 
 # Bucket sizes of a set of paintings: mostly 4:3 and 3:4, a few squares, two odd ones.
 SIZES = [(1200, 900)] * 5 + [(900, 1200)] * 4 + [(1000, 1000)] * 3 + [(1600, 800), (700, 1400)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,61 @@ def test_collect_garbage_takes_orphans_at_once_unless_an_import_is_in_flight(
     record.write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid, "started": 0}))
     assert catalog.collect_garbage(session, store=store) == 1
     assert store.all_blob_shas() == set() and not record.exists()
+
+
+def test_import_refuses_symlinked_caption_files(
+    tmp_path: Path, session: Session, settings: Settings
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("SECRET_FROM_OUTSIDE")
+    folder = tmp_path / "in"
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        f.png(folder / f"{name}.png", i)
+    (folder / "a.txt").write_text("a lantern, oil on panel")
+    (folder / "b.txt").symlink_to(outside)
+    (folder / "c.txt").symlink_to("/proc/self/environ")
+    (folder / "d.txt").symlink_to(folder / "a.txt")  # a link inside the folder is fine
+    dataset = ds.create_dataset(session, name="Links")
+    report = run_import(session, settings, dataset, [folder])
+    raw = {i.filename: i.caption_raw for i in session.exec(select(Image))}
+    assert raw == {
+        "a.png": "a lantern, oil on panel",
+        "b.png": None,
+        "c.png": None,
+        "d.png": "a lantern, oil on panel",
+    }
+    refused = {o.filename: o.reason for o in report.of("refused")}
+    assert set(refused) == {"b.txt", "c.txt"}
+    assert all("outside the imported folder" in r for r in refused.values())  # type: ignore[operator]
+    # One image named on the command line: its caption link is refused the same way.
+    sources, skipped = walk_paths([folder / "c.png"])
+    assert sources[0].sidecar is None and skipped[0].filename == "c.txt"
+    # And the real command says so, storing nothing of either file.
+    data = tmp_path / "data"
+    env = {**os.environ, "ATELIER_DATA_DIR": str(data), "SECRET_MARK": "ENV_SECRET_42"}
+    r = subprocess.run(
+        [sys.executable, "-m", "app", "import", str(folder), "--dataset", "L", "--create"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "b.txt: the caption file is a link to a file outside" in r.stdout
+    db = (data / "atelier.db").read_bytes()
+    assert b"SECRET_FROM_OUTSIDE" not in db and b"ENV_SECRET_42" not in db
+
+
+def test_import_says_why_an_oversized_caption_file_was_not_kept(
+    tmp_path: Path, session: Session, settings: Settings
+) -> None:
+    folder = tmp_path / "in"
+    f.png(folder / "a.png", 1)
+    (folder / "a.json").write_text("x" * (1024 * 1024 + 1))
+    (folder / "a.txt").write_text("a lantern")
+    dataset = ds.create_dataset(session, name="Big")
+    report = run_import(session, settings, dataset, [folder])
+    (imported,) = report.of("imported")
+    assert imported.sidecar == "txt"  # the next caption file of its name is read instead
+    refused = {o.filename: o.reason for o in report.of("refused")}
+    assert refused == {"a.json": "the caption file is over 1 MB and was not read"}

@@ -105,7 +105,7 @@ def test_models_on_disk_from_the_cache_and_past_folders(tmp_path: Path, session:
     (cache / "models--Qwen--Qwen2-VL-2B-Instruct" / "refs").mkdir()
     (cache / "models--Qwen--Qwen2-VL-2B-Instruct" / "refs" / "main").write_text("abc")
     (snap / "model.safetensors").write_bytes(b"\0" * 4096)
-    assert available.cached_models(cache_dir=cache) == [("Qwen/Qwen2-VL-2B-Instruct", 4096)]
+    assert available.cached_models(cache_dir=cache) == [("Qwen/Qwen2-VL-2B-Instruct", 4096, snap)]
     assert available.cached_models(cache_dir=tmp_path / "none") == []
     folder = tmp_path / "my-model"
     folder.mkdir()

@@ -154,10 +154,10 @@ def test_the_upload_report_names_flags(client: TestClient, dataset_id: int) -> N
     report = upload(client, dataset_id, [("small.jpg", 4, (500, 400))])
     (row,) = report["imported"]
     assert row["low_resolution"] is True and row["near_duplicate_of"] == []
-    files = [("files", ("tiny.jpg", f.jpeg_bytes(5, (400, 300)), "image/jpeg"))]
+    files = [("files", ("mid.jpg", f.jpeg_bytes(5, (700, 500)), "image/jpeg"))]
     page = soup(client.post(f"/datasets/{dataset_id}/import", files=files).text)
     line = page.select_one(".report li.imported")
-    assert line is not None and "low resolution (400×300: trains below 1024 px)" in line.text
+    assert line is not None and "low resolution (700×500: trains below 1024 px)" in line.text
 
 
 def test_the_upload_report_names_ambiguous_boxes_and_near_duplicates(

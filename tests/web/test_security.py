@@ -171,16 +171,16 @@ def test_the_drafting_process_never_sees_the_token(
 
 
 def test_no_request_body_names_a_server_to_call(client: TestClient) -> None:
-    # Remote drafting servers come from ATELIER_DRAFT_BASE_URL only; the one body that names
-    # a program (training's checkout and Python) is refused in token mode
-    # (tests/training/test_token_mode.py).
+    # The bodies that name a program (training's checkout and Python) or a drafting server
+    # (the drafting card's base_url) are refused in token mode
+    # (tests/training/test_token_mode.py, tests/web/test_engine_choice.py).
     spec = client.get("/openapi.json").json()
     named: set[str] = set()
     for schema in spec["components"]["schemas"].values():
         for prop in schema.get("properties", {}):
             if any(word in prop.lower() for word in ("url", "host", "python", "command", "aitk")):
                 named.add(prop)
-    assert named == {"aitk_dir", "python"}, named
+    assert named == {"aitk_dir", "python", "base_url"}, named
 
 
 def test_the_favicon_needs_no_token(locked: TestClient) -> None:
