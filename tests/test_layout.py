@@ -181,3 +181,17 @@ def test_one_rule_lives_in_one_place(what: str, words: tuple[str, ...], home: st
         and any(word in path.read_text() for word in words)
     }
     assert found == {home}, f"the {what} is in {sorted(found)}"
+
+
+@pytest.mark.parametrize(
+    ("module", "function"),
+    [("app.export.writer", "export_dataset"), ("app.export.lint", "lint_dataset")],
+)
+def test_the_long_loops_read_as_their_phases(module: str, function: str) -> None:
+    # export_dataset calls its phases (check, place, stage, publish) and lint_dataset runs its
+    # table of rules: each fits a screen, the phases and rules named beside it.
+    import importlib
+    import inspect
+
+    lines = inspect.getsource(getattr(importlib.import_module(module), function)).splitlines()
+    assert len(lines) <= 60, f"{function} is {len(lines)} lines"
