@@ -7,6 +7,7 @@ engine's runtime (app/engines/local/), so the app and the CLI start without them
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,31 @@ def test_one_rule_lives_in_one_place(what: str, words: tuple[str, ...], home: st
         and any(word in path.read_text() for word in words)
     }
     assert found == {home}, f"the {what} is in {sorted(found)}"
+
+
+@pytest.mark.parametrize(
+    ("module", "function"),
+    [("app.export.writer", "export_dataset"), ("app.export.lint", "lint_dataset")],
+)
+def test_the_long_loops_read_as_their_phases(module: str, function: str) -> None:
+    # export_dataset calls its phases (check, place, stage, publish) and lint_dataset runs its
+    # table of rules: each fits a screen, the phases and rules named beside it.
+    import importlib
+    import inspect
+
+    lines = inspect.getsource(getattr(importlib.import_module(module), function)).splitlines()
+    assert len(lines) <= 60, f"{function} is {len(lines)} lines"
+
+
+def test_an_engine_s_optional_abilities_are_declared_not_probed() -> None:
+    # Declared with their defaults on the interface; callers call them on any engine.
+    from app.engines.interface import Engine
+
+    for ability in ("prefetch", "new_job", "server_stats", "leave_one_core"):
+        assert ability in vars(Engine), ability
+    probes = {
+        str(path.relative_to(APP))
+        for path in APP.rglob("*.py")
+        if re.search(r"getattr\((self\._)?engine\b", path.read_text())
+    }
+    assert probes == set()

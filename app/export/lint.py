@@ -118,10 +118,18 @@ class Tally:
     images: int = 0
     captioned: int = 0
     sizes: list[tuple[int, int]] = field(default_factory=list)  # the captioned images'
-
     without_palette: int = 0  # captions with no image palette
     with_commas: int = 0  # captions holding commas (counted with the trigger prefixed)
     shapes: Counter[tuple[int, ...]] = field(default_factory=Counter)
+
+    def count(self, img: Image, stored: Caption, caption: Caption) -> None:
+        """Adds one captioned image (`caption`: with the style block filled in)."""
+        self.captioned += 1
+        self.sizes.append((img.width, img.height))
+        self.without_palette += not stored.style.color_palette
+        if self.placement == "prefix" and "," in "".join(_strings(to_trainer(caption))):
+            self.with_commas += 1
+        self.shapes[_shape(caption)] += 1
 
 
 @dataclass(frozen=True)
@@ -398,9 +406,7 @@ def lint_dataset(
             out += _apply("missing_caption", MISSING_CAPTION, img, img)
             continue
         caption = effective(stored, block)
-        tally.captioned += 1
-        tally.sizes.append((img.width, img.height))
-        tally.without_palette += not stored.style.color_palette
+        tally.count(img, stored, caption)
         exported = caption_text(
             caption,
             dialect=dialect,  # type: ignore[arg-type]
@@ -423,9 +429,6 @@ def lint_dataset(
         )
         for code, rule in IMAGE_RULES.items():
             out += _apply(code, rule, subject, img)
-        if placement == "prefix" and "," in "".join(_strings(to_trainer(caption))):
-            tally.with_commas += 1
-        tally.shapes[_shape(caption)] += 1
     for img, _ in rows:
         for code, rule in PIXEL_RULES.items():
             out += _apply(code, rule, img, img)

@@ -40,7 +40,7 @@ from app.export.lint import Finding, lint_dataset
 from app.export.samples import SampleSet
 from app.images.decode_pool import decode_pool
 from app.images.store import ContentStore
-from app.models import Dataset
+from app.models import Dataset, Image
 
 __all__ = ["Dialect", "TriggerPlacement", "caption_text"]  # re-exported for callers
 MANIFEST = "atelier-manifest.json"
@@ -129,8 +129,63 @@ def export_dataset(
     options: ExportOptions = ExportOptions(),  # noqa: B008 (frozen)
     as_zip: bool = False,
 ) -> ExportReport:
-    """Exports the dataset into `out_dir` (or a zip file there); refuses on lint errors."""
+    """Exports the dataset into `out_dir` (or a zip file there); refuses on lint errors.
+
+    In four phases: check (the options, the lint), place (the folders it writes, whose they
+    are), stage (every PNG, caption, manifest and YAML in a staging folder beside them),
+    publish (swapped in for the previous export, or zipped)."""
     started = time.perf_counter()
+    findings = _check(session, dataset=dataset, options=options)
+    place = _place(out_dir, slug=dataset.slug)
+    rows, skipped = _captioned(session, settings=settings, store=store, dataset=dataset)
+    old_entries = _manifest_entries(place.dataset_dir)
+    staging = place.out / f".atelier-export-{place.slug}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    (staging / STAGING_MARK).touch()
+    try:
+        staged = _stage(
+            staging, place, settings=settings, store=store, dataset=dataset, rows=rows,
+            options=options, as_zip=as_zip,
+        )  # fmt: skip
+        report = ExportReport(
+            out_dir=place.out,
+            dataset_dir=None,
+            config_path=None,
+            zip_path=None,
+            images=len(rows),
+            copied=staged.copied,
+            skipped=skipped,
+            warnings=[f for f in findings if f.severity == "warning"],
+            seconds=0.0,
+            forced=[f for f in findings if f.severity == "error"],
+        )
+        _publish(
+            staging, place, report, old_entries=old_entries, entries=staged.entries, as_zip=as_zip
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where an export writes: the output folder, the dataset's folder and YAML in it."""
+
+    out: Path
+    slug: str
+    dataset_dir: Path
+    config: Path
+
+
+@dataclass(frozen=True)
+class _Staged:
+    entries: list[dict[str, Any]]  # the manifest's, one an image
+    copied: int  # PNGs copied byte for byte
+
+
+def _check(session: Session, *, dataset: Dataset, options: ExportOptions) -> list[Finding]:
+    """The options and the lint's findings; refuses on an error unless forced."""
     profiles.get_profile(options.profile)
     if options.trigger_placement != "none":
         if not dataset.trigger_word.strip():
@@ -153,7 +208,12 @@ def export_dataset(
             fix="Fix them",
             findings=[f.as_dict() for f in findings],
         )
-    slug = dataset.slug
+    return findings
+
+
+def _place(out_dir: Path, *, slug: str) -> _Place:
+    """The folders the export writes, once it is sure they are Atelier's to replace; what an
+    export cut short left there is recovered or cleared first."""
     if not _SLUG.match(slug):
         raise Invalid(f"The dataset's folder name {slug!r} is not safe to write.")
     out = _prepare_out(out_dir)
@@ -169,8 +229,13 @@ def export_dataset(
     ):
         raise Invalid(f"{config} exists and was not written by Atelier: move it first.")
     _clear_stale_staging(out)
+    return _Place(out, slug, target, config)
 
-    block = block_of(dataset)
+
+def _captioned(
+    session: Session, *, settings: Settings, store: ContentStore, dataset: Dataset
+) -> tuple[list[tuple[Image, Caption]], list[str]]:
+    """The images with a caption (each with its stored file), and the names of those without."""
     everything = head_captions(session, dataset=dataset)
     rows = [(img, cap) for img, cap in everything if cap is not None]
     skipped = [img.filename for img, cap in everything if cap is None]
@@ -183,95 +248,103 @@ def export_dataset(
             f"The stored file of {names} is missing from the data folder ({settings.store_dir}): "
             "restore the folder from a backup, or delete those images and import them again."
         )
-    old_entries = _manifest_entries(target)
+    return rows, skipped
+
+
+def _stage(
+    staging: Path,
+    place: _Place,
+    *,
+    settings: Settings,
+    store: ContentStore,
+    dataset: Dataset,
+    rows: list[tuple[Image, Caption]],
+    options: ExportOptions,
+    as_zip: bool,
+) -> _Staged:
+    """Writes every PNG and its caption, the manifest and the YAML under `staging`."""
+    slug = place.slug
+    block = block_of(dataset)
     digits = max(3, len(str(len(rows))))
-    staging = out / f".atelier-export-{slug}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    (staging / STAGING_MARK).touch()
-    try:
-        stage_ds = staging / "datasets" / slug
-        stage_ds.mkdir(parents=True)
-        jobs = [
-            (store.blob_path(img.sha256), stage_ds / f"{n:0{digits}d}.png", img.orientation)
-            for n, (img, _) in enumerate(rows, 1)
-        ]
-        work = partial(_export_one, keep_alpha=options.keep_alpha, max_side=options.max_side)
-        pool = decode_pool(settings.import_workers) if len(jobs) > 1 else None
-        results: list[Exported] = list(
-            pool.map(work, jobs, chunksize=4) if pool else map(work, jobs)
+    stage_ds = staging / "datasets" / slug
+    stage_ds.mkdir(parents=True)
+    jobs = [
+        (store.blob_path(img.sha256), stage_ds / f"{n:0{digits}d}.png", img.orientation)
+        for n, (img, _) in enumerate(rows, 1)
+    ]
+    work = partial(_export_one, keep_alpha=options.keep_alpha, max_side=options.max_side)
+    pool = decode_pool(settings.import_workers) if len(jobs) > 1 else None
+    results: list[Exported] = list(pool.map(work, jobs, chunksize=4) if pool else map(work, jobs))
+    entries = []
+    for (img, stored), (_, png, _), done in zip(rows, jobs, results, strict=True):
+        text = caption_text(
+            effective(stored, block),
+            dialect=options.dialect,
+            placement=options.trigger_placement,
+            width=done.width,
+            height=done.height,
         )
-        entries = []
-        for (img, stored), (_, png, _), done in zip(rows, jobs, results, strict=True):
-            text = caption_text(
-                effective(stored, block),
-                dialect=options.dialect,
-                placement=options.trigger_placement,
-                width=done.width,
-                height=done.height,
-            )
-            data = text.encode()
-            png.with_suffix(".json").write_bytes(data)
-            entries.append(
-                {
-                    "name": png.stem,
-                    "source_sha256": img.sha256,
-                    "source_filename": img.filename,
-                    "caption_revision": img.revision,
-                    "png_sha256": done.sha256,
-                    "json_sha256": hashlib.sha256(data).hexdigest(),
-                    "width": done.width,
-                    "height": done.height,
-                    "copied": done.copied,
-                }
-            )
-        manifest = {
-            "written_by": "Atelier",
-            "dataset": dataset.name,
-            "slug": slug,
-            "exported_at": datetime.now(UTC).isoformat(),
-            "profile": options.profile,
-            "dialect": options.dialect,
-            "trigger_placement": options.trigger_placement,
-            "images": entries,
-        }
-        (stage_ds / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
-        folder = f"datasets/{slug}" if as_zip else str(target)
-        yaml_text = _yaml(
-            dataset, block, folder, options,
-            captions=[(img.filename, effective(cap, block)) for img, cap in rows],
-            sizes=[(r.width, r.height) for r in results],
-        )  # fmt: skip
-        (staging / "config").mkdir()
-        (staging / "config" / f"{slug}.yaml").write_text(yaml_text)
-        report = ExportReport(
-            out_dir=out,
-            dataset_dir=None,
-            config_path=None,
-            zip_path=None,
-            images=len(rows),
-            copied=sum(r.copied for r in results),
-            skipped=skipped,
-            warnings=[f for f in findings if f.severity == "warning"],
-            seconds=0.0,
-            forced=errors,
+        data = text.encode()
+        png.with_suffix(".json").write_bytes(data)
+        entries.append(
+            {
+                "name": png.stem,
+                "source_sha256": img.sha256,
+                "source_filename": img.filename,
+                "caption_revision": img.revision,
+                "png_sha256": done.sha256,
+                "json_sha256": hashlib.sha256(data).hexdigest(),
+                "width": done.width,
+                "height": done.height,
+                "copied": done.copied,
+            }
         )
-        # Everything on disk before it replaces the previous export (one sync, not one a file).
-        os.sync()
-        if as_zip:
-            report.zip_path = _zip(staging, out / f"{slug}.zip")
-        else:
-            config.parent.mkdir(exist_ok=True)
-            os.replace(staging / "config" / f"{slug}.yaml", config)
-            # Pruned in the old folder, before the swap moves its caches over: a crash
-            # after the swap then never leaves stale entries beside the new manifest.
-            if target.exists():
-                report.stale_cache = _drop_stale_caches(target, old_entries, entries)
-            report.kept = _swap_in(stage_ds, target, out, slug)
-            report.dataset_dir, report.config_path = target, config
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    report.seconds = time.perf_counter() - started
-    return report
+    manifest = {
+        "written_by": "Atelier",
+        "dataset": dataset.name,
+        "slug": slug,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "profile": options.profile,
+        "dialect": options.dialect,
+        "trigger_placement": options.trigger_placement,
+        "images": entries,
+    }
+    (stage_ds / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    folder = f"datasets/{slug}" if as_zip else str(place.dataset_dir)
+    yaml_text = _yaml(
+        dataset, block, folder, options,
+        captions=[(img.filename, effective(cap, block)) for img, cap in rows],
+        sizes=[(r.width, r.height) for r in results],
+    )  # fmt: skip
+    (staging / "config").mkdir()
+    (staging / "config" / f"{slug}.yaml").write_text(yaml_text)
+    return _Staged(entries, sum(r.copied for r in results))
+
+
+def _publish(
+    staging: Path,
+    place: _Place,
+    report: ExportReport,
+    *,
+    old_entries: dict[str, dict[str, Any]],
+    entries: list[dict[str, Any]],
+    as_zip: bool,
+) -> None:
+    """Zips the staged export, or moves it in for the previous one; `report` says where."""
+    slug, target, config = place.slug, place.dataset_dir, place.config
+    # Everything on disk before it replaces the previous export (one sync, not one a file).
+    os.sync()
+    if as_zip:
+        report.zip_path = _zip(staging, place.out / f"{slug}.zip")
+        return
+    config.parent.mkdir(exist_ok=True)
+    os.replace(staging / "config" / f"{slug}.yaml", config)
+    # Pruned in the old folder, before the swap moves its caches over: a crash
+    # after the swap then never leaves stale entries beside the new manifest.
+    if target.exists():
+        report.stale_cache = _drop_stale_caches(target, old_entries, entries)
+    report.kept = _swap_in(staging / "datasets" / slug, target, place.out, slug)
+    report.dataset_dir, report.config_path = target, config
 
 
 def _export_one(job: tuple[Path, Path, int], *, keep_alpha: bool, max_side: int) -> Exported:

@@ -1,6 +1,6 @@
 // The trainer's centre crop over the painting. Attached to [data-crop]: a select of training
 // resolutions whose options carry the part of the image the trainer keeps at each
-// (data-window: [x0, y0, x1, y1] in 0..1 of the image, from app/export/buckets.py; the
+// (data-window: [x0, y0, x1, y1] in 0..1 of the image, from app/images/buckets.py; the
 // option's text says what is cut). The margins cut away are shaded over the painting, and the
 // choice survives htmx swaps and the next image.
 (function () {
