@@ -12,13 +12,13 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from app import datasets as ds
-from app.errors import Invalid
+from app.errors import Invalid, UserError
 from app.export import profiles
 from app.export.writer import requested_out_dir
 from app.models import Dataset, TrainJob
 from app.training import board as boards
 from app.training import checkout as checkouts
-from app.training import jobs
+from app.training import jobs, trainer_check
 from app.training import pick as picking
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.templating import templates
@@ -225,6 +225,43 @@ def stop_form(
     if request.headers.get("hx-request"):
         return templates.TemplateResponse(request, "_train_job.html", _job_context(session, job))
     return RedirectResponse(f"/training/jobs/{job_id}", status_code=303)
+
+
+@router.get(
+    "/datasets/{dataset_id}/trainer-check", response_class=HTMLResponse, include_in_schema=False
+)
+def trainer_check_page(
+    request: Request, dataset_id: int, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The trainer's own code on the export in the checkout: the partial for htmx, else a page."""
+    dataset = ds.get_dataset(session, dataset_id)
+    context: dict[str, Any] = {"dataset": dataset, "check": None, "check_error": None,
+                               "checked_commit": trainer_check.CHECKED_COMMIT}  # fmt: skip
+    try:
+        checkout = checkouts.resolve_checkout(
+            settings=settings, folder=train_defaults(request)["checkout"] or None
+        )
+        config = trainer_check.export_config(checkout.root, dataset.slug)
+        context["check"] = trainer_check.check_export(checkout=checkout, config_path=config)
+    except UserError as e:
+        context["check_error"] = e.message
+    name = "_trainer_check.html" if request.headers.get("hx-request") else "trainer_check.html"
+    return templates.TemplateResponse(request, name, context)
+
+
+@router.get("/api/datasets/{dataset_id}/trainer-check", tags=["training"])
+def api_trainer_check(
+    dataset_id: int, session: SessionDep, settings: SettingsDep, aitk_dir: str | None = None,
+    python: str | None = None,
+) -> dict:  # fmt: skip
+    """Runs AI-Toolkit's own caption, trigger, bucket and sample-prompt code (in the checkout's
+    Python; no model, no GPU) on the dataset's export in the checkout: per image and sample
+    prompt the exact text its text encoder receives, tokens, buckets, differences."""
+    dataset = ds.get_dataset(session, dataset_id)
+    folder, py = checkouts.from_request(settings=settings, folder=aitk_dir, python=python)
+    checkout = checkouts.resolve_checkout(settings=settings, folder=folder, python=py)
+    config = trainer_check.export_config(checkout.root, dataset.slug)
+    return trainer_check.check_export(checkout=checkout, config_path=config).as_dict()
 
 
 # --- the board ---------------------------------------------------------------------------
