@@ -674,6 +674,40 @@ def pick(
     typer.echo(f"step {step}: {chosen.checkpoint} copied to {chosen.copied_to}")
 
 
+@cli.command("resume")
+@user_errors
+def resume_run(
+    job_id: Annotated[int, typer.Argument(help="The training job (see atelier runs)")],
+    more_steps: Annotated[
+        int | None,
+        typer.Option("--more-steps", help="Train this many steps beyond the run's end", min=1),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="Start it and return; the run goes on without this command")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Resume a stopped run from its newest save, or continue a finished one for more steps
+    (same run folder, same board), following it until it ends."""
+    from sqlmodel import Session
+
+    from app.training import jobs
+
+    settings, db = open_database(data_dir)
+    with Session(db) as session:
+        job = jobs.resume_training(
+            session, settings=settings, job=jobs.get_job(session, job_id), more_steps=more_steps
+        )
+    typer.echo(
+        f"job {job.id}: resuming the run of job {job_id} at step {job.last_step} of "
+        f"{job.total_steps} (pid {job.pid}, log {job.log_path})"
+    )
+    if detach:
+        typer.echo(f"follow it with: atelier runs; stop it with: atelier stop {job.id}")
+        return
+    _follow(db, settings, job.id)  # type: ignore[arg-type]
+
+
 @cli.command("check-export")
 @user_errors
 def check_export(

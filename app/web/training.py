@@ -35,6 +35,12 @@ class TrainIn(BaseModel):
     force: bool = False
 
 
+class ResumeIn(BaseModel):
+    more_steps: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Steps to train beyond the run's end"
+    )
+
+
 class PickIn(BaseModel):
     step: int = Field(ge=0)
     to_dir: str = Field(max_length=4096, description="Folder to copy the LoRA into")
@@ -65,7 +71,16 @@ def train_defaults(request: Request, folder: Any = None) -> dict[str, Any]:
 templates.env.globals["train_defaults"] = train_defaults
 
 
-def _job_dict(job: TrainJob) -> dict[str, Any]:
+def _legs(session: Session, job: TrainJob) -> list[dict[str, Any]]:
+    return [
+        {"job": leg.job.id, "number": leg.number, "kind": leg.kind, "start": leg.start,
+         "end": leg.end, "total": leg.job.total_steps, "status": leg.job.status.value,
+         "restarted": leg.restarted}
+        for leg in jobs.legs(session, job)
+    ]  # fmt: skip
+
+
+def _job_dict(job: TrainJob, session: Session | None = None) -> dict[str, Any]:
     p = jobs.progress(job)
     return {
         "id": job.id,
@@ -86,7 +101,7 @@ def _job_dict(job: TrainJob) -> dict[str, Any]:
         "gpu_memory": p.gpu,
         "samples": p.samples,
         "saved_steps": p.saved_steps,
-    }
+    } | ({"legs": _legs(session, job)} if session is not None else {})
 
 
 def _start(
@@ -134,7 +149,17 @@ def api_jobs(session: SessionDep, settings: SettingsDep, dataset_id: int | None 
 @router.get("/api/training/jobs/{job_id}", tags=["training"])
 def api_job(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
     """Status and progress: step of total, speed, time left, loss, GPU memory, saves."""
-    return _job_dict(_fresh(session, settings, job_id))
+    return _job_dict(_fresh(session, settings, job_id), session)
+
+
+@router.post("/api/training/jobs/{job_id}/resume", tags=["training"], status_code=201)
+def api_resume(job_id: int, body: ResumeIn, session: SessionDep, settings: SettingsDep) -> dict:
+    """The run's next leg: a stopped run from its newest save; a finished one (more_steps)
+    from its final checkpoint, that many steps further. Same run folder, same board."""
+    job = jobs.resume_training(
+        session, settings=settings, job=jobs.get_job(session, job_id), more_steps=body.more_steps
+    )
+    return _job_dict(job, session)
 
 
 @router.post("/api/training/jobs/{job_id}/stop", tags=["training"])
@@ -147,7 +172,7 @@ def api_stop(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
 @router.post("/api/training/jobs/{job_id}/pick", tags=["training"], status_code=201)
 def api_pick(job_id: int, body: PickIn, session: SessionDep, settings: SettingsDep) -> dict:
     """Copies the step's checkpoint into `to_dir`, named by dataset and step, and records it."""
-    job = jobs.get_job(session, job_id)
+    job = jobs.legs(session, jobs.get_job(session, job_id))[-1].job  # the run's newest YAML
     dataset = ds.get_dataset(session, body.dataset_id or job.dataset_id)
     chosen = picking.use_step(
         session,
@@ -194,12 +219,17 @@ def train_form(
 def _job_context(session: Session, job: TrainJob) -> dict[str, Any]:
     p = jobs.progress(job)
     chart = boards.loss_chart(p.loss_curve, saved=p.saved_steps, total=p.total)
+    legs = jobs.legs(session, job)
     return {
         "job": job,
         "p": p,
         "chart": chart,
         "dataset": session.get(Dataset, job.dataset_id),
         "active": job.status in jobs.ACTIVE,
+        "legs": legs,
+        "newest_leg": legs[-1].job if legs else job,
+        "resume_error": None,
+        "more_steps": "",
     }
 
 
@@ -264,6 +294,33 @@ def api_trainer_check(
     return trainer_check.check_export(checkout=checkout, config_path=config).as_dict()
 
 
+@router.post("/training/jobs/{job_id}/resume", include_in_schema=False)
+def resume_form(
+    request: Request,
+    job_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    more_steps: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    job = jobs.get_job(session, job_id)
+    error: str | None = None
+    try:
+        more = int(more_steps) if more_steps.strip() else None
+        if more is not None and not 1 <= more <= 1_000_000:
+            raise ValueError
+    except ValueError:
+        more, error = None, "Give the steps to train further as a whole number from 1."
+    if error is None:
+        try:
+            leg = jobs.resume_training(session, settings=settings, job=job, more_steps=more)
+        except UserError as e:
+            error = e.message
+        else:
+            return RedirectResponse(f"/training/jobs/{leg.id}", status_code=303)
+    context = _job_context(session, job) | {"resume_error": error, "more_steps": more_steps}
+    return templates.TemplateResponse(request, "train_job.html", context, status_code=400)
+
+
 # --- the board ---------------------------------------------------------------------------
 
 
@@ -289,12 +346,15 @@ def _board_context(
     run_dir, job = _run(session, settings, run, job_id)
     if not run_dir.is_dir():
         raise Invalid(f"The run folder {run_dir} is not there (yet): the trainer makes it.")
+    legs = jobs.legs(session, job) if job else []
+    # A run in legs: its newest leg's YAML has the run's end and every sample's prompt.
+    newest = jobs.refresh(session, settings=settings, job=legs[-1].job) if legs else job
     board = boards.build_board(
         run_dir,
-        recorded_yaml=job.config_yaml if job else None,
+        recorded_yaml=newest.config_yaml if newest else None,
         page=page,
         step_page=sp,
-        live_job=(job.status in jobs.ACTIVE) if job else None,
+        live_job=(newest.status in jobs.ACTIVE) if newest else None,
     )
     boards.drop_unreadable(settings, board)
     total = board.config.steps if board.config else (board.all_steps[-1] if board.all_steps else 0)
@@ -313,6 +373,7 @@ def _board_context(
         "datasets": datasets,
         "picks": picking.picks(session, dataset_id=job.dataset_id) if job else [],
         "pickable": set(board.saved_steps) | ({board.final_step} if board.final_step else set()),
+        "legs": legs,
     }
 
 
@@ -448,6 +509,7 @@ def board_pick(
     dataset_id: Annotated[int | None, Form()] = None,
 ) -> Response:
     run_dir, found = _run(session, settings, run, job)
+    found = jobs.legs(session, found)[-1].job if found else None
     chosen_id = dataset_id or (found.dataset_id if found else None)
     if chosen_id is None:
         raise Invalid("Choose the dataset this LoRA is for.")
