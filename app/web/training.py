@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from app import datasets as ds
-from app.errors import Invalid, UserError
+from app.errors import Conflict, Invalid, UserError
 from app.export import profiles
-from app.export.writer import requested_out_dir
+from app.export.writer import ExportRefused, requested_out_dir
 from app.models import Dataset, TrainJob
 from app.training import board as boards
 from app.training import checkout as checkouts
@@ -197,23 +197,72 @@ def training_page(request: Request, session: SessionDep, settings: SettingsDep) 
 
 @router.post("/datasets/{dataset_id}/train", include_in_schema=False)
 def train_form(
+    request: Request,
     dataset_id: int,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
-    profile: Annotated[str, Form()] = profiles.DEFAULT_PROFILE,
+    profile: Annotated[str, Form(max_length=40)] = profiles.DEFAULT_PROFILE,
     aitk_dir: Annotated[str, Form(max_length=4096)] = "",
     python: Annotated[str, Form(max_length=4096)] = "",
-    steps: Annotated[int | None, Form(ge=1, le=1_000_000)] = None,
-    save_every: Annotated[int | None, Form(ge=1, le=1_000_000)] = None,
+    steps: Annotated[str, Form(max_length=20)] = "",
+    save_every: Annotated[str, Form(max_length=20)] = "",
     force: Annotated[bool, Form()] = False,
 ) -> Response:
-    body = TrainIn(
-        profile=profile, steps=steps, save_every=save_every, aitk_dir=aitk_dir or None,
-        python=python or None, force=force,
-    )  # fmt: skip
-    job = _start(session, settings, store, ds.get_dataset(session, dataset_id), body)
+    """Starts training; a refusal comes back as the form, saying why, with what was typed."""
+    dataset = ds.get_dataset(session, dataset_id)
+    values = {"aitk_dir": aitk_dir, "python": python, "steps": steps, "save_every": save_every,
+              "profile": profile, "force": force}  # fmt: skip
+    context: dict[str, Any] = {"dataset": dataset, "train_values": values,
+                               "train_error_checkout": False, "running_job": None}  # fmt: skip
+    try:
+        body = TrainIn(
+            profile=profile, steps=_steps(steps, "Steps"),
+            save_every=_steps(save_every, "Save and sample every"), aitk_dir=aitk_dir or None,
+            python=python or None, force=force,
+        )  # fmt: skip
+        if body.profile not in profiles.PROFILES:
+            raise Invalid(f"There is no GPU profile {body.profile!r}.")
+        folder, py = checkouts.from_request(
+            settings=settings, folder=body.aitk_dir, python=body.python
+        )
+        try:
+            checkouts.resolve_checkout(settings=settings, folder=folder, python=py)
+        except Invalid:
+            context["train_error_checkout"] = True
+            raise
+        job = _start(session, settings, store, dataset, body)
+    except UserError as e:
+        if isinstance(e, ExportRefused):
+            context["train_error"] = e.told("tick 'export anyway' below and train again")
+        else:
+            context["train_error"] = e.message
+        if isinstance(e, Conflict):
+            context["running_job"] = _running_job(session)
+        hx = bool(request.headers.get("hx-request"))
+        name = "_train_form.html" if hx else "train_start.html"
+        return templates.TemplateResponse(request, name, context, status_code=e.status_code)
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": f"/training/jobs/{job.id}"})
     return RedirectResponse(f"/training/jobs/{job.id}", status_code=303)
+
+
+def _steps(raw: str, what: str) -> int | None:
+    """A step count typed in the form: empty is the default, else a whole number >= 1."""
+    if not raw.strip():
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1_000_000:
+        raise Invalid(f"{what}: give a whole number of steps from 1 to 1,000,000, not {raw!r}.")
+    return n
+
+
+def _running_job(session: Session) -> int | None:
+    found = session.exec(select(TrainJob).where(col(TrainJob.status).in_(jobs.ACTIVE))).first()
+    return found.id if found else None
 
 
 def _job_context(session: Session, job: TrainJob) -> dict[str, Any]:
