@@ -20,6 +20,7 @@ from app.training import board as boards
 from app.training import checkout as checkouts
 from app.training import jobs, trainer_check
 from app.training import pick as picking
+from app.training.chart import y_ticks
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.templating import templates
 
@@ -69,6 +70,7 @@ def train_defaults(request: Request, folder: Any = None) -> dict[str, Any]:
 
 
 templates.env.globals["train_defaults"] = train_defaults
+templates.env.globals["loss_y_ticks"] = y_ticks
 
 
 def _legs(session: Session, job: TrainJob) -> list[dict[str, Any]]:
