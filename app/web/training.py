@@ -194,7 +194,13 @@ def api_pick(job_id: int, body: PickIn, session: SessionDep, settings: SettingsD
 def training_page(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     found = [jobs.refresh(session, settings=settings, job=j) for j in jobs.list_jobs(session)]
     names = {d.id: d.name for d in session.exec(select(Dataset))}
-    return templates.TemplateResponse(request, "training.html", {"jobs": found, "names": names})
+    # A run resumed or continued is one run in legs: each job says which leg it is.
+    by_run: dict[str, list[int]] = {}
+    for j in sorted(found, key=lambda j: j.id or 0):
+        by_run.setdefault(j.run_dir, []).append(j.id or 0)
+    leg = {i: (n, len(ids)) for ids in by_run.values() for n, i in enumerate(ids, start=1)}
+    context = {"jobs": found, "names": names, "leg": leg}
+    return templates.TemplateResponse(request, "training.html", context)
 
 
 @router.post("/datasets/{dataset_id}/train", include_in_schema=False)

@@ -81,6 +81,8 @@ def test_a_finished_run_continues_for_more_steps(client: TestClient, checkout: P
     assert saved_step(Path(r.json()["copied_to"])) == 30
     page = client.get(f"/training/jobs/{first.id}").text
     assert "data-legs" in page and "continued" in page
+    listing = client.get("/training").text
+    assert listing.count("data-leg>") == 2 and "leg 2 of 2" in listing
 
 
 def test_a_new_run_of_the_same_dataset_gets_a_folder_of_its_own(
