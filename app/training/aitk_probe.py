@@ -225,7 +225,22 @@ def main(root: str, config_path: str) -> dict[str, Any]:
     )
     datasets_out = []
     for raw_ds in process.get("datasets") or []:
+        raw_ds = dict(raw_ds)
+        if (process.get("train") or {}).get("cache_text_embeddings"):
+            raw_ds["cache_text_embeddings"] = True  # as BaseSDTrainProcess.__init__ does
         ds_cfg = modules["DatasetConfig"](**raw_ds)
+        if ds_cfg.caption_dropout_rate > 0 and not ds_cfg.cache_text_embeddings:
+            # A random event per step: the text shown is the one of the other steps.
+            notes.append(
+                f"caption_dropout_rate {ds_cfg.caption_dropout_rate}: on that share of steps "
+                "the trainer drops the caption to an empty text."
+            )
+            ds_cfg.caption_dropout_rate = 0
+        if ds_cfg.shuffle_tokens or ds_cfg.token_dropout_rate > 0:
+            notes.append(
+                "shuffle_tokens / token_dropout_rate are set: the trainer reorders or drops "
+                "comma-separated pieces of every caption at random, breaking JSON captions."
+            )
         if ds_cfg.trigger_word is None and trigger is not None:
             # BaseSDTrainProcess.__init__ hands the process's trigger word to its datasets.
             ds_cfg.trigger_word = trigger

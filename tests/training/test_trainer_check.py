@@ -171,3 +171,21 @@ def test_another_version_of_the_trainer_is_named(client: TestClient, tmp_path: P
     )
     assert report.changed == ["CaptionProcessingDTOMixin.get_caption"]
     assert report.version_note and "27a03a91" in report.version_note
+
+
+@needs_checkout
+def test_caption_dropout_is_said_not_shown_as_an_empty_caption(
+    client: TestClient, tmp_path: Path
+) -> None:
+    dataset_id = make_dataset(client)
+    out = export(client, dataset_id, tmp_path / "out")
+    config = export_config(out, "baroque_chiaroscuro")
+    text = config.read_text()
+    assert "caption_dropout_rate: 0.05" in text and "cache_text_embeddings: true" in text
+    # Without cached embeddings the trainer drops captions at random, here on every step.
+    text = text.replace("caption_dropout_rate: 0.05", "caption_dropout_rate: 1.0")
+    config.write_text(text.replace("cache_text_embeddings: true", "cache_text_embeddings: false"))
+    checkout = Checkout(root=Path(CHECKOUT or ""), python=Path(PYTHON))
+    report = check_export(checkout=checkout, config_path=config)
+    assert all(c.structured and not c.differences for c in report.images)
+    assert any("caption_dropout_rate 1.0" in n for n in report.notes)
