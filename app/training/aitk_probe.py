@@ -137,25 +137,70 @@ def constants(root: str, rel: str) -> dict[str, Any]:
 
 
 def tokenizer_for(path: str) -> tuple[Any, str | None]:
-    """The text encoder's tokenizer from this machine's Hugging Face cache, or why not."""
-    try:
-        # Looked up first: importing transformers (and torch with it) costs seconds.
-        from huggingface_hub import try_to_load_from_cache
+    """A token counter for the text encoder's input, or why there is none.
 
-        if not os.path.isdir(path) and not isinstance(
-            try_to_load_from_cache(path, "tokenizer_config.json"), str
-        ):
-            return None, f"{path}'s tokenizer is not in this machine's Hugging Face cache"
-    except ImportError:
-        pass
+    As get_prompt_embeds does it: the model's chat template around the text (a user turn,
+    then the assistant's opening), tokenized without special tokens added. Read with
+    `tokenizers` and jinja2 from the files transformers itself loads (tokenizer.json and the
+    chat template), from a folder or this machine's Hugging Face cache: no transformers
+    import, so no torch and no seconds of start-up.
+    """
     try:
-        from transformers import AutoTokenizer
-    except Exception as e:  # not installed in this Python
-        return None, f"transformers cannot be imported here ({type(e).__name__})"
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True), None
-    except Exception:
+        import jinja2
+        import jinja2.ext
+        import jinja2.sandbox
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        return None, f"{e.name} is not installed in this Python"
+
+    def find(name: str) -> str | None:
+        if os.path.isdir(path):
+            candidate = os.path.join(path, name)
+            return candidate if os.path.isfile(candidate) else None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        got = try_to_load_from_cache(path, name)
+        return got if isinstance(got, str) else None
+
+    tokenizer_json = find("tokenizer.json")
+    if tokenizer_json is None and os.path.isdir(path):
+        return None, f"{path} holds no tokenizer.json"
+    if tokenizer_json is None:
         return None, f"{path}'s tokenizer is not in this machine's Hugging Face cache"
+    config: dict[str, Any] = {}
+    if found := find("tokenizer_config.json"):
+        with open(found, encoding="utf-8") as f:
+            config = json.load(f)
+    template = config.get("chat_template")
+    if found := find("chat_template.jinja"):
+        with open(found, encoding="utf-8") as f:
+            template = f.read()
+    elif found := find("chat_template.json"):
+        with open(found, encoding="utf-8") as f:
+            template = json.load(f).get("chat_template")
+    if not isinstance(template, str):
+        return None, f"{path} has no chat template to wrap the text in"
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    # The environment transformers renders chat templates in.
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
+    env.globals["raise_exception"] = raise_exception
+    compiled = env.from_string(template)
+    tokenizer = Tokenizer.from_file(tokenizer_json)
+    specials = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+
+    def count(text: str) -> int:
+        messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        rendered = compiled.render(messages=messages, add_generation_prompt=True, **specials)
+        return len(tokenizer.encode(rendered, add_special_tokens=False).ids)
+
+    return count, None
 
 
 def main(root: str, config_path: str) -> dict[str, Any]:
@@ -188,14 +233,15 @@ def main(root: str, config_path: str) -> dict[str, Any]:
     )
     model = constants(root, "extensions_built_in/diffusion_models/ideogram4/ideogram4.py")
     divisibility = int(model.get("self.vae_scale_factor", 8)) * int(model.get("self.patch_size", 2))
-    te_path = str(model.get("QWEN3_VL_PATH", "Qwen/Qwen3-VL-8B-Instruct"))
 
     config = config_mod.get_config(config_path)  # ${VAR}, YAML, [name]: as run.py reads it
     process = config["config"]["process"][0]
     trigger = process.get("trigger_word")
     model_kwargs = (process.get("model") or {}).get("model_kwargs") or {}
+    # Ideogram4Model._load_text_encoder: model_kwargs.text_encoder_path, else Qwen3-VL-8B.
+    te_path = str(model_kwargs.get("text_encoder_path") or model.get("QWEN3_VL_PATH"))
     max_len = int(model_kwargs.get("max_text_length", model.get("self.max_text_length", 3072)))
-    tokenizer, token_note = tokenizer_for(te_path)
+    count_tokens, token_note = tokenizer_for(te_path)
 
     def encoder_view(text: str) -> dict[str, Any]:
         digested = ideogram.digest_caption_string(text)
@@ -205,13 +251,8 @@ def main(root: str, config_path: str) -> dict[str, Any]:
             "tokens": None,
             "truncated": False,
         }
-        if tokenizer is not None:
-            # What get_prompt_embeds hands the encoder: the chat template around the text.
-            messages = [{"role": "user", "content": [{"type": "text", "text": digested}]}]
-            templated = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-            n = len(tokenizer(templated, add_special_tokens=False)["input_ids"])
+        if count_tokens is not None:
+            n = count_tokens(digested)
             out["tokens"], out["truncated"] = n, n > max_len
         return out
 

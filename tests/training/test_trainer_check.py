@@ -189,3 +189,43 @@ def test_caption_dropout_is_said_not_shown_as_an_empty_caption(
     report = check_export(checkout=checkout, config_path=config)
     assert all(c.structured and not c.differences for c in report.images)
     assert any("caption_dropout_rate 1.0" in n for n in report.notes)
+
+
+def tiny_tokenizer(folder: Path) -> Path:
+    """A tokenizer folder as transformers saves one: one token per whitespace-separated word,
+    and a chat template of Qwen's shape (a user turn, then the assistant's opening)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder.mkdir()
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{% for c in m.content %}{{ c.text }}"
+        "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% endif %}"
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    return folder
+
+
+@needs_checkout
+def test_tokens_are_counted_with_the_encoders_tokenizer_and_template(
+    client: TestClient, tmp_path: Path
+) -> None:
+    import yaml
+
+    dataset_id = make_dataset(client)
+    out = export(client, dataset_id, tmp_path / "out")
+    config = export_config(out, "baroque_chiaroscuro")
+    doc = yaml.safe_load(config.read_text())
+    model = doc["config"]["process"][0]["model"]
+    # Ideogram4Model reads the text encoder (and its tokenizer) from here when it is set.
+    model.setdefault("model_kwargs", {})["text_encoder_path"] = str(tiny_tokenizer(tmp_path / "te"))
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    checkout = Checkout(root=Path(CHECKOUT or ""), python=Path(PYTHON))
+    report = check_export(checkout=checkout, config_path=config)
+    assert report.tokenizer_note is None
+    for c in [*report.images, *report.samples]:
+        # The text's words, plus the template's "<|im_start|>user" and its assistant turn.
+        assert c.tokens_exact and c.tokens == len(c.encoder_text.split()) + 2
