@@ -727,6 +727,9 @@ def check_export(
         typer.Option(help="Python of AI-Toolkit's venv [default: ATELIER_AITK_PYTHON or its venv]"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole report as JSON")] = False,
+    brief: Annotated[
+        bool, typer.Option("--brief", help="One line each, without the encoder's text")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Run the trainer's own caption, trigger, bucket and sample-prompt code on the export
@@ -755,6 +758,8 @@ def check_export(
         typer.echo(f"trainer code: {checkout.root} run by {checkout.python}")
         if report.version_note:
             typer.secho(report.version_note, fg=typer.colors.YELLOW)
+        for note in report.notes:
+            typer.echo(f"note: {note}")
         if report.tokenizer_note:
             typer.echo(f"tokens: {report.tokenizer_note}; Atelier's own count is shown instead")
         for c in [*report.images, *report.samples]:
@@ -765,6 +770,8 @@ def check_export(
             typer.echo(f"{c.name:10} {mark:7} {kind:10} {tokens:22} {size}")
             for d in c.differences:
                 typer.echo(f"           {d}")
+            if not brief:
+                typer.echo(f"           encoder receives: {c.encoder_text}")
         typer.echo(
             f"{len(report.images)} captions and {len(report.samples)} sample prompts read by the "
             f"trainer's code; {report.differing} differ from what was saved"
