@@ -336,46 +336,25 @@ def trainer_check_page(
     return templates.TemplateResponse(request, name, context)
 
 
-@router.get("/api/datasets/{dataset_id}/trainer-check", tags=["training"])
+class CheckIn(BaseModel):
+    aitk_dir: str | None = Field(default=None, max_length=4096, description="AI-Toolkit checkout")
+    python: str | None = Field(default=None, max_length=4096, description="Its venv's Python")
+
+
+# POST, though it changes nothing: it runs a program the body may name, so it gets the Origin
+# check that state-changing requests get (a GET could be sent by any web page).
+@router.post("/api/datasets/{dataset_id}/trainer-check", tags=["training"])
 def api_trainer_check(
-    dataset_id: int, session: SessionDep, settings: SettingsDep, aitk_dir: str | None = None,
-    python: str | None = None,
-) -> dict:  # fmt: skip
+    dataset_id: int, body: CheckIn, session: SessionDep, settings: SettingsDep
+) -> dict:
     """Runs AI-Toolkit's own caption, trigger, bucket and sample-prompt code (in the checkout's
     Python; no model, no GPU) on the dataset's export in the checkout: per image and sample
     prompt the exact text its text encoder receives, tokens, buckets, differences."""
     dataset = ds.get_dataset(session, dataset_id)
-    folder, py = checkouts.from_request(settings=settings, folder=aitk_dir, python=python)
+    folder, py = checkouts.from_request(settings=settings, folder=body.aitk_dir, python=body.python)
     checkout = checkouts.resolve_checkout(settings=settings, folder=folder, python=py)
     config = trainer_check.export_config(checkout.root, dataset.slug)
     return trainer_check.check_export(checkout=checkout, config_path=config).as_dict()
-
-
-@router.post("/training/jobs/{job_id}/resume", include_in_schema=False)
-def resume_form(
-    request: Request,
-    job_id: int,
-    session: SessionDep,
-    settings: SettingsDep,
-    more_steps: Annotated[str, Form(max_length=20)] = "",
-) -> Response:
-    job = jobs.get_job(session, job_id)
-    error: str | None = None
-    try:
-        more = int(more_steps) if more_steps.strip() else None
-        if more is not None and not 1 <= more <= 1_000_000:
-            raise ValueError
-    except ValueError:
-        more, error = None, "Give the steps to train further as a whole number from 1."
-    if error is None:
-        try:
-            leg = jobs.resume_training(session, settings=settings, job=job, more_steps=more)
-        except UserError as e:
-            error = e.message
-        else:
-            return RedirectResponse(f"/training/jobs/{leg.id}", status_code=303)
-    context = _job_context(session, job) | {"resume_error": error, "more_steps": more_steps}
-    return templates.TemplateResponse(request, "train_job.html", context, status_code=400)
 
 
 # --- the board ---------------------------------------------------------------------------

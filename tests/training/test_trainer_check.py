@@ -115,6 +115,8 @@ def test_without_a_checkout_the_command_says_how_to_get_one(
 
 def test_without_a_checkout_the_export_page_says_what_it_would_show(client: TestClient) -> None:
     dataset_id = make_dataset(client)
+    r = client.post(f"/api/datasets/{dataset_id}/trainer-check", json={})
+    assert r.status_code == 422 and "Say where AI-Toolkit is" in r.json()["detail"]
     page = client.get(f"/datasets/{dataset_id}/export").text
     assert "data-trainer-check" in page
     assert "exact text" in page and "git clone https://github.com/ostris/ai-toolkit" in page
@@ -150,6 +152,9 @@ def test_the_export_page_runs_the_check_in_the_checkout(client: TestClient, tmp_
     assert 'data-check-row="001.png"' in r.text and 'data-check-row="sample 1"' in r.text
     assert "each reaches the text encoder exactly as you saved it" in r.text
     assert "&#34;high_level_description&#34;:&#34;A scholar reads" in r.text
+    r = client.post(f"/api/datasets/{dataset_id}/trainer-check", json={"aitk_dir": str(checkout)})
+    assert r.status_code == 200, r.text
+    assert r.json()["differing"] == 0 and len(r.json()["images"]) == 2
 
 
 @needs_checkout
