@@ -293,7 +293,9 @@ def progress(job: TrainJob) -> TrainProgress:
     phase = "ended"
     if active:
         recent = tail[-3000:]
-        if p is None and job.last_step == 0 and "Generating" not in recent:
+        # A resumed leg starts at its save step, loading the model like any start.
+        starting = job.last_step == 0 or resume.RESUMING in tail
+        if p is None and starting and "Generating" not in recent:
             phase = "loading the model and caching the dataset"
         elif "Generating" in recent and recent.rfind("Generating") > recent.rfind("it/s"):
             phase = "sampling"

@@ -128,3 +128,19 @@ def test_resume_command_continues_a_finished_run(
     result = CliRunner().invoke(cli, ["resume", str(first.id), "--more-steps", "10", *data])
     assert result.exit_code == 0, result.output
     assert "at step 20 of 30" in result.output and "done at step 30 of 30" in result.output
+
+
+def test_a_resumed_leg_loading_its_model_says_so(tmp_path: Path) -> None:
+    from app.models import TrainJob
+
+    log = tmp_path / "train.log"
+    log.write_text(
+        "Running 1 job\n#### IMPORTANT RESUMING FROM /x/run/run_000000020.safetensors ####\n"
+        "Found step 20 in metadata, starting from there\nLoading Qwen3-VL text encoder\n"
+    )
+    job = TrainJob(
+        dataset_id=1, profile="24gb", checkout=str(tmp_path), python="python",
+        config_path="c.yaml", config_yaml="", run_dir=str(tmp_path / "run"),
+        log_path=str(log), total_steps=60, last_step=20,
+    )  # fmt: skip
+    assert jobs.progress(job).phase == "loading the model and caching the dataset"
