@@ -803,5 +803,111 @@ def pick(
     typer.echo(f"step {step}: {chosen.checkpoint} copied to {chosen.copied_to}")
 
 
+@cli.command("resume")
+@user_errors
+def resume_run(
+    job_id: Annotated[int, typer.Argument(help="The training job (see atelier runs)")],
+    more_steps: Annotated[
+        int | None,
+        typer.Option("--more-steps", help="Train this many steps beyond the run's end", min=1),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="Start it and return; the run goes on without this command")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Resume a stopped run from its newest save, or continue a finished one for more steps
+    (same run folder, same board), following it until it ends."""
+    from sqlmodel import Session
+
+    from app.training import jobs
+
+    settings, db = open_database(data_dir)
+    with Session(db) as session:
+        job = jobs.resume_training(
+            session, settings=settings, job=jobs.get_job(session, job_id), more_steps=more_steps
+        )
+    typer.echo(
+        f"job {job.id}: resuming the run of job {job_id} at step {job.last_step} of "
+        f"{job.total_steps} (pid {job.pid}, log {job.log_path})"
+    )
+    if detach:
+        typer.echo(f"follow it with: atelier runs; stop it with: atelier stop {job.id}")
+        return
+    _follow(db, settings, job.id)  # type: ignore[arg-type]
+
+
+@cli.command("check-export")
+@user_errors
+def check_export(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where it was exported (holding config/<slug>.yaml) [default: the checkout]"
+        ),
+    ] = None,
+    aitk_dir: Annotated[
+        Path | None,
+        typer.Option("--aitk-dir", help="AI-Toolkit checkout [default: ATELIER_AITK_DIR]"),
+    ] = None,
+    python: Annotated[
+        Path | None,
+        typer.Option(help="Python of AI-Toolkit's venv [default: ATELIER_AITK_PYTHON or its venv]"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole report as JSON")] = False,
+    brief: Annotated[
+        bool, typer.Option("--brief", help="One line each, without the encoder's text")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the trainer's own caption, trigger, bucket and sample-prompt code on the export
+    (in the checkout's Python; no model, no GPU): what its text encoder will receive."""
+    import json as json_
+
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.training.checkout import resolve_checkout
+    from app.training.trainer_check import check_export as run_check
+    from app.training.trainer_check import export_config
+
+    settings, db = open_database(data_dir)
+    with Session(db) as session:
+        target = ds.find_dataset(session, dataset)
+    checkout = resolve_checkout(
+        settings=settings, folder=str(aitk_dir) if aitk_dir else None,
+        python=str(python) if python else None,
+    )  # fmt: skip
+    where = folder.expanduser().resolve() if folder else checkout.root
+    report = run_check(checkout=checkout, config_path=export_config(where, target.slug))
+    if as_json:
+        typer.echo(json_.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+    else:
+        typer.echo(f"trainer code: {checkout.root} run by {checkout.python}")
+        if report.version_note:
+            typer.secho(report.version_note, fg=typer.colors.YELLOW)
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        if report.tokenizer_note:
+            typer.echo(f"tokens: {report.tokenizer_note}; Atelier's own count is shown instead")
+        for c in [*report.images, *report.samples]:
+            mark = "DIFFERS" if c.differences else "same"
+            size = ", ".join(f"{b.width}x{b.height}" for b in c.buckets)
+            tokens = f"{c.tokens}{'' if c.tokens_exact else ' (estimate)'} tokens"
+            kind = "JSON" if c.structured else "plain text"
+            typer.echo(f"{c.name:10} {mark:7} {kind:10} {tokens:22} {size}")
+            for d in c.differences:
+                typer.echo(f"           {d}")
+            if not brief:
+                typer.echo(f"           encoder receives: {c.encoder_text}")
+        typer.echo(
+            f"{len(report.images)} captions and {len(report.samples)} sample prompts read by the "
+            f"trainer's code; {report.differing} differ from what was saved"
+        )
+    if report.differing:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     cli()

@@ -37,8 +37,14 @@ def _yaml() -> YAML:
     return yaml
 
 
-def for_training(text: str, *, save_every: int | None = None) -> tuple[str, Plan]:
-    """The YAML with sampling on at step 0 and every save, every save kept, and why."""
+def for_training(
+    text: str, *, save_every: int | None = None, steps: int | None = None, name: str | None = None
+) -> tuple[str, Plan]:
+    """The YAML with sampling on at step 0 and every save, every save kept, and why.
+
+    `steps` sets the run's length (a continued run's new end); `name` renames the run, and
+    with it its folder: the trainer resumes from any checkpoint already in that folder.
+    """
     try:
         doc = _yaml().load(text)
         config = doc["config"]
@@ -46,6 +52,14 @@ def for_training(text: str, *, save_every: int | None = None) -> tuple[str, Plan
         train, save, sample = process["train"], process["save"], process["sample"]
     except (YAMLError, KeyError, IndexError, TypeError):
         raise Invalid("The exported training YAML has no config.process[0] to train.") from None
+    if steps is not None:
+        train["steps"] = _positive(steps, "train.steps")
+    if name is not None:
+        config["name"] = name
+    # A start_step makes the trainer ignore the step saved in the checkpoint it resumes
+    # from (BaseSDTrainProcess.load_training_state_from_metadata): a resume would restart at
+    # that step, 0 by default. The step must come from the checkpoint.
+    train.pop("start_step", None)
     steps = _positive(train.get("steps"), "train.steps")
     if save_every is not None:
         save["save_every"] = _positive(save_every, "save.save_every")

@@ -27,9 +27,9 @@ from app.export.writer import ExportOptions, export_dataset, requested_out_dir
 from app.gpu import memory_in_use
 from app.images.store import ContentStore
 from app.models import Dataset, TrainJob, TrainStatus, utcnow
-from app.training import process, runs
-from app.training.checkout import resolve_checkout
-from app.training.config import for_training
+from app.training import process, resume, runs
+from app.training.checkout import Checkout, resolve_checkout
+from app.training.config import Plan, for_training
 
 log = logging.getLogger("atelier.training")
 
@@ -87,11 +87,80 @@ def start_training(
     if report.config_path is None:
         raise Invalid("The export wrote no training YAML to start.")
     text, plan = for_training(report.config_path.read_text(), save_every=save_every)
+    if resume.saves(plan.run_dir(checkout.root), plan.name):
+        # The trainer would resume from the earlier run's checkpoints in that folder instead
+        # of starting afresh: a new run gets a folder of its own.
+        text, plan = for_training(text, name=_fresh_name(checkout.root, plan))
     _write_atomic(report.config_path, text)
+    return _launch(
+        session, settings=settings, dataset_id=dataset.id, profile=profile,  # type: ignore[arg-type]
+        checkout=checkout, config_path=report.config_path, text=text, plan=plan, start_step=0,
+    )  # fmt: skip
+
+
+def resume_training(
+    session: Session, *, settings: Settings, job: TrainJob, more_steps: int | None = None
+) -> TrainJob:
+    """Starts the run's next leg in its own folder: a stopped run from its newest save, a
+    finished one (`more_steps`) from its final checkpoint, for that many steps more."""
+    latest = resume.newest_leg(session, job)
+    latest = refresh(session, settings=settings, job=latest)
+    if latest.status in ACTIVE:
+        raise Conflict(f"Training job {latest.id} is still running this run: stop it first.")
+    running = session.exec(select(TrainJob).where(col(TrainJob.status).in_(ACTIVE))).first()
+    if running is not None and refresh(session, settings=settings, job=running).status in ACTIVE:
+        raise Conflict(
+            f"Training job {running.id} is still running: stop it before resuming another "
+            "(one GPU, one run)."
+        )
+    if latest.status is TrainStatus.done and not more_steps:
+        raise Invalid(
+            f"Job {latest.id} trained all its {latest.total_steps} steps: continue it for a "
+            "number of steps more."
+        )
+    checkout = resolve_checkout(settings=settings, folder=latest.checkout, python=latest.python)
+    text, plan = for_training(latest.config_yaml, steps=latest.total_steps + (more_steps or 0))
+    run_dir = Path(latest.run_dir)
+    # Only a finished leg's final file is its newest state; after a stop it is an older leg's.
+    done = latest.status is TrainStatus.done
+    if done and resume.keep_final(run_dir, plan.name, latest.total_steps) is None:
+        raise Invalid(
+            f"The final checkpoint {plan.name}.safetensors is no longer in {run_dir}: "
+            "there is nothing to continue from."
+        )
+    newest = resume.newest_save(run_dir, plan.name)
+    if newest is None:
+        raise Invalid(
+            f"Job {latest.id} saved no checkpoint before it ended (the first save is at step "
+            f"{plan.save_every}): the trainer would start again at step 0. Train it anew."
+        )
+    at = resume.step_of(newest, final_step=latest.total_steps)
+    leg = len(resume.legs_of(session, latest.run_dir)) + 1
+    config_path = Path(latest.config_path)
+    config_path = config_path.with_name(f"{config_path.stem}-leg{leg}{config_path.suffix}")
+    _write_atomic(config_path, text)
+    log.info("training job %s: leg %s resumes at step %s from %s", latest.id, leg, at, newest)
+    return _launch(
+        session, settings=settings, dataset_id=latest.dataset_id, profile=latest.profile,
+        checkout=checkout, config_path=config_path, text=text, plan=plan, start_step=at,
+    )  # fmt: skip
+
+
+def _fresh_name(root: Path, plan: Plan) -> str:
+    n = 2
+    while resume.saves(plan.run_dir(root).with_name(f"{plan.name}_{n}"), f"{plan.name}_{n}"):
+        n += 1
+    return f"{plan.name}_{n}"
+
+
+def _launch(
+    session: Session, *, settings: Settings, dataset_id: int, profile: str, checkout: Checkout,
+    config_path: Path, text: str, plan: Plan, start_step: int,
+) -> TrainJob:  # fmt: skip
     # Named before the job exists: the row is written only once the process runs, so a
     # supervisor never sees a job without its process.
     log_path = settings.training_dir / f"train-{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}.log"
-    rel = report.config_path.relative_to(checkout.root)
+    rel = config_path.relative_to(checkout.root)
     try:
         pid, started = process.launch(
             python=checkout.python, args=["run.py", str(rel)], cwd=checkout.root, log_path=log_path
@@ -99,15 +168,16 @@ def start_training(
     except OSError as e:
         raise Invalid(f"AI-Toolkit could not be started with {checkout.python}: {e}.") from None
     job = TrainJob(
-        dataset_id=dataset.id,  # type: ignore[arg-type]
+        dataset_id=dataset_id,
         profile=profile,
         checkout=str(checkout.root),
         python=str(checkout.python),
-        config_path=str(report.config_path),
+        config_path=str(config_path),
         config_yaml=text,
         run_dir=str(plan.run_dir(checkout.root)),
         log_path=str(log_path),
         total_steps=plan.steps,
+        last_step=start_step,
         pid=pid,
         pid_started=started,
     )
@@ -155,6 +225,21 @@ def log_tail(job: TrainJob) -> str:
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def log_head(job: TrainJob, size: int = 256 * 1024) -> str:
+    """The start of the trainer's output: where it says which save it resumed from."""
+    try:
+        with open(job.log_path, "rb") as f:
+            return f.read(size).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def legs(session: Session, job: TrainJob) -> list[resume.Leg]:
+    """The run this job trained, leg by leg: each job in its folder, where it really began."""
+    found = resume.legs_of(session, job.run_dir) or [job]
+    return resume.describe(found, {j.id or 0: log_head(j) for j in found})
 
 
 def refresh(session: Session, *, settings: Settings, job: TrainJob) -> TrainJob:
@@ -209,7 +294,9 @@ def progress(job: TrainJob) -> TrainProgress:
     phase = "ended"
     if active:
         recent = tail[-3000:]
-        if p is None and job.last_step == 0 and "Generating" not in recent:
+        # A resumed leg starts at its save step, loading the model like any start.
+        starting = job.last_step == 0 or resume.RESUMING in tail
+        if p is None and starting and "Generating" not in recent:
             phase = "loading the model and caching the dataset"
         elif "Generating" in recent and recent.rfind("Generating") > recent.rfind("it/s"):
             phase = "sampling"
@@ -257,6 +344,8 @@ def _finish(session: Session, job: TrainJob) -> TrainJob:
         job.last_step = p.step
     cfg = runs.read_config(Path(job.run_dir), job.config_yaml)
     final = runs.checkpoints(Path(job.run_dir), cfg.name).final if cfg else None
+    if final is not None and _older_than(final, job):
+        final = None  # an earlier leg's
     completed = "completed job" in tail and "failure" not in tail.rsplit("Result:", 1)[-1]
     if job.stop_requested_at is not None:
         job.status = TrainStatus.stopped
@@ -272,6 +361,14 @@ def _finish(session: Session, job: TrainJob) -> TrainJob:
     session.refresh(job)
     log.info("training job %s ended: %s", job.id, job.status.value)
     return job
+
+
+def _older_than(path: Path, job: TrainJob) -> bool:
+    created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
+    try:
+        return path.stat().st_mtime < created.timestamp()
+    except OSError:
+        return True
 
 
 def _write_atomic(path: Path, text: str) -> None:

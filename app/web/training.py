@@ -13,14 +13,15 @@ from sqlmodel import Session, col, select
 
 from app import datasets as ds
 from app.config import Settings
-from app.errors import Invalid
+from app.errors import Conflict, Invalid, UserError
 from app.export import profiles
-from app.export.writer import requested_out_dir
+from app.export.writer import ExportRefused, requested_out_dir
 from app.models import Dataset, TrainJob
 from app.training import board as boards
 from app.training import checkout as checkouts
-from app.training import jobs
+from app.training import jobs, trainer_check
 from app.training import pick as picking
+from app.training.chart import y_ticks
 from app.web.deps import SessionDep, SettingsDep, StoreDep
 from app.web.templating import templates
 
@@ -34,6 +35,12 @@ class TrainIn(BaseModel):
     aitk_dir: str | None = Field(default=None, max_length=4096, description="AI-Toolkit checkout")
     python: str | None = Field(default=None, max_length=4096, description="Its venv's Python")
     force: bool = False
+
+
+class ResumeIn(BaseModel):
+    more_steps: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Steps to train beyond the run's end"
+    )
 
 
 class PickIn(BaseModel):
@@ -64,7 +71,19 @@ def train_defaults(
     }
 
 
-def _job_dict(job: TrainJob) -> dict[str, Any]:
+templates.env.globals["loss_y_ticks"] = y_ticks
+
+
+def _legs(session: Session, job: TrainJob) -> list[dict[str, Any]]:
+    return [
+        {"job": leg.job.id, "number": leg.number, "kind": leg.kind, "start": leg.start,
+         "end": leg.end, "total": leg.job.total_steps, "status": leg.job.status.value,
+         "restarted": leg.restarted}
+        for leg in jobs.legs(session, job)
+    ]  # fmt: skip
+
+
+def _job_dict(job: TrainJob, session: Session | None = None) -> dict[str, Any]:
     p = jobs.progress(job)
     return {
         "id": job.id,
@@ -85,7 +104,7 @@ def _job_dict(job: TrainJob) -> dict[str, Any]:
         "gpu_memory": p.gpu,
         "samples": p.samples,
         "saved_steps": p.saved_steps,
-    }
+    } | ({"legs": _legs(session, job)} if session is not None else {})
 
 
 def _start(
@@ -133,7 +152,17 @@ def api_jobs(session: SessionDep, settings: SettingsDep, dataset_id: int | None 
 @router.get("/api/training/jobs/{job_id}", tags=["training"])
 def api_job(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
     """Status and progress: step of total, speed, time left, loss, GPU memory, saves."""
-    return _job_dict(_fresh(session, settings, job_id))
+    return _job_dict(_fresh(session, settings, job_id), session)
+
+
+@router.post("/api/training/jobs/{job_id}/resume", tags=["training"], status_code=201)
+def api_resume(job_id: int, body: ResumeIn, session: SessionDep, settings: SettingsDep) -> dict:
+    """The run's next leg: a stopped run from its newest save; a finished one (more_steps)
+    from its final checkpoint, that many steps further. Same run folder, same board."""
+    job = jobs.resume_training(
+        session, settings=settings, job=jobs.get_job(session, job_id), more_steps=body.more_steps
+    )
+    return _job_dict(job, session)
 
 
 @router.post("/api/training/jobs/{job_id}/stop", tags=["training"])
@@ -146,7 +175,7 @@ def api_stop(job_id: int, session: SessionDep, settings: SettingsDep) -> dict:
 @router.post("/api/training/jobs/{job_id}/pick", tags=["training"], status_code=201)
 def api_pick(job_id: int, body: PickIn, session: SessionDep, settings: SettingsDep) -> dict:
     """Copies the step's checkpoint into `to_dir`, named by dataset and step, and records it."""
-    job = jobs.get_job(session, job_id)
+    job = jobs.legs(session, jobs.get_job(session, job_id))[-1].job  # the run's newest YAML
     dataset = ds.get_dataset(session, body.dataset_id or job.dataset_id)
     chosen = picking.use_step(
         session,
@@ -166,39 +195,100 @@ def api_pick(job_id: int, body: PickIn, session: SessionDep, settings: SettingsD
 def training_page(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     found = [jobs.refresh(session, settings=settings, job=j) for j in jobs.list_jobs(session)]
     names = {d.id: d.name for d in session.exec(select(Dataset))}
-    return templates.TemplateResponse(request, "training.html", {"jobs": found, "names": names})
+    # A run resumed or continued is one run in legs: each job says which leg it is.
+    by_run: dict[str, list[int]] = {}
+    for j in sorted(found, key=lambda j: j.id or 0):
+        by_run.setdefault(j.run_dir, []).append(j.id or 0)
+    leg = {i: (n, len(ids)) for ids in by_run.values() for n, i in enumerate(ids, start=1)}
+    context = {"jobs": found, "names": names, "leg": leg}
+    return templates.TemplateResponse(request, "training.html", context)
 
 
 @router.post("/datasets/{dataset_id}/train", include_in_schema=False)
 def train_form(
+    request: Request,
     dataset_id: int,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
-    profile: Annotated[str, Form()] = profiles.DEFAULT_PROFILE,
+    profile: Annotated[str, Form(max_length=40)] = profiles.DEFAULT_PROFILE,
     aitk_dir: Annotated[str, Form(max_length=4096)] = "",
     python: Annotated[str, Form(max_length=4096)] = "",
-    steps: Annotated[int | None, Form(ge=1, le=1_000_000)] = None,
-    save_every: Annotated[int | None, Form(ge=1, le=1_000_000)] = None,
+    steps: Annotated[str, Form(max_length=20)] = "",
+    save_every: Annotated[str, Form(max_length=20)] = "",
     force: Annotated[bool, Form()] = False,
 ) -> Response:
-    body = TrainIn(
-        profile=profile, steps=steps, save_every=save_every, aitk_dir=aitk_dir or None,
-        python=python or None, force=force,
-    )  # fmt: skip
-    job = _start(session, settings, store, ds.get_dataset(session, dataset_id), body)
+    """Starts training; a refusal comes back as the form, saying why, with what was typed."""
+    dataset = ds.get_dataset(session, dataset_id)
+    values = {"aitk_dir": aitk_dir, "python": python, "steps": steps, "save_every": save_every,
+              "profile": profile, "force": force}  # fmt: skip
+    context: dict[str, Any] = {"dataset": dataset, "train_values": values,
+                               "train": train_defaults(session, settings),
+                               "train_error_checkout": False, "running_job": None}  # fmt: skip
+    try:
+        body = TrainIn(
+            profile=profile, steps=_steps(steps, "Steps"),
+            save_every=_steps(save_every, "Save and sample every"), aitk_dir=aitk_dir or None,
+            python=python or None, force=force,
+        )  # fmt: skip
+        if body.profile not in profiles.PROFILES:
+            raise Invalid(f"There is no GPU profile {body.profile!r}.")
+        folder, py = checkouts.from_request(
+            settings=settings, folder=body.aitk_dir, python=body.python
+        )
+        try:
+            checkouts.resolve_checkout(settings=settings, folder=folder, python=py)
+        except Invalid:
+            context["train_error_checkout"] = True
+            raise
+        job = _start(session, settings, store, dataset, body)
+    except UserError as e:
+        if isinstance(e, ExportRefused):
+            context["train_error"] = e.told("tick 'export anyway' below and train again")
+        else:
+            context["train_error"] = e.message
+        if isinstance(e, Conflict):
+            context["running_job"] = _running_job(session)
+        hx = bool(request.headers.get("hx-request"))
+        name = "_train_form.html" if hx else "train_start.html"
+        return templates.TemplateResponse(request, name, context, status_code=e.status_code)
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": f"/training/jobs/{job.id}"})
     return RedirectResponse(f"/training/jobs/{job.id}", status_code=303)
+
+
+def _steps(raw: str, what: str) -> int | None:
+    """A step count typed in the form: empty is the default, else a whole number >= 1."""
+    if not raw.strip():
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1_000_000:
+        raise Invalid(f"{what}: give a whole number of steps from 1 to 1,000,000, not {raw!r}.")
+    return n
+
+
+def _running_job(session: Session) -> int | None:
+    found = session.exec(select(TrainJob).where(col(TrainJob.status).in_(jobs.ACTIVE))).first()
+    return found.id if found else None
 
 
 def _job_context(session: Session, job: TrainJob) -> dict[str, Any]:
     p = jobs.progress(job)
     chart = boards.loss_chart(p.loss_curve, saved=p.saved_steps, total=p.total)
+    legs = jobs.legs(session, job)
     return {
         "job": job,
         "p": p,
         "chart": chart,
         "dataset": session.get(Dataset, job.dataset_id),
         "active": job.status in jobs.ACTIVE,
+        "legs": legs,
+        "newest_leg": legs[-1].job if legs else job,
+        "resume_error": None,
+        "more_steps": "",
     }
 
 
@@ -226,6 +316,51 @@ def stop_form(
     return RedirectResponse(f"/training/jobs/{job_id}", status_code=303)
 
 
+@router.get(
+    "/datasets/{dataset_id}/trainer-check", response_class=HTMLResponse, include_in_schema=False
+)
+def trainer_check_page(
+    request: Request, dataset_id: int, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The trainer's own code on the export in the checkout: the partial for htmx, else a page."""
+    dataset = ds.get_dataset(session, dataset_id)
+    defaults = train_defaults(session, settings)
+    context: dict[str, Any] = {"dataset": dataset, "check": None, "check_error": None,
+                               "checked_commit": trainer_check.CHECKED_COMMIT,
+                               "train": defaults}  # fmt: skip
+    try:
+        checkout = checkouts.resolve_checkout(
+            settings=settings, folder=defaults["checkout"] or None
+        )
+        config = trainer_check.export_config(checkout.root, dataset.slug)
+        context["check"] = trainer_check.check_export(checkout=checkout, config_path=config)
+    except UserError as e:
+        context["check_error"] = e.message
+    name = "_trainer_check.html" if request.headers.get("hx-request") else "trainer_check.html"
+    return templates.TemplateResponse(request, name, context)
+
+
+class CheckIn(BaseModel):
+    aitk_dir: str | None = Field(default=None, max_length=4096, description="AI-Toolkit checkout")
+    python: str | None = Field(default=None, max_length=4096, description="Its venv's Python")
+
+
+# POST, though it changes nothing: it runs a program the body may name, so it gets the Origin
+# check that state-changing requests get (a GET could be sent by any web page).
+@router.post("/api/datasets/{dataset_id}/trainer-check", tags=["training"])
+def api_trainer_check(
+    dataset_id: int, body: CheckIn, session: SessionDep, settings: SettingsDep
+) -> dict:
+    """Runs AI-Toolkit's own caption, trigger, bucket and sample-prompt code (in the checkout's
+    Python; no model, no GPU) on the dataset's export in the checkout: per image and sample
+    prompt the exact text its text encoder receives, tokens, buckets, differences."""
+    dataset = ds.get_dataset(session, dataset_id)
+    folder, py = checkouts.from_request(settings=settings, folder=body.aitk_dir, python=body.python)
+    checkout = checkouts.resolve_checkout(settings=settings, folder=folder, python=py)
+    config = trainer_check.export_config(checkout.root, dataset.slug)
+    return trainer_check.check_export(checkout=checkout, config_path=config).as_dict()
+
+
 # --- the board ---------------------------------------------------------------------------
 
 
@@ -251,12 +386,15 @@ def _board_context(
     run_dir, job = _run(session, settings, run, job_id)
     if not run_dir.is_dir():
         raise Invalid(f"The run folder {run_dir} is not there (yet): the trainer makes it.")
+    legs = jobs.legs(session, job) if job else []
+    # A run in legs: its newest leg's YAML has the run's end and every sample's prompt.
+    newest = jobs.refresh(session, settings=settings, job=legs[-1].job) if legs else job
     board = boards.build_board(
         run_dir,
-        recorded_yaml=job.config_yaml if job else None,
+        recorded_yaml=newest.config_yaml if newest else None,
         page=page,
         step_page=sp,
-        live_job=(job.status in jobs.ACTIVE) if job else None,
+        live_job=(newest.status in jobs.ACTIVE) if newest else None,
     )
     boards.drop_unreadable(settings, board)
     total = board.config.steps if board.config else (board.all_steps[-1] if board.all_steps else 0)
@@ -275,6 +413,7 @@ def _board_context(
         "datasets": datasets,
         "picks": picking.picks(session, dataset_id=job.dataset_id) if job else [],
         "pickable": set(board.saved_steps) | ({board.final_step} if board.final_step else set()),
+        "legs": legs,
     }
 
 
@@ -410,6 +549,7 @@ def board_pick(
     dataset_id: Annotated[int | None, Form()] = None,
 ) -> Response:
     run_dir, found = _run(session, settings, run, job)
+    found = jobs.legs(session, found)[-1].job if found else None
     chosen_id = dataset_id or (found.dataset_id if found else None)
     if chosen_id is None:
         raise Invalid("Choose the dataset this LoRA is for.")

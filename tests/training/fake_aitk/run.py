@@ -7,6 +7,20 @@ loss_log.db with the trainer's three tables, checkpoints <name>_<step:09d>.safet
 rotated to the last save.max_step_saves_to_keep, and the final <name>.safetensors. It
 prints a progress bar as tqdm does. fake.json in the working folder sets its pace and
 its faults: {"step_s": 0.01, "oom_at": null, "sample_s": 0.0}.
+
+It resumes as AI-Toolkit 27a03a91 does (jobs/process/BaseSDTrainProcess.py):
+- `get_latest_save_path`: of the files `<name>*.safetensors` in the run folder, the one with
+  the newest ctime (`max(paths, key=os.path.getctime)`), the final `<name>.safetensors` too;
+- `load_training_state_from_metadata`: the step is read from the file's metadata
+  (`training_info.step`), and only when `train.start_step` is not set; no metadata, no
+  resume: the run starts again at step 0 (here the checkpoint file holds that metadata as
+  JSON, `{"training_info": {"step": N}}`);
+- `run`: the baseline samples only when the step is <= 1 (or `force_first_sample`); the
+  loop runs `range(step, train.steps)` and neither saves nor samples at the step it resumed
+  at; `save(step)` records `training_info.step = step`, the final save the step after the
+  last one (= train.steps); a stop (Ctrl+C) saves nothing (run.py calls `on_error` only);
+- `clean_up_saves`: `<name>_*` files sorted by ctime, all but the last
+  `max_step_saves_to_keep` removed; the final file is not among them.
 """
 
 import json
@@ -72,7 +86,8 @@ def main() -> int:
     def save_checkpoint(step: int | None) -> None:
         suffix = "" if step is None else f"_{step:09d}"
         path = root / f"{name}{suffix}.safetensors"
-        path.write_bytes(f"fake LoRA weights at step {step}".encode())
+        meta = {"training_info": {"step": steps if step is None else step}}
+        path.write_text(json.dumps(meta))
         if step is None:
             return
         saves = sorted(
@@ -98,12 +113,29 @@ def main() -> int:
             " value_real REAL, value_text TEXT, PRIMARY KEY (step, key))"
         )
 
+    start_step = 0
+    saves = [p for p in root.glob(f"{name}*.safetensors") if "_LoRA" not in p.name]
+    if saves:
+        latest = max(saves, key=os.path.getctime)
+        print(f"#### IMPORTANT RESUMING FROM {latest} ####", flush=True)
+        try:
+            meta = json.loads(latest.read_text())
+        except ValueError:
+            meta = None
+        if meta and "training_info" in meta and train.get("start_step") is None:
+            start_step = int(meta["training_info"]["step"])
+            print(f"Found step {start_step} in metadata, starting from there", flush=True)
+    if train.get("start_step") is not None:
+        start_step = int(train["start_step"])
+
     try:
-        if sampling and not train.get("skip_first_sample", False):
+        if sampling and train.get("skip_first_sample", False):
+            print("Skipping first sample due to config setting", flush=True)
+        elif sampling and (start_step <= 1 or train.get("force_first_sample", False)):
             print("Generating baseline samples before training", flush=True)
-            write_samples(0)
+            write_samples(start_step)
         started = time.time()
-        for step in range(steps):
+        for step in range(start_step, steps):
             if behaviour["oom_at"] is not None and step >= behaviour["oom_at"]:
                 print("Traceback (most recent call last):", flush=True)
                 print('  File "run.py", line 120, in main', flush=True)
@@ -133,7 +165,7 @@ def main() -> int:
                 db.execute("COMMIT")
             done = step + 1
             elapsed = time.time() - started
-            rate = done / elapsed if elapsed else 0.0
+            rate = (done - start_step) / elapsed if elapsed else 0.0
             left = (steps - done) / rate if rate else 0.0
             pct = int(100 * done / steps)
             sys.stderr.write(
@@ -141,10 +173,10 @@ def main() -> int:
                 f"[{clock(elapsed)}<{clock(left)}, {rate:.2f}it/s, lr: 1.0e-04 loss: {loss:.3e}]"
             )
             sys.stderr.flush()
-            if step != 0 and step % save_every == 0:
+            if step != start_step and step % save_every == 0:
                 print(f"\nSaving at step {step}", flush=True)
                 save_checkpoint(step)
-            if sampling and step != 0 and step % sample_every == 0:
+            if sampling and step != start_step and step % sample_every == 0:
                 write_samples(step)
         save_checkpoint(None)
         if sampling:
