@@ -212,7 +212,8 @@
       li.querySelector("[data-box-state]").textContent = box ? "boxed" : "no box";
       window.AtelierPalette.init(li);
       this.structureChanged();
-      if (this.boxes) this.boxes.select(li);
+      // A box just drawn: the page stays still under the mouse (the list may be below).
+      if (this.boxes) this.boxes.select(li, { scroll: !box });
       li.querySelector("[data-el-desc]").focus({ preventScroll: true });
       return li;
     }
