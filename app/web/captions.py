@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session
 from starlette.datastructures import FormData
 
-from app.captions import revisions, sidecars
+from app.captions import diff, revisions, sidecars
 from app.captions.boxes import Box
 from app.captions.dialects import Dialect, read_official_text, read_submitted, to_official
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
@@ -230,7 +230,7 @@ def parse_form(
                 )
             )
         except (ValidationError, ValueError) as e:
-            errors.append(f"element {n}: {_message(e)}")
+            errors.append(_message(e, f"elements.{n}"))
     try:
         style = Style(
             aesthetics=aesthetics,
@@ -240,7 +240,7 @@ def parse_form(
             color_palette=_colours(palette),
         )
     except ValidationError as e:
-        errors.append(f"style: {_message(e)}")
+        errors.append(_message(e, "style"))
     if errors:
         raise Invalid("Not saved: " + "; ".join(errors) + ".", errors=errors)
     return Caption(
@@ -266,12 +266,14 @@ def _colours(value: str) -> list[str]:
     return [c for c in value.replace(",", " ").split() if c]
 
 
-def _message(e: Exception) -> str:
+def _message(e: Exception, within: str) -> str:
+    """'element 2 · palette: ...': what is wrong, named as everywhere else (diff.field_name)."""
     if isinstance(e, ValidationError):
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where} {first['msg'].removeprefix('Value error, ')}".strip()
-    return str(e)
+        key = next((str(p) for p in first["loc"] if isinstance(p, str)), "")
+        where = diff.field_name(f"{within}.{key}" if key else within)
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    return f"{diff.field_name(within)}: {e}"
 
 
 @router.post("/images/{image_id}/caption", response_class=HTMLResponse, include_in_schema=False)
