@@ -110,4 +110,6 @@ def test_leave_question_only_when_a_save_failed(page, live_server: str) -> None:
     page.wait_for_timeout(1000)
     assert dialogs == ["beforeunload"]
     assert f"/images/{first}" in page.url  # Stay: the typing is still here
-    assert page.locator("textarea[name=high_level_description]").input_value() == "lost unless asked"
+    assert (
+        page.locator("textarea[name=high_level_description]").input_value() == "lost unless asked"
+    )

@@ -24,7 +24,9 @@ def test_drawing_the_first_box_keeps_the_page_still(page, live_server: str) -> N
     assert page.evaluate("window.scrollY") == before
 
 
-def test_the_selected_boxs_edge_resizes_it_where_it_touches_a_neighbour(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_selected_boxs_edge_resizes_it_where_it_touches_a_neighbour(
+    page, live_server: str
+) -> None:  # type: ignore[no-untyped-def]
     (iid,) = setup_images(live_server)
     elements = [
         {"type": "obj", "bbox": [100, 100, 900, 500], "desc": "left", "color_palette": []},
