@@ -302,6 +302,8 @@
       if (!section) return;
       let field = section.querySelector("textarea, select, input:not([type=hidden])");
       if (n === "4" && this.boxes && this.boxes.selected) field = this.boxes.selected.querySelector("[data-el-desc]");
+      const folded = field && field.closest("details:not([open])");
+      if (folded) folded.open = true;
       if (field) field.focus();
     }
 
