@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from app.captions import boxes
 from app.captions.boxes import Box
+from app.captions.diff import official_field_name
 from app.captions.schema import (
     ELEMENT_PALETTE_MAX,
     IMAGE_PALETTE_MAX,
@@ -383,11 +384,12 @@ def read_submitted(data: Any, *, dialect: Dialect, width: int, height: int) -> C
             errors = [
                 {
                     "field": ".".join(["caption", *(str(p) for p in err["loc"])]),
+                    "label": official_field_name(err["loc"]),
                     "message": err["msg"].removeprefix("Value error, "),
                 }
                 for err in e.errors()
             ]
-            sentence = "; ".join(f"{x['field']}: {x['message']}" for x in errors[:3])
+            sentence = "; ".join(f"{x['label']}: {x['message']}" for x in errors[:3])
             raise Invalid(f"The caption is not valid: {sentence}.", errors=errors) from None
     if not isinstance(data, dict):
         raise Invalid("The caption must be a JSON object.", errors=[])
@@ -423,8 +425,9 @@ def _check_size(data: Any) -> None:
         where, value = stack.pop()
         if isinstance(value, str):
             if len(value) > MAX_FIELD_CHARS:
+                loc = [int(p) if p.isdigit() else p for p in where.split(".")[1:]]
                 raise Invalid(
-                    f"The caption's {where.removeprefix('caption.')} is {len(value):,} "
+                    f"The caption's {official_field_name(loc)} is {len(value):,} "
                     "characters long; a field may hold "
                     f"at most {MAX_FIELD_CHARS:,} (the trainer reads about 10,000 characters of "
                     "a whole caption).",

@@ -17,6 +17,75 @@ class Change:
     before: str
     after: str
 
+    @property
+    def label(self) -> str:
+        return field_name(self.path)
+
+
+# A caption's fields as people read them, the same in the editor's errors, the raw JSON's,
+# find and replace, merges and the history: elements counted from 1, named by what the editor
+# calls them ("element 3 · description").
+_NAMES = {
+    "high_level_description": "high-level description",
+    "style": "style",
+    "style.aesthetics": "style · aesthetics",
+    "style.lighting": "style · lighting",
+    "style.medium": "style · medium",
+    "style.render": "style · art style",
+    "style.color_palette": "style · palette",
+    "background": "background",
+    "elements": "elements",
+    "elements.order": "order of the elements",
+}
+_ELEMENT_FIELDS = {
+    "type": "type",
+    "box": "box",
+    "text": "text",
+    "desc": "description",
+    "color_palette": "palette",
+}
+# The official dialect's keys (and a form's) for the same fields.
+_OFFICIAL = {
+    "style_description": "style",
+    "compositional_deconstruction": "",
+    "art_style": "render",
+    "photo": "render",
+    "bbox": "box",
+    "palette": "color_palette",
+}
+
+
+def field_name(path: str) -> str:
+    """'elements.3.desc' -> 'element 3 · description': a field as a person reads it."""
+    if path in _NAMES:
+        return _NAMES[path]
+    parts = path.split(".")
+    if parts[0] == "elements" and len(parts) >= 2:
+        name = f"element {parts[1]}"
+        if len(parts) >= 3:
+            name += " · " + _ELEMENT_FIELDS.get(parts[2], parts[2])
+        return name
+    return " · ".join(parts)
+
+
+def official_field_name(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    """A field named by a validator's location in the official dialect (elements counted
+    from 0, official keys), as field_name names it."""
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            if parts and parts[-1] == "elements":
+                parts.append(str(p + 1))
+            continue  # a colour's place in a palette, a coordinate's in a box
+        key = _OFFICIAL.get(p, p)
+        if key:
+            parts.append(key)
+        if len(parts) >= 4 or (parts and parts[0] != "elements" and len(parts) >= 2):
+            break
+    if not parts:
+        return " · ".join(str(p) for p in loc) or "caption"
+    return field_name(".".join(parts))
+
 
 def flatten(caption: Caption | None) -> dict[str, str]:
     """Every field of the caption as text, keyed by a readable path."""
@@ -52,8 +121,8 @@ def changes(before: Caption | None, after: Caption | None) -> list[Change]:
 
 
 def summary(before: Caption | None, after: Caption | None, *, limit: int = 4) -> str:
-    """'style.lighting, elements.2.desc and 3 more': what a revision changed."""
-    paths = [c.path for c in changes(before, after)]
+    """'style · lighting, element 2 · description and 3 more': what a revision changed."""
+    paths = [c.label for c in changes(before, after)]
     if not paths:
         return "no change"
     shown = ", ".join(paths[:limit])
@@ -75,7 +144,7 @@ class Part:
     """One part both sides changed differently, as text for people to choose from."""
 
     key: str  # e.g. "background", "elements.<id>.desc", "elements.<id>", "elements.order"
-    label: str  # e.g. "background", "element 2 · desc"
+    label: str  # e.g. "background", "element 2 · description" (field_name's)
     base: str
     mine: str
     theirs: str
@@ -198,7 +267,7 @@ def merge3(
     pick = _Picker(keep_mine)
     description = pick(
         "high_level_description",
-        "high_level_description",
+        field_name("high_level_description"),
         base.high_level_description,
         mine.high_level_description,
         theirs.high_level_description,
@@ -208,7 +277,7 @@ def merge3(
         {
             k: pick(
                 f"style.{k}",
-                f"style.{k}",
+                field_name(f"style.{k}"),
                 getattr(base.style, k),
                 getattr(mine.style, k),
                 getattr(theirs.style, k),
@@ -219,7 +288,7 @@ def merge3(
     )
     background = pick(
         "background",
-        "background",
+        field_name("background"),
         base.composition.background,
         mine.composition.background,
         theirs.composition.background,
@@ -241,10 +310,8 @@ def _by_id(caption: Caption) -> dict[str, Element]:
     return {e.id: e for e in caption.composition.elements}
 
 
-def _label(n: int | None, e: Element) -> str:
-    what = (e.text or e.desc) if e.type == "text" else e.desc
-    short = (what[:30] + "…") if len(what) > 30 else what
-    return f"element {n or '?'}" + (f" ({short})" if short else "")
+def _label(n: int | None, key: str = "") -> str:
+    return field_name(f"elements.{n or '?'}" + (f".{key}" if key else ""))
 
 
 def _merge_elements(
@@ -258,11 +325,9 @@ def _merge_elements(
     out: dict[str, Element] = {}
     for eid in dict.fromkeys([*b, *t, *m]):
         be, me, te = b.get(eid), m.get(eid), t.get(eid)
-        shown = te or me or be
-        assert shown is not None
-        label = _label(place.get(eid), shown)
         if me is None or te is None:
             # Removed on one side at least: the element's presence is the part.
+            label = _label(place.get(eid))
             kept = pick(f"elements.{eid}", label, be, me, te, _element_text)
             if kept is not None:
                 out[eid] = kept
@@ -270,7 +335,7 @@ def _merge_elements(
         fields = {
             k: pick(
                 f"elements.{eid}.{k}",
-                f"{label} · {k}",
+                _label(place.get(eid), k),
                 getattr(be, k) if be is not None else None,
                 getattr(me, k),
                 getattr(te, k),
@@ -299,7 +364,7 @@ def _merge_order(
     def places(ids: Any) -> str:
         return ", ".join(str(b.index(i) + 1) for i in ids)
 
-    order: list[str] = list(pick(ORDER, "order of the elements", b, m, t, places))
+    order: list[str] = list(pick(ORDER, field_name(ORDER), b, m, t, places))
     lead, other = (mine, theirs) if order == m and m != t else (theirs, mine)
     for side in (lead, other):
         ids = [e.id for e in side.composition.elements if e.id in merged]

@@ -14,20 +14,22 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from app.captions.diff import field_name
 from app.captions.draft_quality import char_error_rate
 from app.captions.schema import Caption
 
 UNSURE_BELOW = 0.5  # a value whose least likely token was less likely than this is marked
 DIFFERS_ABOVE = 0.1  # a second reading further than this (character error rate) is flagged
-FIELD_NAMES = {
-    "high_level_description": "high-level description",
-    "style.aesthetics": "aesthetics",
-    "style.lighting": "lighting",
-    "style.medium": "medium",
-    "style.render": "technique",
+# The fields a confidence is kept for (app/engines/confidence.py), and their place in
+# app/captions/diff.py's naming, which names every field the one way a person reads it.
+FIELDS = {
+    "high_level_description": "high_level_description",
+    "style.aesthetics": "style.aesthetics",
+    "style.lighting": "style.lighting",
+    "style.medium": "style.medium",
+    "style.render": "style.render",
     "composition.background": "background",
 }
-ELEMENT_PARTS = {"desc": "description", "text": "text", "box": "box", "type": "type"}
 
 
 @dataclass
@@ -134,10 +136,10 @@ def shown(doubts: Doubts | None, *, drafted: Caption, now: Caption) -> list[Show
                 continue
             if not part and a != b:
                 continue
-            label = f"element {positions[eid]}" + (f" · {ELEMENT_PARTS[part]}" if part else "")
+            label = field_name(f"elements.{positions[eid]}" + (f".{part}" if part else ""))
             out.append(Shown(label, path, c["least"], c["mean"]))
-        elif path in FIELD_NAMES and _field(drafted, path) == _field(now, path):
-            out.append(Shown(FIELD_NAMES[path], path, c["least"], c["mean"]))
+        elif path in FIELDS and _field(drafted, path) == _field(now, path):
+            out.append(Shown(field_name(FIELDS[path]), path, c["least"], c["mean"]))
     return sorted(out, key=lambda s: s.least)
 
 

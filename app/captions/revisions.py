@@ -22,6 +22,9 @@ from app.captions.style_block import block_of, effective, stored_form
 from app.errors import Conflict, Invalid, NotFound
 from app.models import Action, Author, CaptionRevision, CaptionStatus, Dataset, Image
 
+# The note of a revision that changed an approved caption (the image then needs review).
+APPROVAL_WITHDRAWN = "changed after it was approved: needs review again"
+
 
 class StaleRevision(Conflict):
     """The save named a revision that is no longer the newest."""
@@ -118,14 +121,17 @@ def save(
     note: str = "",
     batch: str | None = None,
     commit: bool = True,
+    keep_approval: bool = False,
 ) -> CaptionView:
-    """Saves `caption` (as the user sees it) over revision `base`; an unchanged save adds none."""
+    """Saves `caption` (as the user sees it) over revision `base`; an unchanged save adds none.
+
+    A change to an approved caption makes it need review again, unless `keep_approval`: the
+    editor's own typing, made by the reviewer with the whole caption in view."""
     block = block_of(dataset)
     stored = stored_form(caption, block)
     current = head(session, image) if image.revision == base else None
     if current is not None and parse(current) == stored and status is None:
         return view(session, image, dataset)
-    new_status = _next_status(image, status, author)
     rev = append(
         session,
         image=image,
@@ -134,13 +140,15 @@ def save(
         author=author,
         action=action,
         undo_to=base or None,
-        status=new_status,
+        status=status,
         note=note,
         batch=batch,
+        keep_approval=keep_approval,
     )
     # The view is what was just written: no need to read it back. Detached, the revision
     # keeps its values through the commit rather than being reloaded.
     session.expunge(rev)
+    new_status = CaptionStatus(image.status)  # as append left it (an approval may be withdrawn)
     if commit:
         session.commit()
     stored = parse(rev)
@@ -149,6 +157,15 @@ def save(
 
 class MergeConflict(Conflict):
     """A stale save could not be merged by itself: both sides changed the same parts."""
+
+    def __init__(
+        self, message: str, *, merged: diff.Merged, current: CaptionView, base: int, **extra: Any
+    ) -> None:
+        super().__init__(message, current=current.as_dict(), **extra)
+        # For the editor's merge table; the API answers with `extra` alone.
+        self.merged = merged
+        self.current = current
+        self.base = base
 
 
 def merge_with_newest(
@@ -180,11 +197,27 @@ class MergedSave:
 
 
 def save_merging(
-    session: Session, *, image: Image, dataset: Dataset, caption: Caption, base: int
+    session: Session,
+    *,
+    image: Image,
+    dataset: Dataset,
+    caption: Caption,
+    base: int,
+    keep_approval: bool = False,
 ) -> MergedSave:
-    """Saves over `base`; when stale, merges with the newest unless both changed one part."""
+    """Saves over `base`; when stale, merges with the newest unless both changed one part.
+
+    Every caption save goes through here (the editor, the raw JSON, the API with `merge`);
+    a merged caption is one nobody has seen whole, so it never keeps an approval."""
     try:
-        view = save(session, image=image, dataset=dataset, caption=caption, base=base)
+        view = save(
+            session,
+            image=image,
+            dataset=dataset,
+            caption=caption,
+            base=base,
+            keep_approval=keep_approval,
+        )
         return MergedSave(view, None, base)
     except StaleRevision:
         session.rollback()
@@ -195,17 +228,30 @@ def save_merging(
             labels = ", ".join(p.label for p in merged.conflicts)
             raise MergeConflict(
                 f"You edited revision {base}, but revision {current.revision} was saved since"
-                f" and both changed {labels}: choose for each of them and save again.",
-                current=current.as_dict(),
+                f" and both changed {labels}: choose yours or theirs for each and save again;"
+                " everything else is merged already.",
+                merged=merged,
+                current=current,
+                base=base,
                 conflicts=[
                     {"part": p.label, "base": p.base, "yours": p.mine, "theirs": p.theirs}
                     for p in merged.conflicts
                 ],
             ) from None
         saved = save(
-            session, image=image, dataset=dataset, caption=merged.caption, base=current.revision
+            session,
+            image=image,
+            dataset=dataset,
+            caption=merged.caption,
+            base=current.revision,
+            note=merged_note(current.revision),
         )
         return MergedSave(saved, merged, current.revision)
+
+
+def merged_note(theirs: int) -> str:
+    """The history's note on a save merged with revision `theirs`, saved meanwhile."""
+    return f"merged with revision {theirs}, saved elsewhere"
 
 
 def _next_status(image: Image, status: CaptionStatus | None, author: Author) -> CaptionStatus:
@@ -232,9 +278,16 @@ def append(
     status: CaptionStatus | None = None,
     note: str = "",
     batch: str | None = None,
+    keep_approval: bool = False,
 ) -> CaptionRevision:
     """Adds revision base + 1, or raises StaleRevision if `base` is not the newest."""
     number = base + 1
+    asked = status
+    # The status as stored now, not as this session last read it: an approval given in
+    # another request counts.
+    was = session.exec(select(Image.status).where(Image.id == image.id)).first()
+    if was is not None:
+        image.status = CaptionStatus(was)
     status = _next_status(image, status, author)
     moved = session.execute(
         update(Image)
@@ -247,6 +300,18 @@ def append(
     # model, sidecar, older revisions) are named after the element they replace.
     previous = parse(get_revision(session, image, base)) if base else None
     stored = diff.identify(stored, like=previous)
+    if was == CaptionStatus.approved and asked != CaptionStatus.approved and not keep_approval:
+        # What was approved is not what is stored now: a reviewer must look again, and the
+        # history says why (a merge, a find and replace, a script, a re-draft, an undo...).
+        # The same words again (a re-draft reading it alike) are still what was approved.
+        changed = stored != previous
+        session.execute(
+            update(Image)
+            .where(col(Image.id) == image.id)
+            .values(status=CaptionStatus.needs_review if changed else CaptionStatus.approved)
+        )
+        if changed:
+            note = "; ".join(n for n in (note, APPROVAL_WITHDRAWN) if n)
     rev = CaptionRevision(
         image_id=image.id,  # type: ignore[arg-type]
         number=number,

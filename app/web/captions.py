@@ -249,7 +249,7 @@ def parse_form(
                 )
             )
         except (ValidationError, ValueError) as e:
-            errors.append(f"element {n}: {_message(e)}")
+            errors.append(_message(e, f"elements.{n}"))
     try:
         style = Style(
             aesthetics=aesthetics,
@@ -259,7 +259,7 @@ def parse_form(
             color_palette=_colours(palette),
         )
     except ValidationError as e:
-        errors.append(f"style: {_message(e)}")
+        errors.append(_message(e, "style"))
     if errors:
         raise Invalid("Not saved: " + "; ".join(errors) + ".", errors=errors)
     return Caption(
@@ -285,12 +285,14 @@ def _colours(value: str) -> list[str]:
     return [c for c in value.replace(",", " ").split() if c]
 
 
-def _message(e: Exception) -> str:
+def _message(e: Exception, within: str) -> str:
+    """'element 2 · palette: ...': what is wrong, named as everywhere else (diff.field_name)."""
     if isinstance(e, ValidationError):
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where} {first['msg'].removeprefix('Value error, ')}".strip()
-    return str(e)
+        key = next((str(p) for p in first["loc"] if isinstance(p, str)), "")
+        where = diff.field_name(f"{within}.{key}" if key else within)
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    return f"{diff.field_name(within)}: {e}"
 
 
 @router.post("/images/{image_id}/caption", response_class=HTMLResponse, include_in_schema=False)
@@ -337,55 +339,47 @@ def save_caption(
         state |= {"view": view, "revision": revision, "errors": e.extra.get("errors", [])}
         return _save_state(request, state, 422)
     try:
-        view = revisions.save(session, image=image, dataset=dataset, caption=caption, base=revision)
-    except revisions.StaleRevision:
+        saved = revisions.save_merging(
+            session,
+            image=image,
+            dataset=dataset,
+            caption=caption,
+            base=revision,
+            keep_approval=True,
+        )
+    except revisions.MergeConflict as e:
         session.rollback()
-        merged, view = revisions.merge_with_newest(
-            session, image=image, dataset=dataset, mine=caption, base=revision
-        )
-        if merged.conflicts:
-            conflict = _conflict(caption, view, merged, base=revision)
-            state |= {"view": view, "revision": revision, "conflict": conflict}
-            return _save_state(request, state, 409)
-        saved = revisions.save(
-            session, image=image, dataset=dataset, caption=merged.caption, base=view.revision
-        )
-        return _merged_editor(request, session, image, dataset, merged, saved, theirs=view)
+        state |= {"view": e.current, "revision": revision, "conflict": _conflict(caption, e)}
+        return _save_state(request, state, 409)
+    if saved.merged is not None:
+        return _merged_editor(request, session, image, dataset, saved)
     if not is_htmx(request):
         return see_other(f"/images/{image_id}")
+    view = saved.view
     response = _save_state(request, state | {"view": view, "revision": view.revision}, 200)
     response.headers["HX-Trigger"] = "captionSaved"
     return response
 
 
-def _conflict(
-    mine: Caption, view: revisions.CaptionView, merged: diff.Merged, *, base: int
-) -> dict[str, Any]:
-    labels = ", ".join(p.label for p in merged.conflicts)
+def _conflict(mine: Caption, e: revisions.MergeConflict) -> dict[str, Any]:
+    """The merge table's context: the parts both changed, and what merged by itself."""
     return {
-        "message": f"You edited revision {base}, but revision {view.revision} was saved since "
-        f"and both changed {labels}. Choose yours or theirs for each; everything else is "
-        "merged already.",
-        "parts": merged.conflicts,
-        "from_mine": merged.from_mine,
-        "from_theirs": merged.from_theirs,
-        "base": base,
+        "message": e.message,
+        "parts": e.merged.conflicts,
+        "from_mine": e.merged.from_mine,
+        "from_theirs": e.merged.from_theirs,
+        "base": e.base,
         "mine_json": mine.model_dump_json(),
     }
 
 
 def _merged_editor(
-    request: Request,
-    session: Session,
-    image: Image,
-    dataset: Dataset,
-    merged: diff.Merged,
-    saved: revisions.CaptionView,
-    *,
-    theirs: revisions.CaptionView,
+    request: Request, session: Session, image: Image, dataset: Dataset, saved: revisions.MergedSave
 ) -> Response:
     """The editor, fresh, after a stale save merged by itself with the newest caption."""
-    note = {"revision": theirs.revision, "theirs": merged.from_theirs, "mine": merged.from_mine}
+    assert saved.merged is not None
+    merged = saved.merged
+    note = {"revision": saved.theirs, "theirs": merged.from_theirs, "mine": merged.from_mine}
     if not is_htmx(request):
         return see_other(f"/images/{image.id}")
     response = _editor_block(request, session, image, dataset, merged_note=note)
@@ -432,7 +426,14 @@ def merge(
     undecided = [p.label for p in merged.conflicts if p.key not in choices]
     if undecided:
         raise Invalid(f"Choose yours or theirs for {', '.join(undecided)}, then save the merge.")
-    revisions.save(session, image=image, dataset=dataset, caption=merged.caption, base=revision)
+    revisions.save(
+        session,
+        image=image,
+        dataset=dataset,
+        caption=merged.caption,
+        base=revision,
+        note=revisions.merged_note(current.revision),
+    )
     return _editor_block(request, session, image, dataset)
 
 

@@ -93,7 +93,10 @@ def _changes_out(items: list[edits.ImageChanges]) -> list[dict]:
             "image_id": i.image_id,
             "filename": i.filename,
             "revision": i.revision,
-            "changes": [{"field": c.path, "before": c.before, "after": c.after} for c in i.changes],
+            "changes": [
+                {"field": c.path, "label": c.label, "before": c.before, "after": c.after}
+                for c in i.changes
+            ],
         }
         for i in items
     ]

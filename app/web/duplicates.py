@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
@@ -47,14 +48,23 @@ def resolve_near_duplicate(pair_id: int, body: ResolveIn, session: SessionDep) -
     "/datasets/{dataset_id}/duplicates", response_class=HTMLResponse, include_in_schema=False
 )
 def duplicates(
-    request: Request, dataset_id: int, session: SessionDep, trashed: int | None = None
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    trashed: Annotated[list[int], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> Response:
+    """The open pairs, and an undo for each image this page moved to the trash (`trashed`,
+    carried from one resolve to the next so an earlier undo does not vanish)."""
     dataset = ds.get_dataset(session, dataset_id)
     pairs = catalog.open_pairs(session, dataset=dataset)
-    moved = session.get(Image, trashed) if trashed is not None else None
-    if moved is not None and (moved.dataset_id != dataset.id or moved.trashed_at is None):
-        moved = None
-    context = {"dataset": dataset, "pairs": pairs, "moved": moved}
+    found = [session.get(Image, i) for i in dict.fromkeys(trashed)]
+    moved = [m for m in found if m and m.dataset_id == dataset.id and m.trashed_at is not None]
+
+    def back(without: int) -> str:
+        rest = [("trashed", m.id) for m in moved if m.id != without]
+        return f"/datasets/{dataset.id}/duplicates" + (f"?{urlencode(rest)}" if rest else "")
+
+    context = {"dataset": dataset, "pairs": pairs, "moved": moved, "back": back}
     return render(request, "duplicates.html", context, block="pairs")
 
 
@@ -67,11 +77,12 @@ def resolve_pair(
     session: SessionDep,
     keep: Annotated[str, Form()],
     dataset_id: Annotated[int, Form()],
+    trashed: Annotated[list[int], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> Response:
     """Keeps one (the other goes to the trash, with an undo) or both."""
     moved = catalog.resolve_pair(session, pair_id=pair_id, keep=keep)
-    trashed = moved.id if moved is not None else None
+    ids = [moved.id, *trashed] if moved is not None and moved.id is not None else list(trashed)
     if not is_htmx(request):
-        query = f"?trashed={trashed}" if trashed is not None else ""
-        return see_other(f"/datasets/{dataset_id}/duplicates{query}")
-    return duplicates(request, dataset_id, session, trashed=trashed)
+        query = urlencode([("trashed", i) for i in ids])
+        return see_other(f"/datasets/{dataset_id}/duplicates" + (f"?{query}" if query else ""))
+    return duplicates(request, dataset_id, session, trashed=ids)

@@ -268,6 +268,7 @@ def dataset_grid(
         "sort": order.value,
         "SORTS": list(catalog.Sort),
         "bulk_notice": request.cookies.get(BULK_COOKIE),
+        "bulk_undo": _read_undo(request.cookies.get(BULK_UNDO_COOKIE)),
         "counts": counts,
         "first_ambiguous": first_ambiguous,
         "near_duplicates": ds.open_near_duplicate_count(session, dataset_id),
@@ -286,11 +287,47 @@ def dataset_grid(
     response = render(request, "dataset.html", context, block="grid" if grid_only else None)
     if context["bulk_notice"]:
         response.delete_cookie(BULK_COOKIE)  # said once
+        response.delete_cookie(BULK_UNDO_COOKIE)
     return response
 
 
-# What a bulk action did, said once on the grid it goes back to.
+# What a bulk action did, said once on the grid it goes back to, with how to undo it: the
+# images to restore from the trash, or each image's status before ("id:status").
 BULK_COOKIE = "atelier_bulk_notice"
+BULK_UNDO_COOKIE = "atelier_bulk_undo"
+# A browser keeps a cookie of about 4 KB: a larger undo is left out (the trash still restores).
+MAX_UNDO_CHARS = 3500
+
+
+def _undo_value(*, restore: list[int] | None = None, was: dict[int, str] | None = None) -> str:
+    """The undo cookie's text: "restore 1 2 3" or "was 1:edited 2:draft"."""
+    if restore:
+        return "restore " + " ".join(map(str, restore))
+    if was:
+        return "was " + " ".join(f"{i}:{s}" for i, s in was.items())
+    return ""
+
+
+def _read_undo(value: str | None) -> dict[str, list[str]] | None:
+    """The undo form's hidden fields from the cookie's text, or None."""
+    if not value:
+        return None
+    kind, _, rest = value.partition(" ")
+    if kind not in ("restore", "was") or not rest:
+        return None
+    return {kind: rest.split()}
+
+
+def _said(response: Response, notice: str, undo: str = "") -> Response:
+    """The response, with the sentence (and its undo) for the grid to show once."""
+    response.set_cookie(BULK_COOKIE, notice, httponly=True, samesite="strict", max_age=60)
+    if undo and len(undo) <= MAX_UNDO_CHARS:
+        response.set_cookie(BULK_UNDO_COOKIE, undo, httponly=True, samesite="strict", max_age=60)
+    else:
+        response.delete_cookie(BULK_UNDO_COOKIE)
+    return response
+
+
 BULK_ACTIONS = {
     "approve": "approved",
     "needs_review": "marked needs review",
@@ -334,19 +371,54 @@ def bulk_action(
         raise Invalid(f"At most {MAX_IDS} images at once.")
     images = catalog.images_of(session, dataset=dataset, image_ids=ids)
     done = BULK_ACTIONS[action]
+    undo = ""
     if action in ("approve", "needs_review"):
         wanted = CaptionStatus.approved if action == "approve" else CaptionStatus.needs_review
+        was = {i.id: i.status.value for i in images if i.revision and i.status != wanted}
         notice = catalog.set_statuses(session, images=images, status=wanted).sentence(done)
+        undo = _undo_value(was=was)  # type: ignore[arg-type]
     elif action == "trash":
         n = trash.move_to_trash(session, images=images)
         notice = f"{n} image{'s' if n != 1 else ''} {done}: restore them from the trash below."
+        undo = _undo_value(restore=[i.id for i in images])  # type: ignore[misc]
     else:
         body = DraftIn(scope="selection", image_ids=ids, overwrite_edited=True)
         job = start(request, session, settings, dataset, body)
         notice = f"{len(ids)} image{'s' if len(ids) != 1 else ''} {done} (job {job.id})."
     response = see_other(local_path(back) if back else f"/datasets/{dataset_id}")
-    response.set_cookie(BULK_COOKIE, notice, httponly=True, samesite="strict", max_age=60)
-    return response
+    return _said(response, notice, undo)
+
+
+@router.post(
+    "/datasets/{dataset_id}/bulk/undo", response_class=HTMLResponse, include_in_schema=False
+)
+def undo_bulk(
+    dataset_id: int,
+    session: SessionDep,
+    restore: Annotated[list[int], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
+    was: Annotated[list[str], Form()] = [],  # noqa: B006
+    back: Annotated[str, Form()] = "",
+) -> Response:
+    """Undoes the grid's last action: images back from the trash, or statuses as they were."""
+    dataset = ds.get_dataset(session, dataset_id)
+    if restore:
+        trash.restore(session, dataset=dataset, image_ids=restore)
+        notice = f"Undone: {len(restore)} image{'s' if len(restore) != 1 else ''} restored."
+    else:
+        before: dict[CaptionStatus, list[int]] = {}
+        for pair in was:
+            image_id, _, status = pair.partition(":")
+            value = _parse(CaptionStatus, status, "status")
+            if not image_id.isdigit() or value is None:
+                raise Invalid(f"{pair!r} is not an image and its status.")
+            before.setdefault(value, []).append(int(image_id))
+        for status, ids in before.items():
+            images = catalog.images_of(session, dataset=dataset, image_ids=ids)
+            catalog.set_statuses(session, images=images, status=status)
+        n = sum(len(ids) for ids in before.values())
+        notice = f"Undone: {n} image{'s' if n != 1 else ''} back to the status they had."
+    response = see_other(local_path(back) if back else f"/datasets/{dataset_id}")
+    return _said(response, notice)
 
 
 @router.post("/datasets/{dataset_id}/import", response_class=HTMLResponse, include_in_schema=False)
@@ -411,7 +483,9 @@ def move_to_trash(
 ) -> Response:
     image = catalog.get_image(session, image_id)
     trash.move_to_trash(session, images=[image])
-    return _back(request, back, image.dataset_id)
+    # The grid refreshes on trashChanged and says it once, with an undo beside the sentence.
+    notice = f"{image.filename} moved to the trash."
+    return _said(_back(request, back, image.dataset_id), notice, _undo_value(restore=[image_id]))
 
 
 @router.post(

@@ -11,6 +11,9 @@
   const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
   const MIN_DRAG_PX = 4; // a shorter drag is a click
   const HANDLE_PX = 9;
+  // Grabbing the selected box's edge anywhere along it resizes that side, even where it
+  // touches a neighbour: the selected box wins within this distance of its edge.
+  const EDGE_PX = 5;
   // Labels keep one screen size at every zoom: 15 px digits on a dark pill read on any painting.
   const LABEL_PX = 15;
   const LABEL_PAD_PX = 5;
@@ -60,6 +63,13 @@
         if (Math.abs(p.x - hx) <= tx && Math.abs(p.y - hy) <= ty) return h;
       }
       return null;
+    },
+    // The side (or corner) of b whose edge is within (tx, ty) of p: "n", "se", ...; or null.
+    edgeAt(b, p, tx, ty) {
+      if (p.x < b[0] - tx || p.x > b[2] + tx || p.y < b[1] - ty || p.y > b[3] + ty) return null;
+      const v = Math.abs(p.y - b[1]) <= ty ? "n" : Math.abs(p.y - b[3]) <= ty ? "s" : "";
+      const h = Math.abs(p.x - b[0]) <= tx ? "w" : Math.abs(p.x - b[2]) <= tx ? "e" : "";
+      return v + h || null;
     },
     // Moves a box by (dx, dy) without changing its size or leaving the image.
     move(b, dx, dy) {
@@ -176,7 +186,8 @@
       const p = this.point(ev);
       const [tx, ty] = this.tolerance(HANDLE_PX);
       const sel = this.selected && this.boxOf(this.selected);
-      const handle = !this.armed && sel ? Geometry.handleAt(sel, p, tx, ty) : null;
+      const [ex, ey] = this.tolerance(EDGE_PX);
+      const handle = !this.armed && sel ? Geometry.handleAt(sel, p, tx, ty) || Geometry.edgeAt(sel, p, ex, ey) : null;
       const hit = !this.armed && !handle ? this.hit(p) : null;
       if (handle) {
         this.state = "resizing";

@@ -27,6 +27,9 @@
     return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
   };
 
+  // States in which the page holds typing the server has not taken: leaving asks first.
+  const FAILED = new Set(["error", "invalid", "conflict"]);
+
   // The field the user is in when the editor is swapped (a merge with a save made elsewhere,
   // undo): found again in the new editor, with the caret where it was.
   let focusMemo = null;
@@ -65,6 +68,14 @@
       this.list = root.querySelector("[data-elements]");
       this.template = root.querySelector("[data-element-template]");
       this.dirty = false;
+      // What the form said when it was last sent (or loaded): leaving a field fires "change"
+      // without changing anything, and that must neither mark it unsaved nor save again.
+      this.sent = this.snapshot();
+      const unchanged = (e) => {
+        if (e.target.form === this.form && !this.failed && this.snapshot() === this.sent) e.stopImmediatePropagation();
+      };
+      this.form.addEventListener("input", unchanged, true);
+      this.form.addEventListener("change", unchanged, true);
       this.form.addEventListener("input", (e) => this.onEdit(e));
       this.form.addEventListener("change", (e) => this.onEdit(e));
       this.form.addEventListener("click", (e) => this.onClick(e));
@@ -103,6 +114,36 @@
 
     get saveState() {
       return this.root.querySelector("#save-state");
+    }
+
+    // The form as it would be sent, less the revision it edits (which every save renews).
+    snapshot() {
+      const data = new URLSearchParams(new FormData(this.form));
+      data.delete("revision");
+      return data.toString();
+    }
+
+    // The last save was refused or did not reach the server: the typing is only on this page.
+    get failed() {
+      const s = this.saveState;
+      return !!s && FAILED.has(s.dataset.state);
+    }
+
+    // Typing not yet on the server that a save can still carry there.
+    get pending() {
+      const s = this.saveState;
+      return !this.failed && (this.dirty || (!!s && s.dataset.state === "saving"));
+    }
+
+    // The tab is closing or going away with typing not yet sent: one last save that outlives
+    // the page (a keepalive request), as the form would post it.
+    saveOnExit() {
+      if (!this.pending) return;
+      const body = new URLSearchParams(new FormData(this.form));
+      this.dirty = false;
+      try {
+        fetch(this.form.action, { method: "POST", body, keepalive: true, credentials: "same-origin", redirect: "manual" });
+      } catch (_) { /* a body too large for keepalive: beforeunload has warned */ }
     }
 
     onEdit(e) {
@@ -171,7 +212,8 @@
       li.querySelector("[data-box-state]").textContent = box ? "boxed" : "no box";
       window.AtelierPalette.init(li);
       this.structureChanged();
-      if (this.boxes) this.boxes.select(li);
+      // A box just drawn: the page stays still under the mouse (the list may be below).
+      if (this.boxes) this.boxes.select(li, { scroll: !box });
       li.querySelector("[data-el-desc]").focus({ preventScroll: true });
       return li;
     }
@@ -238,6 +280,11 @@
 
     async review(status) {
       if (!(await this.flush())) return;
+      if (!this.revision) {
+        const label = status === "approved" ? "approve it" : "mark it for review";
+        window.AtelierNotify.show(`This image has no caption yet: write one or re-draft it, then ${label}.`);
+        return;
+      }
       const button = this.root.querySelector(`[data-set-status="${status}"]`);
       if (!button) return;
       const form = button.form;
@@ -255,6 +302,8 @@
       if (!section) return;
       let field = section.querySelector("textarea, select, input:not([type=hidden])");
       if (n === "4" && this.boxes && this.boxes.selected) field = this.boxes.selected.querySelector("[data-el-desc]");
+      const folded = field && field.closest("details:not([open])");
+      if (folded) folded.open = true;
       if (field) field.focus();
     }
 
@@ -407,6 +456,7 @@
     if (editor && e.detail.elt === editor.form) {
       const el = document.activeElement;
       if (el && el.form === editor.form && "value" in el) el.dataset.sent = el.value;
+      editor.sent = editor.snapshot();
       editor.dirty = false;
       const s = editor.saveState;
       if (s && s.dataset.state !== "conflict") s.dataset.state = "saving";
@@ -429,9 +479,33 @@
       editor.dirty = true;
     }
   });
-  window.addEventListener("beforeunload", (e) => {
-    if (editor && editor.dirty) e.preventDefault();
+  // Every way out of the editor saves first. A link waits for the save, then follows; a form
+  // that leaves the page (or changes the caption elsewhere) is sent once the save has landed.
+  document.addEventListener("click", (e) => {
+    if (!editor || !editor.pending || e.defaultPrevented || e.button !== 0) return;
+    if (e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return; // a new tab: this one stays
+    const a = e.target.closest("a[href]");
+    if (!a || (a.target && a.target !== "_self") || a.hasAttribute("download")) return;
+    const href = a.getAttribute("href");
+    if (!href || href.startsWith("#") || a.getAttribute("aria-disabled") === "true") return;
+    e.preventDefault();
+    editor.flush().then((ok) => { if (ok) window.location.href = a.href; });
   });
+  document.addEventListener("submit", (e) => {
+    const form = e.target;
+    if (!editor || !editor.pending || form === editor.form || form.id === "merge-form") return;
+    if ((form.getAttribute("method") || "").toLowerCase() === "dialog") return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    const submitter = e.submitter;
+    editor.flush().then((ok) => { if (ok) form.requestSubmit(submitter || undefined); });
+  }, true);
+  // Closing the tab: pending typing goes out as a keepalive save, so no question is needed;
+  // only a save that failed (the typing is on this page alone) asks "Leave site?".
+  window.addEventListener("beforeunload", (e) => {
+    if (editor && editor.failed) e.preventDefault();
+  });
+  window.addEventListener("pagehide", () => { if (editor) editor.saveOnExit(); });
   if (document.readyState !== "loading") init(document);
   else document.addEventListener("DOMContentLoaded", () => init(document));
 })();

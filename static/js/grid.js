@@ -70,11 +70,12 @@
 
   // A grid swapped in by a filter, a search or a refresh starts with nothing selected, and
   // the search form (outside it) searches within the grid's filter from then on.
-  // Only the grid's own swaps: another region loading (the drafting card comes after the
-  // page) must not drop the anchor of a shift-click in progress.
   document.addEventListener("htmx:load", (e) => {
-    const target = e.target;
-    if (!(target.matches && (target.matches("[data-grid]") || target.querySelector("[data-grid]")))) return;
+    // Only a new grid starts the selection over: another region loading (the drafting
+    // card, the notices) between two clicks must not break a shift-click range.
+    const el = e.target;
+    const isGrid = el.matches && (el.matches("[data-grid]") || el.querySelector("[data-grid]"));
+    if (!isGrid) return;
     last = null;
     update();
     const grid = document.querySelector("[data-grid]");

@@ -1,5 +1,7 @@
 // Palette swatches with colour pickers. Attached to [data-palette], whose hidden input holds
 // the colours ("#RRGGBB #RRGGBB ..."); editing a swatch rewrites it and fires "change".
+// "+" opens a picker (the browser's colour input, a #RRGGBB field and an eyedropper over the
+// painting); nothing is added, nor saved, until its "Add".
 (function () {
   "use strict";
 
@@ -52,17 +54,180 @@
         add.className = "swatch-add small secondary";
         add.textContent = "+";
         add.title = "Add a colour";
-        add.addEventListener("click", () => {
-          write([...colours(), "#808080"], true);
+        add.setAttribute("aria-expanded", "false");
+        add.addEventListener("click", () => openPicker(el, add, (colour) => {
+          write([...colours(), colour], true);
           render();
-          const picks = el.querySelectorAll("input[type=color]");
-          picks[picks.length - 1].focus();
-        });
+        }));
         el.appendChild(add);
       }
     }
     el.paletteRender = render;
     render();
+  }
+
+  const HEX = /^#?[0-9a-fA-F]{6}$/;
+  const hex = (r, g, b) => "#" + [r, g, b].map((v) => v.toString(16).padStart(2, "0")).join("").toUpperCase();
+
+  // The painting's pixels at full size, drawn once per image (the file is this site's own).
+  function pixels(img) {
+    if (img.atelierPixels) return img.atelierPixels;
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(img, 0, 0);
+    img.atelierPixels = ctx;
+    return ctx;
+  }
+
+  // The colour of the painting under a pointer event on its stage.
+  function colourAt(stage, ev) {
+    const img = stage.querySelector("img");
+    const r = img.getBoundingClientRect();
+    const x = Math.min(img.naturalWidth - 1, Math.max(0, Math.floor(((ev.clientX - r.left) / r.width) * img.naturalWidth)));
+    const y = Math.min(img.naturalHeight - 1, Math.max(0, Math.floor(((ev.clientY - r.top) / r.height) * img.naturalHeight)));
+    const d = pixels(img).getImageData(x, y, 1, 1).data;
+    return hex(d[0], d[1], d[2]);
+  }
+
+  // The eyedropper: the next click on the painting picks its colour (and draws no box);
+  // moving over it previews the colour; Esc stops.
+  function eyedropper(onPreview, onPick, onStop) {
+    const stage = document.querySelector("[data-box-stage]");
+    if (!stage) return null;
+    stage.classList.add("eyedropping");
+    const swallow = (e) => { e.stopPropagation(); e.preventDefault(); };
+    const down = (e) => {
+      if (e.button !== 0) return;
+      swallow(e);
+      onPick(colourAt(stage, e));
+      stop();
+    };
+    const move = (e) => { e.stopPropagation(); onPreview(colourAt(stage, e)); };
+    const key = (e) => {
+      if (e.key !== "Escape") return;
+      swallow(e);
+      stop();
+    };
+    function stop() {
+      stage.classList.remove("eyedropping");
+      stage.removeEventListener("pointerdown", down, true);
+      stage.removeEventListener("pointermove", move, true);
+      stage.removeEventListener("click", swallow, true);
+      document.removeEventListener("keydown", key, true);
+      onStop();
+    }
+    stage.addEventListener("pointerdown", down, true);
+    stage.addEventListener("pointermove", move, true);
+    stage.addEventListener("click", swallow, true);
+    document.addEventListener("keydown", key, true);
+    return stop;
+  }
+
+  // One picker open at a time; `done(colour)` is called by "Add" only.
+  let openOne = null;
+
+  function openPicker(el, add, done) {
+    if (openOne) openOne();
+    const box = document.createElement("div");
+    box.className = "colour-picker";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Add a colour");
+    box.dataset.colourPicker = "";
+    const swatch = document.createElement("input");
+    swatch.type = "color";
+    swatch.value = "#808080";
+    swatch.setAttribute("aria-label", "Colour");
+    const field = document.createElement("input");
+    field.type = "text";
+    field.value = "";
+    field.placeholder = "#RRGGBB";
+    field.maxLength = 7;
+    field.size = 8;
+    field.spellcheck = false;
+    field.setAttribute("aria-label", "Colour as #RRGGBB");
+    field.dataset.pickHex = "";
+    const dropper = document.createElement("button");
+    dropper.type = "button";
+    dropper.className = "small secondary";
+    dropper.textContent = "pick from the painting";
+    dropper.title = "Click a point of the painting to take its colour (Esc stops)";
+    dropper.dataset.eyedropper = "";
+    const ok = document.createElement("button");
+    ok.type = "button";
+    ok.className = "small";
+    ok.textContent = "Add";
+    ok.dataset.pickAdd = "";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "small secondary";
+    cancel.textContent = "Cancel";
+    const hint = document.createElement("span");
+    hint.className = "meta";
+    hint.dataset.pickHint = "";
+    box.append(swatch, field, dropper, ok, cancel, hint);
+    if (!document.querySelector("[data-box-stage]")) dropper.hidden = true;
+
+    let stopDropper = null;
+    const show = (colour) => {
+      swatch.value = colour.toLowerCase();
+      field.value = colour;
+      field.removeAttribute("aria-invalid");
+    };
+    const chosen = () => (HEX.test(field.value.trim()) ? "#" + field.value.trim().replace("#", "").toUpperCase() : null);
+    function close() {
+      if (stopDropper) stopDropper();
+      box.remove();
+      add.setAttribute("aria-expanded", "false");
+      openOne = null;
+    }
+    // The picker's own fields are no part of the caption: their events stop here.
+    for (const type of ["input", "change"]) box.addEventListener(type, (e) => e.stopPropagation());
+    swatch.addEventListener("input", () => show(swatch.value.toUpperCase()));
+    field.addEventListener("input", () => {
+      const c = chosen();
+      field.toggleAttribute("aria-invalid", !c && field.value.trim() !== "");
+      if (c) swatch.value = c.toLowerCase();
+    });
+    dropper.addEventListener("click", () => {
+      if (stopDropper) { stopDropper(); return; }
+      hint.textContent = "Click the painting to take a colour; Esc stops.";
+      dropper.setAttribute("aria-pressed", "true");
+      stopDropper = eyedropper(show, show, () => {
+        stopDropper = null;
+        hint.textContent = "";
+        dropper.setAttribute("aria-pressed", "false");
+        field.focus({ preventScroll: true });
+      });
+    });
+    const accept = () => {
+      const c = chosen() || (field.value.trim() === "" ? swatch.value.toUpperCase() : null);
+      if (!c) {
+        field.setAttribute("aria-invalid", "");
+        hint.textContent = "Write the colour as #RRGGBB.";
+        return;
+      }
+      close();
+      done(c);
+    };
+    ok.addEventListener("click", accept);
+    cancel.addEventListener("click", () => { close(); add.focus(); });
+    box.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.stopPropagation();
+        e.preventDefault();
+        close();
+        add.focus();
+      } else if (e.key === "Enter" && e.target === field) {
+        e.preventDefault();
+        accept();
+      }
+    });
+    el.appendChild(box);
+    add.setAttribute("aria-expanded", "true");
+    openOne = close;
+    field.focus({ preventScroll: true });
   }
 
   function initAll(root) {

@@ -200,7 +200,7 @@ def test_raw_json_is_validated_with_field_errors_and_saved_as_a_revision(
     errors = page.locator("[data-raw-errors]")
     errors.wait_for()
     text = errors.inner_text()
-    assert "caption.high_level_description" in text and "caption.style_description.medium" in text
+    assert "high-level description" in text and "style · medium" in text
     assert json.loads(page.locator("[data-raw-text]").input_value()) == bad
     assert caption(live_server, iid)["revision"] == 1
     page.fill("[data-raw-text]", "{not json")

@@ -63,7 +63,8 @@ def test_grid_selects_with_shift_click_and_acts_in_bulk(
     assert page.locator("[data-bulk-count]").inner_text() == "5 selected"
     approve.click()
     page.locator("[data-bulk-notice]").wait_for(timeout=15_000)
-    assert page.locator("[data-bulk-notice]").inner_text() == "5 images approved."
+    assert page.locator("[data-bulk-notice] span").inner_text() == "5 images approved."
+    assert page.locator("[data-bulk-notice] [data-bulk-undo] button").is_visible()
     got = statuses(live_server, ds)
     assert [got[i] for i in ids] == ["edited"] + ["approved"] * 5
     # Every image the filter matches, across pages, to the trash.

@@ -44,8 +44,8 @@ def test_fields_changed_on_one_side_are_taken_without_asking() -> None:
     assert m.caption.high_level_description == "A scholar reads, mine."
     assert m.caption.style.lighting == "moonlight"
     assert m.caption.composition.background == "a cell"
-    assert m.from_mine == ["high_level_description"]
-    assert m.from_theirs == ["style.lighting", "background"]
+    assert m.from_mine == ["high-level description"]
+    assert m.from_theirs == ["style · lighting", "background"]
 
 
 def test_same_field_changed_differently_is_the_only_conflict() -> None:
@@ -110,7 +110,7 @@ def test_same_element_field_edited_differently_conflicts_alone() -> None:
     )
     m = diff.merge3(base=BASE, mine=mine, theirs=theirs)
     assert [p.key for p in m.conflicts] == ["elements.a.desc"]
-    assert m.conflicts[0].label == "element 1 (theirs) · desc"
+    assert m.conflicts[0].label == "element 1 · description"
     assert m.caption.composition.elements[0].box == Box(0, 0, 1, 1)  # their box, unasked
 
 

@@ -124,7 +124,7 @@ def test_field_confidence_is_what_the_server_said(drafted: tuple[Any, FakeServer
         assert d["confidence"]["style.lighting"]["tokens"] == 1
         assert d["confidence"]["style.aesthetics"]["least"] == pytest.approx(0.99)
         assert d["least"] == pytest.approx(0.2)
-        assert [s["where"] for s in d["shown"]] == ["lighting"]
+        assert [s["where"] for s in d["shown"]] == ["style · lighting"]
         sure = client.get(f"/api/images/{second}/caption/doubts").json()
         assert sure["least"] == pytest.approx(0.99) and sure["shown"] == []
         # The element's confidence is keyed by its id, which its edits keep.

@@ -216,7 +216,7 @@ def test_undo_redo_revert_and_history(client: TestClient, dataset_id: int) -> No
     history = client.get(f"/api/images/{iid}/caption/revisions").json()
     assert [h["revision"] for h in history] == [8, 7, 6, 5, 4, 3, 2, 1]
     assert [h["action"] for h in history[:2]] == ["revert", "redo"]
-    assert history[-2]["changed"] == "high_level_description"
+    assert history[-2]["changed"] == "high-level description"
     old = client.get(f"/api/images/{iid}/caption/revisions/2").json()
     assert old["caption"]["high_level_description"] == "two"
     assert client.get(f"/api/images/{iid}/caption/revisions/99").status_code == 404
@@ -234,8 +234,8 @@ def test_set_status(client: TestClient, dataset_id: int) -> None:
     assert client.get(f"/api/datasets/{dataset_id}").json()["status_counts"]["approved"] == 1
     listed = client.get(f"/api/datasets/{dataset_id}/images?status=approved").json()
     assert [i["id"] for i in listed] == [iid]
-    # Editing an approved caption keeps it approved.
-    put(client, iid, 1, CAPTION | {"high_level_description": "x"})
+    # Saving it again unchanged keeps it approved; changing it is test_review_state.py's.
+    put(client, iid, 1, CAPTION)
     assert client.get(f"/api/images/{iid}/caption").json()["status"] == "approved"
     assert client.post(f"/api/images/{iid}/status", json={"status": "none"}).status_code == 422
     assert client.post(f"/api/images/{iid}/status", json={"status": "bogus"}).status_code == 422
@@ -267,7 +267,12 @@ def test_style_block_inherited_and_overridden(client: TestClient, dataset_id: in
     preview = client.post(f"/api/datasets/{dataset_id}/style/apply", json={}).json()["preview"]
     assert [p["image_id"] for p in preview] == [b]
     assert preview[0]["changes"] == [
-        {"field": "style.lighting", "before": "moonlight", "after": "one candle, deep shadow"}
+        {
+            "field": "style.lighting",
+            "label": "style · lighting",
+            "before": "moonlight",
+            "after": "one candle, deep shadow",
+        }
     ]
     previewed = {str(p["image_id"]): p["revision"] for p in preview}
     done = client.post(f"/api/datasets/{dataset_id}/style/apply", json={"previewed": previewed})
@@ -392,8 +397,8 @@ def test_stale_save_with_merge_takes_both_edits_or_lists_the_clash(
     assert body["revision"] == 3
     assert body["merged"] == {
         "with_revision": 2,
-        "yours": ["element 1 (the scholar) · desc"],
-        "theirs": ["high_level_description"],
+        "yours": ["element 1 · description"],
+        "theirs": ["high-level description"],
     }
     got = client.get(f"/api/images/{iid}/caption").json()["caption"]
     assert got["high_level_description"] == "theirs"
@@ -404,10 +409,10 @@ def test_stale_save_with_merge_takes_both_edits_or_lists_the_clash(
     r = put(client, iid, 1, clash, merge=True)
     assert r.status_code == 409
     body = r.json()
-    assert "both changed high_level_description" in body["detail"]
+    assert "both changed high-level description" in body["detail"]
     assert body["conflicts"] == [
         {
-            "part": "high_level_description",
+            "part": "high-level description",
             "base": CAPTION["high_level_description"],
             "yours": "mine",
             "theirs": "theirs",

@@ -75,7 +75,7 @@ def test_form_errors_are_listed_and_nothing_saved(client: TestClient, dataset_id
     errors = [li.text for li in soup(r.text).select("#save-state ul.errors li")]
     assert errors[0] == "element 1: its box is not four numbers"
     assert errors[1] == "element 2: its box has no area"
-    assert errors[2].startswith("style: color_palette.0")
+    assert errors[2].startswith("style · palette: ")
     assert api_caption(client, iid)["revision"] == 0
     mismatched = form(0, el_desc=["only one"])
     assert client.post(f"/images/{iid}/caption", data=mismatched, headers=HX).status_code == 422
@@ -125,7 +125,7 @@ def test_stale_form_save_of_one_field_shows_only_it_then_merges(
         [c.text.strip() for c in tr.select("th, td")] for tr in page.select("table.diff tbody tr")
     ]
     assert rows == [["background", "dark", "theirs", "mine too"]]
-    assert "yours for high_level_description" in page.select_one("[data-merged-parts]").text  # type: ignore[union-attr]
+    assert "yours for high-level description" in page.select_one("[data-merged-parts]").text  # type: ignore[union-attr]
     mine = page.select_one("input[name=mine]")["value"]  # type: ignore[index]
     data = {"revision": 2, "base": 1, "mine": mine}
     undecided = client.post(f"/images/{iid}/merge", data=data, headers=HX)
@@ -232,7 +232,7 @@ def test_replace_page_preview_apply(client: TestClient, dataset_id: int) -> None
     data = {"find": "a man", "replace": "a monk", "field": "desc", "case_sensitive": "true"}
     page = soup(client.post(f"/datasets/{dataset_id}/replace/preview", data=data, headers=HX).text)
     changed = [tr.select_one("th").text for tr in page.select("[data-changes] tr")]  # type: ignore[union-attr]
-    assert changed == ["elements.1.desc", "elements.1.desc", "elements.2.desc"]
+    assert changed == ["element 1 · description"] * 2 + ["element 2 · description"]
     apply = page.select_one("form[action$='/replace/apply']")
     fields = {i["name"]: i["value"] for i in apply.select("input")}  # type: ignore[union-attr]
     r = client.post(f"/datasets/{dataset_id}/replace/apply", data=fields, headers=HX)

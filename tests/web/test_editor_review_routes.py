@@ -74,7 +74,11 @@ def test_raw_json_saves_without_javascript_and_refuses_with_a_sentence(
     for raw, words in [
         ("", "Nothing to save"),
         ("[1, 2", "This is not JSON"),
-        ('{"high_level_description": []}', "caption.high_level_description"),
+        ('{"high_level_description": []}', "high-level description"),
+        (
+            '{"compositional_deconstruction": {"elements": [{"type": "obj", "desc": 3}]}}',
+            "element 1 · description",
+        ),
     ]:
         r = client.post(f"/images/{iid}/raw", data={"revision": 1, "raw": raw}, headers=HX)
         assert r.status_code == 422, raw

@@ -125,7 +125,7 @@ def test_bulk_actions_without_js(client: TestClient, dataset_id: int) -> None:
     assert statuses["b_small.jpg"] == "approved" and statuses["C_big.jpg"] == "none"
     notice = soup(client.get(url).text).select_one("[data-bulk-notice]")
     assert notice is not None
-    assert notice.text == "1 image approved. 1 without a caption left as it was."
+    assert notice.span.text == "1 image approved. 1 without a caption left as it was."  # type: ignore[union-attr]
     assert soup(client.get(url).text).select_one("[data-bulk-notice]") is None  # said once
     # Every image the search matches, on every page.
     r = client.post(
