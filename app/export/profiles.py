@@ -15,6 +15,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from app.captions.boxes import Box
 from app.captions.dialects import to_trainer
@@ -419,12 +420,32 @@ def training_config(
 
 
 def dump(doc: CommentedMap) -> str:
+    """The config as YAML text in which no "${" remains for the trainer to read.
+
+    AI-Toolkit replaces "${NAME}" anywhere in the file's text by an environment variable
+    before it parses the YAML (an unset one stops it). Every text holding a "$" (a style
+    block's sample prompt in any trigger placement, a dataset's folder) is written as a
+    double-quoted scalar with the "$" as the YAML escape \x24: the parsed text is unchanged.
+    """
     yaml = YAML()
     yaml.width = 4096  # JSON prompts stay on one line
     yaml.indent(mapping=2, sequence=4, offset=2)
     buf = io.StringIO()
-    yaml.dump(doc, buf)
-    return buf.getvalue()
+    yaml.dump(_dollars_quoted(doc), buf)
+    # Every "$" is now inside a double-quoted scalar (or a comment), where \x24 is a "$".
+    return buf.getvalue().replace("$", "\\x24")
+
+
+def _dollars_quoted(node: Any) -> Any:
+    if isinstance(node, str) and "$" in node:
+        return DoubleQuotedScalarString(node)
+    if isinstance(node, dict):
+        for key in node:
+            node[key] = _dollars_quoted(node[key])
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            node[i] = _dollars_quoted(item)
+    return node
 
 
 def _why(node: CommentedMap, key: str, p: Profile) -> None:
