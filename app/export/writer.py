@@ -182,7 +182,8 @@ def export_dataset(
     old_entries = _manifest_entries(target)
     digits = max(3, len(str(len(rows))))
     staging = out / f".atelier-export-{slug}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging.mkdir(mode=0o700)  # others may not add to it, nor move it out (its ".." entry)
+    staged_as = _identity(staging)
     (staging / STAGING_MARK).touch()
     try:
         stage_ds = staging / "datasets" / slug
@@ -249,6 +250,7 @@ def export_dataset(
         )
         # Everything on disk before it replaces the previous export (one sync, not one a file).
         os.sync()
+        _check_staging(staging, staged_as, out)
         if as_zip:
             report.zip_path = _zip(staging, out / f"{slug}.zip")
         else:
@@ -259,6 +261,12 @@ def export_dataset(
             if target.exists():
                 report.stale_cache = _drop_stale_caches(target, old_entries, entries)
             report.kept = _swap_in(stage_ds, target, out, slug)
+            for published in (target, config):
+                if published.is_symlink() or not published.resolve().is_relative_to(out):
+                    raise Invalid(
+                        f"{published} was replaced by a link out of {out} while the export "
+                        "was published: another process is changing that folder."
+                    )
             report.dataset_dir, report.config_path = target, config
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -410,6 +418,26 @@ def _prepare_out(out_dir: Path) -> Path:
     if not os.access(out, os.W_OK):
         raise Invalid(f"{out} is not writable.")
     return out.resolve()
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_dev, st.st_ino
+
+
+def _check_staging(staging: Path, staged_as: tuple[int, int], out: Path) -> None:
+    """Refuses to publish from a staging folder that is no longer the one made for this export
+    (moved away and replaced, by a link for instance): its files could lie anywhere."""
+    try:
+        same = not staging.is_symlink() and _identity(staging) == staged_as
+    except OSError:
+        same = False
+    if not same or staging.resolve().parent != out:
+        raise Invalid(
+            f"The export's staging folder {staging} was moved or replaced while the export "
+            f"wrote into it: nothing was published. Another process is changing {out}; stop "
+            "it, then export again."
+        )
 
 
 def _inside(out: Path, path: Path) -> Path:

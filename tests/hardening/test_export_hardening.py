@@ -36,3 +36,41 @@ def test_dollar_braces_reach_the_trainer_as_text_in_every_placement(
     styled = [s for s in seen if "costs" in s]
     assert styled and all("costs ${PRICE} and $HOME" in s for s in styled), styled[:1]
     assert json.loads(report.dataset_dir.joinpath("001.json").read_text())  # captions intact
+
+
+def test_a_staging_folder_swapped_for_a_link_is_never_published(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Another local process moves the hidden staging folder out of the export root while the
+    export writes, and leaves a symlink in its place."""
+    import os
+    import threading
+    import time
+
+    dataset_id, _ = make_dataset(client)
+    out, outside = tmp_path / "root", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    swapped: list[Path] = []
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set() and not swapped:
+            for staging in out.glob(".atelier-export-*"):
+                moved = outside / staging.name
+                os.rename(staging, moved)
+                os.symlink(moved, staging)
+                swapped.append(staging)
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=swap)
+    watcher.start()
+    try:
+        r = client.post(f"/api/datasets/{dataset_id}/export", json={"out_dir": str(out)})
+    finally:
+        stop.set()
+        watcher.join()
+    assert swapped, "the export finished before the folder could be swapped"
+    assert r.status_code == 422 and "was moved or replaced" in r.json()["detail"], r.text
+    assert not (out / "datasets" / "baroque_chiaroscuro").exists()
+    assert not (out / "config" / "baroque_chiaroscuro.yaml").exists()
