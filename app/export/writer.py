@@ -11,6 +11,7 @@ entries of a name that now holds another image (see _drop_stale_caches).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ from app.models import Dataset
 __all__ = ["Dialect", "TriggerPlacement", "caption_text"]  # re-exported for callers
 MANIFEST = "atelier-manifest.json"
 STAGING_MARK = ".atelier-staging"
+NAME_MAX, PATH_MAX = 255, 4096  # bytes, as Linux file systems count them
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
 # The trainer's caches beside the images whose key holds the image's FILE NAME and geometry,
 # not its pixels (AI-Toolkit's dataloader_mixins: get_latent_path, get_clip_vision_embeddings
@@ -395,6 +397,7 @@ def requested_out_dir(settings: Settings, raw: str) -> Path:
         raise Invalid(f"Give the full path of the folder, from the root: {raw!r} is relative.")
     if ".." in path.parts:
         raise Invalid(f"{raw!r} climbs with '..': give the folder's own full path.")
+    check_path_length(path)
     resolved = path.resolve()
     data = settings.data_dir.resolve()
     exports = (settings.data_dir / "exports").resolve()
@@ -407,13 +410,32 @@ def requested_out_dir(settings: Settings, raw: str) -> Path:
     return path
 
 
+def check_path_length(path: Path) -> None:
+    """Refuses a path the file system cannot hold: a name over NAME_MAX or a path over PATH_MAX
+    bytes (255 and 4096 on Linux)."""
+    long = next((p for p in path.parts if len(os.fsencode(p)) > NAME_MAX), None)
+    if long is not None:
+        raise Invalid(
+            f"The folder name {long[:40]}... is {len(os.fsencode(long))} bytes long; a name may "
+            f"be at most {NAME_MAX}: choose a shorter one."
+        )
+    if len(os.fsencode(str(path))) >= PATH_MAX:
+        raise Invalid(
+            f"The path is {len(os.fsencode(str(path)))} bytes long; the system takes paths of "
+            f"at most {PATH_MAX - 1}: choose a folder nearer the root."
+        )
+
+
 def _prepare_out(out_dir: Path) -> Path:
     out = out_dir.expanduser()
-    if out.exists() and not out.is_dir():
-        raise Invalid(f"{out} is a file, not a folder.")
+    check_path_length(out)
     try:
+        if out.exists() and not out.is_dir():
+            raise Invalid(f"{out} is a file, not a folder.")
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk gets its own sentence (app/web/errors.py)
         raise Invalid(f"Cannot create {out}: {e.strerror}.") from None
     if not os.access(out, os.W_OK):
         raise Invalid(f"{out} is not writable.")
