@@ -100,10 +100,11 @@ def _failed_sentence(engine: Engine, error: OperationalError) -> str:
         return (
             f"The database {engine.url.database} cannot be upgraded: an earlier start of an "
             f"older Atelier was stopped part-way through {which} and left part of it behind "
-            f"({reason}). Nothing was changed now, and your datasets are intact. Restore "
-            "atelier.db from a copy made before that start, or remove what that migration "
-            f"adds (migrations/versions/{step.revision if step else ''}*.py: its tables, "
-            "columns and indexes hold nothing yet) and start again."
+            f"({reason}). Nothing was changed now. Restore atelier.db from a copy made before "
+            "that start, or remove what that migration adds (migrations/versions/"
+            f"{step.revision if step else ''}*.py: its new tables, columns and indexes hold "
+            "nothing yet; keep any table named _alembic_tmp_*, which may hold your rows) and "
+            "start again."
         )
     return (
         f"The database {engine.url.database} cannot be upgraded: {which} failed with "
