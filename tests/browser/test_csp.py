@@ -21,8 +21,17 @@ document.addEventListener("securitypolicyviolation", (e) =>
 """
 
 
+@pytest.fixture
+def strict_page(page):  # type: ignore[no-untyped-def]
+    """A page of the same browser that keeps the CSP (the shared fixture's page bypasses it)."""
+    context = page.context.browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
 @pytest.mark.slow
-def test_every_page_works_under_the_csp(page, live_server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_works_under_the_csp(strict_page, live_server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = strict_page
     url = live_server
     ds = httpx.post(f"{url}/api/datasets", json={"name": "CSP", "trigger_word": "csp"}).json()["id"]
     files = [("files", (f"{n}.jpg", f.jpeg_bytes(n, (320, 240)), "image/jpeg")) for n in (1, 2)]
