@@ -33,6 +33,9 @@ LOSS = re.compile(r"loss: (?P<loss>[-+\d.eE]+)")
 # a few KB; the expanded size counts every alias as a copy (a 400-byte "billion laughs" YAML
 # expands to 10^9 nodes); the loss log is read for at most a few seconds.
 MAX_CONFIG_BYTES = 1024 * 1024
+# Parsing is pure Python, about 50 us an event: the events are counted first, so a hostile
+# file costs under a second before it is refused (a real config has a few hundred).
+MAX_CONFIG_EVENTS = 5_000
 MAX_CONFIG_NODES = 200_000
 MAX_CONFIG_DEPTH = 64
 MAX_LOSS_ROWS = 2_000_000
@@ -354,11 +357,15 @@ def _read_bounded(path: Path) -> str | None:
 
 
 def _yaml_load(text: str) -> Any:
-    """The YAML document, or None when it is not YAML or passes the bounds: composed first,
-    its size counted with every alias expanded, and only then built into Python objects."""
+    """The YAML document, or None when it is not YAML or passes the bounds: its events counted,
+    then composed and its size counted with every alias expanded, and only then built into
+    Python objects."""
     if len(text) > MAX_CONFIG_BYTES:
         return None
     try:
+        for n, _ in enumerate(YAML(typ="safe", pure=True).parse(text)):
+            if n > MAX_CONFIG_EVENTS:
+                return None
         node = YAML(typ="safe", pure=True).compose(text)
         if node is None or not _node_within(node):
             return None

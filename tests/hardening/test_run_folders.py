@@ -188,3 +188,17 @@ def test_symlinked_samples_outside_the_roots_are_not_served(
             assert r.status_code == 404, (route, r.status_code)
         page = c.get(f"/board?run={q}")
         assert page.status_code == 200 and names[0] not in page.text
+
+
+def test_a_config_of_many_small_items_is_refused_in_bounded_time(
+    client: TestClient, tmp_path: Path, run_template: Path
+) -> None:
+    """1 MB of YAML events took the pure-Python parser 21 s; they are counted and cut off."""
+    import time
+
+    run = hostile_run(tmp_path, run_template)
+    (run / "config.yaml").write_text("[" + "1," * 500_000 + "]")
+    started = time.monotonic()
+    r = client.get(f"/board?run={quote(str(run))}")
+    assert r.status_code == 200 and "no readable config" in r.text
+    assert time.monotonic() - started < 10  # a bound with room for a loaded machine
