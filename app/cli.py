@@ -7,13 +7,13 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import IO, Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
 
 from app.captions.dialects import BoxFormat
-from app.config import Settings
+from app.config import Settings, is_exposed_host
 from app.engines.interface import ENGINE_NAMES
 from app.export.caption_file import Dialect, TriggerPlacement
 from app.export.profiles import PROFILES
@@ -105,27 +105,96 @@ def serve(
     data_dir: DataDir = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Required when binding a network address [env: ATELIER_TOKEN]"),
+        typer.Option(
+            help="The token every request must carry; better ATELIER_TOKEN or --token-file, "
+            "as an argument shows in the process list"
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file whose first line is the token [env: ATELIER_TOKEN_FILE]"),
     ] = None,
 ) -> None:
     """Start the web app."""
-    settings = settings_for(data_dir, host=host, port=port, token=token)
-    if settings.is_exposed and not settings.token:
+    if token is not None:
+        typer.secho(
+            "warning: a token given with --token shows in the process list (/proc/PID/cmdline, "
+            "readable by every user of this machine): set ATELIER_TOKEN or use --token-file.",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    settings = settings_for(data_dir, host=host, port=port, token=token, token_file=token_file)
+    if is_exposed_host(host) and not settings.token:
         raise fail(
-            f"binding {host} exposes Atelier to the network; give it a token with --token or "
-            "ATELIER_TOKEN (every request must then carry it)"
+            f"binding {host} exposes Atelier to the network; give it a token with ATELIER_TOKEN "
+            "or --token-file (every request must then carry it)"
         )
     if settings.token is not None and len(settings.token) < 16:
         raise fail("the token must be at least 16 characters long")
+    if settings.token_file is not None and settings.token_file.stat().st_mode & 0o077:
+        typer.secho(
+            f"warning: other users of this machine may read the token file "
+            f"{settings.token_file}: chmod 600 it.",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
     import uvicorn
 
     from app.web.app import create_app
 
+    settings.prepare_dirs()
+    # Held until this process ends (a kill included): a second server on the same data dir
+    # would clear the first one's uploads in flight as it starts.
+    lock = hold_data_dir(settings.data_dir, about=f"http://{_shown(host)}:{port}/")
     app = create_app(settings)
-    shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"Atelier on http://{shown}:{port}/  (data: {settings.data_dir.resolve()})")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    typer.echo(f"Atelier on http://{_shown(host)}:{port}/  (data: {settings.data_dir.resolve()})")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        lock.close()
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+LOCK_FILE = "atelier.lock"
+
+
+def hold_data_dir(data_dir: Path, *, about: str) -> IO[str]:
+    """The data dir's lock file, locked for this process (the lock goes when it ends); a sentence
+    naming the process that holds it instead, when another server already serves this dir."""
+    import fcntl
+    import json
+    import os
+    import time
+
+    f = (data_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        try:
+            other = json.loads(f.read() or "{}")
+        except ValueError:
+            other = {}
+        f.close()
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(other.get("started", 0)))
+        who = (
+            f"process {other.get('pid')} ({other.get('url')}, since {since})"
+            if other.get("pid")
+            else "another process"
+        )
+        raise fail(
+            f"the data dir {data_dir.resolve()} is in use by another Atelier: {who}. Stop it "
+            "first, or give this one another --data-dir."
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "url": about, "started": time.time()}))
+    f.flush()
+    return f
 
 
 @cli.command("import")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Never handed to a program Atelier starts (the drafting process gets its settings, less the
 # token, on its stdin; the trainer needs neither).
 SECRET_VARIABLES = ("ATELIER_TOKEN", "ATELIER_DRAFT_API_KEY")
@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    # A file holding the token (its first line), so that it never shows in the process list
+    # as a command-line argument would; read when `token` is not given.
+    token_file: Path | None = None
+    # Host names (besides 127.0.0.1, localhost and [::1]) a loopback Atelier without a token
+    # answers to, comma-separated: a page of another name reaching it through DNS rebinding
+    # is refused before any route runs.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Folders exports may be written under. Unset: anywhere on this machine when bound to
     # loopback; only <data_dir>/exports when exposed on a network (token mode).
     export_roots: list[Path] | None = None
@@ -99,6 +106,25 @@ class Settings(BaseSettings):
     # After a stop (SIGINT, as Ctrl+C) the trainer gets this long to exit before it is killed.
     train_stop_grace_s: float = Field(default=20.0, ge=0)
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if self.token is None and self.token_file is not None:
+            try:
+                lines = self.token_file.expanduser().read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"cannot read the token file {self.token_file}: {e}") from None
+            self.token = lines[0].strip() if lines else ""
+        return self
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "atelier.db"
@@ -135,7 +161,9 @@ class Settings(BaseSettings):
 
     @cached_property
     def is_exposed(self) -> bool:
-        return is_exposed_host(self.host)
+        """True when the exposed mode's rules apply: bound to a network address, or given a
+        token (a loopback Atelier behind a reverse proxy or an SSH tunnel is as reachable)."""
+        return is_exposed_host(self.host) or bool(self.token)
 
     def prepare_dirs(self) -> None:
         for d in (self.data_dir, self.store_dir, self.thumbs_dir, self.tmp_dir):
@@ -144,4 +172,16 @@ class Settings(BaseSettings):
 
 def is_exposed_host(host: str) -> bool:
     """True when binding `host` makes the app reachable from other machines."""
-    return not (host in LOOPBACK_HOSTS or host.startswith("127."))
+    return not is_loopback_name(host)
+
+
+def is_loopback_name(name: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); a name that merely
+    starts with "127." (127.attacker.example) is not one."""
+    name = name.lower().removeprefix("[").removesuffix("]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -27,6 +27,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("ATELIER_"):
             monkeypatch.delenv(name)
+    # Starlette's TestClient sends "Host: testserver": allowed as a user allows their own names.
+    monkeypatch.setenv("ATELIER_ALLOWED_HOSTS", "testserver")
 
 
 @cache

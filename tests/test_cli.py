@@ -94,7 +94,7 @@ def test_data_dir_that_is_a_file_exits_2(tmp_path: Path) -> None:
 
 def test_serve_network_bind_needs_token(tmp_path: Path) -> None:
     r = atelier("serve", "--host", "0.0.0.0", data_dir=tmp_path / "d")
-    assert_user_error(r, "give it a token with --token or ATELIER_TOKEN")
+    assert_user_error(r, "give it a token with ATELIER_TOKEN or --token-file")
     short = atelier("serve", "--host", "0.0.0.0", "--token", "abc", data_dir=tmp_path / "d")
     assert_user_error(short, "at least 16 characters")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from app.captions.schema import Caption, Style
 from app.export.caption_file import TriggerPlacement
@@ -298,10 +299,32 @@ def _commented(value: Any) -> Any:
     return value
 
 
-def dump(doc: CommentedMap) -> str:
+def dump(doc: Any) -> str:
+    """The config as YAML text in which no "${" remains for the trainer to read.
+
+    AI-Toolkit replaces "${NAME}" anywhere in the file's text by an environment variable
+    before it parses the YAML (toolkit/config.py replace_env_vars_in_string; an unset one
+    stops it). Every text holding a "$" (a style block's sample prompt in any trigger
+    placement, a dataset's folder) is written as a double-quoted scalar with the "$" as the
+    YAML escape \x24: the parsed text is unchanged. The export and the YAML a training run
+    is started with are both written here.
+    """
     yaml = YAML()
     yaml.width = 4096  # JSON prompts stay on one line
     yaml.indent(mapping=2, sequence=4, offset=2)
     buf = io.StringIO()
-    yaml.dump(doc, buf)
-    return buf.getvalue()
+    yaml.dump(_dollars_quoted(doc), buf)
+    # Every "$" is now inside a double-quoted scalar (or a comment), where \x24 is a "$".
+    return buf.getvalue().replace("$", "\\x24")
+
+
+def _dollars_quoted(node: Any) -> Any:
+    if isinstance(node, str) and "$" in node:
+        return DoubleQuotedScalarString(node)
+    if isinstance(node, dict):
+        for key in node:
+            node[key] = _dollars_quoted(node[key])
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            node[i] = _dollars_quoted(item)
+    return node

@@ -11,6 +11,7 @@ entries of a name that now holds another image (see _drop_stale_caches).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ from app.models import Dataset, Image
 __all__ = ["Dialect", "TriggerPlacement", "caption_text"]  # re-exported for callers
 MANIFEST = "atelier-manifest.json"
 STAGING_MARK = ".atelier-staging"
+NAME_MAX, PATH_MAX = 255, 4096  # bytes, as Linux file systems count them
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
 # The trainer's caches beside the images whose key holds the image's FILE NAME and geometry,
 # not its pixels (AI-Toolkit's dataloader_mixins: get_latent_path, get_clip_vision_embeddings
@@ -140,7 +142,8 @@ def export_dataset(
     rows, skipped = _captioned(session, settings=settings, store=store, dataset=dataset)
     old_entries = _manifest_entries(place.dataset_dir)
     staging = place.out / f".atelier-export-{place.slug}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging.mkdir(mode=0o700)  # others may not add to it, nor move it out (its ".." entry)
+    staged_as = _identity(staging)
     (staging / STAGING_MARK).touch()
     try:
         staged = _stage(
@@ -159,6 +162,7 @@ def export_dataset(
             seconds=0.0,
             forced=[f for f in findings if f.severity == "error"],
         )
+        _check_staging(staging, staged_as, place.out)
         _publish(
             staging, place, report, old_entries=old_entries, entries=staged.entries, as_zip=as_zip
         )
@@ -344,6 +348,12 @@ def _publish(
     if target.exists():
         report.stale_cache = _drop_stale_caches(target, old_entries, entries)
     report.kept = _swap_in(staging / "datasets" / slug, target, place.out, slug)
+    for published in (target, config):
+        if published.is_symlink() or not published.resolve().is_relative_to(place.out):
+            raise Invalid(
+                f"{published} was replaced by a link out of {place.out} while the export "
+                "was published: another process is changing that folder."
+            )
     report.dataset_dir, report.config_path = target, config
 
 
@@ -477,6 +487,7 @@ def requested_out_dir(settings: Settings, raw: str) -> Path:
         raise Invalid(f"Give the full path of the folder, from the root: {raw!r} is relative.")
     if ".." in path.parts:
         raise Invalid(f"{raw!r} climbs with '..': give the folder's own full path.")
+    check_path_length(path)
     resolved = path.resolve()
     data = settings.data_dir.resolve()
     exports = (settings.data_dir / "exports").resolve()
@@ -489,17 +500,56 @@ def requested_out_dir(settings: Settings, raw: str) -> Path:
     return path
 
 
+def check_path_length(path: Path) -> None:
+    """Refuses a path the file system cannot hold: a name over NAME_MAX or a path over PATH_MAX
+    bytes (255 and 4096 on Linux)."""
+    long = next((p for p in path.parts if len(os.fsencode(p)) > NAME_MAX), None)
+    if long is not None:
+        raise Invalid(
+            f"The folder name {long[:40]}... is {len(os.fsencode(long))} bytes long; a name may "
+            f"be at most {NAME_MAX}: choose a shorter one."
+        )
+    if len(os.fsencode(str(path))) >= PATH_MAX:
+        raise Invalid(
+            f"The path is {len(os.fsencode(str(path)))} bytes long; the system takes paths of "
+            f"at most {PATH_MAX - 1}: choose a folder nearer the root."
+        )
+
+
 def _prepare_out(out_dir: Path) -> Path:
     out = out_dir.expanduser()
-    if out.exists() and not out.is_dir():
-        raise Invalid(f"{out} is a file, not a folder.")
+    check_path_length(out)
     try:
+        if out.exists() and not out.is_dir():
+            raise Invalid(f"{out} is a file, not a folder.")
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk gets its own sentence (app/web/errors.py)
         raise Invalid(f"Cannot create {out}: {e.strerror}.") from None
     if not os.access(out, os.W_OK):
         raise Invalid(f"{out} is not writable.")
     return out.resolve()
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_dev, st.st_ino
+
+
+def _check_staging(staging: Path, staged_as: tuple[int, int], out: Path) -> None:
+    """Refuses to publish from a staging folder that is no longer the one made for this export
+    (moved away and replaced, by a link for instance): its files could lie anywhere."""
+    try:
+        same = not staging.is_symlink() and _identity(staging) == staged_as
+    except OSError:
+        same = False
+    if not same or staging.resolve().parent != out:
+        raise Invalid(
+            f"The export's staging folder {staging} was moved or replaced while the export "
+            f"wrote into it: nothing was published. Another process is changing {out}; stop "
+            "it, then export again."
+        )
 
 
 def _inside(out: Path, path: Path) -> Path:

@@ -83,20 +83,33 @@ def open_run(settings: Settings, raw: str) -> Path:
     path = Path(raw.strip()).expanduser()
     if not path.is_absolute() or ".." in path.parts:
         raise Invalid(f"Give the run folder's full path: {raw!r} is not one.")
-    roots = export_roots(settings)
-    if roots is not None:
-        if settings.aitk_dir is not None:
-            roots = [*roots, settings.aitk_dir.expanduser().resolve()]
-        # Checked first, symlinks resolved: nothing is said of folders outside the roots.
-        if not any(path.resolve().is_relative_to(r) for r in roots):
-            raise Invalid(f"This Atelier reads runs only under {', '.join(map(str, roots))}.")
-    if not path.is_dir():
+    roots = run_roots(settings)
+    # Checked first, symlinks resolved: nothing is said of folders outside the roots.
+    if roots is not None and not any(path.resolve().is_relative_to(r) for r in roots):
+        raise Invalid(f"This Atelier reads runs only under {', '.join(map(str, roots))}.")
+    is_dir = path.is_dir()
+    looks_like_run = is_dir and any(
+        (path / n).exists() for n in ("samples", "config.yaml", ".job_config.json")
+    )
+    if roots is not None and not looks_like_run:
+        # One answer for both: a token holder learns nothing of what else lies there.
+        raise NotFound(f"There is no AI-Toolkit run folder at {raw!r}.")
+    if not is_dir:
         raise NotFound(f"There is no folder {raw!r}.")
-    if not any((path / n).exists() for n in ("samples", "config.yaml", ".job_config.json")):
+    if not looks_like_run:
         raise Invalid(
             f"{raw!r} does not look like an AI-Toolkit run folder (no samples/ and no config)."
         )
     return path.resolve()
+
+
+def run_roots(settings: Settings) -> list[Path] | None:
+    """The folders runs may be read under (the export roots and the owner's checkout); None
+    means anywhere on this machine."""
+    roots = export_roots(settings)
+    if roots is not None and settings.aitk_dir is not None:
+        roots = [*roots, settings.aitk_dir.expanduser().resolve()]
+    return roots
 
 
 def parse_prompt(prompt: str, *, width: int, height: int) -> PromptView:
@@ -199,13 +212,19 @@ def build_board(
     )
 
 
-def sample_path(run_dir: Path, name: str) -> Path:
-    """The sample file a request names, only ever a sample of this run."""
+def sample_path(settings: Settings, run_dir: Path, name: str) -> Path:
+    """The sample file a request names, only ever a sample of this run; where the run roots
+    apply, the file itself (a symlink, or in a symlinked samples/) must lie under them."""
     if runs.parse_sample_name(name) is None:
         raise NotFound(f"{name!r} is not a sample of this run.")
     path = run_dir / "samples" / name
     if not path.is_file():
         raise NotFound(f"The sample {name} is not there (any more).")
+    roots = run_roots(settings)
+    if roots is not None:
+        path = path.resolve()
+        if not any(path.is_relative_to(r) for r in roots):
+            raise NotFound(f"The sample {name} is not there (any more).")
     return path
 
 
@@ -247,7 +266,7 @@ def drop_unreadable(settings: Settings, board: Board) -> Board:
 
 def _readable(settings: Settings, board: Board, sample: runs.Sample) -> bool:
     try:
-        thumbnail(settings, board.run_dir / "samples" / sample.name)
+        thumbnail(settings, sample_path(settings, board.run_dir, sample.name))
         return True
     except (NotFound, OSError):
         return False

@@ -3,7 +3,6 @@ and at every save, and every save kept, so the board has each step to show and t
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from app.errors import Invalid
+from app.export import config_yaml
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ def for_training(
     _replace_samples_comment(sample)
     # Only AI-Toolkit's own UI may write into its database; a run of ours never points there.
     process.pop("sqlite_db_path", None)
-    out = io.StringIO()
-    _yaml().dump(doc, out)
+    # Written as the export writes it: a "$" of the user's text never forms a "${" again.
+    text = config_yaml.dump(doc)
     plan = Plan(
         name=str(config.get("name") or ""),
         steps=steps,
@@ -100,7 +100,7 @@ def for_training(
     )
     if not plan.name:
         raise Invalid("The exported training YAML has no config.name.")
-    return out.getvalue(), plan
+    return text, plan
 
 
 def _replace_samples_comment(sample: Any) -> None:

@@ -11,12 +11,14 @@ import json
 import math
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 SAMPLE_NAME = re.compile(r"^(\d+)__(\d{9})_(\d+)\.(jpg|jpeg|png|webp)$")
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp"}
@@ -27,6 +29,17 @@ PROGRESS = re.compile(
     r"(?P<rate>[\d.]+|\?)(?P<unit>s/it|it/s)"
 )
 LOSS = re.compile(r"loss: (?P<loss>[-+\d.eE]+)")
+# A run folder may come from anywhere: its files are read within bounds. A trainer's config is
+# a few KB; the expanded size counts every alias as a copy (a 400-byte "billion laughs" YAML
+# expands to 10^9 nodes); the loss log is read for at most a few seconds.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Parsing is pure Python, about 50 us an event: the events are counted first, so a hostile
+# file costs under a second before it is refused (a real config has a few hundred).
+MAX_CONFIG_EVENTS = 5_000
+MAX_CONFIG_NODES = 200_000
+MAX_CONFIG_DEPTH = 64
+MAX_LOSS_ROWS = 2_000_000
+MAX_LOSS_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,18 +107,17 @@ def config_document(run_dir: Path, recorded_yaml: str | None = None) -> tuple[An
         doc = _yaml_load(recorded_yaml)
         if doc is not None:
             return doc, "the YAML Atelier started the run with"
-    job_json = run_dir / ".job_config.json"
-    if job_json.is_file():
+    job_json = _read_bounded(run_dir / ".job_config.json")
+    if job_json is not None:
         try:
-            return json.loads(job_json.read_text(errors="replace")), ".job_config.json"
-        except (OSError, ValueError):
+            doc = json.loads(job_json)
+            if _depth_within(doc, MAX_CONFIG_DEPTH):
+                return doc, ".job_config.json"
+        except (ValueError, RecursionError):
             pass
-    config_yaml = run_dir / "config.yaml"
-    if config_yaml.is_file():
-        try:
-            doc = _yaml_load(config_yaml.read_text(errors="replace"))
-        except OSError:
-            doc = None
+    config_yaml = _read_bounded(run_dir / "config.yaml")
+    if config_yaml is not None:
+        doc = _yaml_load(config_yaml)
         if doc is not None:
             return doc, "config.yaml"
     return None
@@ -117,17 +129,22 @@ def read_config(run_dir: Path, recorded_yaml: str | None = None) -> RunConfig | 
     if found is None:
         return None
     doc, source = found
-    try:
-        config = doc["config"]
-        process = config["process"][0]
-    except (KeyError, IndexError, TypeError):
+    config = _map(_map(doc).get("config"))
+    processes = config.get("process")
+    if not isinstance(processes, list) or not processes or not isinstance(processes[0], dict):
         return None
+    process = processes[0]
     train = _map(process.get("train"))
     save = _map(process.get("save"))
     sample = _map(process.get("sample"))
     raw_samples = sample.get("samples")
     if not isinstance(raw_samples, list):
-        raw_samples = [{"prompt": p} for p in sample.get("prompts") or [] if isinstance(p, str)]
+        prompts = sample.get("prompts")
+        raw_samples = [
+            {"prompt": p}
+            for p in (prompts if isinstance(prompts, list) else [])
+            if isinstance(p, str)
+        ]
     base_seed = _int(sample.get("seed"), 0) or 0
     walk = bool(sample.get("walk_seed", False))
     specs = []
@@ -205,6 +222,7 @@ def loss_points(run_dir: Path, *, most: int = 600) -> list[tuple[int, float]]:
     db = run_dir / "loss_log.db"
     if not db.is_file():
         return []
+    deadline = time.monotonic() + MAX_LOSS_SECONDS
     try:
         # Read-only: the run folder is the trainer's. Without a -wal file the trainer has
         # closed the log and all of it is in the main file: `immutable` then reads it without
@@ -212,15 +230,24 @@ def loss_points(run_dir: Path, *, most: int = 600) -> list[tuple[int, float]]:
         wal = db.with_name(db.name + "-wal").exists()
         query = "mode=ro" if wal else "mode=ro&immutable=1"
         con = sqlite3.connect(f"{db.resolve().as_uri()}?{query}", uri=True, timeout=2)
+        # Any query past the deadline is interrupted (an OperationalError, caught below).
+        con.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
         try:
-            keys = [r[0] for r in con.execute("SELECT key FROM metric_keys ORDER BY key")]
+            keys = [
+                r[0]
+                for r in con.execute(
+                    "SELECT key FROM metric_keys WHERE typeof(key) = 'text' ORDER BY key LIMIT 1000"
+                )
+            ]
             key = _loss_key(keys)
             if key is None:
                 return []
+            # Only numbers: a hostile log may hold text or blobs where numbers belong.
             rows = con.execute(
-                "SELECT step, value_real FROM metrics WHERE key = ? AND value_real IS NOT NULL "
-                "ORDER BY step",
-                (key,),
+                "SELECT step, value_real FROM metrics WHERE key = ? "
+                "AND typeof(step) = 'integer' AND typeof(value_real) IN ('real', 'integer') "
+                "ORDER BY step LIMIT ?",
+                (key, MAX_LOSS_ROWS),
             ).fetchall()
         finally:
             con.close()
@@ -317,11 +344,83 @@ def _clock(text: str) -> float | None:
     return float(seconds)
 
 
-def _yaml_load(text: str) -> Any:
+def _read_bounded(path: Path) -> str | None:
+    """The file's text if it is a regular file of at most MAX_CONFIG_BYTES, else None."""
     try:
-        return YAML(typ="safe", pure=True).load(text)
-    except YAMLError:
+        if not path.is_file():
+            return None
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError:
         return None
+    return data.decode(errors="replace") if len(data) <= MAX_CONFIG_BYTES else None
+
+
+def _yaml_load(text: str) -> Any:
+    """The YAML document, or None when it is not YAML or passes the bounds: its events counted,
+    then composed and its size counted with every alias expanded, and only then built into
+    Python objects."""
+    if len(text) > MAX_CONFIG_BYTES:
+        return None
+    try:
+        for n, _ in enumerate(YAML(typ="safe", pure=True).parse(text)):
+            if n > MAX_CONFIG_EVENTS:
+                return None
+        node = YAML(typ="safe", pure=True).compose(text)
+        if node is None or not _node_within(node):
+            return None
+        return YAML(typ="safe", pure=True).load(text)
+    except (YAMLError, RecursionError, ValueError, OverflowError):
+        return None
+
+
+def _node_within(root: Node) -> bool:
+    """True when the node graph, aliases expanded, stays within MAX_CONFIG_NODES nodes and
+    MAX_CONFIG_DEPTH levels and holds no cycle (walked without recursion)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            if isinstance(node.value, str):
+                sizes[key] += len(node.value) // 1024  # long strings count as several nodes
+            if sizes[key] > MAX_CONFIG_NODES:
+                return False
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes or depth > MAX_CONFIG_DEPTH:
+            return False  # a node inside itself (a recursive alias), or nesting too deep
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in _children(node) if id(c) not in sizes)
+    return True
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _depth_within(value: Any, most: int) -> bool:
+    """True when lists and dicts nest at most `most` deep (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > most:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
 
 
 def _map(value: Any) -> dict[str, Any]:
@@ -331,7 +430,7 @@ def _map(value: Any) -> dict[str, Any]:
 def _int(value: Any, default: int | None) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 

@@ -74,7 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.draft_worker = worker
     app.state.throttle = Throttle()
-    app.add_middleware(SecurityMiddleware, token=settings.token, throttle=app.state.throttle)
+    app.add_middleware(
+        SecurityMiddleware,
+        token=settings.token,
+        throttle=app.state.throttle,
+        allowed_hosts=settings.allowed_hosts,
+    )
     app.add_middleware(ServerTiming)  # outermost: counts the security checks too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for feature in (

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 
 from app.errors import Invalid, UserError
 from app.web.render import is_htmx
@@ -18,6 +21,34 @@ def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UserError, user_error)  # type: ignore[arg-type]
     app.add_exception_handler(OverflowError, out_of_range)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(OSError, disk_full)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, disk_full)  # type: ignore[arg-type]
+
+
+class DiskFull(UserError):
+    status_code = 507
+
+
+async def disk_full(request: Request, exc: OSError | OperationalError) -> Response:
+    """A write that found the disk full, as a sentence naming the disk; anything else stays
+    the server error it is."""
+    data_dir = request.app.state.settings.data_dir.resolve()
+    if isinstance(exc, OperationalError):
+        if "database or disk is full" not in str(exc.orig):
+            raise exc
+        where = data_dir
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        written = Path(exc.filename).resolve() if exc.filename else data_dir
+        where = data_dir if written.is_relative_to(data_dir) else written.parent
+    else:
+        raise exc
+    return await user_error(
+        request,
+        DiskFull(
+            f"The disk holding {where} is full: this request saved nothing (what was saved "
+            "before is kept). Free some space on it, then try again."
+        ),
+    )
 
 
 async def user_error(request: Request, exc: UserError) -> Response:

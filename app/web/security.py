@@ -1,25 +1,46 @@
-"""Token mode for network binds, and the Origin check on state-changing requests."""
+"""Token mode for network binds, the Host allow-list against DNS rebinding, the Origin check
+on state-changing requests, body limits, and the security headers every response carries."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.config import is_loopback_name
+
 TOKEN_COOKIE = "atelier_token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 OPEN_PATHS = {"/login", "/healthz", "/favicon.ico"}
-# JSON and form bodies (captions, settings) are small; uploads (multipart) are limited per
-# file by the importer instead.
+# JSON and form bodies (captions, settings) are small, multipart ones included; only the two
+# upload routes (app/web/images.py) take more, limited per file and per request as they stream.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+UPLOAD_PATHS = re.compile(r"^/(api/datasets/\d+/images|datasets/\d+/import)$")
+# The app's pages load their scripts and styles from /static only (htmx included); style
+# attributes stay allowed for the positions templates compute (boxes, bars), which CSS
+# cannot inject script through. No page may be framed: a framed form is a click away.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 REFUSED = "This Atelier requires a token: send 'Authorization: Bearer <token>'."
 
 log = logging.getLogger("atelier.security")
@@ -94,19 +115,70 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-class SecurityMiddleware:
-    """Refuses cross-origin writes; with a token set, refuses requests that do not carry it."""
+def host_allowed(host_header: str | None, *, extra: list[str]) -> bool:
+    """True when the request's Host names this machine's loopback or a name the user allowed.
 
-    def __init__(self, app: ASGIApp, *, token: str | None, throttle: Throttle) -> None:
+    A page that reached 127.0.0.1 through DNS rebinding still sends its own name as Host."""
+    if host_header is None:
+        return True  # no browser leaves it out, and only a browser page can be rebound
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        name, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return False
+    return is_loopback_name(name) or name in extra
+
+
+class SecurityMiddleware:
+    """Sends the security headers on every response; without a token, answers only to loopback
+    Host names; refuses cross-origin writes and oversized bodies; with a token set, refuses
+    requests that do not carry it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        throttle: Throttle,
+        allowed_hosts: list[str] | None = None,
+    ) -> None:
         self.app = app
         self.token = token
         self.throttle = throttle
+        self.allowed_hosts = [h.lower() for h in allowed_hosts or []]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self._checked(scope, receive, send_with_headers)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
+        # Before anything else: a token-less Atelier is only safe while only this machine's
+        # pages can reach it (a token is the defence otherwise: a rebound page lacks it).
+        host = request.headers.get("host")
+        if self.token is None and not host_allowed(host, extra=self.allowed_hosts):
+            shown = (host or "")[:80]
+            await _deny(
+                400,
+                f"This Atelier answers only at 127.0.0.1, localhost or [::1], not at {shown!r}: "
+                "open it at http://127.0.0.1:<port>/, or add the name to "
+                "ATELIER_ALLOWED_HOSTS.",
+            )(scope, receive, send)
+            return
         refusal = self._refusal(request)
         if refusal is not None and refusal.status_code == 401:
             await self.throttle.refused(client_key(request), request.url.path)
@@ -140,7 +212,7 @@ class SecurityMiddleware:
 
 async def _bounded_body(request: Request, receive: Receive) -> tuple[Response | None, Receive]:
     """Refuses a non-upload body over MAX_BODY_BYTES before the app reads it into memory."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if UPLOAD_PATHS.match(request.url.path):
         return None, receive
     too_big = _deny(413, f"The request body is over {MAX_BODY_BYTES // 2**20} MB: refused.")
     length = request.headers.get("content-length")

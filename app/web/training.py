@@ -453,7 +453,7 @@ def board_sample(
     job: int | None = None,
 ) -> FileResponse:  # fmt: skip
     run_dir, _ = _run(session, settings, run, job)
-    return FileResponse(boards.sample_path(run_dir, name))
+    return FileResponse(boards.sample_path(settings, run_dir, name))
 
 
 @router.get("/board/thumb", include_in_schema=False)
@@ -462,7 +462,7 @@ def board_thumb(
     job: int | None = None,
 ) -> FileResponse:  # fmt: skip
     run_dir, _ = _run(session, settings, run, job)
-    thumb = boards.thumbnail(settings, boards.sample_path(run_dir, name))
+    thumb = boards.thumbnail(settings, boards.sample_path(settings, run_dir, name))
     # The name holds the time it was written: a sample file never changes under its name.
     return FileResponse(thumb, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
@@ -484,7 +484,7 @@ def board_compare(
     items: list[dict[str, Any]] = []
     chosen: list[boards.runs.Sample] = []
     for name in s:
-        boards.sample_path(run_dir, name)
+        boards.sample_path(settings, run_dir, name)
         sample = boards.runs.parse_sample_name(name)
         assert sample is not None
         chosen.append(sample)

@@ -119,6 +119,13 @@ class _Receiver:
         raw = options.get(b"filename")
         if raw is None:
             return
+        if b"\x00" in raw:
+            # No file system allows it, so no real file is named so: a broken or hostile client.
+            shown = raw.replace(b"\x00", b"\\0").decode("utf-8", "replace")[:80]
+            raise Invalid(
+                f"The file name '{shown}' holds a NUL character, which no file name may: "
+                "nothing was imported. Rename the file and upload it again."
+            )
         # The client's name is a label only; the spooled copy gets a name of ours.
         n = len(self.parts) - 1
         text = raw.decode("utf-8", "replace").replace("\\", "/")

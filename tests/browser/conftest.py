@@ -74,6 +74,8 @@ def page(live_server: str):  # type: ignore[no-untyped-def]
                 "--no-first-run",
             ],
         )
-        page = browser.new_page()
+        # Test helpers (wait_for_function with a string) evaluate script, which the app's CSP
+        # refuses; tests/browser/test_csp.py checks the pages under the CSP, in a page of its own.
+        page = browser.new_page(bypass_csp=True)
         yield page
         browser.close()

@@ -141,7 +141,7 @@ def test_two_tabs_merge_other_fields_and_ask_only_for_the_same_one(page, live_se
     }
     r = httpx.put(f"{live_server}/api/images/{iid}/caption", json={"revision": 0, "caption": start})
     assert r.status_code == 200
-    a, b = page, page.context.browser.new_page()
+    a, b = page, page.context.browser.new_page(bypass_csp=True)
     for tab in (a, b):
         tab.goto(f"{live_server}/images/{iid}")
 

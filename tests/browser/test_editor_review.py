@@ -311,7 +311,7 @@ def test_a_failed_redraft_is_a_dismissible_notice_below_the_toolbar(tmp_path: Pa
     )
     with serving(settings) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page = browser.new_page(viewport={"width": 1280, "height": 720}, bypass_csp=True)
         (iid,) = setup_images(url)
         page.goto(f"{url}/images/{iid}")
         bar = page.locator(".editor-bar")

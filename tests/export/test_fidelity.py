@@ -446,7 +446,7 @@ def test_too_long_captions_are_lint_errors_and_absurd_ones_refused(
     r = client.put(f"/api/images/{ids[1]}/caption", json={"revision": 1, "caption": huge})
     assert (
         r.status_code == 422
-        and "high_level_description is 5,000,000 characters" in r.json()["detail"]
+        and "high-level description is 5,000,000 characters" in r.json()["detail"]
     )  # noqa: E501
     many = json.loads(json.dumps(CAPTION))
     many["compositional_deconstruction"]["elements"] = [{"type": "obj", "desc": "y" * 5000}] * 20

@@ -187,3 +187,121 @@ def test_the_favicon_needs_no_token(locked: TestClient) -> None:
     locked.headers.pop("Authorization", None)
     assert locked.get("/favicon.ico").status_code == 200
     assert locked.get("/api/datasets").status_code == 401
+
+
+# --- issue 26: rebinding, framing, token on loopback, multipart bodies ----------------------
+
+
+@pytest.fixture
+def loopback(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The default mode as `atelier serve` runs it: loopback, no token, no extra host names."""
+    settings = Settings(data_dir=tmp_path / "d", allowed_hosts=[])
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "attacker.example:8000",
+        "attacker.example",
+        "127.attacker.example:8000",
+        "127.0.0.1.attacker.example",
+        "localhost.attacker.example:8000",
+        "[::2]:8000",
+        "127.0.0.1:80x",
+    ],
+)
+def test_a_rebound_page_is_refused_before_any_route(loopback: TestClient, host: str) -> None:
+    origin = {"Host": host, "Origin": f"http://{host}"}
+    r = loopback.post("/api/datasets", json={"name": "x"}, headers=origin)
+    assert r.status_code == 400 and "answers only at 127.0.0.1" in r.json()["detail"]
+    assert loopback.get("/api/datasets", headers={"Host": host}).status_code == 400
+    assert loopback.get("/", headers={"Host": host}).status_code == 400
+    r = loopback.post("/api/datasets/1/train", json={"python": "/bin/echo"}, headers=origin)
+    assert r.status_code == 400
+    assert loopback.get("/api/datasets").json() == []  # nothing was made
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"])
+def test_loopback_host_names_are_answered(loopback: TestClient, host: str) -> None:
+    origin = {"Host": host, "Origin": f"http://{host}"}
+    assert loopback.post("/api/datasets", json={"name": host}, headers=origin).status_code == 201
+
+
+def test_names_the_user_allows_are_answered(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", allowed_hosts="atelier.home, Box.LAN")  # type: ignore[arg-type]
+    assert settings.allowed_hosts == ["atelier.home", "box.lan"]
+    with TestClient(create_app(settings), base_url="http://box.lan:8000") as c:
+        assert c.get("/api/datasets").status_code == 200
+        assert c.get("/api/datasets", headers={"Host": "atelier.home"}).status_code == 200
+        assert c.get("/api/datasets", headers={"Host": "other.lan"}).status_code == 400
+
+
+EXPECTED_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+@pytest.mark.parametrize("mode", ["loopback", "locked"])
+def test_every_response_forbids_framing_and_sniffing(
+    request: pytest.FixtureRequest, mode: str
+) -> None:
+    c: TestClient = request.getfixturevalue(mode)
+    answers = [
+        c.get("/"),
+        c.get("/api/datasets"),
+        c.get("/static/css/atelier.css"),
+        c.get("/no/such/page"),
+        c.post("/api/datasets", json={"name": "y"}, headers={"Origin": "http://evil.example"}),
+        c.get("/healthz"),
+        c.get("/", headers={"Host": "attacker.example"}),
+    ]
+    for r in answers:
+        for name, value in EXPECTED_HEADERS.items():
+            assert r.headers.get(name) == value, (r.request.url, name, r.status_code)
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert "unsafe-eval" not in csp and "script-src 'self' 'unsafe-inline'" not in csp
+
+
+def test_a_token_on_loopback_gets_the_exposed_mode_s_limits(tmp_path: Path) -> None:
+    """The reverse-proxy and SSH-tunnel set-up: bound to loopback, a token set."""
+    from tests.training.conftest import make_checkout, make_dataset
+    from tests.training.runfolders import make_run
+
+    own = make_checkout(tmp_path / "owner-aitk")
+    outside_run = make_run(tmp_path / "elsewhere-aitk")
+    settings = Settings(data_dir=tmp_path / "d", token=TOKEN, aitk_dir=own)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000", headers=auth) as c:
+        dataset_id = make_dataset(c)
+        r = c.post(f"/api/datasets/{dataset_id}/train", json={"python": "/bin/echo"})
+        assert r.status_code == 403 and "set by its owner" in r.json()["detail"]
+        out = tmp_path / "anywhere"
+        r = c.post(f"/api/datasets/{dataset_id}/export", json={"out_dir": str(out), "force": True})
+        assert r.status_code == 422 and "exports only under" in r.json()["detail"]
+        assert not out.exists()
+        r = c.get("/board", params={"run": str(outside_run)})
+        assert r.status_code == 422 and "reads runs only under" in r.text
+        # Inside the roots, a missing folder and one that is no run are answered alike.
+        (own / "output" / "not-a-run").mkdir(parents=True)
+        missing = c.get("/board", params={"run": str(own / "output" / "nothing")})
+        plain = c.get("/board", params={"run": str(own / "output" / "not-a-run")})
+        assert missing.status_code == plain.status_code == 404
+        assert missing.text.replace("nothing", "X") == plain.text.replace("not-a-run", "X")
+
+
+def test_multipart_bodies_keep_the_form_limit_except_uploads(client: TestClient) -> None:
+    from app.web.security import MAX_BODY_BYTES
+
+    dataset_id = client.post("/api/datasets", json={"name": "Multi"}).json()["id"]
+    big = b"x" * (MAX_BODY_BYTES + 1024)
+    files = {"notes": ("notes.txt", big, "text/plain")}
+    r = client.post(f"/datasets/{dataset_id}/settings", data={"name": "Multi"}, files=files)
+    assert r.status_code == 413 and "over 16 MB" in r.json()["detail"]
+    # The upload routes read their bodies as they stream, under their own limits.
+    r = client.post(f"/api/datasets/{dataset_id}/images", files={"files": ("a.png", big)})
+    assert r.status_code != 413 or "16 MB" not in r.text
