@@ -100,6 +100,13 @@ def read_caption_data(
             )
     elif bbox_format is not None:
         detected = bbox_format
+    elif (tell := _guide_tell(data)) is not None:
+        detected = "pixel"
+        notes.append(
+            f"its boxes read as pixels of the image: the file is in the guide's shape ({tell})"
+        )
+    elif not _fits_as_pixels(raw_boxes, width=width, height=height):
+        detected = "official"  # read as pixels, a box would leave the image
     else:
         detected, ambiguous = "official", True
 
@@ -111,6 +118,40 @@ def read_caption_data(
         other = _build(data, width=width, height=height, box_format="pixel", notes=[])
         notes.append("its boxes could be 0..1000 or pixels: read as 0..1000 until you choose")
     return Reading(caption, detected, ambiguous, other, notes)
+
+
+def _guide_tell(data: dict[str, Any]) -> str | None:
+    """What shows a caption file is in the guide's legacy shape, whose boxes are pixel
+    [x1, y1, x2, y2] (the guide's example 001.json): a medium that is no official token ("Oil
+    painting."), a painting's technique under `photo`, or element palettes before `desc`."""
+    style = data.get("style_description")
+    if isinstance(style, dict):
+        medium = style.get("medium")
+        if isinstance(medium, str) and medium.strip() and medium not in MEDIA:
+            return f"its medium {medium!r} is not an official token"
+        if style.get("photo") and medium_token(str(medium or "")) not in (None, "photograph"):
+            return "a painting's technique is under 'photo'"
+    comp = data.get("compositional_deconstruction")
+    elements = comp.get("elements") if isinstance(comp, dict) else None
+    for e in elements if isinstance(elements, list) else []:
+        keys = list(e) if isinstance(e, dict) else []
+        if (
+            "color_palette" in keys
+            and "desc" in keys
+            and keys.index("color_palette") < keys.index("desc")
+        ):
+            return "its element palettes come before their descriptions"
+    return None
+
+
+def _fits_as_pixels(raw_boxes: list[Any], *, width: int, height: int) -> bool:
+    """Whether every box, read as pixel [x1, y1, x2, y2], lies within the image."""
+    for b in raw_boxes:
+        if isinstance(b, list) and len(b) == 4 and all(isinstance(v, int | float) for v in b):
+            x1, y1, x2, y2 = b
+            if max(x1, x2) > width or max(y1, y2) > height:
+                return False
+    return True
 
 
 def to_official(caption: Caption) -> dict[str, Any]:

@@ -248,10 +248,8 @@ def _record(
             outcome.ambiguous_boxes = image.boxes_ambiguous
             if image.id in read.unreadable:
                 outcome.caption = f"kept raw, not read: {read.unreadable[image.id]}"
-            elif image.boxes_ambiguous:
-                outcome.caption = "read; its boxes could be 0..1000 or pixels: choose which"
             else:
-                outcome.caption = "read"
+                outcome.caption = "read"  # undecided boxes: said once, by ambiguous_boxes
     for outcome in report.outcomes:
         if outcome.result == "duplicate" and outcome.duplicate_of is None:
             outcome.duplicate_of = batch_shas[outcome.sha256].image_id  # type: ignore[index]

@@ -31,11 +31,39 @@ def test_guide_example_with_pixel_boxes_reads_into_official() -> None:
     assert any("'Oil painting.'" in n for n in reading.notes)
 
 
-def test_guide_example_undeclared_is_ambiguous_with_both_readings() -> None:
+def test_guide_example_undeclared_reads_as_pixels_by_its_tells() -> None:
+    # The guide's shape ("Oil painting.", a painting's technique under 'photo', element
+    # palettes before their descriptions) is the guide's, whose boxes are pixels: no question.
     reading = read_caption(GUIDE_001, ext="json", width=1200, height=1000)
+    assert not reading.ambiguous and reading.box_format == "pixel"
+    assert reading.caption.composition.elements[0].box == Box(0.15, 0.09, 760 / 1200, 0.72)
+    assert any("guide's shape" in n for n in reading.notes)
+
+
+def test_boxes_without_the_guide_s_tells_stay_a_question() -> None:
+    data = json.loads(GUIDE_001)
+    style = data["style_description"]
+    style["medium"] = "painting"
+    style["art_style"] = style.pop("photo")
+    for e in data["compositional_deconstruction"]["elements"]:
+        e["color_palette"] = e.pop("color_palette", [])  # after desc, as the trainer writes
+    reading = read_caption(json.dumps(data), ext="json", width=1200, height=1000)
     assert reading.ambiguous and reading.other_reading is not None
     assert reading.caption.composition.elements[0].box == Box(0.09, 0.18, 0.72, 0.76)
     assert reading.other_reading.composition.elements[0].box == Box(0.15, 0.09, 760 / 1200, 0.72)
+
+
+def test_boxes_that_would_leave_the_image_as_pixels_are_official() -> None:
+    raw = json.dumps(
+        {
+            "compositional_deconstruction": {
+                "elements": [{"type": "obj", "bbox": [100, 200, 900, 800], "desc": "x"}]
+            }
+        }
+    )
+    # As pixel [x1, y1, x2, y2] on a 640x480 image, x2 = 900 would leave it.
+    reading = read_caption(raw, ext="json", width=640, height=480)
+    assert reading.box_format == "official" and not reading.ambiguous
 
 
 def test_coordinates_above_1000_are_pixels() -> None:

@@ -93,7 +93,8 @@ def test_ambiguous_boxes_flagged_until_chosen(client: TestClient, dataset_id: in
         dataset_id,
         [("a.jpg", f.jpeg_bytes(1, (1000, 800))), ("a.json", json.dumps(caption).encode())],
     )
-    assert "choose" in report["imported"][0]["caption"]
+    imported = report["imported"][0]
+    assert imported["ambiguous_boxes"] is True and imported["caption"] == "read"  # said once
     iid = report["imported"][0]["image_id"]
     listed = client.get(f"/api/datasets/{dataset_id}/images?flag=ambiguous_boxes").json()
     assert [i["id"] for i in listed] == [iid]
