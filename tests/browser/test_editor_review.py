@@ -113,7 +113,7 @@ def test_ambiguous_boxes_are_numbered_in_both_readings(page, live_server: str) -
         "compositional_deconstruction": {
             "elements": [
                 {"type": "obj", "bbox": [100, 200, 300, 400], "desc": "a"},
-                {"type": "obj", "bbox": [500, 500, 600, 900], "desc": "b"},
+                {"type": "obj", "bbox": [500, 500, 600, 700], "desc": "b"},
             ]
         }
     }

@@ -84,7 +84,7 @@ def test_ambiguous_boxes_flagged_until_chosen(client: TestClient, dataset_id: in
         "compositional_deconstruction": {
             "elements": [
                 {"type": "obj", "bbox": [100, 200, 300, 400], "desc": "moved later"},
-                {"type": "obj", "bbox": [500, 500, 600, 900], "desc": "left alone"},
+                {"type": "obj", "bbox": [500, 500, 600, 700], "desc": "left alone"},
             ]
         }
     }
@@ -109,8 +109,8 @@ def test_ambiguous_boxes_flagged_until_chosen(client: TestClient, dataset_id: in
         "compositional_deconstruction"
     ]["elements"]
     assert els[0]["bbox"] == [10, 10, 20, 20]
-    # pixels [x1=500, y1=500, x2=600, y2=900] of 1000x800 -> [625, 500, 1000, 600]
-    assert els[1]["bbox"] == [625, 500, 1000, 600]
+    # pixels [x1=500, y1=500, x2=600, y2=700] of 1000x800 -> [625, 500, 875, 600]
+    assert els[1]["bbox"] == [625, 500, 875, 600]
     assert client.get(f"/api/datasets/{dataset_id}/images?flag=ambiguous_boxes").json() == []
     again = client.post(f"/api/datasets/{dataset_id}/box-format", json={"format": "pixel"})
     assert again.status_code == 422
