@@ -1,6 +1,7 @@
 """The text of an exported caption file: what the trainer's loader and normaliser read.
 
-Facts (FORMAT.md 1, 8): the loader reads the file as text, splits it on ',' and rejoins it
+Facts (docs/trainer.md sections 1 and 2): the loader reads the file as text, splits it on
+',' and rejoins it
 with ', ', replaces [trigger] / [name] with the trigger word, and prepends the word when it
 appears nowhere; the ideogram4 model then parses text starting with '{' as JSON, normalises it
 and re-serialises it compactly. Written so that the text the encoder receives is the caption.

@@ -22,8 +22,9 @@ The amount of training stays the guide's, counted in images seen as the trainer 
   toolkit/optimizer.py hands `lr` to AdamW8bit unscaled; the EMA (toolkit/ema.py) is
   updated once per optimizer step. Nothing in the trainer rescales lr or EMA for the batch.
 
-Memory facts (FORMAT.md section 6): the Ideogram 4 transformer is ~17 GB in bf16 and ~9 GB
-in fp8; with cache_text_embeddings the text encoder is unloaded after caching.
+Memory facts (the models' sizes; docs/export.md, the GPU profiles): the Ideogram 4
+transformer is ~17 GB in bf16 and ~9 GB in fp8; with cache_text_embeddings the text
+encoder is unloaded after caching.
 """
 
 from __future__ import annotations

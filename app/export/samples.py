@@ -1,7 +1,8 @@
 """The sample set: the guide's validation plan (its section 7) made from the dataset's own
 captions, and each sample prompt written so that the trainer reads it whole.
 
-Facts (FORMAT.md 8 and 12; AI-Toolkit 27a03a91): jobs/process/BaseSDTrainProcess.py `sample`
+Facts (docs/trainer.md sections 3 and 7; AI-Toolkit 27a03a91):
+jobs/process/BaseSDTrainProcess.py `sample`
 replaces [trigger] in each prompt by the word (never prepending it), then
 toolkit/config_modules.py `GenerateImageConfig._process_prompt_string` splits the prompt on
 '--' and keeps only the first part as the prompt, reading the rest as --flags. The ideogram4

@@ -1,4 +1,4 @@
-"""Ideogram's caption verifier rules (FORMAT.md section 9), as Atelier checks every export.
+"""Ideogram's caption verifier rules (docs/trainer.md section 10), as Atelier checks every export.
 
 Each rule is written from the published rules, in our own words: a caption that breaks one is
 read by Ideogram 4 as something it was not trained to expect. Lint shows the violations and

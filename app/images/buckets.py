@@ -1,6 +1,6 @@
 """What the trainer's buckets do to each image: the size it trains at and the centre crop.
 
-AI-Toolkit buckets by AREA (FORMAT.md section 8, toolkit/buckets.py and setup_buckets in
+AI-Toolkit buckets by AREA (docs/trainer.md section 4, toolkit/buckets.py and setup_buckets in
 toolkit/dataloader_mixins.py): an image keeps its own pixel count up to resolution squared,
 its sides are rounded to multiples of the model's divisibility, then it is resized to cover
 that bucket and centre-cropped. Written here from those facts, checked against its output.

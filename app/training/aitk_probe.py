@@ -10,7 +10,7 @@ No model is loaded and no GPU is touched. Modules of the trainer that import onl
 standard library are imported as they are (through a stand-in `toolkit` package, so its
 __init__, which imports huggingface_hub, is not run); from modules that import torch at the
 top, the functions and classes needed are taken out of the file with `ast` and executed
-alone, with the module's standard-library imports (FORMAT.md 8).
+alone, with the module's standard-library imports (docs/trainer.md section 9).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import traceback
 import types
 from typing import Any
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")  # what the trainer lists (FORMAT.md 1)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")  # what the trainer lists (docs/trainer.md 1)
 LIGHT_IMPORTS = {"PIL", "yaml", "oyaml"}
 
 fingerprints: dict[str, str] = {}

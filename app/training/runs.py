@@ -1,6 +1,7 @@
 """Reading an AI-Toolkit run folder, read-only: its config, samples, checkpoints, loss, log.
 
-Facts (FORMAT.md 10): samples are `samples/<time_ms>__<step:09d>_<i>.<ext>` with `i` the index
+Facts (docs/trainer.md section 7): samples are `samples/<time_ms>__<step:09d>_<i>.<ext>`
+with `i` the index
 into `sample.samples` of the config that ran; checkpoints `<name>_<step:09d>.safetensors`
 and the final `<name>.safetensors`; `loss_log.db` has `steps`, `metric_keys`, `metrics`.
 """

@@ -1,5 +1,5 @@
 """Transparency in an export: with `--keep-alpha` (alpha_mask: true) the trainer reads every
-image's fourth channel, so every exported image must carry one (FORMAT.md section 12)."""
+image's fourth channel, so every exported image must carry one (docs/trainer.md section 5)."""
 
 from __future__ import annotations
 

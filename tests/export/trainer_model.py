@@ -1,6 +1,6 @@
 """Our own model of what AI-Toolkit does to an Atelier export, for the export tests.
 
-Written from FORMAT.md sections 1, 8 and 9 and from reading ostris/ai-toolkit at commit
+Written from docs/trainer.md sections 1, 2, 4 and 10 and from reading ostris/ai-toolkit at commit
 27a03a91f23eb1b757d5ec2e80ee3e129cfcc350 (2026-08-21); none of its code is copied. What was
 checked there, function by function:
 

@@ -1,7 +1,7 @@
 """The trainer's buckets: area, not short side; sides in 16s; resized to cover, centre-cropped.
 
 The sizes below are what AI-Toolkit's own setup_buckets gives (27a03a9, run by hand on each
-size; FORMAT.md section 8), written here as facts.
+size; docs/trainer.md section 4), written here as facts.
 """
 
 from __future__ import annotations

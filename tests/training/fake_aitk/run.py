@@ -1,7 +1,7 @@
 """A stand-in for AI-Toolkit's run.py, for tests without a GPU.
 
 It reads the config it is given and writes the run folder as the trainer does
-(FORMAT.md 10): <training_folder>/<name>/ with config.yaml, samples named
+(docs/trainer.md section 7): <training_folder>/<name>/ with config.yaml, samples named
 <time_ms>__<step:09d>_<i>.<ext> written into samples/.tmp then moved with os.replace,
 loss_log.db with the trainer's three tables, checkpoints <name>_<step:09d>.safetensors
 rotated to the last save.max_step_saves_to_keep, and the final <name>.safetensors. It
