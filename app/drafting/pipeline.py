@@ -9,10 +9,11 @@ output cannot be used is retried once, then marked failed with the raw output ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,13 +68,16 @@ def run_job(
     max_pixels: int,
     worker: str | None = None,
     on_progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
 ) -> DraftJob:
     """Drafts every queued item of a claimed job; returns the job as it ended.
 
     While the engine drafts a batch, the next one is read, decoded and handed to the engine
     as a hint (`Engine.prefetch`) on a thread, so the GPU does not wait on the CPU between
-    batches.
+    batches. `timings`, if given, gets the seconds each part of the job's own thread took
+    (`Clock`), which is where a job's time outside the engine goes.
     """
+    clock = Clock(timings)
     worker = worker or worker_id()
     new_job = getattr(engine, "new_job", None)  # an engine kept from an earlier job
     if new_job is not None:
@@ -84,28 +88,33 @@ def run_job(
         while True:
             # Not expired on commit: the job returned is read after its session closes.
             with Session(db, expire_on_commit=False) as session:
-                job = get_job(session, job_id)
+                with clock("queue_s"):
+                    job = get_job(session, job_id)
                 if job.cancel_requested:
                     job.status, job.finished_at = JobStatus.cancelled, utcnow()
                     session.add(job)
                     session.commit()
                     return job
                 size = job.batch_size or getattr(engine, "batch_size", 8)
-                _skip_trashed(session, job)
-                batch = _queued(session, job, size)
+                with clock("queue_s"):
+                    _skip_trashed(session, job)
+                    batch = _queued(session, job, size)
                 if not batch:
                     job.status, job.finished_at = JobStatus.done, utcnow()
                     session.add(job)
                     session.commit()
                     return job
                 ids = [item.id for item in batch if item.id is not None]
-                loaded = _result(ahead)
+                with clock("wait_ahead_s"):
+                    loaded = _result(ahead)
                 if loaded is None or loaded.item_ids != ids:
                     # In line (the first batch): the engine starts as soon as the images are
                     # decoded; their palettes are prepared on the thread while it drafts.
-                    loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
+                    with clock("load_in_line_s"):
+                        loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
                     loaded.palettes = pool.submit(_palettes, loaded)
-                following = _queued(session, job, size, leaving=ids)
+                with clock("queue_s"):
+                    following = _queued(session, job, size, leaving=ids)
                 upcoming = [i.id for i in following if i.id is not None]
                 ahead = (
                     pool.submit(_load, db, job_id, upcoming, engine, store, max_pixels, True)
@@ -115,7 +124,7 @@ def run_job(
                 dataset = session.get(Dataset, job.dataset_id)
                 assert dataset is not None
                 try:
-                    _draft_batch(session, job, dataset, batch, engine, loaded)
+                    _draft_batch(session, job, dataset, batch, engine, loaded, clock)
                 except DraftError as e:
                     session.rollback()
                     _report_servers(db, job_id, engine)
@@ -123,9 +132,28 @@ def run_job(
                 _report_servers(db, job_id, engine)
                 job.heartbeat_at = utcnow()
                 session.add(job)
-                session.commit()
+                with clock("commit_s"):
+                    session.commit()
                 if on_progress:
                     on_progress(progress(job))
+
+
+class Clock:
+    """Adds up the seconds each named part of a job takes, into `into` (if given)."""
+
+    def __init__(self, into: dict[str, float] | None = None) -> None:
+        self.into = into
+
+    @contextlib.contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        if self.into is None:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[key] = self.into.get(key, 0.0) + time.perf_counter() - started
 
 
 def _report_servers(db: DBEngine, job_id: int, engine: Engine) -> None:
@@ -226,7 +254,8 @@ def _load(
     def decode(blob: Path) -> Any:
         return display_rgb(blob.read_bytes(), max_side=side)
 
-    with _threads(len(found)) as pool:
+    # In line, the GPU waits for these: every core; ahead, it is drafting: fewer.
+    with _threads(len(found), every_core=not ahead) as pool:
         decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
     for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))
@@ -252,8 +281,11 @@ def _palettes(loaded: _Loaded) -> dict[int, Pixels]:
     return dict(zip(loaded.ready, pixels, strict=True))
 
 
-def _threads(n: int) -> ThreadPoolExecutor:
-    workers = min(LOAD_THREADS, os.cpu_count() or 1, max(1, n))
+def _threads(n: int, every_core: bool = False) -> ThreadPoolExecutor:
+    """Threads for `n` images: LOAD_THREADS at most while the GPU drafts (its step loop
+    needs a core), every core where the GPU waits for them."""
+    cores = os.cpu_count() or 1
+    workers = min(cores if every_core else LOAD_THREADS, cores, max(1, n))
     return ThreadPoolExecutor(workers, thread_name_prefix="atelier-decode")
 
 
@@ -276,16 +308,33 @@ def _draft_batch(
     batch: list[DraftItem],
     engine: Engine,
     loaded: _Loaded,
+    clock: Clock | None = None,
 ) -> None:
+    clock = clock or Clock()
     items = {item.id: item for item in batch}
     for item_id in loaded.missing:
         _finish(job, items[item_id], ItemStatus.failed, error="the image's stored file is missing")
     if not loaded.inputs:
         return
     started = time.perf_counter()
-    outputs = engine.draft(loaded.inputs)
+    with clock("engine_s"):
+        outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
-    filled = _filled(loaded, outputs)
+    with clock("palettes_and_land_s"):
+        _land_all(session, job, dataset, items, loaded, outputs, _filled(loaded, outputs, clock))
+
+
+def _land_all(
+    session: Session,
+    job: DraftJob,
+    dataset: Dataset,
+    items: dict[int | None, DraftItem],
+    loaded: _Loaded,
+    outputs: list[DraftOutput],
+    filled: Iterator[Caption],
+) -> None:
+    """Each output landed as its image's new revision, or its item retried or failed;
+    `filled` gives the drafted captions with their palettes, in order, as they are made."""
     for item_id, out in zip(loaded.ready, outputs, strict=True):
         item = items[item_id]
         image = session.get(Image, item.image_id)
@@ -298,16 +347,21 @@ def _draft_batch(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        _land(session, job, item, image, dataset, filled[item_id])
+        _land(session, job, item, image, dataset, next(filled))
         session.add(item)
 
 
-def _filled(loaded: _Loaded, outputs: list[DraftOutput]) -> dict[int, Caption]:
-    """Each drafted caption, by item id, with its palettes filled from the pixels: the image
+def _filled(
+    loaded: _Loaded, outputs: list[DraftOutput], clock: Clock | None = None
+) -> Iterator[Caption]:
+    """Each drafted caption, in order, with its palettes filled from the pixels: the image
     palette made while the batch drafted (`_palettes`), and each boxed element's from its
-    crop, several captions at a time. Pillow's median cut does not hold the GIL, and one after
-    the other a batch's took longer than the H200 took to draft it (bench/draft_pipeline.py)."""
-    pixels = loaded.pixels()
+    crop, on every core (the GPU waits for them), yielded as each is ready so that the
+    captions before it are landed meanwhile. Pillow's median cut does not hold the GIL; one
+    after the other a batch's took longer than the H200 took to draft it
+    (bench/draft_pipeline.py)."""
+    with (clock or Clock())("palettes_wait_image_s"):
+        pixels = loaded.pixels()
     drafted = [
         (item_id, out.caption)
         for item_id, out in zip(loaded.ready, outputs, strict=True)
@@ -318,9 +372,8 @@ def _filled(loaded: _Loaded, outputs: list[DraftOutput]) -> dict[int, Caption]:
         item_id, caption = pair
         return fill_palettes(caption, pixels[item_id])
 
-    with _threads(len(drafted)) as pool:
-        captions = list(pool.map(fill, drafted))
-    return {item_id: caption for (item_id, _), caption in zip(drafted, captions, strict=True)}
+    with _threads(len(drafted), every_core=True) as pool:
+        yield from pool.map(fill, drafted)
 
 
 def _land(
