@@ -14,7 +14,8 @@
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
 # transformers and its own needs from $WHEELS/hf unless the machine has the same version);
-# the house baseline at $BASELINE. $SMOKE=1 runs every part at tiny sizes on the CPU.
+# the house baseline at $BASELINE. $SMOKE=1 runs every part at tiny sizes on the CPU; $LIMIT
+# sets every benchmark's time limit in seconds (each has its own otherwise).
 #
 # $OUT gets env.txt (card, driver, date, versions, commit), results.jsonl (one line per
 # benchmark: its name, command, exit status, seconds, card, driver, date and every JSON line
@@ -46,15 +47,17 @@ card() {
 
 # bench NAME LIMIT_S CMD...: runs CMD under LIMIT_S seconds; its JSON lines go to results.
 bench() {
-    local name=$1 limit=$2
+    local name=$1 limit=${LIMIT:-$2}
     shift 2
     local started rc raw
     raw=$WORK/$name.out
     echo "== $(date -u +%FT%TZ) $name (limit ${limit}s): $*" | tee -a "$LOG"
     started=$(date +%s)
-    timeout -k 10 "$limit" "$@" >"$raw" 2>>"$LOG"
+    # Its output lands in the log as it comes: a benchmark cut short keeps what it printed.
+    set -o pipefail
+    timeout -k 10 "$limit" "$@" 2>>"$LOG" | tee "$raw" >>"$LOG"
     rc=$?
-    cat "$raw" >>"$LOG"
+    set +o pipefail
     "$PY" - "$name" "$rc" "$started" "$(card)" "$raw" "$*" >>"$RESULTS" <<'EOF'
 import json, sys, time
 name, rc, started, card, raw, cmd = sys.argv[1:7]
@@ -113,34 +116,34 @@ fi
 draft2b() {
     local base=()
     [ "$SMOKE" = 1 ] || base=(--baseline "$BASELINE")
-    bench draft-2b 300 "$PY" bench/draft.py "$SHAPE" --tokenizer qwen --models "$MODELS" \
+    bench draft-2b 250 "$PY" bench/draft.py "$SHAPE" --tokenizer qwen --models "$MODELS" \
         --batches 1,0 --no-grammar-at 0 $SIDE_ARGS "${base[@]}"
 }
 
 job_in() {  # job_in NAME CHECKOUT: a whole job from that checkout's code
     local name=$1 tree=$2
-    (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 300 "$PY" bench/draft_job.py \
+    (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 250 "$PY" bench/draft_job.py \
         "$SHAPE" --images "$IMAGES" --batch 0 --boxes 8 --tokenizer qwen --models "$MODELS" \
         --data "$WORK/job-data")
 }
 
 click_in() {  # click_in NAME CHECKOUT
     local name=$1 tree=$2
-    (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 200 "$PY" \
+    (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 150 "$PY" \
         bench/click_to_caption.py "$SHAPE" --starts 2 --clicks 2 --models "$MODELS" \
         --folder "$WORK/model-$SHAPE")
 }
 
 cold() {
     [ "$SMOKE" = 1 ] && return  # cold_start.py drafts on the GPU only
-    bench cold-2b 150 "$PY" bench/cold_start.py 2b --models "$MODELS" --folder "$WORK/model-2b"
+    bench cold-2b 130 "$PY" bench/cold_start.py 2b --models "$MODELS" --folder "$WORK/model-2b"
 }
 
 qwen3() {
     local q
     for q in qwen3-8b qwen3-4b; do
         [ "$SMOKE" = 1 ] && q=tiny
-        bench "draft-$q" 170 "$PY" bench/draft.py "$q" --models "$MODELS" --batches 0,1 \
+        bench "draft-$q" 150 "$PY" bench/draft.py "$q" --models "$MODELS" --batches 0,1 \
             --no-grammar-at -1 --stream-at ""
         [ "$SMOKE" = 1 ] && break
     done
