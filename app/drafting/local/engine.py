@@ -228,6 +228,11 @@ class LocalEngine:
                 local_files_only=local_only,
                 # Straight onto the GPU: no copy held in host memory on the way.
                 device_map=device if device.startswith("cuda") else None,
+                # transformers (5.2x, with its `kernels` dependency) otherwise swaps layers for
+                # kernels fetched from the Hugging Face Hub as it loads: a download on every
+                # start, and a failed load offline ("not available in the local cache"), as
+                # seen on an H100. Atelier's own kernels are local (fused.py, kernels.py).
+                use_kernels=False,
             )
             model = model.to(device).eval()
         except torch.cuda.OutOfMemoryError:
