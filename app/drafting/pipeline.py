@@ -14,7 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from app.drafting.jobs import (
 )
 from app.drafting.prompt import build_prompt
 from app.images.decode import display_rgb
+from app.images.decode_pool import decode_pool
 from app.images.palettes import Pixels, fill_palettes
 from app.images.store import ContentStore
 from app.models import (
@@ -79,6 +81,7 @@ def run_job(
     """
     clock = Clock(timings)
     worker = worker or worker_id()
+    _warm(_palette_pool())  # its processes start while the first batch drafts
     new_job = getattr(engine, "new_job", None)  # an engine kept from an earlier job
     if new_job is not None:
         new_job()
@@ -356,10 +359,12 @@ def _filled(
 ) -> Iterator[Caption]:
     """Each drafted caption, in order, with its palettes filled from the pixels: the image
     palette made while the batch drafted (`_palettes`), and each boxed element's from its
-    crop, on every core (the GPU waits for them), yielded as each is ready so that the
-    captions before it are landed meanwhile. Pillow's median cut does not hold the GIL; one
-    after the other a batch's took longer than the H200 took to draft it
-    (bench/draft_pipeline.py)."""
+    crop, yielded as each is ready so that the captions before it land meanwhile.
+
+    The element palettes are made in the shared process pool, on every core (the GPU waits
+    for them): their Python parts (sampling, CIELAB, merging) hold the GIL, so on threads a
+    batch of 256 drafts with eight boxes each took 4.5 s after the engine on a 16-core H100
+    host, landing included (bench/draft_job.py --boxes 8). Threads where there is no pool."""
     with (clock or Clock())("palettes_wait_image_s"):
         pixels = loaded.pixels()
     drafted = [
@@ -367,13 +372,44 @@ def _filled(
         for item_id, out in zip(loaded.ready, outputs, strict=True)
         if out.caption is not None
     ]
+    given = 0
+    pool = _palette_pool()
+    if pool is not None:
+        captions = [caption for _, caption in drafted]
+        try:
+            for caption in pool.map(fill_palettes, captions, [pixels[i] for i, _ in drafted]):
+                yield caption
+                given += 1
+            return
+        except BrokenProcessPool:
+            log.warning("palettes: the process pool broke; on threads from here", exc_info=True)
 
     def fill(pair: tuple[int, Caption]) -> Caption:
         item_id, caption = pair
         return fill_palettes(caption, pixels[item_id])
 
-    with _threads(len(drafted), every_core=True) as pool:
-        yield from pool.map(fill, drafted)
+    with _threads(len(drafted) - given, every_core=True) as threads:
+        yield from threads.map(fill, drafted[given:])
+
+
+def _palette_pool() -> Executor | None:
+    """The shared process pool, one process a core; None on one core."""
+    return decode_pool(os.cpu_count() or 1)
+
+
+def _warm(pool: Executor | None) -> None:
+    """Has each of the pool's processes import the palette code now, not after a batch."""
+    if pool is None:
+        return
+    try:
+        for _ in range(os.cpu_count() or 1):
+            pool.submit(_import_palettes)
+    except (BrokenProcessPool, RuntimeError):
+        log.debug("the palette processes could not be started ahead", exc_info=True)
+
+
+def _import_palettes() -> None:
+    import app.images.palettes  # noqa: F401
 
 
 def _land(
