@@ -57,6 +57,9 @@ log = logging.getLogger("atelier.drafting")
 
 MAX_ATTEMPTS = 2  # an item whose output cannot be used is drafted once more
 LOAD_THREADS = 8  # images of a batch decoded at once
+# Element palettes are made in processes from this many drafts a batch (threads below: a
+# re-draft of a few images does not start a process a core).
+POOL_FROM = 16
 
 ProgressFn = Callable[[Progress], None]
 
@@ -81,7 +84,9 @@ def run_job(
     """
     clock = Clock(timings)
     worker = worker or worker_id()
-    _warm(_palette_pool())  # its processes start while the first batch drafts
+    with Session(db) as session:
+        if get_job(session, job_id).total >= POOL_FROM:
+            _warm(_palette_pool())  # its processes start while the first batch drafts
     new_job = getattr(engine, "new_job", None)  # an engine kept from an earlier job
     if new_job is not None:
         new_job()
@@ -373,7 +378,7 @@ def _filled(
         if out.caption is not None
     ]
     given = 0
-    pool = _palette_pool()
+    pool = _palette_pool() if len(drafted) >= POOL_FROM else None
     if pool is not None:
         captions = [caption for _, caption in drafted]
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image as PILImage
 from sqlmodel import Session, select
 
@@ -55,9 +56,11 @@ class Stand:
         pass
 
 
+@pytest.mark.parametrize("pool_from", [2, 1000], ids=["processes", "threads"])
 def test_job_parts_are_timed_and_each_caption_gets_its_own_images_palettes(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool_from: int
 ) -> None:
+    monkeypatch.setattr(pipeline, "POOL_FROM", pool_from)
     folder = tmp_path / "src"
     folder.mkdir()
     for n, colour in enumerate(COLOURS):
