@@ -18,7 +18,7 @@ in a fresh process, timed.
 Run twice over one data folder and one set of compiler caches (--starts 2): the first start
 with empty caches (first-ever: Triton, the grammar), the next with the caches it left.
 
-    python bench/click_to_caption.py 2b [--starts 2] [--folder DIR] [--models DIR]
+    python bench/click_to_caption.py 2b [--starts 2] [--wait S] [--folder DIR] [--models DIR]
     python bench/click_to_caption.py tiny    # a CPU smoke run
 """
 
@@ -89,9 +89,10 @@ def import_times(env: dict[str, str]) -> dict[str, float]:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def one_start(data: Path, folder: Path, device: str | None, clicks: int) -> dict:
-    """An app over `data`, started, clicked `clicks` times, stopped (all in this process;
-    the drafting process is the app's own child)."""
+def one_start(data: Path, folder: Path, device: str | None, clicks: int, wait: float) -> dict:
+    """An app over `data`, started, clicked `clicks` times, the first `wait` seconds after
+    it started (a person opening a page first), stopped (all in this process; the drafting
+    process is the app's own child)."""
     import psutil
     from fastapi.testclient import TestClient
     from sqlmodel import Session
@@ -129,6 +130,8 @@ def one_start(data: Path, folder: Path, device: str | None, clicks: int) -> dict
         report["app_start_s"] = round(time.perf_counter() - t, 2)
         image_id = client.get(f"/api/datasets/{dataset_id}/images").json()
         image_id = (image_id.get("images") if isinstance(image_id, dict) else image_id)[0]["id"]
+        time.sleep(wait)
+        report["process_before_click"] = app.state.draft_worker.pid is not None
         for _ in range(clicks):
             clicked = time.time()
             t = time.perf_counter()
@@ -190,6 +193,7 @@ def main() -> None:
     ap.add_argument("shape", choices=["2b", "7b", "qwen3-4b", "qwen3-8b", "tiny"])
     ap.add_argument("--starts", type=int, default=2, help="app starts over one data folder")
     ap.add_argument("--clicks", type=int, default=2, help="clicks an app start")
+    ap.add_argument("--wait", type=float, default=0.0, help="seconds from start to click")
     ap.add_argument("--folder", type=Path, default=None, help="where the model is saved")
     ap.add_argument("--models", type=Path, default=None, help="real Qwen files")
     args = ap.parse_args()
@@ -226,7 +230,7 @@ def main() -> None:
     device = None if cuda else "cpu"
     report["starts"] = []
     for n in range(args.starts):
-        start = one_start(root, folder, device, args.clicks)
+        start = one_start(root, folder, device, args.clicks, args.wait)
         start["caches"] = "empty" if n == 0 else "left by the start before"
         report["starts"].append(start)
         print(json.dumps({"start": start}), flush=True)

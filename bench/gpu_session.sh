@@ -130,7 +130,8 @@ job_in() {  # job_in NAME CHECKOUT: a whole job from that checkout's code
 click_in() {  # click_in NAME CHECKOUT
     local name=$1 tree=$2
     (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 150 "$PY" \
-        bench/click_to_caption.py "$SHAPE" --starts 2 --clicks 2 --models "$MODELS" \
+        bench/click_to_caption.py "$SHAPE" --starts 2 --clicks 2 --wait "${CLICK_WAIT:-0}" \
+        --models "$MODELS" \
         --folder "$WORK/model-$SHAPE")
 }
 
