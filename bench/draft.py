@@ -14,6 +14,9 @@ house's plain-HF anchor (../shared/bench/qwen2vl_baseline.py) run in the same ca
 
     python bench/draft.py 2b [--batches 1,0] [--tokenizer qwen] [--baseline PATH] [--json OUT]
 
+`tiny` runs a tiny model on the CPU (no GPU, no ceilings worth the name): a smoke run of
+every path of this script before a GPU call.
+
 Goals on one H100: 2B >= 12 images/s, 7B >= 4 images/s, a 2B re-draft <= 1 s, the grammar
 <= 10% at batch 32.
 """
@@ -61,6 +64,8 @@ def load_model(shape: str, tokenizer_kind: str, models: Path, **kw: object) -> t
     import torch
 
     kw = {"device": "cuda", "dtype": torch.bfloat16, "max_pixels": 1024 * 1024, **kw}
+    if shape == "tiny":
+        kw |= {"device": "cpu", "dtype": torch.float32}
     if shape in QWEN3:
         return from_real(models / QWEN3[shape], "full", **kw)  # type: ignore[arg-type]
     extra: dict = {}
@@ -94,14 +99,32 @@ def _chat(processor: object) -> str:
     )
 
 
-def timed(engine: LocalEngine, inputs: list[DraftInput]) -> float:
+def sync() -> None:
     import torch
 
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(engine: LocalEngine, inputs: list[DraftInput]) -> float:
+    sync()
     t = time.perf_counter()
     engine.draft(inputs)
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t
+
+
+def peak_gb() -> float:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 1e9, 1) if torch.cuda.is_available() else 0.0
+
+
+def reset_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
 
 
 def baseline(path: str, shape: str, batches: str) -> list[dict]:
@@ -117,7 +140,6 @@ def baseline(path: str, shape: str, batches: str) -> list[dict]:
 
 def profile(model: object, processor: object, batch: int) -> dict:
     """Seconds spent preparing the inputs (CPU), in prefill, and per decode step."""
-    import torch
 
     inputs = images(batch)
     engine = LocalEngine(
@@ -127,10 +149,10 @@ def profile(model: object, processor: object, batch: int) -> dict:
     prepared = engine._prepare(inputs)
     prep = time.perf_counter() - t
     engine._generate(prepared)  # warm
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     engine._generate(prepared)
-    torch.cuda.synchronize()
+    sync()
     prefill = time.perf_counter() - t
     engine = LocalEngine(
         model,
@@ -156,7 +178,7 @@ def main() -> None:
     from app.engines.local.engine import AUTO_FIRST_BATCH
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("shape", choices=["2b", "7b", *QWEN3])
+    ap.add_argument("shape", choices=["2b", "7b", *QWEN3, "tiny"], help="tiny: CPU smoke run")
     ap.add_argument("--batches", default="1,32,64", help="0: the engine's automatic choice")
     ap.add_argument("--no-grammar-at", type=int, default=32)
     ap.add_argument("--stream", type=int, default=3, help="batches in the streamed run")
@@ -206,7 +228,7 @@ def main() -> None:
     convention = "qwen3vl" if qwen3 else "qwen2vl"
     report: dict = {
         "shape": args.shape,
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "new_tokens": NEW_TOKENS,
         "attention": "sdpa" if args.plain_attention else "grouped",
         "compiled_step": args.compile,
@@ -228,9 +250,9 @@ def main() -> None:
     if args.baseline:
         report["baseline"] = baseline(args.baseline, args.shape, args.baseline_batches)
         print(json.dumps({"baseline": report["baseline"][-1:]}), flush=True)
-        torch.cuda.empty_cache()
     report["ceilings"] = limits = ceilings()
-    torch.cuda.empty_cache()  # the ceilings' buffers
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the ceilings' buffers
     print(json.dumps({"ceilings": limits}), flush=True)
 
     t = time.perf_counter()
@@ -250,6 +272,12 @@ def main() -> None:
         """One engine with the grammar and one without, reused: compiling the grammar for a
         real vocabulary takes seconds."""
         if grammar not in engines:
+            # The other engine's graphs and buffers go first: beside them, 2B without the
+            # grammar at batch 256 ran out of memory on an H100 and halved to 128.
+            for other in list(engines):
+                engines.pop(other).close()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             t = time.perf_counter()
             engines[grammar] = LocalEngine(
                 model,
@@ -281,22 +309,30 @@ def main() -> None:
     runs = []
     for asked in batches:
         for grammar in (True, False) if asked == args.no_grammar_at else (True,):
-            engine = engine_for(asked, grammar)
-            torch.cuda.reset_peak_memory_stats()
-            warm = timed(engine, images(asked or AUTO_FIRST_BATCH, convention))
+            chosen = [r["batch"] for r in runs if r["asked"] == asked and r["grammar"]]
+            if not grammar and chosen:
+                # Without the grammar at the batch the run with it chose (the automatic
+                # choice could differ): the grammar's cost at one batch size.
+                engine = engine_for(chosen[0], grammar)
+            else:
+                engine = engine_for(asked, grammar)
+            reset_peak()
+            first = engine.batch_size
+            warm = timed(engine, images(first, convention))
             batch = engine.batch_size  # the automatic choice, made on the warm-up
-            if not asked:
+            if batch != first:
                 warm += timed(engine, images(batch, convention))  # captures the chosen size
             inputs = images(batch, convention)
             dt = timed(engine, inputs)
             row = {
                 "batch": batch,
+                "asked": asked,
                 "automatic": not asked,
                 "grammar": grammar,
                 "warmup_s": round(warm, 2),
                 "s": round(dt, 3),
                 "images_per_s": round(batch / dt, 3),
-                "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 1),
+                "peak_GB": peak_gb(),
             }
             row |= prefill_and_step(engine, inputs, dt)
             row |= floors(
@@ -333,10 +369,11 @@ def main() -> None:
         report["profile"] = profile(model, processor, args.profile_at)
         print(json.dumps({"profile": report["profile"]}), flush=True)
     with_g = {r["batch"]: r for r in runs if r["grammar"]}
-    without = [r for r in runs if not r["grammar"]]
-    if without:
-        b = without[0]["batch"]
-        report["grammar_cost"] = round(with_g[b]["s"] / without[0]["s"] - 1, 3)
+    for row in runs:
+        if not row["grammar"] and row["batch"] in with_g:
+            ours = with_g[row["batch"]]
+            report["grammar_cost"] = round(row["images_per_s"] / ours["images_per_s"] - 1, 3)
+            report["grammar_cost_batch"] = row["batch"]
     for base in report.get("baseline") or []:
         for key, value in base.items():
             if key.startswith("b") and isinstance(value, dict) and int(key[1:]) in with_g:
@@ -350,7 +387,6 @@ def main() -> None:
 def prefill_and_step(engine: LocalEngine, inputs: list[DraftInput], whole_s: float) -> dict:
     """The batch's preparation and prefill timed alone (prefill: a one-token run), and the
     decode step's time: what is left of the whole call, over its steps."""
-    import torch
 
     t = time.perf_counter()
     prepared = engine._prepare(inputs)
@@ -358,10 +394,10 @@ def prefill_and_step(engine: LocalEngine, inputs: list[DraftInput], whole_s: flo
     budget = engine.max_new_tokens
     engine.max_new_tokens = engine.min_steps = 1
     try:
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         engine._generate(prepared)
-        torch.cuda.synchronize()
+        sync()
         prefill = time.perf_counter() - t
     finally:
         engine.max_new_tokens = engine.min_steps = budget

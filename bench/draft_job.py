@@ -27,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,8 @@ def main() -> None:
             sync()
             return time.perf_counter() - t
 
+        parts: dict[str, float] = {}
+
         def job() -> jobs.DraftJob:
             with Session(db) as session:
                 dataset = ds.get_dataset(session, dataset_id)
@@ -210,12 +213,16 @@ def main() -> None:
                     worker=jobs.worker_id(),
                 )
                 job_id = created.id
+            # A checkout from before the job's parts were timed runs without them.
+            timed_parts = "timings" in signature(pipeline.run_job).parameters
+            timing = {"timings": parts} if timed_parts else {}
             return pipeline.run_job(
                 db,
                 job_id=job_id,  # type: ignore[arg-type]
                 engine=WithBoxes(engine, args.boxes) if args.boxes else engine,  # type: ignore[arg-type]
                 store=content_store(settings),
                 max_pixels=settings.draft_max_pixels,
+                **timing,
             )
 
         n = args.images
@@ -237,6 +244,9 @@ def main() -> None:
                 report["job_in_engine_s"] = round(ended[0].drafting_seconds, 2)
                 report["job_outside_engine_s"] = round(seconds[name] - ended[0].drafting_seconds, 2)
                 report["job_drafted"], report["job_failed"] = ended[0].done, ended[0].failed
+                # The job's own thread, part by part (pipeline.Clock): engine_s is the
+                # engine's calls; the rest is what the GPU waited for.
+                report["job_parts_s"] = {k: round(v, 3) for k, v in sorted(parts.items())}
         db.dispose()
     if "job" in seconds:
         for name in ("per-call", "streamed"):

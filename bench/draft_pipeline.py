@@ -130,6 +130,7 @@ def main() -> None:
         serial = time.perf_counter() - t
 
         engine = InstantEngine(args.batch, raw, args.engine_rate)
+        parts: dict[str, float] = {}
         t = time.perf_counter()
         ended = pipeline.run_job(
             db,
@@ -137,6 +138,7 @@ def main() -> None:
             engine=engine,
             store=content_store(settings),
             max_pixels=settings.draft_max_pixels,
+            timings=parts,
         )
         took = time.perf_counter() - t
         db.dispose()
@@ -156,6 +158,7 @@ def main() -> None:
                 "engine_rate": args.engine_rate,
                 "engine_s": round(engine.seconds, 2),
                 "job_of_engine": round(engine.seconds / took, 3) if args.engine_rate else None,
+                "job_parts_s": {k: round(v, 3) for k, v in parts.items()},
             }
         ),
         flush=True,

@@ -13,8 +13,12 @@ from typing import Any
 
 
 def ceilings() -> dict[str, float]:
-    """The matrix rate and copy bandwidth of this GPU, as found now (median of ten)."""
+    """The matrix rate and copy bandwidth of this GPU, as found now (median of ten); on a
+    machine without one, the CPU's, roughly (bench/draft.py's smoke run)."""
     import torch
+
+    if not torch.cuda.is_available():
+        return _cpu_ceilings()
     from triton.testing import do_bench
 
     n = 8192
@@ -28,6 +32,28 @@ def ceilings() -> dict[str, float]:
     return {
         "matmul_tflops": round(2 * n**3 / ms / 1e9, 1),
         "copy_TBps": round(moved / copy_ms / 1e9, 2),
+    }
+
+
+def _cpu_ceilings() -> dict[str, float]:
+    import time
+
+    import torch
+
+    a = torch.randn(512, 512)
+    src = torch.randn(1 << 23)
+    dst = torch.empty_like(src)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    mm = (time.perf_counter() - t) / 10
+    t = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    cp = (time.perf_counter() - t) / 10
+    return {
+        "matmul_tflops": round(2 * 512**3 / mm / 1e12, 4),
+        "copy_TBps": round(2 * src.numel() * 4 / cp / 1e12, 4),
     }
 
 

@@ -28,7 +28,7 @@ CPU_WARNING = (
 
 
 # The model families the local engine drafts with, by config.json's model_type, and how each
-# writes its boxes (app/drafting/local/engine.py reads the same from the loaded config).
+# writes its boxes (app/engines/local/engine.py reads the same from the loaded config).
 FAMILIES: dict[str, tuple[str, BoxConvention]] = {
     "qwen2_vl": ("Qwen2-VL", "qwen2vl"),
     "qwen2_5_vl": ("Qwen2.5-VL", "qwen25vl"),

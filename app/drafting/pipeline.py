@@ -9,11 +9,13 @@ output cannot be used is retried once, then marked failed with the raw output ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from app.drafting.jobs import (
 from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine
 from app.engines.prompt import build_prompt
 from app.images.decode import display_rgb
+from app.images.decode_pool import decode_pool
 from app.images.palettes import Pixels, fill_palettes
 from app.images.store import ContentStore
 from app.models import (
@@ -55,6 +58,9 @@ log = logging.getLogger("atelier.drafting")
 
 MAX_ATTEMPTS = 2  # an item whose output cannot be used is drafted once more
 LOAD_THREADS = 8  # images of a batch decoded at once
+# Element palettes are made in processes from this many drafts a batch (threads below: a
+# re-draft of a few images does not start a process a core).
+POOL_FROM = 16
 
 ProgressFn = Callable[[Progress], None]
 
@@ -68,14 +74,20 @@ def run_job(
     max_pixels: int,
     worker: str | None = None,
     on_progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
 ) -> DraftJob:
     """Drafts every queued item of a claimed job; returns the job as it ended.
 
     While the engine drafts a batch, the next one is read, decoded and handed to the engine
     as a hint (`Engine.prefetch`) on a thread, so the GPU does not wait on the CPU between
-    batches.
+    batches. `timings`, if given, gets the seconds each part of the job's own thread took
+    (`Clock`), which is where a job's time outside the engine goes.
     """
+    clock = Clock(timings)
     worker = worker or worker_id()
+    with Session(db) as session:
+        if get_job(session, job_id).total >= POOL_FROM:
+            _warm(_palette_pool())  # its processes start while the first batch drafts
     engine.new_job()  # an engine kept from an earlier job counts this one from zero
     write_server_stats(db, job_id, engine.server_stats())
     with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
@@ -83,28 +95,33 @@ def run_job(
         while True:
             # Not expired on commit: the job returned is read after its session closes.
             with Session(db, expire_on_commit=False) as session:
-                job = get_job(session, job_id)
+                with clock("queue_s"):
+                    job = get_job(session, job_id)
                 if job.cancel_requested:
                     job.status, job.finished_at = JobStatus.cancelled, utcnow()
                     session.add(job)
                     session.commit()
                     return job
                 size = job.batch_size or engine.batch_size
-                _skip_trashed(session, job)
-                batch = _queued(session, job, size)
+                with clock("queue_s"):
+                    _skip_trashed(session, job)
+                    batch = _queued(session, job, size)
                 if not batch:
                     job.status, job.finished_at = JobStatus.done, utcnow()
                     session.add(job)
                     session.commit()
                     return job
                 ids = [item.id for item in batch if item.id is not None]
-                loaded = _result(ahead)
+                with clock("wait_ahead_s"):
+                    loaded = _result(ahead)
                 if loaded is None or loaded.item_ids != ids:
                     # In line (the first batch): the engine starts as soon as the images are
                     # decoded; their palettes are prepared on the thread while it drafts.
-                    loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
+                    with clock("load_in_line_s"):
+                        loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
                     loaded.palettes = pool.submit(_palettes, loaded)
-                following = _queued(session, job, size, leaving=ids)
+                with clock("queue_s"):
+                    following = _queued(session, job, size, leaving=ids)
                 upcoming = [i.id for i in following if i.id is not None]
                 ahead = (
                     pool.submit(_load, db, job_id, upcoming, engine, store, max_pixels, True)
@@ -114,7 +131,7 @@ def run_job(
                 dataset = session.get(Dataset, job.dataset_id)
                 assert dataset is not None
                 try:
-                    _draft_batch(session, job, dataset, batch, engine, loaded)
+                    _draft_batch(session, job, dataset, batch, engine, loaded, clock)
                 except DraftError as e:
                     session.rollback()
                     write_server_stats(db, job_id, engine.server_stats())
@@ -123,9 +140,28 @@ def run_job(
                     job.server_stats = servers
                 job.heartbeat_at = utcnow()
                 session.add(job)
-                session.commit()
+                with clock("commit_s"):
+                    session.commit()
                 if on_progress:
                     on_progress(progress(job))
+
+
+class Clock:
+    """Adds up the seconds each named part of a job takes, into `into` (if given)."""
+
+    def __init__(self, into: dict[str, float] | None = None) -> None:
+        self.into = into
+
+    @contextlib.contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        if self.into is None:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[key] = self.into.get(key, 0.0) + time.perf_counter() - started
 
 
 def _skip_trashed(session: Session, job: DraftJob) -> None:
@@ -213,7 +249,8 @@ def _load(
     def decode(blob: Path) -> Any:
         return display_rgb(blob.read_bytes(), max_side=side)
 
-    with _threads(len(found)) as pool:
+    # In line, the GPU waits for these: every core; ahead, it is drafting: fewer.
+    with _threads(len(found), every_core=not ahead) as pool:
         decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
     for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))
@@ -238,8 +275,11 @@ def _palettes(loaded: _Loaded) -> dict[int, Pixels]:
     return dict(zip(loaded.ready, pixels, strict=True))
 
 
-def _threads(n: int) -> ThreadPoolExecutor:
-    workers = min(LOAD_THREADS, os.cpu_count() or 1, max(1, n))
+def _threads(n: int, every_core: bool = False) -> ThreadPoolExecutor:
+    """Threads for `n` images: LOAD_THREADS at most while the GPU drafts (its step loop
+    needs a core), every core where the GPU waits for them."""
+    cores = os.cpu_count() or 1
+    workers = min(cores if every_core else LOAD_THREADS, cores, max(1, n))
     return ThreadPoolExecutor(workers, thread_name_prefix="atelier-decode")
 
 
@@ -262,20 +302,41 @@ def _draft_batch(
     batch: list[DraftItem],
     engine: Engine,
     loaded: _Loaded,
+    clock: Clock | None = None,
 ) -> None:
+    clock = clock or Clock()
     items = {item.id: item for item in batch}
     for item_id in loaded.missing:
         _finish(job, items[item_id], ItemStatus.failed, error="the image's stored file is missing")
     if not loaded.inputs:
         return
     started = time.perf_counter()
-    outputs = engine.draft(loaded.inputs)
+    with clock("engine_s"):
+        outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
-    filled = _filled(loaded, outputs)
     started = time.perf_counter()
-    readings = _second_readings(engine, loaded, outputs) if dataset.second_reading else {}
+    with clock("second_reading_s"):
+        readings = _second_readings(engine, loaded, outputs) if dataset.second_reading else {}
     # The second readings are engine time too: the job's images/s counts them.
     job.drafting_seconds += time.perf_counter() - started
+    with clock("palettes_and_land_s"):
+        filled = _filled(loaded, outputs, clock)
+        _land_all(session, job, dataset, items, loaded, outputs, filled, readings)
+
+
+def _land_all(
+    session: Session,
+    job: DraftJob,
+    dataset: Dataset,
+    items: dict[int | None, DraftItem],
+    loaded: _Loaded,
+    outputs: list[DraftOutput],
+    filled: Iterator[Caption],
+    readings: dict[int, dict[int, str | None]],
+) -> None:
+    """Each output landed as its image's new revision (with its doubts), or its item retried
+    or failed; `filled` gives the drafted captions with their palettes, in order, as they are
+    made."""
     for item_id, out in zip(loaded.ready, outputs, strict=True):
         item = items[item_id]
         image = session.get(Image, item.image_id)
@@ -294,7 +355,7 @@ def _draft_batch(
             item,
             image,
             dataset,
-            filled[item_id],
+            next(filled),
             confidence=out.confidence,
             readings=readings.get(item_id),
         )
@@ -341,25 +402,62 @@ def _second_readings(
     return out_by_item
 
 
-def _filled(loaded: _Loaded, outputs: list[DraftOutput]) -> dict[int, Caption]:
-    """Each drafted caption, by item id, with its palettes filled from the pixels: the image
+def _filled(
+    loaded: _Loaded, outputs: list[DraftOutput], clock: Clock | None = None
+) -> Iterator[Caption]:
+    """Each drafted caption, in order, with its palettes filled from the pixels: the image
     palette made while the batch drafted (`_palettes`), and each boxed element's from its
-    crop, several captions at a time. Pillow's median cut does not hold the GIL, and one after
-    the other a batch's took longer than the H200 took to draft it (bench/draft_pipeline.py)."""
-    pixels = loaded.pixels()
+    crop, yielded as each is ready so that the captions before it land meanwhile.
+
+    The element palettes are made in the shared process pool, on every core (the GPU waits
+    for them): their Python parts (sampling, CIELAB, merging) hold the GIL, so on threads a
+    batch of 256 drafts with eight boxes each took 4.5 s after the engine on a 16-core H100
+    host, landing included (bench/draft_job.py --boxes 8). Threads where there is no pool."""
+    with (clock or Clock())("palettes_wait_image_s"):
+        pixels = loaded.pixels()
     drafted = [
         (item_id, out.caption)
         for item_id, out in zip(loaded.ready, outputs, strict=True)
         if out.caption is not None
     ]
+    given = 0
+    pool = _palette_pool() if len(drafted) >= POOL_FROM else None
+    if pool is not None:
+        captions = [caption for _, caption in drafted]
+        try:
+            for caption in pool.map(fill_palettes, captions, [pixels[i] for i, _ in drafted]):
+                yield caption
+                given += 1
+            return
+        except BrokenProcessPool:
+            log.warning("palettes: the process pool broke; on threads from here", exc_info=True)
 
     def fill(pair: tuple[int, Caption]) -> Caption:
         item_id, caption = pair
         return fill_palettes(caption, pixels[item_id])
 
-    with _threads(len(drafted)) as pool:
-        captions = list(pool.map(fill, drafted))
-    return {item_id: caption for (item_id, _), caption in zip(drafted, captions, strict=True)}
+    with _threads(len(drafted) - given, every_core=True) as threads:
+        yield from threads.map(fill, drafted[given:])
+
+
+def _palette_pool() -> Executor | None:
+    """The shared process pool, one process a core; None on one core."""
+    return decode_pool(os.cpu_count() or 1)
+
+
+def _warm(pool: Executor | None) -> None:
+    """Has each of the pool's processes import the palette code now, not after a batch."""
+    if pool is None:
+        return
+    try:
+        for _ in range(os.cpu_count() or 1):
+            pool.submit(_import_palettes)
+    except (BrokenProcessPool, RuntimeError):
+        log.debug("the palette processes could not be started ahead", exc_info=True)
+
+
+def _import_palettes() -> None:
+    import app.images.palettes  # noqa: F401
 
 
 def _land(

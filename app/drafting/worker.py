@@ -35,6 +35,7 @@ from pathlib import Path
 from sqlalchemy import Engine as DBEngine
 from sqlmodel import Session, col, select
 
+from app import gpu
 from app.config import Settings, child_environment
 from app.drafting import jobs, pipeline
 from app.engines.interface import DraftError, Engine
@@ -53,9 +54,16 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class DraftWorker:
     """The server's handle on its drafting process: start, wake, stop."""
 
-    def __init__(self, *, db: DBEngine, settings: Settings) -> None:
+    def __init__(self, *, db: DBEngine, settings: Settings, prestart: bool | None = None) -> None:
+        """`prestart`: start the drafting process with the server, before any job, so that
+        a first click finds it with its imports done and the model's processor and grammar
+        ready (None: where drafting is local on a machine with an NVIDIA GPU). It exits
+        after `Settings.draft_idle_exit_s` without a job, as any drafting process does."""
         self.db = db
         self.settings = settings
+        if prestart is None:
+            prestart = settings.draft_engine == "local" and gpu.cuda_present()
+        self._prestart = prestart
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # guards _proc between wake() and the supervisor
         self._wake = threading.Event()
@@ -124,8 +132,9 @@ class DraftWorker:
                 return
             with Session(self.db) as session:
                 waiting = jobs.pending_job_ids(session)
-            if waiting and not self._stop.is_set():
+            if (waiting or self._prestart) and not self._stop.is_set():
                 self._proc = self._spawn()
+                self._prestart = False
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = child_environment()
@@ -265,6 +274,12 @@ def main() -> None:
     if not first:
         return
     settings = Settings(**json.loads(first))
+    if settings.draft_engine == "local":
+        # Imports, processor and grammar of the model a job most likely asks for, while
+        # this thread looks for the job: seconds off a first caption.
+        threading.Thread(
+            target=_prepare_engine, args=(settings,), name="atelier-prepare", daemon=True
+        ).start()
     wake = threading.Event()
     threading.Thread(target=_listen, args=(wake,), name="atelier-stdin", daemon=True).start()
     runner = JobRunner(settings)
@@ -283,6 +298,26 @@ def main() -> None:
         wake.wait(POLL_S)
         wake.clear()
     runner.close()
+
+
+def _prepare_engine(settings: Settings) -> None:
+    """`LocalEngine.prepare` for the settings' model, with the arguments `open_engine`
+    loads it with; a failure is left for the load to report."""
+    try:
+        from app.engines.local.engine import LocalEngine
+        from app.engines.schema import DraftLimits
+
+        LocalEngine.prepare(
+            settings.draft_model,
+            max_pixels=settings.draft_max_pixels,
+            allow_download=settings.draft_allow_download,
+            limits=DraftLimits.scaled(
+                max_chars=settings.draft_max_chars, max_elements=settings.draft_max_elements
+            ),
+            cache_dir=settings.cache_dir,
+        )
+    except Exception:
+        log.debug("preparing the drafting engine ahead failed", exc_info=True)
 
 
 def _listen(wake: threading.Event) -> None:

@@ -98,7 +98,9 @@ def drafted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, FakeServer]:
         content=lambda body: json.dumps(DRAFT), logprobs=_logprobs, reading=_reading
     )
     with serving(server) as urls:
-        job, settings = draft_dataset(tmp, urls, images=3)
+        # Built before the per-test environment: the TestClient's host named here.
+        settings = remote_settings(tmp, urls, allowed_hosts=["testserver"])
+        job, settings = draft_dataset(tmp, urls, images=3, settings=settings)
     assert job.done == 3, job
     return settings, server
 

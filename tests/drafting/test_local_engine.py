@@ -187,6 +187,16 @@ def test_a_budget_too_small_is_reported_as_cut(tiny_qwen2vl: Path) -> None:
     assert out.raw == '{"high_level_descrip'  # kept for inspection
 
 
+def test_loading_fetches_no_kernels_from_the_hub(
+    tiny_qwen2vl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers swaps layers for Hub kernels by default where `kernels` is installed: a
+    download as the model loads, which fails offline on a GPU."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = LocalEngine.load(str(tiny_qwen2vl), device="cpu", max_new_tokens=TOKENS)
+    assert engine.model.use_kernels is False
+
+
 def test_missing_model_gives_a_way_forward(tmp_path: Path) -> None:
     with pytest.raises(DraftError) as e:
         LocalEngine.load("Qwen/Qwen2-VL-7B-Instruct-nowhere", device="cpu")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.web.app import create_app
 from tests.drafting.fake_servers import FakeServer, serving
-from tests.drafting.remote_jobs import draft_dataset
+from tests.drafting.remote_jobs import draft_dataset, remote_settings
 from tests.test_cli import atelier
 
 # Boxes in Qwen2-VL's convention: [x1, y1, x2, y2], 0..1000.
@@ -64,7 +64,9 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]
     """The data dir, the API's report and the page's HTML after the review."""
     tmp = tmp_path_factory.mktemp("report")
     with serving(FakeServer(content=lambda body: json.dumps(PLANTED))) as urls:
-        job, settings = draft_dataset(tmp, urls, images=3)
+        # Built before the per-test environment: the TestClient's host named here.
+        settings = remote_settings(tmp, urls, allowed_hosts=["testserver"])
+        job, settings = draft_dataset(tmp, urls, images=3, settings=settings)
     assert job.done == 3, job
     app = create_app(settings)
     with TestClient(app) as client:

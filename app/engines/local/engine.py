@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -64,6 +65,18 @@ CONVENTIONS: dict[str, BoxConvention] = {
     "qwen2_5_vl": "qwen25vl",
     "qwen3_vl": "qwen3vl",
 }
+
+
+# What `LocalEngine.prepare` started, by the arguments it depends on: a processor, a config
+# and the grammar's future, which `load` takes up.
+_PREPARED: dict[tuple[Any, ...], Future[tuple[Any, Any, Future[Grammar] | None]]] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def _front_key(model_id: str, max_pixels: int, local_only: bool, kw: dict[str, Any]) -> tuple:
+    options = kw.get("options") or LocalOptions()
+    limits = kw.get("limits", DEFAULT_LIMITS)
+    return (model_id, max_pixels, local_only, repr(limits), str(kw.get("cache_dir")), options)
 
 
 def by_size(inputs: list[DraftInput]) -> list[int]:
@@ -197,7 +210,7 @@ class LocalEngine(Engine):
         """Loads from a local folder or the Hugging Face cache; downloads only if allowed."""
         try:
             import torch
-            from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+            from transformers import AutoModelForImageTextToText
         except ImportError as e:
             raise DraftError(
                 f"The local drafting engine needs torch, transformers and xgrammar ({e.name} is "
@@ -214,21 +227,16 @@ class LocalEngine(Engine):
         started = time.perf_counter()
         local_only = not allow_download
         grammar = None
+        with _PREPARED_LOCK:
+            ahead = _PREPARED.pop(_front_key(model_id, max_pixels, local_only, kw), None)
         try:
-            # The Qwen-VL processors count pixels: shortest_edge and longest_edge are the
-            # smallest and largest image area the model is given. A checkpoint's own
-            # min_pixels and max_pixels (Qwen2.5-VL's: up to 12.8M pixels) override `size`,
-            # so they are given too.
-            processor = AutoProcessor.from_pretrained(
-                model_id,
-                size={"shortest_edge": MIN_IMAGE_PIXELS, "longest_edge": max_pixels},
-                min_pixels=MIN_IMAGE_PIXELS,
-                max_pixels=max_pixels,
-                local_files_only=local_only,
-                use_fast=True,  # the torch-based image processor, which can work on the GPU
-            )
-            config = AutoConfig.from_pretrained(model_id, local_files_only=local_only)
-            grammar = cls._grammar_beside_weights(config, processor, kw)
+            front = None
+            if ahead is not None:
+                try:
+                    front = ahead.result()
+                except Exception:  # done again below, where its errors are reported
+                    log.debug("preparing %s ahead failed", model_id, exc_info=True)
+            processor, config, grammar = front or cls._front(model_id, max_pixels, local_only, kw)
             model: Any = AutoModelForImageTextToText.from_pretrained(
                 model_id,
                 config=config,
@@ -236,6 +244,11 @@ class LocalEngine(Engine):
                 local_files_only=local_only,
                 # Straight onto the GPU: no copy held in host memory on the way.
                 device_map=device if device.startswith("cuda") else None,
+                # transformers (5.2x, with its `kernels` dependency) otherwise swaps layers for
+                # kernels fetched from the Hugging Face Hub as it loads: a download on every
+                # start, and a failed load offline ("not available in the local cache"), as
+                # seen on an H100. Atelier's own kernels are local (fused.py, kernels.py).
+                use_kernels=False,
             )
             model = model.to(device).eval()
         except torch.cuda.OutOfMemoryError:
@@ -260,6 +273,50 @@ class LocalEngine(Engine):
             grammar=grammar,
             **kw,
         )
+
+    @classmethod
+    def prepare(
+        cls,
+        model_id: str,
+        *,
+        max_pixels: int = 1024 * 1024,
+        allow_download: bool = False,
+        **kw: Any,
+    ) -> None:
+        """Starts, on a thread, what `load` does before the weights (the processor, the
+        config, the grammar: seconds on the CPU, nothing on the GPU), for a `load` with the
+        same arguments to take up: the drafting process calls it as it starts, for the
+        model its settings name, while it looks for its job."""
+        key = _front_key(model_id, max_pixels, not allow_download, kw)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare-load")
+        with _PREPARED_LOCK:
+            if key not in _PREPARED:
+                _PREPARED[key] = pool.submit(
+                    cls._front, model_id, max_pixels, not allow_download, kw
+                )
+        pool.shutdown(wait=False)
+
+    @classmethod
+    def _front(
+        cls, model_id: str, max_pixels: int, local_only: bool, kw: dict[str, Any]
+    ) -> tuple[Any, Any, Future[Grammar] | None]:
+        """The processor, the config, and the grammar started on a thread."""
+        from transformers import AutoConfig, AutoProcessor
+
+        # The Qwen-VL processors count pixels: shortest_edge and longest_edge are the
+        # smallest and largest image area the model is given. A checkpoint's own
+        # min_pixels and max_pixels (Qwen2.5-VL's: up to 12.8M pixels) override `size`,
+        # so they are given too.
+        processor = AutoProcessor.from_pretrained(
+            model_id,
+            size={"shortest_edge": MIN_IMAGE_PIXELS, "longest_edge": max_pixels},
+            min_pixels=MIN_IMAGE_PIXELS,
+            max_pixels=max_pixels,
+            local_files_only=local_only,
+            use_fast=True,  # the torch-based image processor, which can work on the GPU
+        )
+        config = AutoConfig.from_pretrained(model_id, local_files_only=local_only)
+        return processor, config, cls._grammar_beside_weights(config, processor, kw)
 
     @staticmethod
     def _grammar_beside_weights(

@@ -1,0 +1,104 @@
+"""A drafting job's own work around the engine: its parts timed, and palettes made on every
+core while the captions before them land, each caption with its own image's colours."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from sqlmodel import Session, select
+
+from app import datasets as ds
+from app.captions import revisions
+from app.config import Settings
+from app.db import make_engine, migrate
+from app.drafting import jobs, pipeline
+from app.engines.interface import DraftInput, DraftOutput, Engine, parse_output
+from app.engines.schema import BoxConvention
+from app.images.importer import import_sources
+from app.images.sources import walk_paths
+from app.images.store import content_store
+from app.models import Image, ItemStatus
+
+COLOURS = ["#C81E1E", "#1EC81E", "#1E1EC8", "#C8C81E", "#1EC8C8", "#C81EC8"]
+
+
+def _answer() -> str:
+    """A draft with two boxed elements, as Qwen2-VL writes one."""
+    return json.dumps(
+        {
+            "high_level_description": "a field of colour",
+            "style_description": {"aesthetics": "flat", "medium": "paint", "technique": "flat"},
+            "compositional_deconstruction": {
+                "background": "one colour",
+                "elements": [
+                    {"type": "obj", "bbox_2d": [0, 0, 500, 500], "desc": "a corner"},
+                    {"type": "obj", "bbox_2d": [400, 400, 1000, 1000], "desc": "another"},
+                ],
+            },
+        }
+    )
+
+
+class Stand(Engine):
+    """An engine that answers every image with the same boxed draft, at once."""
+
+    name = "local"
+    convention: BoxConvention = "qwen2vl"
+    batch_size = 4
+
+    def draft(self, inputs: list[DraftInput]) -> list[DraftOutput]:
+        return [parse_output(_answer(), convention="qwen2vl") for _ in inputs]
+
+
+@pytest.mark.parametrize("pool_from", [2, 1000], ids=["processes", "threads"])
+def test_job_parts_are_timed_and_each_caption_gets_its_own_images_palettes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool_from: int
+) -> None:
+    monkeypatch.setattr(pipeline, "POOL_FROM", pool_from)
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for n, colour in enumerate(COLOURS):
+        PILImage.new("RGB", (320, 240), colour).save(folder / f"{n}.png")
+    settings = Settings(data_dir=tmp_path / "data", import_workers=1, _env_file=None)  # type: ignore[call-arg]
+    db = make_engine(settings)
+    migrate(db)
+    with Session(db) as session:
+        dataset = ds.create_dataset(session, name="Colours")
+        sources, _ = walk_paths([folder])
+        import_sources(session, settings=settings, dataset=dataset, sources=sources)
+        job = jobs.create_job(
+            session, dataset=dataset, engine="local", model="stand", batch_size=4, scope="all"
+        )
+        job_id = job.id
+    assert job_id is not None
+    parts: dict[str, float] = {}
+    ended = pipeline.run_job(
+        db,
+        job_id=job_id,
+        engine=Stand(),  # type: ignore[arg-type]
+        store=content_store(settings),
+        max_pixels=settings.draft_max_pixels,
+        timings=parts,
+    )
+    assert ended.done == len(COLOURS), ended.error
+    # Two batches: the first loaded in line, the second ahead; every part of the job counted.
+    assert {"engine_s", "load_in_line_s", "wait_ahead_s", "palettes_and_land_s"} <= set(parts)
+    assert all(v >= 0 for v in parts.values())
+    with Session(db) as session:
+        images = session.exec(select(Image).order_by(Image.position)).all()
+        by_name = {}
+        for image in images:
+            rev = revisions.head(session, image)
+            assert rev is not None
+            by_name[image.filename] = revisions.parse(rev)
+        items = session.exec(select(jobs.DraftItem)).all()
+        assert {i.status for i in items} == {ItemStatus.done}
+    for n, colour in enumerate(COLOURS):
+        caption = by_name[f"{n}.png"]
+        assert caption is not None
+        assert caption.style.color_palette == [colour]
+        assert [e.color_palette for e in caption.composition.elements] == [[colour], [colour]]
+    db.dispose()
