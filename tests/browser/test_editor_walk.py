@@ -66,7 +66,7 @@ def test_a_tiles_file_name_opens_the_editor(page, live_server: str) -> None:  # 
 def test_a_label_holding_code_reads_as_one_sentence(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
     page.set_viewport_size({"width": 1280, "height": 720})
     page.goto(f"{live_server}/training")
-    label = page.locator("label:has(> code)").first
-    code = label.locator("> code")
+    label = page.locator("label:has(code)").first
+    code = label.locator("code").first
     # The code sits on the sentence's first line, not on a line of its own below it.
     assert abs(code.bounding_box()["y"] - label.bounding_box()["y"]) < 6
