@@ -347,6 +347,7 @@ def _page_context(
         "report": None,
         "error": None,
         "samples_note": None,
+        "samples_dropped": None,
         "form": form.model_dump() | {"profile": chosen},
     } | extra
 
@@ -377,6 +378,26 @@ def export_lint(
     return render(request, "_export_lint.html", _page_context(session, settings, dataset, form))
 
 
+@router.post("/datasets/{dataset_id}/export/samples/restore", include_in_schema=False)
+def export_restore_samples(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    saved: Annotated[str, Form(max_length=2_000_000)],
+) -> Response:
+    """Undoes 'back to the default plan': the dropped set, sent back by the page, saved again."""
+    dataset = ds.get_dataset(session, dataset_id)
+    try:
+        value = json.loads(saved)
+    except ValueError:
+        raise Invalid("The sample set to restore came damaged: save it again by hand.") from None
+    sample_set, seconds = samples.load_set(value)
+    samples.save_set(session, dataset=dataset, sample_set=sample_set, seconds=seconds)
+    context = _page_context(session, settings, dataset, samples_note="restored")
+    return render(request, "dataset_export.html", context)
+
+
 @router.post("/datasets/{dataset_id}/export", include_in_schema=False, response_model=None)
 def export_form(
     request: Request,
@@ -392,9 +413,12 @@ def export_form(
         context = _page_context(session, settings, dataset, form)
         return render(request, "dataset_export.html", context)
     if form.action == "default_samples":
+        dropped = dataset.sample_set
         samples.clear_set(session, dataset=dataset)
         cleared = form.model_copy(update={k: [] for k in _ROWS} | {k: "" for k in _OPTIONS})
-        context = _page_context(session, settings, dataset, cleared, samples_note="default")
+        context = _page_context(
+            session, settings, dataset, cleared, samples_note="default", samples_dropped=dropped
+        )
         return render(request, "dataset_export.html", context)
     try:
         if form.action == "save_samples" or form.action in ("folder", "zip"):

@@ -60,3 +60,18 @@ def test_an_edited_prompt_saved_is_kept_after_a_reload(page, live_server: str) -
         page.set_viewport_size({"width": w, "height": h})
         card.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / f"export-samples-{w}x{h}.png"))
+
+    # Back to the default plan, and undone.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    card.locator("[data-default-samples]").click()
+    page.wait_for_load_state()
+    card = page.locator("[data-sample-set]")
+    assert "Default plan" in card.locator("[data-samples-state]").inner_text()
+    card.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "export-samples-dropped-1440x900.png"))
+    card.locator("[data-restore-samples] button").click()
+    page.wait_for_load_state()
+    card = page.locator("[data-sample-set]")
+    assert "The saved sample set is back." in card.locator("[data-samples-state]").inner_text()
+    kept = json.loads(card.locator("details.sample-prompt").first.locator("textarea").input_value())
+    assert kept["high_level_description"] == "Two card players, one hiding an ace."

@@ -98,6 +98,13 @@ def test_the_export_form_saves_an_edited_set_and_the_default_plan_comes_back(
     assert r.status_code == 200 and "Back to the default plan: the saved" in r.text
     got = client.get(f"/api/datasets/{dataset_id}/samples").json()
     assert got["saved"] is False and got["seeds"] == [42, 43, 44]
+    # Dropping it is undoable: the page holds the dropped set for its Undo button.
+    undo = BeautifulSoup(r.text, "html.parser").select_one("[data-restore-samples]")
+    assert undo is not None
+    saved = undo.select_one("input[name=saved]")["value"]  # type: ignore[index]
+    r = client.post(str(undo["action"]), data={"saved": saved})
+    assert r.status_code == 200 and "The saved sample set is back." in r.text
+    assert client.get(f"/api/datasets/{dataset_id}/samples").json()["seeds"] == [5, 6]
 
 
 def test_the_sample_set_api_round_trip_and_the_export_api_uses_it(
