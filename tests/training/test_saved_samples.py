@@ -162,3 +162,22 @@ def test_atelier_export_writes_the_saved_set(
     written = out / "config" / "baroque_chiaroscuro.yaml"
     assert descriptions(written)[0] == PEARL
     assert {s["seed"] for s in yaml_samples(written)} == {11}
+
+
+def test_the_train_api_trains_with_the_saved_set(client: TestClient, checkout: Path) -> None:
+    dataset_id = make_dataset(client)
+    url = f"/api/datasets/{dataset_id}/samples"
+    edited = client.get(url).json()
+    edited["prompts"][0]["prompt"]["high_level_description"] = PEARL
+    edited["strengths"] = [0.5]
+    assert client.put(url, json=edited).status_code == 200
+    r = client.post(
+        f"/api/datasets/{dataset_id}/train",
+        json={"aitk_dir": str(checkout), "steps": 20, "save_every": 10, "profile": "16gb"},
+    )
+    assert r.status_code == 201, r.text
+    ended = wait_for(client, r.json()["id"], lambda j: j.status is not TrainStatus.running)
+    assert ended.status is TrainStatus.done, ended.error
+    written = checkout / "config" / "baroque_chiaroscuro.yaml"
+    assert descriptions(written)[0] == PEARL
+    assert {s["network_multiplier"] for s in yaml_samples(written)} == {0.5}
