@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.browser.test_export_plan import caption, png
+from tests.training.conftest import make_checkout, make_dataset
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(os.environ.get("ATELIER_SHOTS", "/tmp/shots/samples"))
@@ -75,3 +76,40 @@ def test_an_edited_prompt_saved_is_kept_after_a_reload(page, live_server: str) -
     assert "The saved sample set is back." in card.locator("[data-samples-state]").inner_text()
     kept = json.loads(card.locator("details.sample-prompt").first.locator("textarea").input_value())
     assert kept["high_level_description"] == "Two card players, one hiding an ace."
+
+
+def test_train_saves_an_edited_sample_set_first(  # type: ignore[no-untyped-def]
+    page, live_server: str, tmp_path: Path
+) -> None:
+    checkout = make_checkout(tmp_path / "ai-toolkit")
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        dataset_id = make_dataset(api)  # type: ignore[arg-type]
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(f"{live_server}/datasets/{dataset_id}/export")
+    card = page.locator("[data-sample-set]")
+    unsaved = card.locator("[data-samples-unsaved]")
+    assert not unsaved.is_visible()
+    first = card.locator("details.sample-prompt").first
+    first.locator("summary").click()
+    box = first.locator("textarea")
+    edited = json.loads(box.input_value())
+    edited["high_level_description"] = "A scholar asleep over his book."
+    box.fill(json.dumps(edited, indent=1))
+    assert unsaved.is_visible() and "Unsaved changes" in unsaved.inner_text()
+    card.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "export-samples-unsaved-1440x900.png"))
+
+    form = page.locator("[data-train-form]")
+    form.locator("input[name=aitk_dir]").fill(str(checkout))
+    form.locator("summary").click()
+    form.locator("input[name=steps]").fill("20")
+    form.locator("input[name=save_every]").fill("10")
+    form.locator("select[name=profile]").select_option("16gb")
+    form.locator("[data-train]").click()
+    page.wait_for_url("**/training/jobs/*")
+    page.wait_for_selector("#train-job[data-job-status=done]", timeout=20_000)
+    written = (checkout / "config" / "baroque_chiaroscuro.yaml").read_text()
+    assert "A scholar asleep over his book." in written
+    saved = httpx.get(f"{live_server}/api/datasets/{dataset_id}/samples").json()
+    assert saved["saved"] is True
+    assert saved["prompts"][0]["prompt"]["high_level_description"].startswith("A scholar asleep")
