@@ -82,6 +82,9 @@ class Dataset(SQLModel, table=True):
     # After a draft, each text element's box is read again alone and compared (a second
     # reading of the transcription); one more short request per text element.
     second_reading: bool = Field(default=True, sa_column_kwargs={"server_default": "1"})
+    # The sample set as the user saved it on the export page or through the API (JSON, see
+    # app/export/samples.py dump_set); None: the guide's plan made from the captions.
+    sample_set: str | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     # Deleting a dataset sets this: it leaves every list, keeps its rows and files, and can be

@@ -18,14 +18,17 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sqlmodel import Session
 
 from app.captions.boxes import Box
 from app.captions.dialects import to_trainer
 from app.captions.schema import Caption, Composition, Element, Style
 from app.errors import Invalid
 from app.export.caption_file import PLACEHOLDER, TriggerPlacement, with_placeholder
+from app.models import Dataset
 
 SEEDS = (42, 43, 44)
 STRENGTHS = (0.5, 0.75, 1.0)
@@ -58,6 +61,13 @@ class SampleSet:
     prompts: list[SamplePrompt]
     seeds: tuple[int, ...] = SEEDS
     strengths: tuple[float, ...] = STRENGTHS
+    # As edited: every prompt in the editor's order with its tick, the unticked ones kept for
+    # the editor but never written to the YAML. Empty: the prompts above, all ticked.
+    edited: list[tuple[SamplePrompt, bool]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[tuple[SamplePrompt, bool]]:
+        return self.edited or [(p, True) for p in self.prompts]
 
     @property
     def per_save(self) -> int:
@@ -244,15 +254,17 @@ def parse_set(
     included: Sequence[int],
     seeds: str,
     strengths: str,
+    sources: Sequence[str] = (),
 ) -> SampleSet:
     """The sample set as the user edited it, or a sentence saying what is wrong."""
     if len(kinds) != len(texts):
         raise Invalid("The sample set came incomplete: reload the page and edit it again.")
-    prompts = [
-        parse_prompt(kind, text)
+    named = list(sources) + [""] * len(kinds)
+    rows = [
+        (replace(parse_prompt(kind, text), source=named[n] or None), n in set(included))
         for n, (kind, text) in enumerate(zip(kinds, texts, strict=True))
-        if n in set(included)
     ]
+    prompts = [p for p, on in rows if on]
     try:
         seed_list = tuple(int(s) for s in seeds.replace(",", " ").split())
     except ValueError:
@@ -265,4 +277,91 @@ def parse_set(
         raise Invalid("The sample set needs at least one seed and one LoRA strength.")
     if any(not 0 <= s <= 2 for s in strength_list):
         raise Invalid("LoRA strengths go from 0 (the LoRA off) to 2.")
-    return SampleSet(prompts, seed_list, strength_list)
+    return SampleSet(prompts, seed_list, strength_list, rows)
+
+
+# The set stored with a dataset (Dataset.sample_set): JSON text, every prompt in the editor's
+# order with whether it is ticked, so that an unticked prompt is not lost either.
+
+
+def dump_set(sample_set: SampleSet, *, seconds: float | None) -> str:
+    return json.dumps(
+        {
+            "prompts": [
+                {"kind": p.kind, "prompt": p.data, "source": p.source, "on": on}
+                for p, on in sample_set.rows
+            ],
+            "seeds": list(sample_set.seeds),
+            "strengths": list(sample_set.strengths),
+            "seconds": seconds,
+        },
+        ensure_ascii=False,
+    )
+
+
+def load_set(value: Any) -> tuple[SampleSet, float | None]:
+    """A sample set from its stored (or sent) shape, or a sentence saying what is wrong."""
+    if not isinstance(value, dict):
+        raise Invalid("A sample set is an object with prompts, seeds and strengths.")
+    rows = value.get("prompts")
+    if not isinstance(rows, list):
+        raise Invalid("The sample set needs a list of prompts (an empty list for none).")
+    kinds, texts, included, sources = [], [], [], []
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("kind"), str) or not row["kind"]:
+            raise Invalid(f"Sample prompt {n + 1} needs a kind (a name) and a prompt.")
+        prompt = row.get("prompt")
+        kinds.append(row["kind"])
+        texts.append(prompt if isinstance(prompt, str) else json.dumps(prompt))
+        sources.append(row.get("source") or "")
+        if row.get("on", True) is not False:
+            included.append(n)
+    seeds, strengths = value.get("seeds", list(SEEDS)), value.get("strengths", list(STRENGTHS))
+    if not isinstance(seeds, list) or not isinstance(strengths, list):
+        raise Invalid("The sample seeds and LoRA strengths are lists of numbers.")
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise Invalid(f"The sample seeds {seeds!r} are not whole numbers.")
+    if any(isinstance(s, bool) or not isinstance(s, int | float) for s in strengths):
+        raise Invalid(f"The LoRA strengths {strengths!r} are not numbers.")
+    parsed = parse_set(
+        kinds=kinds, texts=texts, included=included, sources=sources,
+        seeds=" ".join(str(s) for s in seeds), strengths=" ".join(str(s) for s in strengths),
+    )  # fmt: skip
+    seconds = value.get("seconds")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 3600
+    ):
+        raise Invalid("Seconds a sample must be a number above 0 and at most 3600 (or null).")
+    return parsed, float(seconds) if seconds is not None else None
+
+
+def stored_set(dataset: Dataset) -> tuple[SampleSet, float | None] | None:
+    """The sample set saved with the dataset; None: the default plan applies."""
+    if not dataset.sample_set:
+        return None
+    return load_set(json.loads(dataset.sample_set))
+
+
+def save_set(
+    session: Session, *, dataset: Dataset, sample_set: SampleSet, seconds: float | None
+) -> None:
+    dataset.sample_set = dump_set(sample_set, seconds=seconds)
+    session.add(dataset)
+    session.commit()
+
+
+def clear_set(session: Session, *, dataset: Dataset) -> None:
+    """Back to the default plan, made afresh from the captions at each export."""
+    dataset.sample_set = None
+    session.add(dataset)
+    session.commit()
+
+
+def same_set(a: SampleSet, b: SampleSet) -> bool:
+    """Whether two sets write the same samples and keep the same unticked prompts."""
+
+    def key(s: SampleSet) -> Any:
+        rows = [(p.kind, p.data, on) for p, on in s.rows]
+        return rows, list(s.seeds), [float(x) for x in s.strengths]
+
+    return bool(key(a) == key(b))

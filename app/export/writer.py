@@ -34,7 +34,7 @@ from app.captions.style_block import block_of, effective
 from app.config import Settings
 from app.datasets import check_trigger_word
 from app.errors import Invalid, UserError
-from app.export import config_yaml, profiles
+from app.export import config_yaml, profiles, samples
 from app.export.caption_file import Dialect, TriggerPlacement, caption_text
 from app.export.images import Exported, export_png
 from app.export.lint import Finding, lint_dataset
@@ -432,6 +432,9 @@ def _yaml(
     captions: list[tuple[str, Caption]],
     sizes: list[tuple[int, int]],
 ) -> str:
+    # No set given: the one saved with the dataset, so that every way of exporting (the page,
+    # the API, the CLI, a training run) writes the samples the user saved.
+    stored = None if options.samples else samples.stored_set(dataset)
     return config_yaml.write(
         slug=dataset.slug,
         resolution=dataset.resolution,
@@ -443,8 +446,8 @@ def _yaml(
         profile=options.profile,
         placement=options.trigger_placement,
         steps=options.steps,
-        sample_set=options.samples,
-        sample_seconds=options.sample_seconds,
+        sample_set=options.samples or (stored[0] if stored else None),
+        sample_seconds=options.sample_seconds or (stored[1] if stored else None),
         alpha_mask=options.keep_alpha,
         guide_dialect=options.dialect == "guide",
     ).text

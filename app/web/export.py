@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Body, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
@@ -86,6 +87,41 @@ def _zip_response(
     )
 
 
+@router.get("/api/datasets/{dataset_id}/samples", tags=["export"])
+def api_samples(dataset_id: int, session: SessionDep) -> dict[str, Any]:
+    """The sample set every export and training run writes: the one saved with the dataset,
+    or (`saved` false) the guide's plan made from its captions."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return _samples_out(session, dataset)
+
+
+@router.put("/api/datasets/{dataset_id}/samples", tags=["export"])
+def api_set_samples(
+    dataset_id: int, session: SessionDep, body: Annotated[Any, Body()]
+) -> dict[str, Any]:
+    """Saves the sample set: `prompts` (each a `kind`, a `prompt` as a structured caption, and
+    `on`: false to keep it unticked), `seeds`, `strengths`, `seconds` (null: the profile's)."""
+    dataset = ds.get_dataset(session, dataset_id)
+    sample_set, seconds = samples.load_set(body)
+    samples.save_set(session, dataset=dataset, sample_set=sample_set, seconds=seconds)
+    return _samples_out(session, dataset)
+
+
+@router.delete("/api/datasets/{dataset_id}/samples", tags=["export"])
+def api_clear_samples(dataset_id: int, session: SessionDep) -> dict[str, Any]:
+    """Back to the guide's plan, made afresh from the captions at each export."""
+    dataset = ds.get_dataset(session, dataset_id)
+    samples.clear_set(session, dataset=dataset)
+    return _samples_out(session, dataset)
+
+
+def _samples_out(session: Session, dataset: Dataset) -> dict[str, Any]:
+    stored = samples.stored_set(dataset)
+    chosen, seconds = stored or (_default(dataset, _captions(session, dataset)), None)
+    out: dict[str, Any] = json.loads(samples.dump_set(chosen, seconds=seconds))
+    return {"saved": stored is not None} | out
+
+
 @router.get("/api/datasets/{dataset_id}/lint", tags=["export"])
 def api_lint(
     dataset_id: int, session: SessionDep, profile: str = profiles.DEFAULT_PROFILE
@@ -150,7 +186,7 @@ class ExportForm(BaseModel):
             return None
         return samples.parse_set(
             kinds=self.sample_kind, texts=self.sample_text, included=self.sample_on,
-            seeds=self.sample_seeds, strengths=self.sample_strengths,
+            seeds=self.sample_seeds, strengths=self.sample_strengths, sources=self.sample_source,
         )  # fmt: skip
 
     def seconds(self) -> float | None:
@@ -164,6 +200,26 @@ class ExportForm(BaseModel):
 
 
 FormDep = Annotated[ExportForm, Form()]
+_ROWS = ("sample_kind", "sample_text", "sample_source", "sample_on")
+_OPTIONS = ("sample_seeds", "sample_strengths", "sample_seconds")
+
+
+def _save_if_edited(session: Session, dataset: Dataset, form: ExportForm, *, always: bool) -> bool:
+    """Saves the form's sample set with the dataset when it differs from the one in effect
+    (saved, or else the default plan), so that an edit is never left behind in the form;
+    `always`: the user asked to save, so a default set left as it was is saved too."""
+    edited, seconds = form.sample_set(), form.seconds()
+    if edited is None:
+        return False
+    stored = samples.stored_set(dataset)
+    if stored:
+        current, current_seconds = stored
+    else:
+        current, current_seconds = _default(dataset, _captions(session, dataset)), None
+    if samples.same_set(edited, current) and seconds == current_seconds and (stored or not always):
+        return False
+    samples.save_set(session, dataset=dataset, sample_set=edited, seconds=seconds)
+    return True
 
 
 def _captions(session: Session, dataset: Dataset) -> list[tuple[Image, Caption]]:
@@ -179,6 +235,7 @@ def _preview(
     """The YAML the export would write with these options, from the stored images."""
     out = form.out_dir.strip()
     folder = f"{out.rstrip('/')}/datasets/{dataset.slug}" if out else f"datasets/{dataset.slug}"
+    stored = samples.stored_set(dataset)
     return config_yaml.write(
         slug=dataset.slug,
         resolution=dataset.resolution,
@@ -189,8 +246,8 @@ def _preview(
         folder_path=folder,
         profile=profile,
         placement=form.trigger_placement,
-        sample_set=form.sample_set(),
-        sample_seconds=form.seconds(),
+        sample_set=form.sample_set() or (stored[0] if stored else None),
+        sample_seconds=form.seconds() or (stored[1] if stored else None),
         alpha_mask=form.keep_alpha,
         guide_dialect=form.dialect == "guide",
     )
@@ -199,7 +256,7 @@ def _preview(
 def _sample_rows(
     form: ExportForm, dataset: Dataset, rows: list[tuple[Image, Caption]]
 ) -> list[dict[str, Any]]:
-    """The sample editor's rows: as the user left them, or the default set's."""
+    """The sample editor's rows: as the user left them, the saved set's, or the default set's."""
     if form.sample_kind:
         sources = form.sample_source + [""] * len(form.sample_kind)
         return [
@@ -208,12 +265,31 @@ def _sample_rows(
                 zip(form.sample_kind, form.sample_text, sources, strict=False)
             )
         ]
-    default = samples.default_set(
+    stored = samples.stored_set(dataset)
+    chosen = stored[0] if stored else _default(dataset, rows)
+    return [{"kind": p.kind, "text": p.text, "source": p.source, "on": on} for p, on in chosen.rows]
+
+
+def _sample_options(form: ExportForm, dataset: Dataset) -> dict[str, str]:
+    """The seeds, strengths and seconds inputs: as sent, as saved, or the defaults."""
+    stored = None if form.sample_kind else samples.stored_set(dataset)
+    if stored:
+        return {
+            "seeds": ", ".join(str(x) for x in stored[0].seeds),
+            "strengths": ", ".join(f"{x:g}" for x in stored[0].strengths),
+            "seconds": f"{stored[1]:g}" if stored[1] else "",
+        }
+    return {
+        "seeds": form.sample_seeds or ", ".join(str(x) for x in samples.SEEDS),
+        "strengths": form.sample_strengths or ", ".join(str(x) for x in samples.STRENGTHS),
+        "seconds": form.sample_seconds,
+    }
+
+
+def _default(dataset: Dataset, rows: list[tuple[Image, Caption]]) -> SampleSet:
+    return samples.default_set(
         captions=[(img.filename, cap) for img, cap in rows], style=style_of(block_of(dataset))
     )
-    return [
-        {"kind": p.kind, "text": p.text, "source": p.source, "on": True} for p in default.prompts
-    ]
 
 
 def _shrunk(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -260,6 +336,8 @@ def _page_context(
         "chosen_resolutions": profiles.get_profile(chosen).resolutions(dataset.resolution),
         "written": written,
         "sample_rows": _sample_rows(form, dataset, rows),
+        "sample_options": _sample_options(form, dataset),
+        "samples_saved": bool(dataset.sample_set),
         "plan_error": plan_error,
         "seconds": form.sample_seconds or (written.plan.profile.sample_seconds if written else ""),
         "gpu_gb": gpu,
@@ -268,6 +346,8 @@ def _page_context(
         "train": train_defaults(session, settings, report.out_dir if report else None),
         "report": None,
         "error": None,
+        "samples_note": None,
+        "samples_dropped": None,
         "form": form.model_dump() | {"profile": chosen},
     } | extra
 
@@ -298,6 +378,26 @@ def export_lint(
     return render(request, "_export_lint.html", _page_context(session, settings, dataset, form))
 
 
+@router.post("/datasets/{dataset_id}/export/samples/restore", include_in_schema=False)
+def export_restore_samples(
+    request: Request,
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    saved: Annotated[str, Form(max_length=2_000_000)],
+) -> Response:
+    """Undoes 'back to the default plan': the dropped set, sent back by the page, saved again."""
+    dataset = ds.get_dataset(session, dataset_id)
+    try:
+        value = json.loads(saved)
+    except ValueError:
+        raise Invalid("The sample set to restore came damaged: save it again by hand.") from None
+    sample_set, seconds = samples.load_set(value)
+    samples.save_set(session, dataset=dataset, sample_set=sample_set, seconds=seconds)
+    context = _page_context(session, settings, dataset, samples_note="restored")
+    return render(request, "dataset_export.html", context)
+
+
 @router.post("/datasets/{dataset_id}/export", include_in_schema=False, response_model=None)
 def export_form(
     request: Request,
@@ -312,7 +412,21 @@ def export_form(
     if form.action == "preview":  # the page without JS: show the plan for these options
         context = _page_context(session, settings, dataset, form)
         return render(request, "dataset_export.html", context)
+    if form.action == "default_samples":
+        dropped = dataset.sample_set
+        samples.clear_set(session, dataset=dataset)
+        cleared = form.model_copy(update={k: [] for k in _ROWS} | {k: "" for k in _OPTIONS})
+        context = _page_context(
+            session, settings, dataset, cleared, samples_note="default", samples_dropped=dropped
+        )
+        return render(request, "dataset_export.html", context)
     try:
+        if form.action == "save_samples" or form.action in ("folder", "zip"):
+            saved = _save_if_edited(session, dataset, form, always=form.action == "save_samples")
+        if form.action == "save_samples":
+            note = "saved" if saved else "unchanged"
+            context = _page_context(session, settings, dataset, form, samples_note=note)
+            return render(request, "dataset_export.html", context)
         body = ExportIn(
             out_dir=form.out_dir or None, zip=form.action == "zip",
             profile=form.profile or profiles.DEFAULT_PROFILE, dialect=form.dialect,
