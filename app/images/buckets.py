@@ -49,8 +49,9 @@ def smallest_bucket(resolution: int) -> int:
 
 
 def is_unusable(width: int, height: int, *, resolution: int) -> bool:
-    """Whether the image is smaller than the smallest training bucket: the trainer would
-    upscale it, and its blur is what the LoRA would learn."""
+    """Whether the image is smaller than the smallest training bucket: the trainer never
+    enlarges it (get_bucket_for_image_size keeps its own area), so it would train in a tiny
+    bucket of its own, far below every other image."""
     side = smallest_bucket(resolution)
     return width * height < side * side
 
