@@ -563,6 +563,7 @@ def spelling_check(
     """Which checkpoint still spells right: each step's sample text, read back and scored."""
     from sqlmodel import Session
 
+    from app.drafting import choice
     from app.drafting.open_engine import open_engine
     from app.training import jobs, runs, spelling
     from app.training.board import open_run
@@ -576,10 +577,13 @@ def spelling_check(
             run_dir, recorded = open_run(settings, str(run.expanduser().resolve())), None
         else:
             raise fail("Say which run: --job or --run.")
+        chosen = choice.current(session, settings)  # the drafting card's, else the settings'
     config = runs.read_config(run_dir, recorded)
     if config is None or not spelling.targets(config):
         raise fail(f"No sample prompt of {run_dir} holds text: there is nothing to spell.")
-    engine = open_engine(settings)
+    engine = open_engine(
+        settings, engine=chosen.engine, model=chosen.model, base_url=chosen.base_url
+    )
     try:
         results = spelling.check_run(
             run_dir=run_dir,

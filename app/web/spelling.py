@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
 
 from app.config import Settings
+from app.drafting import choice
 from app.drafting.open_engine import open_engine
 from app.errors import Invalid, UserError
 from app.training import runs, spelling
@@ -40,9 +41,13 @@ def _target(
     return run_dir, config
 
 
-def _check(settings: Settings, run_dir: Path, config: runs.RunConfig) -> None:
+def _check(
+    settings: Settings, chosen: choice.Chosen, run_dir: Path, config: runs.RunConfig
+) -> None:
     try:
-        engine = open_engine(settings)
+        engine = open_engine(
+            settings, engine=chosen.engine, model=chosen.model, base_url=chosen.base_url
+        )
         try:
             spelling.check_run(
                 run_dir=run_dir,
@@ -76,18 +81,21 @@ def start_check(
     """Reads back the text of every sample not read yet (the drafting engine reads each text
     element's box alone), in the background; GET the same address for the results."""
     run_dir, config = _target(session, settings, run, job)
-    _start(settings, run_dir, config)
+    _start(session, settings, run_dir, config)
     return {"run": str(run_dir), "checking": True}
 
 
-def _start(settings: Settings, run_dir: Path, config: runs.RunConfig) -> None:
+def _start(session: Session, settings: Settings, run_dir: Path, config: runs.RunConfig) -> None:
+    chosen = choice.current(session, settings)  # the drafting card's engine, else the settings'
     with _lock:
         started = run_dir not in _checking
         if started:
             _checking.add(run_dir)
             _failed.pop(run_dir, None)
     if started:
-        threading.Thread(target=_check, args=(settings, run_dir, config), daemon=True).start()
+        threading.Thread(
+            target=_check, args=(settings, chosen, run_dir, config), daemon=True
+        ).start()
 
 
 @router.get("/api/training/spelling", tags=["training"])
@@ -127,7 +135,7 @@ def board_spelling_start(
     job: int | None = None,
 ) -> Response:
     run_dir, config = _target(session, settings, run, job)
-    _start(settings, run_dir, config)
+    _start(session, settings, run_dir, config)
     if not is_htmx(request):
         return see_other(f"/board?{_query(run_dir, job)}")
     return render(
