@@ -205,6 +205,8 @@ def parse_prompt(kind: str, text: str) -> SamplePrompt:
         data = json.loads(text)
     except ValueError as e:
         raise Invalid(f"The sample prompt {kind!r} is not JSON: {e}.") from None
+    except RecursionError:
+        raise Invalid(f"The sample prompt {kind!r} is nested too deeply to be a caption.") from None
     if not isinstance(data, dict) or not isinstance(data.get("compositional_deconstruction"), dict):
         raise Invalid(
             f"The sample prompt {kind!r} is not a structured caption: it needs a "

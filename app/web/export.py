@@ -390,7 +390,7 @@ def export_restore_samples(
     dataset = ds.get_dataset(session, dataset_id)
     try:
         value = json.loads(saved)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Invalid("The sample set to restore came damaged: save it again by hand.") from None
     sample_set, seconds = samples.load_set(value)
     samples.save_set(session, dataset=dataset, sample_set=sample_set, seconds=seconds)
