@@ -140,6 +140,13 @@ def shown(doubts: Doubts | None, *, drafted: Caption, now: Caption) -> list[Show
             out.append(Shown(label, path, c["least"], c["mean"]))
         elif path in FIELDS and _field(drafted, path) == _field(now, path):
             out.append(Shown(field_name(FIELDS[path]), path, c["least"], c["mean"]))
+    # An element whose field or box is listed needs no line of its own besides.
+    parts = {
+        s.target.partition(".")[0]
+        for s in out
+        if s.target.startswith("element:") and "." in s.target
+    }
+    out = [s for s in out if not (s.target.startswith("element:") and s.target in parts)]
     return sorted(out, key=lambda s: s.least)
 
 

@@ -345,7 +345,10 @@
         if (!b) return;
         const selected = li === this.selected;
         const kind = li.dataset.type === "text" ? "kind-text" : "kind-obj";
-        const g = svgEl("g", { class: `box ${kind}` + (selected ? " selected" : ""), "data-index": i });
+        // doubts.js marks an element whose box the drafting model was unsure of.
+        const unsure = li.dataset.unsureBox ? " unsure-box" : "";
+        const g = svgEl("g", { class: `box ${kind}` + (selected ? " selected" : "") + unsure, "data-index": i });
+        if (unsure) g.appendChild(svgEl("title", {})).textContent = li.dataset.unsureBox;
         g.appendChild(rect(b, "frame"));
         g.appendChild(this.label(String(i + 1), b, "box-label", scale));
         if (selected) {

@@ -28,6 +28,12 @@
     for (const item of list.querySelectorAll("[data-doubt]")) {
       const el = target(form, item.dataset.doubt);
       if (!el) continue;
+      if (item.dataset.doubt.endsWith(".box")) {
+        // The box itself, drawn by boxes.js, is marked from this attribute at every redraw.
+        el.dataset.unsureBox = `The model was unsure of this box: ${item.title}`;
+        const stage = document.querySelector("[data-box-stage]");
+        if (stage && stage.boxEditor) stage.boxEditor.render();
+      }
       el.classList.add("unsure");
       el.title = `The model was unsure here: ${item.title}`;
     }
