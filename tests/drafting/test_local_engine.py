@@ -599,3 +599,58 @@ def test_read_texts_reads_each_crop_alone_in_order(tiny_qwen2vl: Path) -> None:
     assert forward == backward[::-1]
     assert all(t is None or isinstance(t, str) for t in forward)
     engine.close()
+
+
+def test_a_recorded_token_probability_is_the_softmax_of_its_step_s_logits(
+    tiny_qwen2vl: Path,
+) -> None:
+    # Each kept token's recorded log probability is the log softmax of the logits its step
+    # produced: checked against one teacher-forced forward of the real model over the prompt
+    # and the tokens drafted (no grammar here, so nothing is masked).
+    import torch
+
+    engine = LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        batch_size=1,
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+    )
+    batch = engine._prepare([images()[0]])
+    result = engine.decoder.run(batch, max_new_tokens=12, closing=False)
+    tokens, recorded = result.tokens[0], result.logprobs[0]
+    assert len(tokens) == len(recorded) >= 2
+    length, extra = batch["input_ids"].shape[1], len(tokens) - 1
+    forced = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == length:
+            fill = torch.ones if key == "attention_mask" else torch.zeros
+            added = torch.tensor([tokens[:-1]]) if key == "input_ids" else fill(1, extra)
+            forced[key] = torch.cat([value, added.to(value.dtype)], dim=1)
+        else:
+            forced[key] = value
+    with torch.inference_mode():
+        logits = engine.model(**forced).logits[0, length - 1 : length - 1 + len(tokens)]
+    expected = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor([tokens]).T)
+    assert torch.allclose(torch.tensor(recorded), expected.squeeze(1), atol=1e-3)
+    assert all(p <= 0 for p in recorded)
+    engine.close()
+
+
+def test_a_local_draft_carries_its_fields_confidences(tiny_qwen2vl: Path) -> None:
+    engine = LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        batch_size=2,
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+    )
+    outputs = [o for o in engine.draft(images()[:2]) if o.caption is not None]
+    assert outputs
+    for out in outputs:
+        assert out.confidence, out.raw
+        assert "high_level_description" in out.confidence
+        assert all(0 < c.least <= c.mean <= 1 for c in out.confidence.values())
+    engine.close()

@@ -62,6 +62,9 @@ class Result:
     tokens: list[list[int]]  # each row's new tokens, up to (not including) its stop token
     finished: list[bool]  # whether the row ended with a stop token within the budget
     steps: int
+    # Each kept token's log probability under the step's logits as masked by the grammar
+    # (so a token the grammar forced has 0): what the draft's confidences are made of.
+    logprobs: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -157,6 +160,7 @@ class Decoder:
             self.text_step.choose_products(batch)  # timed once per batch size, before capture
         stops = torch.tensor(self.stop_ids, device=self.device)
         out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
+        logp = torch.empty((batch, max_new_tokens), dtype=torch.float32, device=self.device)
         matchers = (
             Matchers(grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens, closing)
             if grammar
@@ -186,6 +190,11 @@ class Decoder:
                     matchers.apply(slot.logits)
                 token = slot.logits.argmax(-1)
                 out[:, t] = token
+                # The chosen token's log probability: one pass over the logits, on the GPU.
+                scores = slot.logits.float()
+                logp[:, t] = scores.gather(-1, token.view(batch, 1)).squeeze(1) - scores.logsumexp(
+                    -1
+                )
                 steps = t + 1
                 if matchers:
                     host.copy_(token, non_blocking=True)
@@ -209,19 +218,20 @@ class Decoder:
                     and self._all_stopped(out[:rows, :steps], stops)
                 ):
                     break
-        return self._result(out[:rows, :steps].tolist(), steps)
+        return self._result(out[:rows, :steps].tolist(), steps, logp[:rows, :steps].tolist())
 
     def _all_stopped(self, tokens: Any, stops: Any) -> bool:
         return bool(self.torch.isin(tokens, stops).any(1).all())
 
-    def _result(self, tokens: list[list[int]], steps: int) -> Result:
+    def _result(self, tokens: list[list[int]], steps: int, logprobs: list[list[float]]) -> Result:
         stops = set(self.stop_ids)
-        kept, finished = [], []
-        for row in tokens:
+        kept, finished, kept_logprobs = [], [], []
+        for row, row_logprobs in zip(tokens, logprobs, strict=True):
             end = next((i for i, t in enumerate(row) if t in stops), None)
             kept.append(row if end is None else row[:end])
+            kept_logprobs.append(row_logprobs if end is None else row_logprobs[:end])
             finished.append(end is not None)
-        return Result(kept, finished, steps)
+        return Result(kept, finished, steps, kept_logprobs)
 
     def _forward(self, slot: _Slot) -> None:
         """The one-token step; every tensor it reads or writes lives in the slot."""

@@ -131,6 +131,7 @@ class LocalEngine(Engine):
 
         self.model = model
         self.processor = processor
+        self._byte_of: dict[str, int] | None = None  # the byte-level alphabet, once needed
         self.inputs = ModelInputs(processor)  # the processor's batches, tokenized faster
         self.device = next(model.parameters()).device
         # 0: chosen from the GPU's memory after a short first batch (`_measured`).
@@ -514,8 +515,29 @@ class LocalEngine(Engine):
             if not result.finished[n]:
                 outputs.append(DraftOutput(raw, error="the answer was cut at the token limit"))
             else:
-                outputs.append(parse_output(raw, convention=self.convention, resized=resized))
+                pieces = self._token_bytes(result.tokens[n])
+                tokens = list(zip(pieces, result.logprobs[n], strict=True))
+                outputs.append(
+                    parse_output(raw, convention=self.convention, resized=resized, tokens=tokens)
+                )
         return outputs
+
+    def _token_bytes(self, ids: list[int]) -> list[bytes]:
+        """Each token's bytes, which together spell the decoded text (Qwen's byte-level BPE
+        writes each byte as one character of the GPT-2 byte alphabet)."""
+        if self._byte_of is None:
+            from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+            self._byte_of = {c: b for b, c in bytes_to_unicode().items()}
+        byte_of = self._byte_of
+        out = []
+        for piece in self.processor.tokenizer.convert_ids_to_tokens(ids):
+            piece = piece or ""
+            if all(c in byte_of for c in piece):
+                out.append(bytes(byte_of[c] for c in piece))
+            else:  # an added token: its text as it is
+                out.append(piece.encode())
+        return out
 
     def read_texts(self, crops: list[Any]) -> list[str | None]:
         """Each crop's text read alone: READ_PROMPT, decoded without the caption's grammar
