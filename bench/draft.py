@@ -181,6 +181,11 @@ def main() -> None:
     ap.add_argument("shape", choices=["2b", "7b", *QWEN3, "tiny"], help="tiny: CPU smoke run")
     ap.add_argument("--batches", default="1,32,64", help="0: the engine's automatic choice")
     ap.add_argument("--no-grammar-at", type=int, default=32)
+    ap.add_argument(
+        "--no-confidence",
+        action="store_true",
+        help="keep no token probabilities (run once with and once without: their cost)",
+    )
     ap.add_argument("--stream", type=int, default=3, help="batches in the streamed run")
     ap.add_argument("--stream-at", default="32,64", help="batch sizes also timed streamed")
     ap.add_argument("--baseline", default=None)
@@ -296,6 +301,7 @@ def main() -> None:
                     gpu_preprocess=not args.cpu_preprocess,
                     closing=not args.no_closing,
                     triton_attention_below=args.triton_below or None,
+                    confidence=not args.no_confidence,
                 ),
             )
             report[f"engine_{'with' if grammar else 'without'}_grammar_s"] = round(

@@ -654,3 +654,20 @@ def test_a_local_draft_carries_its_fields_confidences(tiny_qwen2vl: Path) -> Non
         assert "high_level_description" in out.confidence
         assert all(0 < c.least <= c.mean <= 1 for c in out.confidence.values())
     engine.close()
+
+
+def test_confidence_can_be_switched_off_for_its_benchmark(tiny_qwen2vl: Path) -> None:
+    from app.engines.local.options import LocalOptions
+
+    engine = LocalEngine.load(
+        str(tiny_qwen2vl),
+        device="cpu",
+        batch_size=2,
+        max_pixels=64 * 28 * 28,
+        max_new_tokens=TOKENS,
+        limits=LIMITS,
+        options=LocalOptions(confidence=False),
+    )
+    outputs = [o for o in engine.draft(images()[:2]) if o.caption is not None]
+    assert outputs and all(o.confidence is None for o in outputs)
+    engine.close()

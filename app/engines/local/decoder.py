@@ -143,6 +143,7 @@ class Decoder:
         closing: bool = True,
         rows: int | None = None,
         min_steps: int = 0,
+        logprobs: bool = True,
     ) -> Result:
         """Decodes `inputs` (the processor's batch, on the device, padded on the left).
 
@@ -218,18 +219,23 @@ class Decoder:
                     and self._all_stopped(out[:rows, :steps], stops)
                 ):
                     break
-        return self._result(out[:rows, :steps].tolist(), steps, logp[:rows, :steps].tolist())
+        kept = logp[:rows, :steps].tolist() if logprobs else None
+        return self._result(out[:rows, :steps].tolist(), steps, kept)
 
     def _all_stopped(self, tokens: Any, stops: Any) -> bool:
         return bool(self.torch.isin(tokens, stops).any(1).all())
 
-    def _result(self, tokens: list[list[int]], steps: int, logprobs: list[list[float]]) -> Result:
+    def _result(
+        self, tokens: list[list[int]], steps: int, logprobs: list[list[float]] | None
+    ) -> Result:
+        """Each row up to its stop token; `logprobs` (None: not kept) cut the same way."""
         stops = set(self.stop_ids)
         kept, finished, kept_logprobs = [], [], []
-        for row, row_logprobs in zip(tokens, logprobs, strict=True):
+        for n, row in enumerate(tokens):
             end = next((i for i, t in enumerate(row) if t in stops), None)
             kept.append(row if end is None else row[:end])
-            kept_logprobs.append(row_logprobs if end is None else row_logprobs[:end])
+            if logprobs is not None:
+                kept_logprobs.append(logprobs[n] if end is None else logprobs[n][:end])
             finished.append(end is not None)
         return Result(kept, finished, steps, kept_logprobs)
 

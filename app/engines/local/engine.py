@@ -190,6 +190,7 @@ class LocalEngine(Engine):
             cache_dir=cache_dir,
         )
         self.min_steps = options.min_steps
+        self.confidence = options.confidence
         self.gpu_preprocess = options.gpu_preprocess  # turned off where the processor cannot
         self.torch = torch
         # Inputs are prepared on this thread, ahead of the GPU (see `draft` and `prefetch`).
@@ -502,6 +503,7 @@ class LocalEngine(Engine):
             closer=self.closer,
             closing=self.closing,
             min_steps=self.min_steps,
+            logprobs=self.confidence,
         )
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")
@@ -515,8 +517,10 @@ class LocalEngine(Engine):
             if not result.finished[n]:
                 outputs.append(DraftOutput(raw, error="the answer was cut at the token limit"))
             else:
-                pieces = self._token_bytes(result.tokens[n])
-                tokens = list(zip(pieces, result.logprobs[n], strict=True))
+                tokens = None
+                if result.logprobs:
+                    pieces = self._token_bytes(result.tokens[n])
+                    tokens = list(zip(pieces, result.logprobs[n], strict=True))
                 outputs.append(
                     parse_output(raw, convention=self.convention, resized=resized, tokens=tokens)
                 )

@@ -21,3 +21,4 @@ class LocalOptions:
     triton_attention_below: int | None = None  # None: Atelier's attention at every batch
     gpu_preprocess: bool = True  # images resized and patched on the GPU
     min_steps: int = 0  # decode at least this many steps whatever stops (equal work a batch)
+    confidence: bool = True  # each drafted token's log probability kept (the draft's doubts)
