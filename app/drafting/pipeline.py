@@ -35,7 +35,7 @@ from app.drafting.jobs import (
     worker_id,
     write_server_stats,
 )
-from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine
+from app.engines.interface import DraftError, DraftInput, DraftOutput, Engine, read_crop
 from app.engines.prompt import build_prompt
 from app.images.decode import display_rgb
 from app.images.decode_pool import decode_pool
@@ -362,9 +362,6 @@ def _land_all(
         session.add(item)
 
 
-READ_MARGIN = 0.15  # of the box's size on each side, and at least 8 px: a tight box clips
-
-
 def _second_readings(
     engine: Engine, loaded: _Loaded, outputs: list[DraftOutput]
 ) -> dict[int, dict[int, str | None]]:
@@ -377,19 +374,10 @@ def _second_readings(
     ):
         if out.caption is None:
             continue
-        w, h = item.image.size
         for i, e in enumerate(out.caption.composition.elements):
             if e.type != "text" or e.box is None:
                 continue
-            mx = max(8, READ_MARGIN * (e.box.x1 - e.box.x0) * w)
-            my = max(8, READ_MARGIN * (e.box.y1 - e.box.y0) * h)
-            box = (
-                max(0, int(e.box.x0 * w - mx)),
-                max(0, int(e.box.y0 * h - my)),
-                min(w, int(e.box.x1 * w + mx) + 1),
-                min(h, int(e.box.y1 * h + my) + 1),
-            )
-            crops.append(item.image.crop(box))
+            crops.append(read_crop(item.image, e.box))
             where.append((item_id, i))
     if not crops:
         return {}

@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 
 from PIL import Image
 
+from app.captions.boxes import Box
 from app.captions.schema import Caption
 from app.engines.confidence import Confidence, field_confidences
 from app.engines.schema import BoxConvention, DraftParseError, to_caption
@@ -52,6 +53,24 @@ class DraftOutput:
 
 
 # A second reading of on-image text: the crop of a text element's box, read alone.
+READ_MARGIN = 0.15  # of the box's size on each side, and at least 8 px: a tight box clips
+
+
+def read_crop(image: Image.Image, box: Box) -> Image.Image:
+    """The part of `image` a second reading of `box` sees: the box with its margin."""
+    w, h = image.size
+    mx = max(8.0, READ_MARGIN * (box.x1 - box.x0) * w)
+    my = max(8.0, READ_MARGIN * (box.y1 - box.y0) * h)
+    return image.crop(
+        (
+            max(0, int(box.x0 * w - mx)),
+            max(0, int(box.y0 * h - my)),
+            min(w, int(box.x1 * w + mx) + 1),
+            min(h, int(box.y1 * h + my) + 1),
+        )
+    )
+
+
 READ_PROMPT = (
     "This picture is cut from a larger image around one piece of text. Write down exactly "
     "the text it shows: every word, number and sign as written, in the same case and "

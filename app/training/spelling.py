@@ -27,9 +27,9 @@ from PIL import Image, ImageStat
 
 from app.captions import boxes
 from app.captions.draft_quality import char_error_rate
+from app.engines.interface import read_crop
 from app.training import runs
 
-MARGIN = 0.15  # of the box's size, each side, at least 8 px
 FALL = 0.1  # a step this far below the best step before it: the text is being forgotten
 GREY_SPREAD = 4.0  # a blocked placeholder: every channel's spread under this (of 255)...
 GREY_CAST = 6.0  # ...and its channels' means this close to each other
@@ -105,23 +105,8 @@ def is_blocked(img: Image.Image) -> bool:
 
 
 def crops(img: Image.Image, wanted: list[Target]) -> list[Image.Image]:
-    """Each target's box cut from the sample, with a margin."""
-    w, h = img.size
-    out = []
-    for t in wanted:
-        mx = max(8.0, MARGIN * (t.box.x1 - t.box.x0) * w)
-        my = max(8.0, MARGIN * (t.box.y1 - t.box.y0) * h)
-        out.append(
-            img.crop(
-                (
-                    max(0, int(t.box.x0 * w - mx)),
-                    max(0, int(t.box.y0 * h - my)),
-                    min(w, int(t.box.x1 * w + mx) + 1),
-                    min(h, int(t.box.y1 * h + my) + 1),
-                )
-            )
-        )
-    return out
+    """Each target's box cut from the sample, with the second reading's margin."""
+    return [read_crop(img, t.box) for t in wanted]
 
 
 def store_path(training_dir: Path, run_dir: Path) -> Path:
