@@ -186,6 +186,14 @@ def main() -> None:
         action="store_true",
         help="keep no token probabilities (run once with and once without: their cost)",
     )
+    ap.add_argument(
+        "--confidence-at",
+        type=int,
+        default=None,
+        help="at this asked batch (0: the automatic one), time the same batch with and without "
+        "the confidences, alternating, --confidence-rounds times each, in one engine",
+    )
+    ap.add_argument("--confidence-rounds", type=int, default=3)
     ap.add_argument("--stream", type=int, default=3, help="batches in the streamed run")
     ap.add_argument("--stream-at", default="32,64", help="batch sizes also timed streamed")
     ap.add_argument("--baseline", default=None)
@@ -353,6 +361,8 @@ def main() -> None:
                 row["prefill_floor_s_per_image"] / row["prefill_s_per_image"], 3
             )
             row["step_floor_share"] = round(row["step_floor_ms"] / row["step_ms"], 3)
+            if grammar and asked == args.confidence_at:
+                row |= confidence_cost(engine, inputs, args.confidence_rounds)
             if grammar and batch in streams:
                 # Several batches in one call: the next batch's inputs are prepared on the CPU
                 # while the GPU decodes, as in a drafting job.
@@ -388,6 +398,27 @@ def main() -> None:
     print(json.dumps(report), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def confidence_cost(engine: LocalEngine, inputs: list[DraftInput], rounds: int) -> dict:
+    """The same batch timed with and without each token's log probability kept (the draft's
+    confidences: one pass over the logits a step on the GPU, and the fields' spans on the
+    CPU), alternating so that the machine's drift falls on both; the best of each."""
+    kept = engine.confidence
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(rounds):
+            for on in (False, True):
+                engine.confidence = on
+                times[on].append(timed(engine, inputs))
+    finally:
+        engine.confidence = kept
+    with_, without = min(times[True]), min(times[False])
+    return {
+        "confidence_s": [round(x, 3) for x in times[True]],
+        "no_confidence_s": [round(x, 3) for x in times[False]],
+        "confidence_cost": round(with_ / without - 1, 4),
+    }
 
 
 def prefill_and_step(engine: LocalEngine, inputs: list[DraftInput], whole_s: float) -> dict:

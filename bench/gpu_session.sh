@@ -5,7 +5,8 @@
 #   bash bench/gpu_session.sh PART [PART...]
 #
 # Parts (in the order given): setup, draft2b (the house baseline, then 2B at the automatic
-# batch and one image, with and without the grammar), job (a whole job of 256 images with
+# batch and one image, with and without the grammar, and at the automatic batch with and
+# without the confidences), job (a whole job of 256 images with
 # eight boxes a draft, part by part), click (a click to its first caption through the app, no
 # drafting process running), cold (a saved model to its first caption), qwen3 (Qwen3-VL-8B and
 # -4B at the automatic batch and one image), job-before / click-before (the same from the
@@ -116,8 +117,9 @@ fi
 draft2b() {
     local base=()
     [ "$SMOKE" = 1 ] || base=(--baseline "$BASELINE")
-    bench draft-2b 250 "$PY" bench/draft.py "$SHAPE" --tokenizer qwen --models "$MODELS" \
-        --batches 1,0 --no-grammar-at 0 $SIDE_ARGS "${base[@]}"
+    bench draft-2b 400 "$PY" bench/draft.py "$SHAPE" --tokenizer qwen --models "$MODELS" \
+        --batches 1,0 --no-grammar-at 0 --confidence-at 0 --confidence-rounds 2 $SIDE_ARGS \
+        "${base[@]}"
 }
 
 job_in() {  # job_in NAME CHECKOUT: a whole job from that checkout's code

@@ -161,7 +161,11 @@ class Decoder:
             self.text_step.choose_products(batch)  # timed once per batch size, before capture
         stops = torch.tensor(self.stop_ids, device=self.device)
         out = torch.empty((batch, max_new_tokens), dtype=torch.long, device=self.device)
-        logp = torch.empty((batch, max_new_tokens), dtype=torch.float32, device=self.device)
+        logp = (
+            torch.empty((batch, max_new_tokens), dtype=torch.float32, device=self.device)
+            if logprobs
+            else None
+        )
         matchers = (
             Matchers(grammar, rows, batch, self.vocab, self.device, closer, max_new_tokens, closing)
             if grammar
@@ -191,11 +195,12 @@ class Decoder:
                     matchers.apply(slot.logits)
                 token = slot.logits.argmax(-1)
                 out[:, t] = token
-                # The chosen token's log probability: one pass over the logits, on the GPU.
-                scores = slot.logits.float()
-                logp[:, t] = scores.gather(-1, token.view(batch, 1)).squeeze(1) - scores.logsumexp(
-                    -1
-                )
+                if logp is not None:
+                    # The chosen token's log probability: one pass over the logits, on the GPU.
+                    scores = slot.logits
+                    logp[:, t] = scores.gather(-1, token.view(batch, 1)).squeeze(
+                        1
+                    ) - scores.logsumexp(-1)
                 steps = t + 1
                 if matchers:
                     host.copy_(token, non_blocking=True)
@@ -219,7 +224,7 @@ class Decoder:
                     and self._all_stopped(out[:rows, :steps], stops)
                 ):
                     break
-        kept = logp[:rows, :steps].tolist() if logprobs else None
+        kept = logp[:rows, :steps].tolist() if logp is not None else None
         return self._result(out[:rows, :steps].tolist(), steps, kept)
 
     def _all_stopped(self, tokens: Any, stops: Any) -> bool:
