@@ -551,6 +551,44 @@ def draft_report(
             typer.echo(f"  rewritten: {name:22} {share:.0%} of images")
 
 
+@cli.command("doubts")
+@user_errors
+def doubts_list(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many images")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="The list as JSON")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Which drafts to check first: the parts the model was least sure of, and second
+    readings of text that differ from the draft, least sure first."""
+    import json
+
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.captions.review_first import to_check
+
+    _, db = open_database(data_dir)
+    with Session(db) as session:
+        images = to_check(session, dataset=ds.find_dataset(session, dataset), limit=limit)
+    if as_json:
+        typer.echo(json.dumps(images, indent=2))
+        return
+    if not images:
+        typer.echo("Nothing to check first: no draft has an unsure part or a differing reading.")
+        return
+    for image in images:
+        typer.echo(f"{image['filename']} (image {image['id']}, {image['status']})")
+        for d in image["shown"]:
+            typer.echo(f"  {d['where']:28} least {d['least']:.2f}, mean {d['mean']:.2f}")
+        for r in image["readings_that_differ"]:
+            read = "nothing" if not (r["read"] or "").strip() else json.dumps(r["read"])
+            typer.echo(
+                f"  element {r['element']} text{'':15} drafted {json.dumps(r['drafted'])}, "
+                f"read again {read} (character error rate {r['cer']:.2f})"
+            )
+
+
 @cli.command("spelling")
 @user_errors
 def spelling_check(

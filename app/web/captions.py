@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
 from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session
 from starlette.datastructures import FormData
 
-from app.captions import diff, doubts, revisions, sidecars
+from app import datasets as ds
+from app.captions import diff, doubts, review_first, revisions, sidecars
 from app.captions.boxes import Box
 from app.captions.dialects import Dialect, read_official_text, read_submitted, to_official
 from app.captions.schema import MEDIA, Caption, Composition, Element, Style
@@ -684,24 +684,18 @@ def get_doubts(image_id: int, session: SessionDep) -> dict:
     token and mean probability) and its second readings of text, as stored with the drafted
     revision; `shown` lists the unsure parts that still read as drafted, least sure first."""
     image, _ = catalog.image_with_dataset(session, image_id=image_id)
-    draft = revisions.newest_draft(session, image)
-    found = doubts.Doubts.from_json(draft.doubts) if draft else None
-    head = revisions.head(session, image)
-    now = revisions.parse(head) if head else Caption()
-    drafted = revisions.parse(draft) if draft else now
-    return {
-        "revision": draft.number if draft else None,
-        "least": found.least if found else None,
-        "confidence": found.confidence if found else {},
-        "readings": {k: asdict(v) | {"differs": v.differs} for k, v in found.readings.items()}
-        if found
-        else {},
-        "shown": [asdict(d) for d in doubts.shown(found, drafted=drafted, now=now)],
-        "readings_that_differ": [
-            {"element": n, "drafted": r.drafted, "read": r.read, "cer": r.cer}
-            for n, r in doubts.readings_that_differ(found, now=now)
-        ],
-    }
+    return review_first.image_doubts(session, image)
+
+
+@router.get("/api/datasets/{dataset_id}/doubts", tags=TAGS)
+def get_dataset_doubts(
+    dataset_id: int, session: SessionDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+) -> list[dict]:
+    """The drafts with parts still to check (an unsure field or box, a second reading that
+    differs), least sure first, each with its doubts as `/api/images/{id}/caption/doubts`
+    gives them."""
+    dataset = ds.get_dataset(session, dataset_id)
+    return review_first.to_check(session, dataset=dataset, limit=limit)
 
 
 @router.put("/api/images/{image_id}/caption", tags=TAGS)

@@ -26,6 +26,7 @@ from app.engines.confidence import field_confidences
 from app.web.app import create_app
 from tests.drafting.fake_servers import FakeServer, serving
 from tests.drafting.remote_jobs import claimed_job, draft_dataset, remote_settings, run
+from tests.test_cli import assert_user_error, atelier
 
 DRAFT = {
     "high_level_description": "A man by a sign",
@@ -243,3 +244,31 @@ def test_the_setting_is_in_the_api(client: TestClient, dataset_id: int) -> None:
     assert client.get(f"/api/datasets/{dataset_id}").json()["second_reading"] is True
     r = client.patch(f"/api/datasets/{dataset_id}", json={"second_reading": False})
     assert r.status_code == 200 and r.json()["second_reading"] is False
+
+
+def test_a_dataset_s_drafts_to_check_first_from_the_api_and_the_cli(
+    drafted: tuple[Any, FakeServer],
+) -> None:
+    """Only the drafts with a part still to check are listed, least sure first, with what to
+    check: the API and `atelier doubts` give the same."""
+    settings, _ = drafted
+    with _client(settings) as client:
+        dataset_id, (first, _, _) = _ids(client)
+        listed = client.get(f"/api/datasets/{dataset_id}/doubts").json()
+        one = client.get(f"/api/images/{first}/caption/doubts").json()
+        assert client.get("/api/datasets/999999/doubts").status_code == 404
+    # The second image's draft was sure and read right; the third's lighting (0.5) is not
+    # under the mark: neither is listed.
+    assert [i["id"] for i in listed] == [first]
+    assert {k: v for k, v in listed[0].items() if k in one} == one
+    assert [s["where"] for s in listed[0]["shown"]] == ["style · lighting"]
+    cli = atelier("doubts", "--dataset", "Remote", "--json", data_dir=settings.data_dir)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == listed
+    text = atelier("doubts", "--dataset", "Remote", data_dir=settings.data_dir)
+    assert text.returncode == 0, text.stderr
+    assert "style · lighting" in text.stdout and "least 0.20" in text.stdout
+    assert '"EXIT NOW", read again "EX1T N0W"' in text.stdout
+    assert listed[0]["filename"] in text.stdout
+    missing = atelier("doubts", "--dataset", "Nope", data_dir=settings.data_dir)
+    assert_user_error(missing, "Nope")
