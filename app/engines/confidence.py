@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass
 
 # The draft's keys (app/engines/schema.py) as caption paths.
@@ -132,19 +133,24 @@ def field_confidences(text: str, tokens: list[tuple[bytes, float]]) -> dict[str,
         spans = _Scanner(text).scan()
     except (ValueError, IndexError):
         return {}
-    # Character offsets of each token, from its byte offsets.
-    char_at = [0] * (len(raw) + 1)
-    chars = 0
-    for i in range(len(raw)):
-        char_at[i] = chars
-        if (raw[i] & 0xC0) != 0x80:
-            chars += 1
-    char_at[len(raw)] = len(text)
-    placed = []
+    # Each token's character span, from its byte offsets (the same where the text is ASCII).
+    if len(raw) == len(text):
+        char_at: list[int] | range = range(len(raw) + 1)
+    else:
+        char_at = [0] * (len(raw) + 1)
+        chars = 0
+        for i in range(len(raw)):
+            char_at[i] = chars
+            if (raw[i] & 0xC0) != 0x80:
+                chars += 1
+        char_at[len(raw)] = len(text)
+    starts, ends, probs = [], [], []
     offset = 0
     for piece, logprob in tokens:
         start, end = char_at[offset], char_at[offset + len(piece)]
-        placed.append((start, max(end, start + 1), math.exp(logprob)))
+        starts.append(start)
+        ends.append(max(end, start + 1))
+        probs.append(math.exp(logprob))
         offset += len(piece)
 
     pooled: dict[str, list[float]] = {}
@@ -152,11 +158,14 @@ def field_confidences(text: str, tokens: list[tuple[bytes, float]]) -> dict[str,
         name = _caption_path(path)
         if name is None:
             continue
-        # A token counts for a value when it overlaps the value's characters.
-        probs = [p for s, e, p in placed if s < max(end, start + 1) and e > start]
-        pooled.setdefault(name, []).extend(probs)
+        # A token counts for a value when it overlaps the value's characters; the tokens'
+        # starts and ends both rise, so the overlapping ones are one run, found by bisection.
+        first = bisect_right(ends, start)
+        last = bisect_left(starts, max(end, start + 1))
+        overlapping = probs[first:last]
+        pooled.setdefault(name, []).extend(overlapping)
         if name.startswith("elements."):
-            pooled.setdefault(name.rsplit(".", 1)[0], []).extend(probs)
+            pooled.setdefault(name.rsplit(".", 1)[0], []).extend(overlapping)
     return {
         name: Confidence(least=min(p), mean=sum(p) / len(p), tokens=len(p))
         for name, p in pooled.items()

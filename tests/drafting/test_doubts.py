@@ -92,6 +92,51 @@ def test_confidence_counts_value_tokens_only() -> None:
     assert field_confidences(text, tokens[:-1]) == {}
 
 
+def test_confidence_pools_every_token_overlapping_a_value_however_the_text_is_cut() -> None:
+    """Random cuts of a draft with multi-byte characters (a token may end inside one): each
+    field and element pools exactly the tokens whose characters overlap its values, every
+    token compared with every value here."""
+    import random
+
+    from app.engines.confidence import _caption_path, _Scanner
+
+    caption = DRAFT | {"high_level_description": "Ein Mann, ein Schild: «Ausgang» ✓"}
+    text = json.dumps(caption, ensure_ascii=False)
+    raw = text.encode()
+    assert len(raw) > len(text)  # some characters take several bytes
+    spans = _Scanner(text).scan()
+    rng = random.Random(7)
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(raw)), len(raw) // 3))
+        pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+        probs = [rng.uniform(0.05, 1.0) for _ in pieces]
+        got = field_confidences(
+            text, [(p, math.log(q)) for p, q in zip(pieces, probs, strict=True)]
+        )
+        # Each token's characters: those whose first byte it holds, or the one it ends in.
+        chars, at = [], 0
+        for piece in pieces:
+            first = sum(1 for b in raw[:at] if b & 0xC0 != 0x80)
+            at += len(piece)
+            last = sum(1 for b in raw[:at] if b & 0xC0 != 0x80)
+            chars.append((first, max(last, first + 1)))
+        want: dict[str, list[float]] = {}
+        for path, begin, end in spans:
+            name = _caption_path(path)
+            if name is None:
+                continue
+            end = max(end, begin + 1)
+            hit = [q for (a, b), q in zip(chars, probs, strict=True) if a < end and b > begin]
+            want.setdefault(name, []).extend(hit)
+            if name.startswith("elements."):
+                want.setdefault(name.rsplit(".", 1)[0], []).extend(hit)
+        assert set(got) == {k for k, v in want.items() if v}
+        for name, c in got.items():
+            assert c.tokens == len(want[name]), name
+            assert c.least == pytest.approx(min(want[name]))
+            assert c.mean == pytest.approx(sum(want[name]) / len(want[name]))
+
+
 @pytest.fixture(scope="module")
 def drafted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, FakeServer]:
     tmp = tmp_path_factory.mktemp("doubts")
