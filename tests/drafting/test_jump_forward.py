@@ -135,6 +135,32 @@ def test_several_tokens_at_once_on_the_gpu() -> None:
         check_several_tokens_at_once("cuda", use_kernels)
 
 
+@pytest.mark.gpu
+def test_a_jumping_draft_replayed_from_graphs_decodes_like_one_token_a_step() -> None:
+    import torch
+
+    from tests.support.random_model import build
+
+    model, processor = build("tiny16", device="cuda", dtype=torch.float32)
+    engine = LocalEngine(model, processor, batch_size=1, max_new_tokens=600, limits=LIMITS)
+    batch = engine._prepare(images()[:1])
+    runs = []
+    for encode in (None, engine._encode, engine._encode):  # captured, then replayed
+        runs.append(
+            engine.decoder.run(
+                batch,
+                max_new_tokens=600,
+                grammar=engine.grammar,
+                closer=engine.closer,
+                encode=encode,
+            )
+        )
+    assert runs[1].tokens == runs[2].tokens == runs[0].tokens
+    assert runs[1].forwards < 0.75 * runs[0].forwards
+    assert engine.decoder.slots[1].feed_graphs
+    engine.close()
+
+
 def _engine(folder: Path, jump: bool, tokens: int = 600) -> LocalEngine:
     return LocalEngine.load(
         str(folder),

@@ -55,6 +55,7 @@ TRITON_ATTENTION_BELOW = 1 << 30
 MAX_FEED = 16
 log = logging.getLogger("atelier.drafting")
 assert CAPACITY_STEP % kernels.KEYS_PER_PROGRAM == 0  # every slot's cache fits the kernels
+assert MAX_FEED <= kernels.LINEAR_ROWS  # a forward's tokens are rows of the kernels' products
 
 
 def lean_attention(

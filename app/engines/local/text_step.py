@@ -147,7 +147,7 @@ class TextStep:
     ) -> Any:
         """Float32 logits (1, vocab) after the last of `tokens` (1, count), one row's, at
         `positions` (count,), maybe written into `out`; writes their keys and values at cache
-        `columns` (count,, consecutive) and attends each over its row of `mask` (count, 1, 1,
+        `columns` (count,), consecutive, and attends each over its row of `mask` (count, 1, 1,
         capacity). With "triton", Atelier's kernels (the products chosen at batch 1); any
         other attention is two matmuls."""
         torch = self.torch
