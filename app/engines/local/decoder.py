@@ -15,12 +15,20 @@ CPU work exceeds the GPU's step.
 Positions: Qwen-VL's multimodal rope gives every token of a prompt three position ids; after
 the prompt, all three are the row's largest prompt position + 1 + step, counted without the
 left padding (as transformers 5.2x does; older versions shifted padded rows by their padding).
+
+Jump-forward (`run(encode=...)`, one row with a grammar): where the grammar allows one string
+only after a token (keys, punctuation: 32-40 % of an answer's tokens, bench/forced_tokens.py),
+that string is tokenized as the tokenizer splits it, accepted by the matcher and the parser,
+and fed with the token before it in ONE forward (`TextStep.many`, a CUDA graph per length).
+The token is then needed on the host before the next forward starts: the loop waits for it
+each step, and fills the next mask while the forward runs.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +50,12 @@ MATMUL_ATTENTION_BELOW = 32
 # With the kernels, their attention at every batch size: on an H200 the replayed 2B step
 # took 2.39 / 2.94 / 4.02 ms at batch 32 / 64 / 128 with them, 3.84 / 4.06 / 5.38 with sdpa.
 TRITON_ATTENTION_BELOW = 1 << 30
+# The most tokens one jump-forward feeds in one forward (a CUDA graph per count from 2): a
+# longer run is fed in several. The longest run in a real answer was 11 tokens.
+MAX_FEED = 16
 log = logging.getLogger("atelier.drafting")
 assert CAPACITY_STEP % kernels.KEYS_PER_PROGRAM == 0  # every slot's cache fits the kernels
+assert MAX_FEED <= kernels.LINEAR_ROWS  # a forward's tokens are rows of the kernels' products
 
 
 def lean_attention(
@@ -65,6 +77,7 @@ class Result:
     # Each kept token's log probability under the step's logits as masked by the grammar
     # (so a token the grammar forced has 0): what the draft's confidences are made of.
     logprobs: list[list[float]] = field(default_factory=list)
+    forwards: int = 0  # the model's forwards, the prefill's included (jump-forward: < tokens)
 
 
 @dataclass
@@ -81,6 +94,12 @@ class _Slot:
     logits: Any  # (batch, vocab) float32, the last step's output
     graph: Any = None
     used: int = field(default=0)
+    # Jump-forward (batch 1): the tokens fed together, their offsets, a graph per count.
+    feed: Any = None  # (1, MAX_FEED)
+    feed_host: Any = None  # (capacity,) on the host, pinned on a GPU
+    offsets: Any = None  # (MAX_FEED,) 0, 1, ...
+    columns: Any = None  # (capacity,) 0, 1, ...
+    feed_graphs: dict[int, Any] = field(default_factory=dict)
 
 
 class Decoder:
@@ -144,6 +163,7 @@ class Decoder:
         rows: int | None = None,
         min_steps: int = 0,
         logprobs: bool = True,
+        encode: Callable[[str], list[int]] | None = None,
     ) -> Result:
         """Decodes `inputs` (the processor's batch, on the device, padded on the left).
 
@@ -151,7 +171,9 @@ class Decoder:
         so its strings keep their bounds, and with `closing` writes each row's shortest valid
         end once its budget runs short; `rows` counts the real rows
         (the rest are padding, decoded but never constrained or returned); `min_steps` keeps
-        stepping after every row has stopped, for benchmarks that need a fixed length.
+        stepping after every row has stopped, for benchmarks that need a fixed length;
+        `encode` (the tokenizer's, text to ids) switches jump-forward on for a batch of one
+        row with a grammar, where the lean step runs (else it is ignored).
         """
         torch = self.torch
         batch, length = inputs["input_ids"].shape
@@ -172,24 +194,25 @@ class Decoder:
             else None
         )
 
+        jumping = (
+            encode is not None
+            and matchers is not None
+            and batch == rows == 1
+            and self.text_step is not None
+            and slot.capacity <= MAX_POSITIONS
+        )
         with torch.inference_mode():
-            slot.cache.reset()
-            first = self.model(
-                **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
-            ).logits[:, -1]
-            # The model's delta is the row's last prompt position + 1 - its unpadded length.
-            real = inputs["attention_mask"].sum(-1).view(1, batch, 1)
-            deltas = self.model.model.rope_deltas.view(1, batch, 1)
-            slot.positions.copy_((deltas + real).expand(3, batch, 1))
-            slot.mask.fill_(torch.finfo(self.dtype).min)
-            slot.mask[:, 0, 0, :length].masked_fill_(inputs["attention_mask"].bool(), 0.0)
-            slot.write_at.fill_(length)
-            slot.logits.copy_(first)
+            self._prefill(slot, inputs)
+            if jumping:
+                assert matchers is not None and encode is not None
+                return self._decode_jumping(
+                    slot, matchers, encode, max_new_tokens, min_steps, logprobs
+                )
             if matchers:
                 matchers.fill()  # the first mask, while the prefill runs
             host = torch.empty(batch, dtype=torch.long, pin_memory=self.graphs)
             copied = torch.cuda.Event() if self.device.type == "cuda" else None
-            steps = 0
+            steps, forwards = 0, 1  # the prefill's
             for t in range(max_new_tokens):
                 if matchers:
                     matchers.apply(slot.logits)
@@ -210,6 +233,7 @@ class Decoder:
                 if not last:
                     slot.token.copy_(token.view(batch, 1))
                     self._step(slot)  # runs on the GPU while the CPU goes on below
+                    forwards += 1
                 if matchers:
                     if copied is not None:
                         copied.synchronize()
@@ -225,7 +249,153 @@ class Decoder:
                 ):
                     break
         kept = logp[:rows, :steps].tolist() if logp is not None else None
-        return self._result(out[:rows, :steps].tolist(), steps, kept)
+        result = self._result(out[:rows, :steps].tolist(), steps, kept)
+        result.forwards = forwards
+        return result
+
+    def _prefill(self, slot: _Slot, inputs: Any) -> None:
+        """The prompt through the model's forward into the slot's cache; its logits, the
+        rope positions, mask and cache column the first step reads."""
+        torch = self.torch
+        batch, length = inputs["input_ids"].shape
+        slot.cache.reset()
+        first = self.model(
+            **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
+        ).logits[:, -1]
+        # The model's delta is the row's last prompt position + 1 - its unpadded length.
+        real = inputs["attention_mask"].sum(-1).view(1, batch, 1)
+        deltas = self.model.model.rope_deltas.view(1, batch, 1)
+        slot.positions.copy_((deltas + real).expand(3, batch, 1))
+        slot.mask.fill_(torch.finfo(self.dtype).min)
+        slot.mask[:, 0, 0, :length].masked_fill_(inputs["attention_mask"].bool(), 0.0)
+        slot.write_at.fill_(length)
+        slot.logits.copy_(first)
+
+    def _decode_jumping(
+        self,
+        slot: _Slot,
+        matchers: Matchers,
+        encode: Callable[[str], list[int]],
+        max_new_tokens: int,
+        min_steps: int,
+        logprobs: bool,
+    ) -> Result:
+        """One row's decoding where each token the model chooses is fed with the forced
+        tokens after it, in one forward; a forced token's log probability is 0."""
+        torch = self.torch
+        tokens: list[int] = []
+        chances: list[float] = []
+        forwards = 1  # the prefill
+        matchers.encode = encode
+        matchers.fill()
+        while len(tokens) < max_new_tokens:
+            matchers.apply(slot.logits)
+            scores = slot.logits
+            token = scores.argmax(-1)
+            if logprobs:
+                chance = scores.gather(-1, token.view(1, 1)).view(1) - scores.logsumexp(-1)
+                both = torch.cat((token.double(), chance.double())).tolist()  # waits for it
+                chosen, chances_now = int(both[0]), [both[1]]
+            else:
+                chosen, chances_now = int(token.item()), [0.0]
+            matchers.accept([chosen])
+            tokens.append(chosen)
+            done = matchers.all_done() and len(tokens) >= min_steps
+            if done or len(tokens) == max_new_tokens:
+                chances += chances_now
+                break
+            # The next free token keeps its place in the budget.
+            forced = matchers.jump(max_new_tokens - len(tokens) - 1)
+            tokens += forced
+            chances += chances_now + [0.0] * len(forced)
+            forwards += self._feed(slot, [chosen, *forced])  # runs while the CPU goes on
+            matchers.fill()
+        result = self._result([tokens], len(tokens), [chances] if logprobs else None)
+        result.forwards = forwards
+        return result
+
+    def _feed(self, slot: _Slot, ids: list[int]) -> int:
+        """Feeds `ids` to the model after what the slot holds, MAX_FEED at most a forward;
+        the last one's logits land in the slot. How many forwards it took."""
+        if len(ids) == 1:
+            slot.token.fill_(ids[0])
+            self._step(slot)
+            return 1
+        self._feed_buffers(slot)
+        # Each forward's tokens copied from a place of their own: none is overwritten
+        # before its copy has run (the caller waits for the logits before the next feed).
+        slot.feed_host[: len(ids)] = self.torch.tensor(ids)
+        forwards = 0
+        for start in range(0, len(ids), MAX_FEED):
+            count = min(MAX_FEED, len(ids) - start)
+            if count == 1:
+                slot.token.fill_(ids[start])
+                self._step(slot)
+            else:
+                host = slot.feed_host[start : start + count]
+                slot.feed[0, :count].copy_(host, non_blocking=True)
+                self._step_many(slot, count)
+            forwards += 1
+        return forwards
+
+    def _feed_buffers(self, slot: _Slot) -> None:
+        if slot.feed is not None:
+            return
+        torch, d = self.torch, self.device
+        slot.feed = torch.zeros((1, MAX_FEED), dtype=torch.long, device=d)
+        slot.feed_host = torch.zeros(slot.capacity, dtype=torch.long, pin_memory=self.graphs)
+        slot.offsets = torch.arange(MAX_FEED, device=d)
+        slot.columns = torch.arange(slot.capacity, device=d)
+
+    def _forward_many(self, slot: _Slot, count: int) -> None:
+        """The forward of `count` tokens (slot.feed) at batch 1: their keys and values at the
+        next `count` cache columns, each attending to the cache and the ones before it; the
+        last one's logits in the slot."""
+        torch = self.torch
+        assert self.text_step is not None
+        offsets = slot.offsets[:count]
+        columns = slot.write_at + offsets
+        slot.mask.index_fill_(3, columns, 0.0)
+        causal = slot.columns.view(1, -1) > columns.view(-1, 1)  # (count, capacity)
+        mask = torch.where(causal, torch.finfo(self.dtype).min, slot.mask[0, 0])
+        logits = self.text_step.many(
+            slot.feed[:, :count],
+            slot.positions[0, 0] + offsets,
+            mask.view(count, 1, 1, slot.capacity),
+            columns,
+            slot.cache,
+            attention=self.attention_for(1),
+            out=slot.logits,
+        )
+        if logits is not slot.logits:
+            slot.logits.copy_(logits)
+        slot.write_at.add_(count)
+        slot.positions.add_(count)
+
+    def _step_many(self, slot: _Slot, count: int) -> None:
+        if not self.graphs:
+            self._forward_many(slot, count)
+            return
+        graph = slot.feed_graphs.get(count)
+        if graph is None:
+            slot.feed_graphs[count] = self._capture(lambda: self._forward_many(slot, count))
+            return
+        graph.replay()
+
+    def _capture(self, step: Callable[[], None]) -> Any:
+        """Runs `step` once (eagerly, on a side stream: a real step, and the warm-up torch
+        asks for before capture), then captures it, which records kernels without running
+        them; the graph."""
+        torch = self.torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            step()
+        return graph
 
     def _all_stopped(self, tokens: Any, stops: Any) -> bool:
         return bool(self.torch.isin(tokens, stops).any(1).all())
@@ -276,23 +446,12 @@ class Decoder:
         slot.positions.add_(1)
 
     def _step(self, slot: _Slot) -> None:
-        torch = self.torch
         if not self.graphs:
             self._forward(slot)
             return
         if slot.graph is None:
-            # The first step runs eagerly on a side stream (it is a real step, and the warm-up
-            # torch asks for before capture); capturing records kernels without running them.
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
             step = self.step_fn or self._forward
-            with torch.cuda.stream(side):
-                step(slot)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                step(slot)
-            slot.graph = graph
+            slot.graph = self._capture(lambda: step(slot))
             return
         slot.graph.replay()
 
@@ -336,7 +495,8 @@ class Matchers:
     Each row's parser (the closer's) counts the string the row is in, and the row's mask
     keeps only the tokens that fit that string's bound (lengths.py: the grammar leaves the
     bounds out). With `closing`, each row near the end of its `budget` gets its shortest
-    valid end written for it: its mask then allows that end's next token alone.
+    valid end written for it: its mask then allows that end's next token alone. With
+    `encode` (jump-forward), `jump` feeds a row the tokens the grammar forces next.
     """
 
     def __init__(
@@ -371,6 +531,7 @@ class Matchers:
         self.left = budget  # tokens still to come, the next one included
         self.ends: dict[int, list[int]] = {}  # row: the tokens of its end still to write
         self.look_at: dict[int, int] = {}  # row: the budget left at its next look
+        self.encode: Callable[[str], list[int]] | None = None  # text to ids, for `jump`
 
     def fill(self) -> None:
         if self.live:
@@ -383,16 +544,21 @@ class Matchers:
 
     def _keep_lengths(self) -> None:
         """Each row's mask keeps the tokens that fit the bound of the string it is in."""
-        outside = self.lengths.outside_mask(self.words)
-        rows, inside_mask, ends = self.rows_view, self.lengths.inside_mask, self.ends
+        rows, ends = self.rows_view, self.ends
         for i in self.live:
             parser = self.parsers[i]
             if parser is None or ends.get(i):
                 continue  # an end being written adds no character to a string
-            room = parser.room()
-            mask = outside if room is None else inside_mask(room[0], room[1], self.words)
+            mask = self._length_mask(parser)
             if mask is not None:
                 np.bitwise_and(rows[i], mask, out=rows[i])
+
+    def _length_mask(self, parser: Parser) -> np.ndarray | None:
+        """The bitmask row of the tokens that fit where `parser` stands; None: all do."""
+        room = parser.room()
+        if room is None:
+            return self.lengths.outside_mask(self.words)
+        return self.lengths.inside_mask(room[0], room[1], self.words)
 
     def _close(self) -> None:
         """Rows that must end now get their end's next token as their only choice."""
@@ -435,19 +601,51 @@ class Matchers:
         )
         self.live = [i for i in self.live if not self.matchers[i].is_terminated()]
         for i in self.live:  # a row that took its stop token is done: nothing to feed
-            parser = self.parsers[i]
-            if parser is None:
-                continue
-            try:
-                parser.feed(self.tokens[tokens[i]])
-            except BadPrefix as e:
-                # The parser reads the schema otherwise than the grammar (never seen): the
-                # row goes on with the grammar alone, its strings unbounded, never closed.
-                log.warning("row %d is left to the grammar alone: %s", i, e)
-                self.parsers[i] = None
-                self.ends[i] = []
-            if self.ends.get(i):
-                self.ends[i].pop(0)
+            self._feed_parser(i, tokens[i])
+
+    def _feed_parser(self, i: int, token: int) -> None:
+        parser = self.parsers[i]
+        if parser is None:
+            return
+        try:
+            parser.feed(self.tokens[token])
+        except BadPrefix as e:
+            # The parser reads the schema otherwise than the grammar (never seen): the
+            # row goes on with the grammar alone, its strings unbounded, never closed.
+            log.warning("row %d is left to the grammar alone: %s", i, e)
+            self.parsers[i] = None
+            self.ends[i] = []
+        if self.ends.get(i):
+            self.ends[i].pop(0)
+
+    def jump(self, most: int) -> list[int]:
+        """The tokens forced next in the one row (`most` at most), each accepted by the
+        matcher and fed to the parser as one step's token would be: the rest of its end
+        where the closer writes one, else the text the grammar forces, tokenized as
+        `encode` splits it."""
+        if most <= 0 or self.encode is None or self.live != [0]:
+            return []
+        matcher = self.matchers[0]
+        writing = bool(self.ends.get(0))
+        if writing:
+            tokens = list(self.ends[0])
+        else:
+            text = matcher.find_jump_forward_string()
+            tokens = self.encode(text) if text else []
+        fed: list[int] = []
+        for token in tokens[:most]:
+            parser = self.parsers[0]
+            mask = None if parser is None or writing else self._length_mask(parser)
+            if mask is not None and not (int(mask[token >> 5]) >> (token & 31)) & 1:
+                break  # past the bound of the string it is in: the model's choice
+            if not matcher.accept_token(token):
+                if writing:
+                    self.ends[0] = []  # as `_close` does (never seen): left to the model
+                break  # else a split the grammar refuses: the rest is the model's
+            fed.append(token)
+            self.left -= 1
+            self._feed_parser(0, token)
+        return fed
 
     def all_done(self) -> bool:
         return not self.live

@@ -191,6 +191,7 @@ class LocalEngine(Engine):
         )
         self.min_steps = options.min_steps
         self.confidence = options.confidence
+        self.jump_forward = options.jump_forward
         self.gpu_preprocess = options.gpu_preprocess  # turned off where the processor cannot
         self.torch = torch
         # Inputs are prepared on this thread, ahead of the GPU (see `draft` and `prefetch`).
@@ -341,12 +342,14 @@ class LocalEngine(Engine):
 
     def _closer(self, grammar: Grammar) -> Closer:
         """What writes a row's shortest valid end when its token budget runs short."""
-        tokenizer = self.processor.tokenizer
         return Closer(
-            json_schema(self.limits, bounds="maxLength"),
-            vocab=grammar.vocab,
-            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+            json_schema(self.limits, bounds="maxLength"), vocab=grammar.vocab, encode=self._encode
         )
+
+    def _encode(self, text: str) -> list[int]:
+        """The token ids of `text` as the model's tokenizer splits it."""
+        ids: list[int] = self.processor.tokenizer.encode(text, add_special_tokens=False)
+        return ids
 
     def prefetch(self, inputs: list[DraftInput]) -> None:
         """Starts preparing the first batch of `inputs`, which `draft` is called with next
@@ -504,6 +507,7 @@ class LocalEngine(Engine):
             closing=self.closing,
             min_steps=self.min_steps,
             logprobs=self.confidence,
+            encode=self._encode if self.jump_forward else None,
         )
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")

@@ -22,3 +22,6 @@ class LocalOptions:
     gpu_preprocess: bool = True  # images resized and patched on the GPU
     min_steps: int = 0  # decode at least this many steps whatever stops (equal work a batch)
     confidence: bool = True  # each drafted token's log probability kept (the draft's doubts)
+    # A one-image batch feeds the tokens the grammar forces with the token before them, in
+    # one forward (decoder.py); off until a GPU has timed it.
+    jump_forward: bool = False

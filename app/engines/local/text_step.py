@@ -17,6 +17,11 @@ under 1 ms. This step computes the same thing in about 17 kernels a layer:
   torch ops take 3.16;
 - each residual add rides in its matrix product (addmm).
 
+`TextStep.many` is the same step for several tokens of one row (jump-forward's forced
+runs): rope per position, the keys and values written at consecutive columns, each token
+attending over the mask it is given (the cache's, causal among the new ones); the Triton
+path runs the tokens as rows of a batch whose cache rows are views of the one row's.
+
 The prefill stays the model's own forward, which fills the same cache. `TextStep.for_model`
 returns None for a model it does not know how to step; the decoder then steps through the
 model's forward. tests/drafting/test_local_engine.py checks its logits against the model's.
@@ -129,6 +134,51 @@ class TextStep:
             for i, layer in enumerate(self.layers):
                 x = layer(x, cos, sin, mask, column, cache.layers[i], self.scale, attention)
         return self._lm_head(x, kernel=False)
+
+    def many(
+        self,
+        tokens: Any,
+        positions: Any,
+        mask: Any,
+        columns: Any,
+        cache: Any,
+        attention: str = "matmul",
+        out: Any = None,
+    ) -> Any:
+        """Float32 logits (1, vocab) after the last of `tokens` (1, count), one row's, at
+        `positions` (count,), maybe written into `out`; writes their keys and values at cache
+        `columns` (count,), consecutive, and attends each over its row of `mask` (count, 1, 1,
+        capacity). With "triton", Atelier's kernels (the products chosen at batch 1); any
+        other attention is two matmuls."""
+        torch = self.torch
+        F = torch.nn.functional
+        count = tokens.shape[1]
+        x = F.embedding(tokens.view(count), self.embed)
+        if attention == "triton":
+            products = self.products.get(1, frozenset())
+            for i, layer in enumerate(self.layers):
+                writes, reads = _rows_as_columns(cache.layers[i], count)
+                x = layer.with_kernels(
+                    x,
+                    self.cos,
+                    self.sin,
+                    positions,
+                    mask,
+                    columns[:1],
+                    writes,
+                    self.scale,
+                    products,
+                    attend=reads,
+                )
+            if "lm_head" in products:
+                return self._lm_head(x[-1:], kernel=True, out=out)
+            return self._lm_head(x[-1:], kernel=False)
+        cos = self.cos.index_select(0, positions).unsqueeze(1)  # (count, 1, head_dim)
+        sin = self.sin.index_select(0, positions).unsqueeze(1)
+        flat = mask.view(count, mask.shape[-1])
+        for i, layer in enumerate(self.layers):
+            x = layer.many(x, cos, sin, flat, columns, cache.layers[i], self.scale)
+        return self._lm_head(x[-1:], kernel=False)
 
     def _lm_head(self, x: Any, *, kernel: bool, out: Any = None) -> Any:
         """Float32 logits of the final norm of x (written into `out` by the kernel)."""
@@ -340,6 +390,35 @@ class _Layer:
         gate, up = F.linear(h, self.gate_up).chunk(2, dim=-1)
         return _add_linear(x, F.silu(gate) * up, self.down)
 
+    def many(
+        self, x: Any, cos: Any, sin: Any, mask: Any, columns: Any, cache: Any, scale: float
+    ) -> Any:
+        """The layer for several tokens of one row, x (count, hidden), attending with two
+        matmuls over `mask` (count, capacity); their keys and values go to `columns`."""
+        torch = self.torch
+        F = torch.nn.functional
+        count, d = x.shape[0], self.head_dim
+        qkv = F.linear(_norm(x, self.in_norm), self.qkv, self.qkv_bias)
+        q = qkv[:, : self.q_size].view(count, self.heads, d)
+        k = qkv[:, self.q_size : self.q_size + self.kv_size].view(count, self.kv_heads, d)
+        v = qkv[:, self.q_size + self.kv_size :].view(count, self.kv_heads, d)
+        if self.q_norm is not None and self.k_norm is not None:
+            q = F.rms_norm(q, self.q_norm.weight.shape, self.q_norm.weight, _eps(self.q_norm))
+            k = F.rms_norm(k, self.k_norm.weight.shape, self.k_norm.weight, _eps(self.k_norm))
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        cache.keys.index_copy_(2, columns, k.transpose(0, 1).unsqueeze(0))
+        cache.values.index_copy_(2, columns, v.transpose(0, 1).unsqueeze(0))
+        group = self.heads // self.kv_heads
+        # (1, kv heads, group, count, d) over the cache's (1, kv heads, 1, capacity, d).
+        q = q.view(count, self.kv_heads, group, d).permute(1, 2, 0, 3).unsqueeze(0)
+        keys, values = cache.keys.unsqueeze(2), cache.values.unsqueeze(2)
+        scores = torch.add(mask, torch.matmul(q, keys.transpose(-1, -2)), alpha=scale)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights, values)[0].permute(2, 0, 1, 3).reshape(count, self.q_size)
+        x = _add_linear(x, out, self.o)
+        gate, up = F.linear(_norm(x, self.post_norm), self.gate_up).chunk(2, dim=-1)
+        return _add_linear(x, F.silu(gate) * up, self.down)
+
     def with_kernels(
         self,
         x: Any,
@@ -351,10 +430,12 @@ class _Layer:
         cache: Any,
         scale: float,
         products: frozenset[str] = frozenset(),
+        attend: Any = None,
     ) -> Any:
         """The same layer with its small ops in Triton kernels; `cos` and `sin` are the
         whole rope tables, indexed by `position` inside the kernel; the `products` named
-        run in `kernels.linear`, the others in cuBLAS."""
+        run in `kernels.linear`, the others in cuBLAS. `attend`: the cache attention reads,
+        where it is not the one written (`TextStep.many`)."""
         from app.engines.local import kernels
 
         F = self.torch.nn.functional
@@ -371,7 +452,8 @@ class _Layer:
             q = F.rms_norm(q, self.q_norm.weight.shape, self.q_norm.weight, _eps(self.q_norm))
             k = F.rms_norm(k, self.k_norm.weight.shape, self.k_norm.weight, _eps(self.k_norm))
         q = kernels.rope_into_cache(q, k, v, cos, sin, position, column, cache)
-        out = kernels.decode_attention(q, cache.keys, cache.values, mask, scale)
+        attend = attend if attend is not None else cache
+        out = kernels.decode_attention(q, attend.keys, attend.values, mask, scale)
         if "o" in products:
             x = kernels.linear(out, self.o.weight, bias=self.o.bias, residual=x)
         else:
@@ -384,6 +466,27 @@ class _Layer:
         if "down" in products:
             return kernels.linear(gate_up, self.down.weight, gated=True, residual=x)
         return _add_linear(x, kernels.silu_mul(gate_up), self.down)
+
+
+class _Views:
+    def __init__(self, keys: Any, values: Any) -> None:
+        self.keys, self.values = keys, values
+
+
+def _rows_as_columns(layer: Any, count: int) -> tuple[_Views, _Views]:
+    """A layer cache (1, kv heads, capacity, d) seen as `count` rows for the decode kernels:
+    for writing, row r's column c is the cache's column c + r (one kernel writes a run of
+    columns); for reading, every row is the one row."""
+    keys, values = layer.keys, layer.values
+
+    def shifted(t: Any) -> Any:
+        size, stride = (count, t.shape[1], 1, t.shape[3]), list(t.stride())
+        return t.as_strided(size, (stride[2], stride[1], stride[2], stride[3]))
+
+    def shared(t: Any) -> Any:
+        return t.expand(count, -1, -1, -1)
+
+    return _Views(shifted(keys), shifted(values)), _Views(shared(keys), shared(values))
 
 
 def _graph_ms(torch: Any, fn: Any) -> float:
