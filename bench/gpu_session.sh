@@ -9,7 +9,9 @@
 # without the confidences), job (a whole job of 256 images with
 # eight boxes a draft, part by part), click (a click to its first caption through the app, no
 # drafting process running), cold (a saved model to its first caption), qwen3 (Qwen3-VL-8B and
-# -4B at the automatic batch and one image), job-before / click-before (the same from the
+# -4B at the automatic batch and one image), jump (jump-forward at batch 1: each step
+# length's time, one-image drafts with it off and on, a real answer's projected re-draft),
+# gputests (the tests marked gpu), job-before / click-before (the same from the
 # checkout in $BEFORE, for a before/after in one call).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
@@ -152,6 +154,18 @@ qwen3() {
     done
 }
 
+jump() {  # jump-forward at batch 1: each step length's time, drafts off and on, projection
+    local shape=2b
+    [ "$SMOKE" = 1 ] && shape=tiny
+    bench "jump-$shape" 240 "$PY" bench/jump_forward.py "$shape" --tokenizer qwen \
+        --models "$MODELS" --rounds 3
+}
+
+gputests() {  # the tests marked gpu, on the card
+    [ "$SMOKE" = 1 ] && return
+    bench gpu-tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/drafting
+}
+
 for part in "$@"; do
     case $part in
     setup) setup ;;
@@ -162,6 +176,8 @@ for part in "$@"; do
     click-before) click_in click-before "$BEFORE" ;;
     cold) cold ;;
     qwen3) qwen3 ;;
+    jump) jump ;;
+    gputests) gputests ;;
     *) echo "unknown part $part" | tee -a "$LOG" ;;
     esac
 done
