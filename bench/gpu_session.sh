@@ -6,7 +6,8 @@
 #
 # Parts (in the order given): setup, draft2b (the house baseline, then 2B at the automatic
 # batch and one image, with and without the grammar, and at the automatic batch with and
-# without the confidences), job (a whole job of 256 images with
+# without the confidences), confidence (the same without the grammar-less and streamed
+# runs), job (a whole job of 256 images with
 # eight boxes a draft, part by part), click (a click to its first caption through the app, no
 # drafting process running), cold (a saved model to its first caption), qwen3 (Qwen3-VL-8B and
 # -4B at the automatic batch and one image), jump (jump-forward at batch 1: each step
@@ -154,6 +155,15 @@ qwen3() {
     done
 }
 
+confidence() {  # the baseline, then 2B at one image and the automatic batch, that batch with
+    # and without the confidences (alternating, one engine)
+    local base=()
+    [ "$SMOKE" = 1 ] || base=(--baseline "$BASELINE")
+    bench confidence-2b 300 "$PY" bench/draft.py "$SHAPE" --tokenizer qwen --models "$MODELS" \
+        --batches 1,0 --no-grammar-at -1 --confidence-at 0 --confidence-rounds 2 --stream-at "" \
+        "${base[@]}"
+}
+
 jump() {  # jump-forward at batch 1: each step length's time, drafts off and on, projection
     local shape=2b
     [ "$SMOKE" = 1 ] && shape=tiny
@@ -176,6 +186,7 @@ for part in "$@"; do
     click-before) click_in click-before "$BEFORE" ;;
     cold) cold ;;
     qwen3) qwen3 ;;
+    confidence) confidence ;;
     jump) jump ;;
     gputests) gputests ;;
     *) echo "unknown part $part" | tee -a "$LOG" ;;
