@@ -120,6 +120,13 @@ def test_tiny_models_around_the_real_qwen_files_draft_valid_captions(
         assert out.caption is not None
         for e in out.caption.composition.elements:
             assert e.box is None or all(0 <= v <= 1 for v in e.box)
+    # The confidences' token bytes come from the grammar's table: the same bytes as the
+    # tokenizer's own token strings give, for every token a draft can hold.
+    tokenizer = engine.processor.tokenizer
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    ids = [i for i in range(len(tokenizer)) if i not in special]
+    assert engine.grammar is not None
+    assert engine._token_bytes(ids) == engine._bytes_from_strings(ids)
 
 
 def test_the_compiled_grammar_is_kept_for_the_next_start(
