@@ -321,7 +321,7 @@ def _draft_batch(
     job.drafting_seconds += time.perf_counter() - started
     with clock("palettes_and_land_s"):
         filled = _filled(loaded, outputs, clock)
-        _land_all(session, job, dataset, items, loaded, outputs, filled, readings)
+        _land_all(session, job, dataset, items, loaded, outputs, filled, readings, clock)
 
 
 def _land_all(
@@ -333,10 +333,12 @@ def _land_all(
     outputs: list[DraftOutput],
     filled: Iterator[Caption],
     readings: dict[int, dict[int, str | None]],
+    clock: Clock | None = None,
 ) -> None:
     """Each output landed as its image's new revision (with its doubts), or its item retried
     or failed; `filled` gives the drafted captions with their palettes, in order, as they are
     made."""
+    clock = clock or Clock()
     for item_id, out in zip(loaded.ready, outputs, strict=True):
         item = items[item_id]
         image = session.get(Image, item.image_id)
@@ -349,16 +351,19 @@ def _land_all(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        _land(
-            session,
-            job,
-            item,
-            image,
-            dataset,
-            next(filled),
-            confidence=out.confidence,
-            readings=readings.get(item_id),
-        )
+        with clock("palettes_elements_s"):
+            caption = next(filled)
+        with clock("land_s"):
+            _land(
+                session,
+                job,
+                item,
+                image,
+                dataset,
+                caption,
+                confidence=out.confidence,
+                readings=readings.get(item_id),
+            )
         session.add(item)
 
 
