@@ -83,7 +83,7 @@ def _fixture(tmp_path: Path) -> tuple[DBEngine, Settings, int]:
     """Seven images: 0 new, 1 written by hand, 2 approved, 3 an earlier draft, 4 unusable
     twice, 5 to be trashed after each job is made, 6 its stored file to go."""
     folder = tmp_path / "src"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for n, colour in enumerate(COLOURS):
         PILImage.new("RGB", (320, 240), colour).save(folder / f"{n}.png")
     settings = Settings(data_dir=tmp_path / "data", import_workers=1, _env_file=None)  # type: ignore[call-arg]
