@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -86,9 +87,6 @@ def run_job(
     """
     clock = Clock(timings)
     worker = worker or worker_id()
-    with Session(db) as session:
-        if get_job(session, job_id).total >= POOL_FROM:
-            _warm(_palette_pool())  # its processes start while the first batch drafts
     engine.new_job()  # an engine kept from an earlier job counts this one from zero
     write_server_stats(db, job_id, engine.server_stats())
     with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
@@ -120,7 +118,10 @@ def run_job(
                     # decoded; their palettes are prepared on the thread while it drafts.
                     with clock("load_in_line_s"):
                         loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
-                    loaded.palettes = pool.submit(_palettes, loaded)
+                    if len(loaded.inputs) >= POOL_FROM:
+                        # Not before: on a few cores, starting them delayed the first batch.
+                        _warm(_palette_pool())
+                    loaded.palettes = pool.submit(_palettes, loaded, max_pixels)
                 with clock("queue_s"):
                     following = _queued(session, job, size, leaving=ids)
                 upcoming = [i.id for i in following if i.id is not None]
@@ -202,6 +203,7 @@ class _Loaded:
     item_ids: list[int]
     inputs: list[DraftInput] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)  # the item ids of `inputs`, in order
+    blobs: list[Path] = field(default_factory=list)  # the stored file of each of `inputs`
     missing: list[int] = field(default_factory=list)  # items whose stored file is gone
     # Each input's working copy and image palette, by item id (`_palettes`).
     palettes: Future[dict[int, Pixels]] | dict[int, Pixels] = field(default_factory=dict)
@@ -253,13 +255,14 @@ def _load(
     # In line, the GPU waits for these: every core; ahead, it is drafting: fewer.
     with _threads(len(found), every_core=not ahead) as pool:
         decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
-    for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
+    for (item_id, blob, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))
         loaded.ready.append(item_id)
+        loaded.blobs.append(blob)
     if ahead and loaded.inputs:
         engine.prefetch(loaded.inputs)
     if palettes:
-        loaded.palettes = _palettes(loaded)
+        loaded.palettes = _palettes(loaded, max_pixels)
     return loaded
 
 
@@ -269,11 +272,40 @@ def decoded_side(max_pixels: int) -> int:
     return int(max_pixels**0.5 * 1.5)
 
 
-def _palettes(loaded: _Loaded) -> dict[int, Pixels]:
-    """Each image's palette working copy, made from the image decoded for the model."""
-    with _threads(len(loaded.inputs)) as pool:
-        pixels = list(pool.map(Pixels, [i.image for i in loaded.inputs]))
+def _palettes(loaded: _Loaded, max_pixels: int) -> dict[int, Pixels]:
+    """Each image's palette working copy, made from the image as decoded for the model.
+
+    Made while the engine drafts: in the shared process pool from POOL_FROM images, each
+    decoded again there (sending the decoded images would cost more), LOAD_THREADS at a time,
+    so that neither the engine's thread nor the cores its step loop and grammar use wait
+    for them; on threads, they held the engine's GIL (their median cut and CIELAB are
+    Python). Threads for a few images, or where there is no pool."""
+    pool = _palette_pool() if len(loaded.inputs) >= POOL_FROM else None
+    if pool is not None:
+        try:
+            return dict(zip(loaded.ready, _pixels_in(pool, loaded.blobs, max_pixels), strict=True))
+        except BrokenProcessPool:
+            log.warning("palettes: the process pool broke; on threads from here", exc_info=True)
+    with _threads(len(loaded.inputs)) as threads:
+        pixels = list(threads.map(Pixels, [i.image for i in loaded.inputs]))
     return dict(zip(loaded.ready, pixels, strict=True))
+
+
+def _pixels_in(pool: Executor, blobs: list[Path], max_pixels: int) -> list[Pixels]:
+    """`_pixels_of` each blob in `pool`, LOAD_THREADS in flight at most."""
+    room = threading.BoundedSemaphore(LOAD_THREADS)
+    futures: list[Future[Pixels]] = []
+    for blob in blobs:
+        room.acquire()
+        future = pool.submit(_pixels_of, blob, decoded_side(max_pixels))
+        future.add_done_callback(lambda _: room.release())
+        futures.append(future)
+    return [f.result() for f in futures]
+
+
+def _pixels_of(blob: Path, side: int) -> Pixels:
+    """The palette working copy of the image as `_load` decodes it for the model."""
+    return Pixels(display_rgb(blob.read_bytes(), max_side=side))
 
 
 def _threads(n: int, every_core: bool = False) -> ThreadPoolExecutor:

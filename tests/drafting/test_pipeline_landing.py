@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import Engine as DBEngine
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app import datasets as ds
@@ -279,3 +280,31 @@ def test_a_batch_lands_as_one_image_at_a_time_does(
     monkeypatch.setattr(revisions, "heads_of", lambda session, image_ids: {})
     one_by_one = _landed(tmp_path / "one")
     assert batch == one_by_one
+
+
+def test_an_image_changed_since_it_was_read_lands_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = _landed(tmp_path / "batch")
+    # Every image read as it was one revision earlier: as if each had been saved meanwhile.
+    heads_of = revisions.heads_of
+
+    def read_earlier(session: Session, image_ids: list[int]) -> Any:
+        read = heads_of(session, image_ids)
+        for image, _ in read.values():
+            set_committed_value(image, "revision", image.revision - 1)
+        return read
+
+    one_at_a_time = []
+    land = pipeline._land
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        one_at_a_time.append(args[2].image_id)
+        land(*args, **kwargs)
+
+    monkeypatch.setattr(revisions, "heads_of", read_earlier)
+    monkeypatch.setattr(pipeline, "_land", counted)
+    again = _landed(tmp_path / "again")
+    assert again == batch
+    # Those the batch moved (the others were kept before any statement).
+    assert len(one_at_a_time) == 2 + 4
