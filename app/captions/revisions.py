@@ -377,7 +377,7 @@ def append_read(
 
     `stored` is given with its elements named (`diff.identify` against the head), so that
     what is kept beside the revision (its doubts) can name them."""
-    base = image.revision
+    image_id, base = image.id, image.revision
     was = CaptionStatus(image.status)
     previous = parse(head) if head is not None else None
     final = _withdrawn(was, status, False, stored, previous) or _next_status(image, status, author)
@@ -387,14 +387,14 @@ def append_read(
     # flushed the session and looked for its rows among the loaded objects first.
     moved = session.connection().execute(
         update(Image.__table__)  # type: ignore[attr-defined]
-        .where(col(Image.id) == image.id, col(Image.revision) == base, col(Image.status) == was)
+        .where(col(Image.id) == image_id, col(Image.revision) == base, col(Image.status) == was)
         .values(revision=base + 1, status=final, **(values or {}))
     )
     if moved.rowcount != 1:
         return None
     session.expire(image)
     return {
-        "image_id": image.id,
+        "image_id": image_id,
         "number": base + 1,
         "caption": stored.model_dump_json(),
         "author": author,

@@ -353,7 +353,9 @@ def _draft_batch(
     # The second readings are engine time too: the job's images/s counts them.
     job.drafting_seconds += time.perf_counter() - started
     with clock("palettes_and_land_s"):
-        filled = _filled(loaded, outputs, clock)
+        with clock("palettes_wait_image_s"):
+            pixels = loaded.pixels()
+        filled = _filled(pixels, loaded, outputs)
         _land_all(session, job, dataset, items, loaded, outputs, filled, readings, clock)
 
 
@@ -496,9 +498,9 @@ def _second_readings(
 
 
 def _filled(
-    loaded: _Loaded, outputs: list[DraftOutput], clock: Clock | None = None
+    pixels: dict[int, Pixels], loaded: _Loaded, outputs: list[DraftOutput]
 ) -> Iterator[Caption]:
-    """Each drafted caption, in order, with its palettes filled from the pixels: the image
+    """Each drafted caption, in order, with its palettes filled from `pixels`: the image
     palette made while the batch drafted (`_palettes`), and each boxed element's from its
     crop, yielded as each is ready so that the captions before it land meanwhile.
 
@@ -506,8 +508,6 @@ def _filled(
     for them): their Python parts (sampling, CIELAB, merging) hold the GIL, so on threads a
     batch of 256 drafts with eight boxes each took 4.5 s after the engine on a 16-core H100
     host, landing included (bench/draft_job.py --boxes 8). Threads where there is no pool."""
-    with (clock or Clock())("palettes_wait_image_s"):
-        pixels = loaded.pixels()
     drafted = [
         (item_id, out.caption)
         for item_id, out in zip(loaded.ready, outputs, strict=True)
