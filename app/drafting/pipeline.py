@@ -347,15 +347,16 @@ def _draft_batch(
     with clock("engine_s"):
         outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
+    with clock("palettes_and_land_s"), clock("palettes_wait_image_s"):
+        pixels = loaded.pixels()
+    # The element palettes need the boxes only: made while the engine reads the texts again.
+    filled = _filled(pixels, loaded, outputs)
     started = time.perf_counter()
     with clock("second_reading_s"):
         readings = _second_readings(engine, loaded, outputs) if dataset.second_reading else {}
     # The second readings are engine time too: the job's images/s counts them.
     job.drafting_seconds += time.perf_counter() - started
     with clock("palettes_and_land_s"):
-        with clock("palettes_wait_image_s"):
-            pixels = loaded.pixels()
-        filled = _filled(pixels, loaded, outputs)
         _land_all(session, job, dataset, items, loaded, outputs, filled, readings, clock)
 
 
@@ -505,20 +506,34 @@ def _filled(
     crop, yielded as each is ready so that the captions before it land meanwhile.
 
     The element palettes are made in the shared process pool, on every core (the GPU waits
-    for them): their Python parts (sampling, CIELAB, merging) hold the GIL, so on threads a
-    batch of 256 drafts with eight boxes each took 4.5 s after the engine on a 16-core H100
-    host, landing included (bench/draft_job.py --boxes 8). Threads where there is no pool."""
+    for them), from the call on: their Python parts (sampling, CIELAB, merging) hold the GIL,
+    so on threads a batch of 256 drafts with eight boxes each took 4.5 s after the engine on
+    a 16-core H100 host, landing included (bench/draft_job.py --boxes 8). Threads, from the
+    first caption asked for, where there is no pool."""
     drafted = [
         (item_id, out.caption)
         for item_id, out in zip(loaded.ready, outputs, strict=True)
         if out.caption is not None
     ]
-    given = 0
     pool = _palette_pool() if len(drafted) >= POOL_FROM else None
+    made: Iterator[Caption] | None = None
     if pool is not None:
         captions = [caption for _, caption in drafted]
+        try:  # submitted now, every one
+            made = pool.map(fill_palettes, captions, [pixels[i] for i, _ in drafted])
+        except BrokenProcessPool:
+            log.warning("palettes: the process pool broke; on threads", exc_info=True)
+    return _yielded(made, drafted, pixels)
+
+
+def _yielded(
+    made: Iterator[Caption] | None, drafted: list[tuple[int, Caption]], pixels: dict[int, Pixels]
+) -> Iterator[Caption]:
+    """The captions `made` in the pool, and on threads those it did not make."""
+    given = 0
+    if made is not None:
         try:
-            for caption in pool.map(fill_palettes, captions, [pixels[i] for i, _ in drafted]):
+            for caption in made:
                 yield caption
                 given += 1
             return

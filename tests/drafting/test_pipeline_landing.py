@@ -236,7 +236,12 @@ def _landed(tmp_path: Path) -> dict[str, Any]:
     return state
 
 
-def test_a_batch_lands_by_every_rule(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pool_from", [2, 1000], ids=["processes", "threads"])
+def test_a_batch_lands_by_every_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool_from: int
+) -> None:
+    # Element palettes in processes, made while the texts are read again, or on threads.
+    monkeypatch.setattr(pipeline, "POOL_FROM", pool_from)
     state = _landed(tmp_path)
     assert state["images"] == [
         ("0.png", 2, "draft", 0.3),
