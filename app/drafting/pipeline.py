@@ -117,7 +117,9 @@ def run_job(
                     # In line (the first batch): the engine starts as soon as the images are
                     # decoded; their palettes are prepared on the thread while it drafts.
                     with clock("load_in_line_s"):
-                        loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
+                        loaded = _load(
+                            db, job_id, ids, engine, store, max_pixels, palettes=False, clock=clock
+                        )
                     if len(loaded.inputs) >= POOL_FROM:
                         # Not before: on a few cores, starting them delayed the first batch.
                         _warm(_palette_pool())
@@ -221,21 +223,31 @@ def _load(
     max_pixels: int,
     ahead: bool = False,
     palettes: bool = True,
+    clock: Clock | None = None,
 ) -> _Loaded:
     """Reads and decodes a batch's images, several at a time (Pillow decodes and resizes
     without holding the GIL); loaded `ahead`, hands them to the engine to prepare, then
-    prepares their palettes (unless not `palettes`)."""
+    prepares their palettes (unless not `palettes`). The batch's items and images are read
+    in one query."""
+    clock = clock or Clock()
     loaded = _Loaded(item_ids)
     side = decoded_side(max_pixels)
     found: list[tuple[int, Path, str]] = []
-    with Session(db) as session:
+    with clock("load_read_s"), Session(db) as session:
         job = get_job(session, job_id)
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset is not None
         block = block_of(dataset)
+        images = {
+            item_id: image
+            for item_id, image in session.exec(
+                select(DraftItem.id, Image)
+                .join(Image, col(Image.id) == DraftItem.image_id)
+                .where(col(DraftItem.id).in_(item_ids))
+            )
+        }
         for item_id in item_ids:
-            item = session.get(DraftItem, item_id)
-            image = session.get(Image, item.image_id) if item else None
+            image = images.get(item_id)
             blob = store.blob_path(image.sha256) if image else None
             if image is None or blob is None or not blob.is_file():
                 loaded.missing.append(item_id)
@@ -253,7 +265,7 @@ def _load(
         return display_rgb(blob.read_bytes(), max_side=side)
 
     # In line, the GPU waits for these: every core; ahead, it is drafting: fewer.
-    with _threads(len(found), every_core=not ahead) as pool:
+    with clock("load_decode_s"), _threads(len(found), every_core=not ahead) as pool:
         decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
     for (item_id, blob, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))

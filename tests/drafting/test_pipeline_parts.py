@@ -86,7 +86,17 @@ def test_job_parts_are_timed_and_each_caption_gets_its_own_images_palettes(
     )
     assert ended.done == len(COLOURS), ended.error
     # Two batches: the first loaded in line, the second ahead; every part of the job counted.
-    assert {"engine_s", "load_in_line_s", "wait_ahead_s", "palettes_and_land_s"} <= set(parts)
+    assert {
+        "engine_s",
+        "load_in_line_s",
+        "load_read_s",
+        "load_decode_s",
+        "wait_ahead_s",
+        "palettes_and_land_s",
+        "palettes_wait_image_s",
+        "palettes_elements_s",
+        "land_s",
+    } <= set(parts)
     assert all(v >= 0 for v in parts.values())
     with Session(db) as session:
         images = session.exec(select(Image).order_by(Image.position)).all()
