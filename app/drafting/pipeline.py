@@ -294,25 +294,38 @@ def _palettes(loaded: _Loaded, max_pixels: int) -> dict[int, Pixels]:
     Python). Threads for a few images, or where there is no pool."""
     pool = _palette_pool() if len(loaded.inputs) >= POOL_FROM else None
     if pool is not None:
-        try:
-            return dict(zip(loaded.ready, _pixels_in(pool, loaded.blobs, max_pixels), strict=True))
-        except BrokenProcessPool:
-            log.warning("palettes: the process pool broke; on threads from here", exc_info=True)
+        return dict(zip(loaded.ready, _pixels_in(pool, loaded, max_pixels), strict=True))
     with _threads(len(loaded.inputs)) as threads:
         pixels = list(threads.map(Pixels, [i.image for i in loaded.inputs]))
     return dict(zip(loaded.ready, pixels, strict=True))
 
 
-def _pixels_in(pool: Executor, blobs: list[Path], max_pixels: int) -> list[Pixels]:
-    """`_pixels_of` each blob in `pool`, LOAD_THREADS in flight at most."""
+def _pixels_in(pool: Executor, loaded: _Loaded, max_pixels: int) -> list[Pixels]:
+    """`_pixels_of` each of the batch's files in `pool`, LOAD_THREADS in flight at most."""
     room = threading.BoundedSemaphore(LOAD_THREADS)
-    futures: list[Future[Pixels]] = []
-    for blob in blobs:
+    futures: list[Future[Pixels] | None] = []
+    for blob in loaded.blobs:
         room.acquire()
-        future = pool.submit(_pixels_of, blob, decoded_side(max_pixels))
+        try:
+            future = pool.submit(_pixels_of, blob, decoded_side(max_pixels))
+        except (BrokenProcessPool, RuntimeError):
+            room.release()
+            futures.append(None)
+            continue
         future.add_done_callback(lambda _: room.release())
         futures.append(future)
-    return [f.result() for f in futures]
+    return [_made(f, i.image) for f, i in zip(futures, loaded.inputs, strict=True)]
+
+
+def _made(future: Future[Pixels] | None, image: Any) -> Pixels:
+    """The working copy the pool made, or, where it could not (the file gone since it was
+    loaded, the pool broken), one made here from the image decoded for the model."""
+    if future is not None:
+        try:
+            return future.result()
+        except Exception:
+            log.warning("palettes: an image's working copy failed in the pool", exc_info=True)
+    return Pixels(image)
 
 
 def _pixels_of(blob: Path, side: int) -> Pixels:
@@ -393,7 +406,11 @@ def _land_all(
     took 1.3 s of the job's own thread on a 2-core machine (bench/draft_pipeline.py). An
     image that changed since it was read lands by `_land`, which reads it again."""
     clock = clock or Clock()
-    drafted = [items[i].image_id for i, o in zip(loaded.ready, outputs, strict=True) if o.caption]
+    drafted = [
+        items[i].image_id
+        for i, out in zip(loaded.ready, outputs, strict=True)
+        if out.caption is not None
+    ]
     with clock("land_s"):
         read = {} if job.trial else revisions.heads_of(session, drafted)
     rows: list[dict[str, Any]] = []

@@ -147,3 +147,7 @@ def test_image_palettes_made_in_processes_equal_those_from_the_model_s_images(
         assert pixels.palette == on_threads[item_id].palette
         assert len(pixels.palette) > 1
         assert pixels.img.tobytes() == on_threads[item_id].img.tobytes()
+    # A file gone since it was loaded: made from the image decoded for the model.
+    blobs[1].unlink()
+    gone = pipeline._palettes(loaded, max_pixels)
+    assert gone[11].palette == on_threads[11].palette
