@@ -16,6 +16,13 @@ the pipeline's whole cost, nothing hidden.
 Baseline, same run: the same images' palettes made one after the other on one core, as the
 pipeline did until 2026-12-01.
 
+`job_parts_s` says where the job's own thread spent its time (`pipeline.Clock`): the first
+batch's load before the engine (load_in_line_s: its rows read, load_read_s, and its images
+decoded, load_decode_s), the engine (engine_s), then the tail: the wait for the image
+palettes made while it drafted (palettes_wait_image_s), for the element palettes
+(palettes_elements_s), and landing the revisions (land_s), all three within
+palettes_and_land_s.
+
     python bench/draft_pipeline.py [--images 256] [--batch 256] [--elements 8] [--engine-rate R]
 """
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from app.captions import diff
@@ -20,7 +20,7 @@ from app.captions.dialects import to_official
 from app.captions.schema import Caption
 from app.captions.style_block import block_of, effective, stored_form
 from app.errors import Conflict, Invalid, NotFound
-from app.models import Action, Author, CaptionRevision, CaptionStatus, Dataset, Image
+from app.models import Action, Author, CaptionRevision, CaptionStatus, Dataset, Image, utcnow
 
 # The note of a revision that changed an approved caption (the image then needs review).
 APPROVAL_WITHDRAWN = "changed after it was approved: needs review again"
@@ -300,17 +300,10 @@ def append(
     # model, sidecar, older revisions) are named after the element they replace.
     previous = parse(get_revision(session, image, base)) if base else None
     stored = diff.identify(stored, like=previous)
-    if was == CaptionStatus.approved and asked != CaptionStatus.approved and not keep_approval:
-        # What was approved is not what is stored now: a reviewer must look again, and the
-        # history says why (a merge, a find and replace, a script, a re-draft, an undo...).
-        # The same words again (a re-draft reading it alike) are still what was approved.
-        changed = stored != previous
-        session.execute(
-            update(Image)
-            .where(col(Image.id) == image.id)
-            .values(status=CaptionStatus.needs_review if changed else CaptionStatus.approved)
-        )
-        if changed:
+    withdrawn = _withdrawn(was, asked, keep_approval, stored, previous)
+    if withdrawn is not None:
+        session.execute(update(Image).where(col(Image.id) == image.id).values(status=withdrawn))
+        if withdrawn == CaptionStatus.needs_review:
             note = "; ".join(n for n in (note, APPROVAL_WITHDRAWN) if n)
     rev = CaptionRevision(
         image_id=image.id,  # type: ignore[arg-type]
@@ -327,6 +320,98 @@ def append(
     session.flush()
     session.expire(image)
     return rev
+
+
+def _withdrawn(
+    was: str | None,
+    asked: CaptionStatus | None,
+    keep_approval: bool,
+    stored: Caption,
+    previous: Caption | None,
+) -> CaptionStatus | None:
+    """An approved caption's status after a change (None: no approval to withdraw)."""
+    if was != CaptionStatus.approved or asked == CaptionStatus.approved or keep_approval:
+        return None
+    # What was approved is not what is stored now: a reviewer must look again, and the
+    # history says why (a merge, a find and replace, a script, a re-draft, an undo...).
+    # The same words again (a re-draft reading it alike) are still what was approved.
+    return CaptionStatus.needs_review if stored != previous else CaptionStatus.approved
+
+
+def heads_of(
+    session: Session, image_ids: list[int]
+) -> dict[int, tuple[Image, CaptionRevision | None]]:
+    """Each image as stored now (its rows in the session refreshed) with its newest
+    revision, in one query, for `append_read`."""
+    rows = session.exec(
+        select(Image, CaptionRevision)
+        .join(
+            CaptionRevision,
+            (col(CaptionRevision.image_id) == Image.id)
+            & (col(CaptionRevision.number) == Image.revision),
+            isouter=True,
+        )
+        .where(col(Image.id).in_(image_ids))
+        .execution_options(populate_existing=True)
+    ).all()
+    return {img.id: (img, rev) for img, rev in rows if img.id is not None}
+
+
+def append_read(
+    session: Session,
+    *,
+    image: Image,
+    head: CaptionRevision | None,
+    stored: Caption,
+    author: Author,
+    action: Action,
+    status: CaptionStatus,
+    note: str = "",
+    doubts: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """`append` over the image and head `heads_of` read, for many images in one
+    transaction: the image moves to its new revision and status (and `values`) in one
+    conditional UPDATE; returns the revision's row for `insert_revisions`, or None if the
+    image changed since it was read (its revision or status): then `append` must decide.
+
+    `stored` is given with its elements named (`diff.identify` against the head), so that
+    what is kept beside the revision (its doubts) can name them."""
+    image_id, base = image.id, image.revision
+    was = CaptionStatus(image.status)
+    previous = parse(head) if head is not None else None
+    final = _withdrawn(was, status, False, stored, previous) or _next_status(image, status, author)
+    if final == CaptionStatus.needs_review and was == CaptionStatus.approved:
+        note = "; ".join(n for n in (note, APPROVAL_WITHDRAWN) if n)
+    # On the session's connection, as a plain statement: through the ORM, each UPDATE
+    # flushed the session and looked for its rows among the loaded objects first.
+    moved = session.connection().execute(
+        update(Image.__table__)  # type: ignore[attr-defined]
+        .where(col(Image.id) == image_id, col(Image.revision) == base, col(Image.status) == was)
+        .values(revision=base + 1, status=final, **(values or {}))
+    )
+    if moved.rowcount != 1:
+        return None
+    session.expire(image)
+    return {
+        "image_id": image_id,
+        "number": base + 1,
+        "caption": stored.model_dump_json(),
+        "author": author,
+        "action": action,
+        "undo_to": base or None,
+        "redo_to": None,
+        "note": note,
+        "batch": None,
+        "doubts": doubts,
+        "created_at": utcnow(),
+    }
+
+
+def insert_revisions(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Adds the revisions `append_read` made, in one statement."""
+    if rows:
+        session.connection().execute(insert(CaptionRevision.__table__), rows)  # type: ignore[attr-defined]
 
 
 def undo(session: Session, *, image: Image, dataset: Dataset, base: int) -> CaptionView:

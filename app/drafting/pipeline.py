@@ -12,18 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine as DBEngine
 from sqlmodel import Session, col, select
 
-from app.captions import doubts, revisions
+from app.captions import diff, doubts, revisions
 from app.captions.schema import Caption
 from app.captions.style_block import block_of
 from app.drafting.jobs import (
@@ -44,6 +45,7 @@ from app.images.store import ContentStore
 from app.models import (
     Action,
     Author,
+    CaptionRevision,
     CaptionStatus,
     Dataset,
     DraftItem,
@@ -85,9 +87,6 @@ def run_job(
     """
     clock = Clock(timings)
     worker = worker or worker_id()
-    with Session(db) as session:
-        if get_job(session, job_id).total >= POOL_FROM:
-            _warm(_palette_pool())  # its processes start while the first batch drafts
     engine.new_job()  # an engine kept from an earlier job counts this one from zero
     write_server_stats(db, job_id, engine.server_stats())
     with ThreadPoolExecutor(1, thread_name_prefix="atelier-load") as pool:
@@ -118,8 +117,13 @@ def run_job(
                     # In line (the first batch): the engine starts as soon as the images are
                     # decoded; their palettes are prepared on the thread while it drafts.
                     with clock("load_in_line_s"):
-                        loaded = _load(db, job_id, ids, engine, store, max_pixels, palettes=False)
-                    loaded.palettes = pool.submit(_palettes, loaded)
+                        loaded = _load(
+                            db, job_id, ids, engine, store, max_pixels, palettes=False, clock=clock
+                        )
+                    if len(loaded.inputs) >= POOL_FROM:
+                        # Not before: on a few cores, starting them delayed the first batch.
+                        _warm(_palette_pool())
+                    loaded.palettes = pool.submit(_palettes, loaded, max_pixels)
                 with clock("queue_s"):
                     following = _queued(session, job, size, leaving=ids)
                 upcoming = [i.id for i in following if i.id is not None]
@@ -201,6 +205,7 @@ class _Loaded:
     item_ids: list[int]
     inputs: list[DraftInput] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)  # the item ids of `inputs`, in order
+    blobs: list[Path] = field(default_factory=list)  # the stored file of each of `inputs`
     missing: list[int] = field(default_factory=list)  # items whose stored file is gone
     # Each input's working copy and image palette, by item id (`_palettes`).
     palettes: Future[dict[int, Pixels]] | dict[int, Pixels] = field(default_factory=dict)
@@ -218,21 +223,31 @@ def _load(
     max_pixels: int,
     ahead: bool = False,
     palettes: bool = True,
+    clock: Clock | None = None,
 ) -> _Loaded:
     """Reads and decodes a batch's images, several at a time (Pillow decodes and resizes
     without holding the GIL); loaded `ahead`, hands them to the engine to prepare, then
-    prepares their palettes (unless not `palettes`)."""
+    prepares their palettes (unless not `palettes`). The batch's items and images are read
+    in one query."""
+    clock = clock or Clock()
     loaded = _Loaded(item_ids)
     side = decoded_side(max_pixels)
     found: list[tuple[int, Path, str]] = []
-    with Session(db) as session:
+    with clock("load_read_s"), Session(db) as session:
         job = get_job(session, job_id)
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset is not None
         block = block_of(dataset)
+        images = {
+            item_id: image
+            for item_id, image in session.exec(
+                select(DraftItem.id, Image)
+                .join(Image, col(Image.id) == DraftItem.image_id)
+                .where(col(DraftItem.id).in_(item_ids))
+            )
+        }
         for item_id in item_ids:
-            item = session.get(DraftItem, item_id)
-            image = session.get(Image, item.image_id) if item else None
+            image = images.get(item_id)
             blob = store.blob_path(image.sha256) if image else None
             if image is None or blob is None or not blob.is_file():
                 loaded.missing.append(item_id)
@@ -250,15 +265,16 @@ def _load(
         return display_rgb(blob.read_bytes(), max_side=side)
 
     # In line, the GPU waits for these: every core; ahead, it is drafting: fewer.
-    with _threads(len(found), every_core=not ahead) as pool:
+    with clock("load_decode_s"), _threads(len(found), every_core=not ahead) as pool:
         decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
-    for (item_id, _, prompt), rgb in zip(found, decoded, strict=True):
+    for (item_id, blob, prompt), rgb in zip(found, decoded, strict=True):
         loaded.inputs.append(DraftInput(rgb, prompt))
         loaded.ready.append(item_id)
+        loaded.blobs.append(blob)
     if ahead and loaded.inputs:
         engine.prefetch(loaded.inputs)
     if palettes:
-        loaded.palettes = _palettes(loaded)
+        loaded.palettes = _palettes(loaded, max_pixels)
     return loaded
 
 
@@ -268,11 +284,53 @@ def decoded_side(max_pixels: int) -> int:
     return int(max_pixels**0.5 * 1.5)
 
 
-def _palettes(loaded: _Loaded) -> dict[int, Pixels]:
-    """Each image's palette working copy, made from the image decoded for the model."""
-    with _threads(len(loaded.inputs)) as pool:
-        pixels = list(pool.map(Pixels, [i.image for i in loaded.inputs]))
+def _palettes(loaded: _Loaded, max_pixels: int) -> dict[int, Pixels]:
+    """Each image's palette working copy, made from the image as decoded for the model.
+
+    Made while the engine drafts: in the shared process pool from POOL_FROM images, each
+    decoded again there (sending the decoded images would cost more), LOAD_THREADS at a time,
+    so that neither the engine's thread nor the cores its step loop and grammar use wait
+    for them; on threads, they held the engine's GIL (their median cut and CIELAB are
+    Python). Threads for a few images, or where there is no pool."""
+    pool = _palette_pool() if len(loaded.inputs) >= POOL_FROM else None
+    if pool is not None:
+        return dict(zip(loaded.ready, _pixels_in(pool, loaded, max_pixels), strict=True))
+    with _threads(len(loaded.inputs)) as threads:
+        pixels = list(threads.map(Pixels, [i.image for i in loaded.inputs]))
     return dict(zip(loaded.ready, pixels, strict=True))
+
+
+def _pixels_in(pool: Executor, loaded: _Loaded, max_pixels: int) -> list[Pixels]:
+    """`_pixels_of` each of the batch's files in `pool`, LOAD_THREADS in flight at most."""
+    room = threading.BoundedSemaphore(LOAD_THREADS)
+    futures: list[Future[Pixels] | None] = []
+    for blob in loaded.blobs:
+        room.acquire()
+        try:
+            future = pool.submit(_pixels_of, blob, decoded_side(max_pixels))
+        except (BrokenProcessPool, RuntimeError):
+            room.release()
+            futures.append(None)
+            continue
+        future.add_done_callback(lambda _: room.release())
+        futures.append(future)
+    return [_made(f, i.image) for f, i in zip(futures, loaded.inputs, strict=True)]
+
+
+def _made(future: Future[Pixels] | None, image: Any) -> Pixels:
+    """The working copy the pool made, or, where it could not (the file gone since it was
+    loaded, the pool broken), one made here from the image decoded for the model."""
+    if future is not None:
+        try:
+            return future.result()
+        except Exception:
+            log.warning("palettes: an image's working copy failed in the pool", exc_info=True)
+    return Pixels(image)
+
+
+def _pixels_of(blob: Path, side: int) -> Pixels:
+    """The palette working copy of the image as `_load` decodes it for the model."""
+    return Pixels(display_rgb(blob.read_bytes(), max_side=side))
 
 
 def _threads(n: int, every_core: bool = False) -> ThreadPoolExecutor:
@@ -314,14 +372,17 @@ def _draft_batch(
     with clock("engine_s"):
         outputs = engine.draft(loaded.inputs)
     job.drafting_seconds += time.perf_counter() - started
+    with clock("palettes_and_land_s"), clock("palettes_wait_image_s"):
+        pixels = loaded.pixels()
+    # The element palettes need the boxes only: made while the engine reads the texts again.
+    filled = _filled(pixels, loaded, outputs)
     started = time.perf_counter()
     with clock("second_reading_s"):
         readings = _second_readings(engine, loaded, outputs) if dataset.second_reading else {}
     # The second readings are engine time too: the job's images/s counts them.
     job.drafting_seconds += time.perf_counter() - started
     with clock("palettes_and_land_s"):
-        filled = _filled(loaded, outputs, clock)
-        _land_all(session, job, dataset, items, loaded, outputs, filled, readings)
+        _land_all(session, job, dataset, items, loaded, outputs, filled, readings, clock)
 
 
 def _land_all(
@@ -333,14 +394,29 @@ def _land_all(
     outputs: list[DraftOutput],
     filled: Iterator[Caption],
     readings: dict[int, dict[int, str | None]],
+    clock: Clock | None = None,
 ) -> None:
     """Each output landed as its image's new revision (with its doubts), or its item retried
     or failed; `filled` gives the drafted captions with their palettes, in order, as they are
-    made."""
+    made.
+
+    The batch's images and their newest revisions are read in one query, each image moved
+    to its new revision by one conditional UPDATE as its caption comes, and the revisions
+    added in one statement at the end: one at a time through the ORM, landing 256 drafts
+    took 1.3 s of the job's own thread on a 2-core machine (bench/draft_pipeline.py). An
+    image that changed since it was read lands by `_land`, which reads it again."""
+    clock = clock or Clock()
+    drafted = [
+        items[i].image_id
+        for i, out in zip(loaded.ready, outputs, strict=True)
+        if out.caption is not None
+    ]
+    with clock("land_s"):
+        read = {} if job.trial else revisions.heads_of(session, drafted)
+    rows: list[dict[str, Any]] = []
+    landed: set[int] = set()
     for item_id, out in zip(loaded.ready, outputs, strict=True):
         item = items[item_id]
-        image = session.get(Image, item.image_id)
-        assert image is not None
         item.attempts += 1
         if out.caption is None:
             if item.attempts < MAX_ATTEMPTS:
@@ -349,17 +425,78 @@ def _land_all(
                 _finish(job, item, ItemStatus.failed, error=out.error, raw=out.raw)
             session.add(item)
             continue
-        _land(
-            session,
-            job,
-            item,
-            image,
-            dataset,
-            next(filled),
-            confidence=out.confidence,
-            readings=readings.get(item_id),
-        )
+        with clock("palettes_elements_s"):
+            caption = next(filled)
+        with clock("land_s"):
+            pair = read.get(item.image_id) if item.image_id not in landed else None
+            row = _land_read(session, job, item, pair, dataset, caption, out, readings.get(item_id))
+            if row is False:
+                image = session.get(Image, item.image_id)
+                assert image is not None
+                revisions.insert_revisions(session, rows)  # what `_land` reads must be there
+                rows = []
+                _land(
+                    session,
+                    job,
+                    item,
+                    image,
+                    dataset,
+                    caption,
+                    confidence=out.confidence,
+                    readings=readings.get(item_id),
+                )
+            elif row is not None:
+                rows.append(row)
+            landed.add(item.image_id)
         session.add(item)
+    with clock("land_s"):
+        revisions.insert_revisions(session, rows)
+
+
+def _land_read(
+    session: Session,
+    job: DraftJob,
+    item: DraftItem,
+    pair: tuple[Image, CaptionRevision | None] | None,
+    dataset: Dataset,
+    caption: Caption,
+    out: DraftOutput,
+    readings: dict[int, str | None] | None,
+) -> dict[str, Any] | None | Literal[False]:
+    """`_land` for an image read with its newest revision by `revisions.heads_of`: the new
+    revision's row to add; None if the item was skipped; False where `_land` must decide (the
+    image was not read, or it changed since)."""
+    if pair is None:
+        return False
+    image, head = pair
+    human = head is not None and head.author == Author.user
+    approved = image.status == CaptionStatus.approved
+    if (human or approved) and not job.overwrite_edited:
+        why = "approved" if approved else "edited by hand"
+        _finish(job, item, ItemStatus.skipped, error=f"kept: the caption is {why}")
+        return None
+    stored = diff.identify(
+        revisions.stored_for(caption, dataset),
+        like=revisions.parse(head) if head is not None else None,
+    )
+    found = doubts.build(stored=stored, confidence=out.confidence, readings=readings)
+    row = revisions.append_read(
+        session,
+        image=image,
+        head=head,
+        stored=stored,
+        author=Author.engine,
+        action=Action.draft,
+        status=CaptionStatus.draft,
+        note=f"{job.engine} {job.model}",
+        doubts=found.to_json() if found else None,
+        values={"draft_least": found.least if found else None},
+    )
+    if row is None:
+        return False
+    item.revision = row["number"]
+    _finish(job, item, ItemStatus.done)
+    return row
 
 
 def _second_readings(
@@ -391,29 +528,41 @@ def _second_readings(
 
 
 def _filled(
-    loaded: _Loaded, outputs: list[DraftOutput], clock: Clock | None = None
+    pixels: dict[int, Pixels], loaded: _Loaded, outputs: list[DraftOutput]
 ) -> Iterator[Caption]:
-    """Each drafted caption, in order, with its palettes filled from the pixels: the image
+    """Each drafted caption, in order, with its palettes filled from `pixels`: the image
     palette made while the batch drafted (`_palettes`), and each boxed element's from its
     crop, yielded as each is ready so that the captions before it land meanwhile.
 
     The element palettes are made in the shared process pool, on every core (the GPU waits
-    for them): their Python parts (sampling, CIELAB, merging) hold the GIL, so on threads a
-    batch of 256 drafts with eight boxes each took 4.5 s after the engine on a 16-core H100
-    host, landing included (bench/draft_job.py --boxes 8). Threads where there is no pool."""
-    with (clock or Clock())("palettes_wait_image_s"):
-        pixels = loaded.pixels()
+    for them), from the call on: their Python parts (sampling, CIELAB, merging) hold the GIL,
+    so on threads a batch of 256 drafts with eight boxes each took 4.5 s after the engine on
+    a 16-core H100 host, landing included (bench/draft_job.py --boxes 8). Threads, from the
+    first caption asked for, where there is no pool."""
     drafted = [
         (item_id, out.caption)
         for item_id, out in zip(loaded.ready, outputs, strict=True)
         if out.caption is not None
     ]
-    given = 0
     pool = _palette_pool() if len(drafted) >= POOL_FROM else None
+    made: Iterator[Caption] | None = None
     if pool is not None:
         captions = [caption for _, caption in drafted]
+        try:  # submitted now, every one
+            made = pool.map(fill_palettes, captions, [pixels[i] for i, _ in drafted])
+        except BrokenProcessPool:
+            log.warning("palettes: the process pool broke; on threads", exc_info=True)
+    return _yielded(made, drafted, pixels)
+
+
+def _yielded(
+    made: Iterator[Caption] | None, drafted: list[tuple[int, Caption]], pixels: dict[int, Pixels]
+) -> Iterator[Caption]:
+    """The captions `made` in the pool, and on threads those it did not make."""
+    given = 0
+    if made is not None:
         try:
-            for caption in pool.map(fill_palettes, captions, [pixels[i] for i, _ in drafted]):
+            for caption in made:
                 yield caption
                 given += 1
             return

@@ -17,6 +17,7 @@ from app.db import make_engine, migrate
 from app.drafting import jobs, pipeline
 from app.engines.interface import DraftInput, DraftOutput, Engine, parse_output
 from app.engines.schema import BoxConvention
+from app.images.decode import display_rgb
 from app.images.importer import import_sources
 from app.images.sources import walk_paths
 from app.images.store import content_store
@@ -85,7 +86,17 @@ def test_job_parts_are_timed_and_each_caption_gets_its_own_images_palettes(
     )
     assert ended.done == len(COLOURS), ended.error
     # Two batches: the first loaded in line, the second ahead; every part of the job counted.
-    assert {"engine_s", "load_in_line_s", "wait_ahead_s", "palettes_and_land_s"} <= set(parts)
+    assert {
+        "engine_s",
+        "load_in_line_s",
+        "load_read_s",
+        "load_decode_s",
+        "wait_ahead_s",
+        "palettes_and_land_s",
+        "palettes_wait_image_s",
+        "palettes_elements_s",
+        "land_s",
+    } <= set(parts)
     assert all(v >= 0 for v in parts.values())
     with Session(db) as session:
         images = session.exec(select(Image).order_by(Image.position)).all()
@@ -102,3 +113,41 @@ def test_job_parts_are_timed_and_each_caption_gets_its_own_images_palettes(
         assert caption.style.color_palette == [colour]
         assert [e.color_palette for e in caption.composition.elements] == [[colour], [colour]]
     db.dispose()
+
+
+def test_image_palettes_made_in_processes_equal_those_from_the_model_s_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Painting-like pictures (gradients, strokes), where a different decode or resize would
+    # give other colours: the processes decode the stored file again, as the load did.
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    blobs = []
+    for n in range(4):
+        y, x = np.mgrid[0:600, 0:900]
+        rgb = np.stack([(x * (n + 1)) % 256, (y * 2 + n * 40) % 256, (x + y) % 256], axis=-1)
+        rgb = (rgb + rng.integers(0, 40, rgb.shape)).clip(0, 255).astype("uint8")
+        blob = tmp_path / f"{n}.jpg"
+        PILImage.fromarray(rgb).save(blob, quality=85)
+        blobs.append(blob)
+    max_pixels = 400 * 400
+    side = pipeline.decoded_side(max_pixels)
+    loaded = pipeline._Loaded(item_ids=[10, 11, 12, 13])
+    for n, blob in enumerate(blobs):
+        loaded.inputs.append(DraftInput(display_rgb(blob.read_bytes(), max_side=side), ""))
+        loaded.ready.append(10 + n)
+        loaded.blobs.append(blob)
+    monkeypatch.setattr(pipeline, "POOL_FROM", 1000)
+    on_threads = pipeline._palettes(loaded, max_pixels)
+    monkeypatch.setattr(pipeline, "POOL_FROM", 2)
+    in_processes = pipeline._palettes(loaded, max_pixels)
+    assert list(in_processes) == [10, 11, 12, 13]
+    for item_id, pixels in in_processes.items():
+        assert pixels.palette == on_threads[item_id].palette
+        assert len(pixels.palette) > 1
+        assert pixels.img.tobytes() == on_threads[item_id].img.tobytes()
+    # A file gone since it was loaded: made from the image decoded for the model.
+    blobs[1].unlink()
+    gone = pipeline._palettes(loaded, max_pixels)
+    assert gone[11].palette == on_threads[11].palette
