@@ -175,7 +175,8 @@ gputests() {  # the tests marked gpu, on the card
     [ "$SMOKE" = 1 ] && return
     # The files whose tests are marked gpu (others import what the GPU machine lacks).
     bench gpu-tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
-        tests/drafting/test_jump_forward.py tests/drafting/test_local_engine.py
+        tests/drafting/test_jump_forward.py tests/drafting/test_local_engine.py \
+        tests/drafting/test_vision.py tests/drafting/test_kernels.py
 }
 
 for part in "$@"; do
