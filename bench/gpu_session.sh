@@ -164,6 +164,13 @@ confidence() {  # the baseline, then 2B at one image and the automatic batch, th
         "${base[@]}"
 }
 
+confidence-only() {  # the automatic batch alone, with and without the confidences: a ratio
+    # within one run, which needs no baseline
+    bench confidence-only-2b 200 "$PY" bench/draft.py "$SHAPE" --tokenizer qwen \
+        --models "$MODELS" --batches 0 --no-grammar-at -1 --confidence-at 0 \
+        --confidence-rounds 2 --stream-at ""
+}
+
 jump() {  # jump-forward at batch 1: each step length's time, drafts off and on, projection
     local shape=2b
     [ "$SMOKE" = 1 ] && shape=tiny
@@ -190,6 +197,7 @@ for part in "$@"; do
     cold) cold ;;
     qwen3) qwen3 ;;
     confidence) confidence ;;
+    confidence-only) confidence-only ;;
     jump) jump ;;
     gputests) gputests ;;
     *) echo "unknown part $part" | tee -a "$LOG" ;;
