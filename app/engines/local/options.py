@@ -23,5 +23,6 @@ class LocalOptions:
     min_steps: int = 0  # decode at least this many steps whatever stops (equal work a batch)
     confidence: bool = True  # each drafted token's log probability kept (the draft's doubts)
     # A one-image batch feeds the tokens the grammar forces with the token before them, in
-    # one forward (decoder.py); off until a GPU has timed it.
-    jump_forward: bool = False
+    # one forward (decoder.py): a real answer's 530 tokens in 305 forwards, where a forward
+    # of 12 tokens took 1.91 ms and one token 1.73 on an H200 (bench/jump_forward.py).
+    jump_forward: bool = True
