@@ -7,7 +7,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import IO, Annotated, Any, get_args
+from typing import IO, Annotated, Any, TypeVar, get_args
 
 import typer
 from pydantic import ValidationError
@@ -39,6 +39,8 @@ DEFAULT_DIALECT = DialectOption("official")
 DEFAULT_PLACEMENT = PlacementOption("aesthetics")
 
 
+T = TypeVar("T")
+DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset name")]
 DataDir = Annotated[
     Path | None,
     typer.Option(
@@ -83,6 +85,18 @@ def open_database(data_dir: Path | None) -> tuple[Settings, Any]:
     db = make_engine(settings)
     migrate(db)
     return settings, db
+
+
+def read_dataset(data_dir: Path | None, name: str, read: Callable[[Any, Any], T]) -> T:
+    """`read(session, dataset)` for the dataset named `name` in `data_dir`'s database (a
+    user error naming it where there is none)."""
+    from sqlmodel import Session
+
+    from app import datasets as ds
+
+    _, db = open_database(data_dir)
+    with Session(db) as session:
+        return read(session, ds.find_dataset(session, name))
 
 
 def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
@@ -201,7 +215,7 @@ def hold_data_dir(data_dir: Path, *, about: str) -> IO[str]:
 @user_errors
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive)")],
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     create: Annotated[bool, typer.Option(help="Create the dataset if it does not exist")] = False,
     bbox_format: Annotated[
         BoxFormatOption | None,
@@ -274,7 +288,7 @@ def import_(
 @cli.command("draft")
 @user_errors
 def draft(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     engine: Annotated[
         EngineOption | None, typer.Option(help="local (this machine's GPU) or openai (a server)")
     ] = None,
@@ -384,7 +398,7 @@ def draft(
 @cli.command("export")
 @user_errors
 def export(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     out: Annotated[
         Path, typer.Option("--out", help="Folder to write into, such as an AI-Toolkit checkout")
     ],
@@ -481,20 +495,15 @@ def export(
 @cli.command("lint")
 @user_errors
 def lint(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON list of findings")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Check a dataset is ready to train: errors stop an export, warnings are worth a look."""
-    from sqlmodel import Session
-
-    from app import datasets as ds
     from app.export.lint import as_json as findings_json
     from app.export.lint import lint_dataset
 
-    _, db = open_database(data_dir)
-    with Session(db) as session:
-        findings = lint_dataset(session, dataset=ds.find_dataset(session, dataset))
+    findings = read_dataset(data_dir, dataset, lambda s, d: lint_dataset(s, dataset=d))
     if as_json:
         typer.echo(findings_json(findings))
     else:
@@ -509,22 +518,17 @@ def lint(
 @cli.command("draft-report")
 @user_errors
 def draft_report(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """How good the drafts were: each reviewed draft against what was kept, per model."""
     import json
 
-    from sqlmodel import Session
-
-    from app import datasets as ds
     from app.drafting.report import draft_report as report_of
     from app.drafting.report import prompt_label
 
-    _, db = open_database(data_dir)
-    with Session(db) as session:
-        groups = report_of(session, dataset=ds.find_dataset(session, dataset))
+    groups = read_dataset(data_dir, dataset, lambda s, d: report_of(s, dataset=d))
     if as_json:
         rows = [g.as_dict() | {"prompt_label": prompt_label(g.prompt)} for g in groups]
         typer.echo(json.dumps(rows, indent=2))
@@ -554,7 +558,7 @@ def draft_report(
 @cli.command("doubts")
 @user_errors
 def doubts_list(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many images")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="The list as JSON")] = False,
     data_dir: DataDir = None,
@@ -563,14 +567,9 @@ def doubts_list(
     readings of text that differ from the draft, least sure first."""
     import json
 
-    from sqlmodel import Session
-
-    from app import datasets as ds
     from app.captions.review_first import to_check
 
-    _, db = open_database(data_dir)
-    with Session(db) as session:
-        images = to_check(session, dataset=ds.find_dataset(session, dataset), limit=limit)
+    images = read_dataset(data_dir, dataset, lambda s, d: to_check(s, dataset=d, limit=limit))
     if as_json:
         typer.echo(json.dumps(images, indent=2))
         return
@@ -646,7 +645,7 @@ def spelling_check(
 @cli.command("palettes")
 @user_errors
 def palettes(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     undo: Annotated[
         str | None, typer.Option("--undo", help="Undo the fill of this batch instead")
     ] = None,
@@ -705,7 +704,7 @@ def list_datasets(data_dir: DataDir = None) -> None:
 @cli.command("train")
 @user_errors
 def train(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     profile: Annotated[
         ProfileOption, typer.Option(help="Your GPU's memory: tunes the training YAML")
     ] = DEFAULT_PROFILE,
@@ -951,7 +950,7 @@ def resume_run(
 @cli.command("check-export")
 @user_errors
 def check_export(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name")],
+    dataset: DatasetName,
     folder: Annotated[
         Path | None,
         typer.Option(

@@ -13,7 +13,23 @@ from app.engines.schema import DraftLimits, worst_case_chars
 # Small bounds keep a random model's output (which fills every string to its limit) short;
 # the byte-level tokenizer spends up to 4 tokens on a character.
 MAX_CHARS, MAX_ELEMENTS = 12, 2
-TOKENS = 4 * worst_case_chars(DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS))
+LIMITS = DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS)
+TOKENS = 4 * worst_case_chars(LIMITS)
+
+
+def tiny_engine(folder: Path, **given: Any) -> Any:
+    """A local engine over a tiny model on the CPU, through the real loading path: two images
+    a batch, small images, the small bounds above; `given` overrides any of them."""
+    from app.engines.local.engine import LocalEngine
+
+    values: dict[str, Any] = {
+        "device": "cpu",
+        "batch_size": 2,
+        "max_pixels": 64 * 28 * 28,
+        "max_new_tokens": TOKENS,
+        "limits": LIMITS,
+    }
+    return LocalEngine.load(str(folder), **(values | given))
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +87,30 @@ def draft_settings(tmp_path: Path, tiny_qwen2vl: Path) -> Settings:
         if k.startswith("ATELIER_")
     }
     return Settings(data_dir=tmp_path / "data", import_workers=2, _env_file=None, **values)  # type: ignore[call-arg]
+
+
+def colour_dataset(tmp_path: Path, colours: list[str], name: str) -> tuple[Any, Settings, int]:
+    """A real data folder whose dataset `name` holds one 320x240 PNG of each colour (named
+    0.png, 1.png... in order), imported as a user imports: its database, settings and the
+    dataset's id."""
+    from PIL import Image as PILImage
+    from sqlmodel import Session
+
+    from app import datasets as ds
+    from app.db import make_engine, migrate
+    from app.images.importer import import_sources
+    from app.images.sources import walk_paths
+
+    folder = tmp_path / "src"
+    folder.mkdir(parents=True)
+    for n, colour in enumerate(colours):
+        PILImage.new("RGB", (320, 240), colour).save(folder / f"{n}.png")
+    settings = Settings(data_dir=tmp_path / "data", import_workers=1, _env_file=None)  # type: ignore[call-arg]
+    db = make_engine(settings)
+    migrate(db)
+    with Session(db) as session:
+        dataset = ds.create_dataset(session, name=name)
+        sources, _ = walk_paths([folder])
+        import_sources(session, settings=settings, dataset=dataset, sources=sources)
+        assert dataset.id is not None
+        return db, settings, dataset.id

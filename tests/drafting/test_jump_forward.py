@@ -23,10 +23,8 @@ from app.engines.interface import DraftInput  # noqa: E402
 from app.engines.local.decoder import MAX_FEED, Decoder, Matchers  # noqa: E402
 from app.engines.local.engine import LocalEngine  # noqa: E402
 from app.engines.local.options import LocalOptions  # noqa: E402
-from app.engines.schema import DraftLimits  # noqa: E402
+from tests.drafting.conftest import LIMITS, tiny_engine  # noqa: E402
 
-MAX_CHARS, MAX_ELEMENTS = 12, 2
-LIMITS = DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS)
 ANSWER = {
     "high_level_description": 'A sign: "ROMA"',
     "style_description": {
@@ -162,13 +160,10 @@ def test_a_jumping_draft_replayed_from_graphs_decodes_like_one_token_a_step() ->
 
 
 def _engine(folder: Path, jump: bool, tokens: int = 600) -> LocalEngine:
-    return LocalEngine.load(
-        str(folder),
-        device="cpu",
+    return tiny_engine(
+        folder,
         batch_size=1,
-        max_pixels=64 * 28 * 28,
         max_new_tokens=tokens,
-        limits=LIMITS,
         options=LocalOptions(jump_forward=jump),
     )
 
@@ -306,13 +301,9 @@ def test_a_jumping_draft_carries_its_fields_confidences(tiny_qwen2vl: Path) -> N
 
 
 def test_a_batch_of_several_rows_does_not_jump(tiny_qwen2vl: Path) -> None:
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        batch_size=2,
-        max_pixels=64 * 28 * 28,
+    engine = tiny_engine(
+        tiny_qwen2vl,
         max_new_tokens=600,
-        limits=LIMITS,
         options=LocalOptions(jump_forward=True),
     )
     batch = engine._prepare(images())

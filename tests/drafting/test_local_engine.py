@@ -16,10 +16,8 @@ from app.engines.local.decoder import Matchers
 from app.engines.local.engine import LocalEngine
 from app.engines.local.options import LocalOptions
 from app.engines.schema import DraftLimits
-from tests.drafting.conftest import MAX_CHARS, MAX_ELEMENTS, TOKENS
+from tests.drafting.conftest import LIMITS, MAX_CHARS, MAX_ELEMENTS, TOKENS, tiny_engine
 from tests.drafting.kernel_checks import image_prompts
-
-LIMITS = DraftLimits.scaled(max_chars=MAX_CHARS, max_elements=MAX_ELEMENTS)
 
 
 def images() -> list[DraftInput]:
@@ -72,14 +70,7 @@ def test_every_output_is_schema_valid_json(family: str, request: pytest.FixtureR
 def test_each_image_gets_its_own_draft_whatever_the_order(tiny_qwen2vl: Path) -> None:
     # The engine drafts images of one size side by side (sorted by size, in batches of 2
     # here): every output must still come back in the place of its own image.
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        batch_size=2,
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=LIMITS,
-    )
+    engine = tiny_engine(tiny_qwen2vl)
     given = images() + [images()[1]]  # two images of one size, apart
     forward = [o.raw for o in engine.draft(given)]
     backward = [o.raw for o in engine.draft(given[::-1])][::-1]
@@ -126,18 +117,17 @@ def test_tiny_models_around_the_real_qwen_files_draft_valid_captions(
     special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     ids = [i for i in range(len(tokenizer)) if i not in special]
     assert engine.grammar is not None
-    assert engine._token_bytes(ids) == engine._bytes_from_strings(ids)
+    looked_up = engine._token_bytes(ids)
+    assert looked_up == engine._bytes_from_strings(ids)
+    assert all(b is engine.grammar.vocab[i] for i, b in zip(ids[:1000], looked_up, strict=False))
 
 
 def test_the_compiled_grammar_is_kept_for_the_next_start(
     tiny_qwen2vl: Path, tmp_path: Path
 ) -> None:
     def start(limits: DraftLimits = LIMITS) -> LocalEngine:
-        return LocalEngine.load(
-            str(tiny_qwen2vl),
-            device="cpu",
-            max_pixels=64 * 28 * 28,
-            max_new_tokens=TOKENS,
+        return tiny_engine(
+            tiny_qwen2vl,
             limits=limits,
             cache_dir=tmp_path / "cache",
         )
@@ -591,14 +581,7 @@ def test_images_are_given_at_most_the_pixels_asked_for(
 def test_read_texts_reads_each_crop_alone_in_order(tiny_qwen2vl: Path) -> None:
     # The second reading runs the real decode path without the caption's grammar: one answer
     # per crop, in the crops' order whatever the batches (of 2 here).
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        batch_size=2,
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=LIMITS,
-    )
+    engine = tiny_engine(tiny_qwen2vl)
     crops = [Image.new("RGB", (90 + 30 * i, 60), (50 * i, 120, 200 - 40 * i)) for i in range(3)]
     forward = engine.read_texts(crops)
     backward = engine.read_texts(crops[::-1])
@@ -616,13 +599,9 @@ def test_a_recorded_token_probability_is_the_softmax_of_its_step_s_logits(
     # and the tokens drafted (no grammar here, so nothing is masked).
     import torch
 
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
+    engine = tiny_engine(
+        tiny_qwen2vl,
         batch_size=1,
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=LIMITS,
     )
     batch = engine._prepare([images()[0]])
     result = engine.decoder.run(batch, max_new_tokens=12, closing=False)
@@ -646,14 +625,7 @@ def test_a_recorded_token_probability_is_the_softmax_of_its_step_s_logits(
 
 
 def test_a_local_draft_carries_its_fields_confidences(tiny_qwen2vl: Path) -> None:
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        batch_size=2,
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=LIMITS,
-    )
+    engine = tiny_engine(tiny_qwen2vl)
     outputs = [o for o in engine.draft(images()[:2]) if o.caption is not None]
     assert outputs
     for out in outputs:
@@ -666,13 +638,8 @@ def test_a_local_draft_carries_its_fields_confidences(tiny_qwen2vl: Path) -> Non
 def test_confidence_can_be_switched_off_for_its_benchmark(tiny_qwen2vl: Path) -> None:
     from app.engines.local.options import LocalOptions
 
-    engine = LocalEngine.load(
-        str(tiny_qwen2vl),
-        device="cpu",
-        batch_size=2,
-        max_pixels=64 * 28 * 28,
-        max_new_tokens=TOKENS,
-        limits=LIMITS,
+    engine = tiny_engine(
+        tiny_qwen2vl,
         options=LocalOptions(confidence=False),
     )
     outputs = [o for o in engine.draft(images()[:2]) if o.caption is not None]

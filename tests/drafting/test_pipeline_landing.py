@@ -18,15 +18,13 @@ from app import datasets as ds
 from app.captions import revisions
 from app.captions.schema import Caption
 from app.config import Settings
-from app.db import make_engine, migrate
 from app.drafting import jobs, pipeline
 from app.engines.confidence import Confidence
 from app.engines.interface import DraftInput, DraftOutput, Engine, parse_output
 from app.engines.schema import BoxConvention
-from app.images.importer import import_sources
-from app.images.sources import walk_paths
 from app.images.store import content_store
 from app.models import CaptionRevision, CaptionStatus, DraftItem, Image, utcnow
+from tests.drafting.conftest import colour_dataset
 
 COLOURS = ["#C81E1E", "#1EC81E", "#1E1EC8", "#C8C81E", "#1EC8C8", "#C81EC8", "#808080"]
 
@@ -83,17 +81,9 @@ def _rgb(hex_colour: str) -> tuple[int, int, int]:
 def _fixture(tmp_path: Path) -> tuple[DBEngine, Settings, int]:
     """Seven images: 0 new, 1 written by hand, 2 approved, 3 an earlier draft, 4 unusable
     twice, 5 to be trashed after each job is made, 6 its stored file to go."""
-    folder = tmp_path / "src"
-    folder.mkdir(parents=True)
-    for n, colour in enumerate(COLOURS):
-        PILImage.new("RGB", (320, 240), colour).save(folder / f"{n}.png")
-    settings = Settings(data_dir=tmp_path / "data", import_workers=1, _env_file=None)  # type: ignore[call-arg]
-    db = make_engine(settings)
-    migrate(db)
+    db, settings, dataset_id = colour_dataset(tmp_path, COLOURS, "Landing")
     with Session(db) as session:
-        dataset = ds.create_dataset(session, name="Landing")
-        sources, _ = walk_paths([folder])
-        import_sources(session, settings=settings, dataset=dataset, sources=sources)
+        dataset = ds.get_dataset(session, dataset_id)
         img = list(session.exec(select(Image).order_by(col(Image.position))).all())
         hand = Caption(high_level_description="written by hand")
         revisions.save(session, image=img[1], dataset=dataset, caption=hand, base=0)
@@ -111,8 +101,6 @@ def _fixture(tmp_path: Path) -> tuple[DBEngine, Settings, int]:
             action=revisions.Action.draft,
             status=CaptionStatus.draft,
         )
-        dataset_id = dataset.id
-        assert dataset_id is not None
     return db, settings, dataset_id
 
 

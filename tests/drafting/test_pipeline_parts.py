@@ -12,16 +12,13 @@ from sqlmodel import Session, select
 
 from app import datasets as ds
 from app.captions import revisions
-from app.config import Settings
-from app.db import make_engine, migrate
 from app.drafting import jobs, pipeline
 from app.engines.interface import DraftInput, DraftOutput, Engine, parse_output
 from app.engines.schema import BoxConvention
 from app.images.decode import display_rgb
-from app.images.importer import import_sources
-from app.images.sources import walk_paths
 from app.images.store import content_store
 from app.models import Image, ItemStatus
+from tests.drafting.conftest import colour_dataset
 
 COLOURS = ["#C81E1E", "#1EC81E", "#1E1EC8", "#C8C81E", "#1EC8C8", "#C81EC8"]
 
@@ -59,17 +56,9 @@ def test_job_parts_are_timed_and_each_caption_gets_its_own_images_palettes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool_from: int
 ) -> None:
     monkeypatch.setattr(pipeline, "POOL_FROM", pool_from)
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for n, colour in enumerate(COLOURS):
-        PILImage.new("RGB", (320, 240), colour).save(folder / f"{n}.png")
-    settings = Settings(data_dir=tmp_path / "data", import_workers=1, _env_file=None)  # type: ignore[call-arg]
-    db = make_engine(settings)
-    migrate(db)
+    db, settings, dataset_id = colour_dataset(tmp_path, COLOURS, "Colours")
     with Session(db) as session:
-        dataset = ds.create_dataset(session, name="Colours")
-        sources, _ = walk_paths([folder])
-        import_sources(session, settings=settings, dataset=dataset, sources=sources)
+        dataset = ds.get_dataset(session, dataset_id)
         job = jobs.create_job(
             session, dataset=dataset, engine="local", model="stand", batch_size=4, scope="all"
         )
