@@ -10,7 +10,8 @@
 # runs), job (a whole job of 256 images with
 # eight boxes a draft, part by part), click (a click to its first caption through the app, no
 # drafting process running), cold (a saved model to its first caption), qwen3 (Qwen3-VL-8B and
-# -4B at the automatic batch and one image), jump (jump-forward at batch 1: each step
+# -4B at the automatic batch and one image), big (7B likewise), pool (the job's CPU side on
+# this host's cores: bench/palette_pool.py, bench/draft_pipeline.py), jump (jump-forward at batch 1: each step
 # length's time, one-image drafts with it off and on, a real answer's projected re-draft),
 # gputests (the tests marked gpu), job-before / click-before (the same from the
 # checkout in $BEFORE, for a before/after in one call).
@@ -171,6 +172,21 @@ confidence-only() {  # the automatic batch alone, with and without the confidenc
         --confidence-rounds 2 --stream-at ""
 }
 
+big() {  # 7B (the Qwen2-VL shape) at the automatic batch and one image
+    local shape=7b
+    [ "$SMOKE" = 1 ] && shape=tiny
+    bench "draft-$shape" 200 "$PY" bench/draft.py "$shape" --tokenizer qwen --models "$MODELS" \
+        --batches 0,1 --no-grammar-at -1 --stream-at ""
+}
+
+pool() {  # the job's CPU side on this host's cores: the element palettes several ways, then
+    # the pipeline around a stand-in engine drafting at 2B's rate
+    local n=256
+    [ "$SMOKE" = 1 ] && n=32
+    bench palette-pool 150 "$PY" bench/palette_pool.py --drafts "$n" --rounds 2
+    bench draft-pipeline 150 "$PY" bench/draft_pipeline.py --images "$n" --batch "$n"
+}
+
 jump() {  # jump-forward at batch 1: each step length's time, drafts off and on, projection
     local shape=2b
     [ "$SMOKE" = 1 ] && shape=tiny
@@ -199,6 +215,8 @@ for part in "$@"; do
     confidence) confidence ;;
     confidence-only) confidence-only ;;
     jump) jump ;;
+    big) big ;;
+    pool) pool ;;
     gputests) gputests ;;
     *) echo "unknown part $part" | tee -a "$LOG" ;;
     esac

@@ -1,0 +1,140 @@
+"""Where the element palettes' time goes after the engine, on this host's cores.
+
+A drafting job makes each draft's element palettes (one per boxed element, from crops of the
+image's 512 px working copy) once the engine has returned the boxes, and the GPU waits for
+them. This measures that step alone, on the CPU, several ways in one run:
+
+- one_core: every draft's palettes one after the other in this process (the work itself);
+- pipeline: the job's own code (`pipeline._filled`, the shared process pool, one process a
+  core), consumed in order as the job consumes it;
+- traced: the same pool and calls, each task timing itself inside its worker, which says
+  how busy the workers were (busy / (wall x workers)), when the first task started, and
+  how long a task took there against one core's;
+- threads: a thread a core in this process (Pillow's median cut releases the GIL; the rest
+  holds it).
+
+Painting-like 1024 px JPEGs (bench/import.py's), decoded as a job decodes them, drafts of
+--elements boxes from bench/draft_pipeline.py.
+
+    python bench/palette_pool.py [--drafts 256] [--elements 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.config import Settings  # noqa: E402
+from app.drafting import pipeline  # noqa: E402
+from app.engines.interface import DraftInput, DraftOutput, parse_output  # noqa: E402
+from app.images.decode import display_rgb  # noqa: E402
+from app.images.palettes import Pixels, fill_palettes  # noqa: E402
+
+write_jpegs = importlib.import_module("bench.import").write_jpegs
+answer = importlib.import_module("bench.draft_pipeline").answer
+
+
+def traced_fill(caption: Any, pixels: Pixels) -> tuple[int, float, float]:
+    """`fill_palettes` in a worker: its pid and when it started and ended (CLOCK_MONOTONIC,
+    the same clock in every process of a Linux host)."""
+    started = time.monotonic()
+    fill_palettes(caption, pixels)
+    return os.getpid(), started, time.monotonic()
+
+
+def noop() -> int:
+    return os.getpid()
+
+
+def cores() -> dict[str, Any]:
+    """What this process may use: the CPU count, its affinity, and a cgroup quota if any."""
+    quota = None
+    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+        try:
+            quota = Path(path).read_text().strip()
+            break
+        except OSError:
+            pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "cgroup_cpu_max": quota,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--drafts", type=int, default=256)
+    ap.add_argument("--elements", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    n = args.drafts
+    side = pipeline.decoded_side(Settings().draft_max_pixels)  # type: ignore[call-arg]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp), n)
+        pixels = [Pixels(display_rgb(p.read_bytes(), max_side=side)) for p in paths]
+    caption = parse_output(answer(args.elements), convention="qwen2vl").caption
+    assert caption is not None
+    captions = [caption] * n
+    loaded = pipeline._Loaded(item_ids=list(range(n)), ready=list(range(n)))
+    loaded.inputs = [DraftInput(p.img, "") for p in pixels]
+    outputs = [DraftOutput(caption=caption, raw="") for _ in range(n)]
+    by_id = dict(enumerate(pixels))
+
+    pool = pipeline._palette_pool()
+    assert pool is not None, "one core: no pool to measure"
+    workers = os.cpu_count() or 1
+    pipeline._warm(pool)
+    wait([pool.submit(noop) for _ in range(workers * 4)])
+
+    out: dict[str, Any] = {"drafts": n, "elements": args.elements, **cores(), "rounds": []}
+    for _ in range(args.rounds):
+        r: dict[str, Any] = {}
+        t = time.perf_counter()
+        for c, p in zip(captions, pixels, strict=True):
+            fill_palettes(c, p)
+        one_core = time.perf_counter() - t
+        r["one_core_s"] = round(one_core, 3)
+
+        t = time.perf_counter()
+        got = list(pipeline._filled(by_id, loaded, outputs))
+        r["pipeline_s"] = round(time.perf_counter() - t, 3)
+        assert len(got) == n
+
+        t0 = time.monotonic()
+        spans = list(pool.map(traced_fill, captions, pixels))
+        wall = time.monotonic() - t0
+        busy = sum(end - start for _, start, end in spans)
+        r["traced_s"] = round(wall, 3)
+        r["traced_processes"] = len({pid for pid, _, _ in spans})
+        r["traced_busy_of_wall_x_workers"] = round(busy / (wall * workers), 3)
+        r["traced_first_start_ms"] = round((min(s for _, s, _ in spans) - t0) * 1000, 1)
+        r["traced_last_end_ms"] = round((max(e for _, _, e in spans) - t0) * 1000, 1)
+        r["traced_task_ms_median"] = round(statistics.median(e - s for _, s, e in spans) * 1000, 2)
+        r["one_core_task_ms"] = round(one_core / n * 1000, 2)
+
+        with ThreadPoolExecutor(workers) as threads:
+            t = time.perf_counter()
+            list(threads.map(fill_palettes, captions, pixels))
+            r["threads_s"] = round(time.perf_counter() - t, 3)
+        r["pipeline_of_ideal"] = round(one_core / workers / r["pipeline_s"], 3)
+        out["rounds"].append(r)
+        print(json.dumps(r), flush=True)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
