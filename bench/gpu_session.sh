@@ -7,14 +7,14 @@
 # Parts (in the order given): setup, draft2b (the house baseline, then 2B at the automatic
 # batch and one image, with and without the grammar, and at the automatic batch with and
 # without the confidences), confidence (the same without the grammar-less and streamed
-# runs), job (a whole job of 256 images with
-# eight boxes a draft, part by part), click (a click to its first caption through the app, no
-# drafting process running), cold (a saved model to its first caption), qwen3 (Qwen3-VL-8B and
-# -4B at the automatic batch and one image), big (7B likewise), pool (the job's CPU side on
-# this host's cores: bench/palette_pool.py, bench/draft_pipeline.py), jump (jump-forward at batch 1: each step
+# runs), job (a whole job of 256 images with eight boxes a draft, part by part), click (a
+# click to its first caption through the app, no drafting process running), cold (a saved
+# model to its first caption), qwen3 (Qwen3-VL-8B and -4B at the automatic batch and one
+# image), big (7B likewise), pool (the job's CPU side on this host's cores:
+# bench/job_cpu.py, bench/draft_pipeline.py), jump (jump-forward at batch 1: each step
 # length's time, one-image drafts with it off and on, a real answer's projected re-draft),
-# gputests (the tests marked gpu), job-before / click-before (the same from the
-# checkout in $BEFORE, for a before/after in one call).
+# gputests (the tests marked gpu), job-before / click-before (the same from the checkout in
+# $BEFORE, for a before/after in one call).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -183,7 +183,7 @@ pool() {  # the job's CPU side on this host's cores: the element palettes severa
     # the pipeline around a stand-in engine drafting at 2B's rate
     local n=256
     [ "$SMOKE" = 1 ] && n=32
-    bench palette-pool 150 "$PY" bench/palette_pool.py --drafts "$n" --rounds 2
+    bench job-cpu 200 "$PY" bench/job_cpu.py --drafts "$n" --rounds 2
     bench draft-pipeline 150 "$PY" bench/draft_pipeline.py --images "$n" --batch "$n"
 }
 

@@ -1,8 +1,12 @@
-"""Where the element palettes' time goes after the engine, on this host's cores.
+"""A drafting job's CPU work around the engine, measured alone on this host's cores.
 
-A drafting job makes each draft's element palettes (one per boxed element, from crops of the
-image's 512 px working copy) once the engine has returned the boxes, and the GPU waits for
-them. This measures that step alone, on the CPU, several ways in one run:
+Decoding: the first batch's images are decoded before the engine starts (the GPU waits).
+The job's PNGs (bench/draft_job.py's, 1024 px) decoded as a job decodes them, on one thread
+(the work itself), on 4, 8 and a thread a core, and in the shared process pool.
+
+Element palettes: a drafting job makes each draft's element palettes (one per boxed
+element, from crops of the image's 512 px working copy) once the engine has returned the
+boxes, and the GPU waits for them. Measured several ways in one run:
 
 - one_core: every draft's palettes one after the other in this process (the work itself);
 - pipeline: the job's own code (`pipeline._filled`, the shared process pool, one process a
@@ -16,7 +20,7 @@ them. This measures that step alone, on the CPU, several ways in one run:
 Painting-like 1024 px JPEGs (bench/import.py's), decoded as a job decodes them, drafts of
 --elements boxes from bench/draft_pipeline.py.
 
-    python bench/palette_pool.py [--drafts 256] [--elements 8] [--rounds 2]
+    python bench/job_cpu.py [--drafts 256] [--elements 8] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from app.images.decode import display_rgb  # noqa: E402
 from app.images.palettes import Pixels, fill_palettes  # noqa: E402
 
 write_jpegs = importlib.import_module("bench.import").write_jpegs
+paintings = importlib.import_module("bench.draft_job").paintings
 answer = importlib.import_module("bench.draft_pipeline").answer
 
 
@@ -52,6 +57,27 @@ def traced_fill(caption: Any, pixels: Pixels) -> tuple[int, float, float]:
     started = time.monotonic()
     fill_palettes(caption, pixels)
     return os.getpid(), started, time.monotonic()
+
+
+def decoded(blob: Path, side: int) -> tuple[int, int]:
+    """A stored file decoded as a job decodes it, in a worker: only its size comes back."""
+    return display_rgb(blob.read_bytes(), max_side=side).size
+
+
+def decoding(paths: list[Path], side: int, pool: Any) -> dict[str, float]:
+    """Seconds to decode `paths` as a job does, on 1, 4, 8 and every core's threads, and in
+    the process pool (the decoded images not sent back)."""
+    out = {}
+    workers = os.cpu_count() or 1
+    for n in sorted({1, 4, 8, workers}):
+        with ThreadPoolExecutor(n) as threads:
+            t = time.perf_counter()
+            list(threads.map(lambda p: display_rgb(p.read_bytes(), max_side=side), paths))
+            out[f"decode_threads_{n}_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    list(pool.map(decoded, paths, [side] * len(paths)))
+    out["decode_pool_s"] = round(time.perf_counter() - t, 3)
+    return out
 
 
 def noop() -> int:
@@ -84,8 +110,10 @@ def main() -> None:
     n = args.drafts
     side = pipeline.decoded_side(Settings().draft_max_pixels)  # type: ignore[call-arg]
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_jpegs(Path(tmp), n)
+        paths = write_jpegs(Path(tmp) / "jpegs", n)
         pixels = [Pixels(display_rgb(p.read_bytes(), max_side=side)) for p in paths]
+        pngs = paintings(Path(tmp) / "pngs", n)
+        pngs_bytes = [p.read_bytes() for p in pngs]  # read once: the page cache holds them
     caption = parse_output(answer(args.elements), convention="qwen2vl").caption
     assert caption is not None
     captions = [caption] * n
@@ -103,6 +131,12 @@ def main() -> None:
     out: dict[str, Any] = {"drafts": n, "elements": args.elements, **cores(), "rounds": []}
     for _ in range(args.rounds):
         r: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            blobs = []
+            for i, data in enumerate(pngs_bytes):
+                blobs.append(Path(tmp) / f"{i}.png")
+                blobs[-1].write_bytes(data)
+            r.update(decoding(blobs, side, pool))
         t = time.perf_counter()
         for c, p in zip(captions, pixels, strict=True):
             fill_palettes(c, p)
