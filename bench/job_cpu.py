@@ -14,6 +14,8 @@ boxes, and the GPU waits for them. Measured several ways in one run:
 - traced: the same pool and calls, each task timing itself inside its worker, which says
   how busy the workers were (busy / (wall x workers)), when the first task started, and
   how long a task took there against one core's;
+- pool_chunks_of_8: the job's pool, eight drafts a task;
+- pool_N: the traced fill in a pool of its own of N processes, for half and all the cores;
 - threads: a thread a core in this process (Pillow's median cut releases the GIL; the rest
   holds it).
 
@@ -33,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,27 @@ def decoding(paths: list[Path], side: int, pool: Any) -> dict[str, float]:
 
 def noop() -> int:
     return os.getpid()
+
+
+def traced_in(size: int, captions: list[Any], pixels: list[Pixels]) -> dict[str, float]:
+    """The traced fill in a pool of its own of `size` processes (started and warmed first):
+    its seconds and its tasks' median milliseconds there (against one core's, a slowdown
+    that shows shared cores or a lower clock under load)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(size, mp_context=ctx) as own:
+        wait([own.submit(noop) for _ in range(size * 4)])
+        list(own.map(traced_fill, captions[:size], pixels[:size]))
+        t0 = time.monotonic()
+        spans = list(own.map(traced_fill, captions, pixels))
+        wall = time.monotonic() - t0
+    return {
+        f"pool_{size}_s": round(wall, 3),
+        f"pool_{size}_task_ms_median": round(
+            statistics.median(e - s for _, s, e in spans) * 1000, 2
+        ),
+    }
 
 
 def cores() -> dict[str, Any]:
@@ -159,6 +182,12 @@ def main() -> None:
         r["traced_last_end_ms"] = round((max(e for _, _, e in spans) - t0) * 1000, 1)
         r["traced_task_ms_median"] = round(statistics.median(e - s for _, s, e in spans) * 1000, 2)
         r["one_core_task_ms"] = round(one_core / n * 1000, 2)
+
+        t = time.perf_counter()
+        list(pool.map(fill_palettes, captions, pixels, chunksize=8))
+        r["pool_chunks_of_8_s"] = round(time.perf_counter() - t, 3)
+        for size in sorted({workers // 2, workers}):
+            r.update(traced_in(size, captions, pixels))
 
         with ThreadPoolExecutor(workers) as threads:
             t = time.perf_counter()
