@@ -30,11 +30,13 @@ CANDIDATES_PER_COLOUR = 3
 # by side, and a caption's palette names colours, not the shades of one.
 MERGE_DELTA_E = 6.0
 # Pillow's median cut costs with the pixels it is given, far more than a palette needs them:
-# it is given this many of an image's or crop's pixels at most, picked at random (the same
-# ones each time). Picked, not averaged: a resized copy blends stripes, hatching and text
-# into colours the picture does not hold. Measured with bench/palettes.py (painting-like
-# pictures, photographs, stripes): see README's Benchmarks.
-MEDIAN_CUT_PIXELS = 16384
+# it is given this many of an image's or crop's pixels for each colour of the palette at most
+# (an image palette's 16: 16,384; an element's 5: 5,120), picked at random (the same ones
+# each time). A colour over MIN_SHARE of a crop is then about 50 of the 5,120 or more.
+# Picked, not averaged: a resized copy blends stripes, hatching and text into colours the
+# picture does not hold. Measured with bench/palettes.py (painting-like pictures,
+# photographs, stripes): see README's Benchmarks.
+MEDIAN_CUT_PIXELS_PER_COLOUR = 1024
 
 
 def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
@@ -42,7 +44,7 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
     if img.width == 0 or img.height == 0:
         return []
     candidates = limit * CANDIDATES_PER_COLOUR
-    img = _for_median_cut(img)
+    img = _for_median_cut(img, limit * MEDIAN_CUT_PIXELS_PER_COLOUR)
     quantised = img.quantize(
         colors=candidates, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     )
@@ -66,16 +68,16 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
     return out[:limit]
 
 
-def _for_median_cut(img: Image.Image) -> Image.Image:
-    """The image, or MEDIAN_CUT_PIXELS of its pixels picked at random (a fixed seed, so one
-    image always gives one palette) as a one-pixel-wide image."""
+def _for_median_cut(img: Image.Image, most: int) -> Image.Image:
+    """The image, or `most` of its pixels picked at random (a fixed seed, so one image always
+    gives one palette) as a one-pixel-wide image."""
     pixels = img.width * img.height
-    if pixels <= MEDIAN_CUT_PIXELS:
+    if pixels <= most:
         return img
     flat = np.asarray(img.convert("RGB")).reshape(-1, 3)
     # In the pixels' order: a mask costs less than sorting the picks (the same pixels).
     picked = np.zeros(pixels, dtype=bool)
-    picked[np.random.default_rng(0).choice(pixels, MEDIAN_CUT_PIXELS, replace=False)] = True
+    picked[np.random.default_rng(0).choice(pixels, most, replace=False)] = True
     return Image.fromarray(np.ascontiguousarray(flat[picked].reshape(-1, 1, 3)))
 
 
