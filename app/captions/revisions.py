@@ -7,12 +7,13 @@ both land: the second gets StaleRevision (HTTP 409) with the newest caption to m
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from app.captions import diff
@@ -383,12 +384,12 @@ def append_read(
     final = _withdrawn(was, status, False, stored, previous) or _next_status(image, status, author)
     if final == CaptionStatus.needs_review and was == CaptionStatus.approved:
         note = "; ".join(n for n in (note, APPROVAL_WITHDRAWN) if n)
-    # On the session's connection, as a plain statement: through the ORM, each UPDATE
-    # flushed the session and looked for its rows among the loaded objects first.
+    # On the session's connection, as a plain statement built once: through the ORM, each
+    # UPDATE flushed the session and looked for its rows among the loaded objects first.
+    values = values or {}
     moved = session.connection().execute(
-        update(Image.__table__)  # type: ignore[attr-defined]
-        .where(col(Image.id) == image_id, col(Image.revision) == base, col(Image.status) == was)
-        .values(revision=base + 1, status=final, **(values or {}))
+        _move_statement(tuple(sorted(values))),
+        {"at": image_id, "base": base, "was": was, "revision": base + 1, "status": final, **values},
     )
     if moved.rowcount != 1:
         return None
@@ -406,6 +407,23 @@ def append_read(
         "doubts": doubts,
         "created_at": utcnow(),
     }
+
+
+@functools.cache
+def _move_statement(keys: tuple[str, ...]) -> Any:
+    """The conditional UPDATE `append_read` moves an image with, setting its revision, its
+    status and the columns `keys`, each a bound parameter of its own name."""
+    image = Image.__table__  # type: ignore[attr-defined]
+    return (
+        update(image)
+        .where(
+            image.c.id == bindparam("at"),
+            image.c.revision == bindparam("base"),
+            image.c.status == bindparam("was"),
+        )
+        .values(revision=bindparam("revision"), status=bindparam("status"))
+        .values({key: bindparam(key) for key in keys})
+    )
 
 
 def insert_revisions(session: Session, rows: list[dict[str, Any]]) -> None:
