@@ -121,6 +121,54 @@ class WithBoxes:
         return outputs
 
 
+def traced_filled(spans: list[tuple[int, float, float, float]]) -> Any:
+    """`pipeline._filled` in the job's pool, each task's worker, start and end and when the
+    job took its caption (seconds from the submission) kept in `spans`."""
+    from bench.job_cpu import traced_fill_caption
+
+    def filled(pixels: Any, loaded: Any, outputs: list[DraftOutput]) -> Any:
+        drafted = [
+            (i, out.caption)
+            for i, out in zip(loaded.ready, outputs, strict=True)
+            if out.caption is not None
+        ]
+        pool = pipeline._palette_pool()
+        assert pool is not None
+        t0 = time.monotonic()
+        made = pool.map(
+            traced_fill_caption, [c for _, c in drafted], [pixels[i] for i, _ in drafted]
+        )
+
+        def each() -> Any:
+            for caption, pid, start, end in made:
+                spans.append((pid, start - t0, end - t0, time.monotonic() - t0))
+                yield caption
+
+        return each()
+
+    return filled
+
+
+def traced(spans: list[tuple[int, float, float, float]]) -> dict[str, Any]:
+    """How busy the workers were over the element palettes, and how far the job lagged."""
+    import os
+    import statistics
+
+    wall = max(s[3] for s in spans)
+    workers = os.cpu_count() or 1
+    return {
+        "tasks": len(spans),
+        "processes": len({s[0] for s in spans}),
+        "wall_s": round(wall, 3),
+        "first_start_ms": round(min(s[1] for s in spans) * 1000, 1),
+        "last_end_ms": round(max(s[2] for s in spans) * 1000, 1),
+        "busy_of_wall_x_workers": round(sum(s[2] - s[1] for s in spans) / (wall * workers), 3),
+        "task_ms_median": round(statistics.median(s[2] - s[1] for s in spans) * 1000, 2),
+        "task_ms_max": round(max(s[2] - s[1] for s in spans) * 1000, 2),
+        "taken_after_end_ms_median": round(statistics.median(s[3] - s[2] for s in spans) * 1000, 2),
+    }
+
+
 def main() -> None:
     import torch
 
@@ -135,6 +183,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="keep and reuse the data here")
     ap.add_argument("--passes", default="job,streamed", help=f"some of {','.join(PASSES)}")
     ap.add_argument("--boxes", type=int, default=0, help="boxed elements in each job draft")
+    ap.add_argument(
+        "--trace-palettes",
+        action="store_true",
+        help="the job's element palettes each timed in its worker (bench/job_cpu.py's way)",
+    )
     args = ap.parse_args()
     passes = [p for p in args.passes.split(",") if p]
     if not set(passes) <= set(PASSES):
@@ -199,6 +252,9 @@ def main() -> None:
             return time.perf_counter() - t
 
         parts: dict[str, float] = {}
+        spans: list[tuple[int, float, float, float]] = []
+        if args.trace_palettes:
+            pipeline._filled = traced_filled(spans)  # type: ignore[assignment]
 
         def job() -> jobs.DraftJob:
             with Session(db) as session:
@@ -247,6 +303,8 @@ def main() -> None:
                 # The job's own thread, part by part (pipeline.Clock): engine_s is the
                 # engine's calls; the rest is what the GPU waited for.
                 report["job_parts_s"] = {k: round(v, 3) for k, v in sorted(parts.items())}
+                if spans:
+                    report["palettes_traced"] = traced(spans)
         db.dispose()
     if "job" in seconds:
         for name in ("per-call", "streamed"):
