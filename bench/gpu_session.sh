@@ -126,16 +126,23 @@ draft2b() {
         "${base[@]}"
 }
 
-job_in() {  # job_in NAME CHECKOUT: a whole job from that checkout's code
-    local name=$1 tree=$2
-    (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 250 "$PY" bench/draft_job.py \
+paths_in() {  # paths_in CHECKOUT: PYTHONPATH with that checkout in place of this one
+    local paths=${PYTHONPATH:-$ROOT}
+    echo "${paths/$ROOT/$1}"
+}
+
+job_in() {  # job_in NAME CHECKOUT: a whole job from that checkout's code, its element
+    # palettes traced where that checkout can
+    local name=$1 tree=$2 trace=()
+    grep -q -- --trace-palettes "$tree/bench/draft_job.py" && trace=(--trace-palettes)
+    (cd "$tree" && PYTHONPATH=$(paths_in "$tree") bench "$name" 250 "$PY" bench/draft_job.py \
         "$SHAPE" --images "$IMAGES" --batch 0 --boxes 8 --tokenizer qwen --models "$MODELS" \
-        --data "$WORK/job-data")
+        --data "$WORK/job-data" "${trace[@]}")
 }
 
 click_in() {  # click_in NAME CHECKOUT
     local name=$1 tree=$2
-    (cd "$tree" && PYTHONPATH=${PYTHONPATH/$ROOT/$tree} bench "$name" 150 "$PY" \
+    (cd "$tree" && PYTHONPATH=$(paths_in "$tree") bench "$name" 150 "$PY" \
         bench/click_to_caption.py "$SHAPE" --starts 2 --clicks 2 --wait "${CLICK_WAIT:-0}" \
         --models "$MODELS" \
         --folder "$WORK/model-$SHAPE")
