@@ -236,12 +236,6 @@ def main() -> None:
     ap.add_argument(
         "--profile-at", type=int, default=0, help="split one batch's time into its parts"
     )
-    ap.add_argument(
-        "--prefill-rows",
-        type=int,
-        default=0,
-        help="the prefill this many rows a forward (LocalOptions.prefill_rows); 0: whole",
-    )
     args = ap.parse_args()
     qwen3 = args.shape in QWEN3
     convention = "qwen3vl" if qwen3 else "qwen2vl"
@@ -264,7 +258,6 @@ def main() -> None:
         "tokenizer": "qwen" if qwen3 else args.tokenizer,
         "closing": not args.no_closing,
         "triton_attention_below": args.triton_below or "every batch",
-        "prefill_rows": args.prefill_rows or "whole batch",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -317,7 +310,6 @@ def main() -> None:
                     closing=not args.no_closing,
                     triton_attention_below=args.triton_below or None,
                     confidence=not args.no_confidence,
-                    prefill_rows=args.prefill_rows,
                 ),
             )
             report[f"engine_{'with' if grammar else 'without'}_grammar_s"] = round(

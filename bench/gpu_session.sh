@@ -10,12 +10,11 @@
 # runs), job (a whole job of 256 images with eight boxes a draft, part by part), click (a
 # click to its first caption through the app, no drafting process running), cold (a saved
 # model to its first caption), qwen3 (Qwen3-VL-8B and -4B at the automatic batch and one
-# image), big (7B likewise), parts (the prefill in parts against the whole batch, 2B and
-# 8B), pool (the job's CPU side on this host's cores: bench/job_cpu.py,
-# bench/draft_pipeline.py), jump (jump-forward at batch 1: each step length's time,
-# one-image drafts with it off and on, a real answer's projected re-draft), gputests (the
-# tests marked gpu), job-before / click-before (the same from the checkout in $BEFORE, for a
-# before/after in one call).
+# image), big (7B likewise), pool (the job's CPU side on this host's cores:
+# bench/job_cpu.py, bench/draft_pipeline.py), jump (jump-forward at batch 1: each step
+# length's time, one-image drafts with it off and on, a real answer's projected re-draft),
+# gputests (the tests marked gpu), job-before / click-before (the same from the checkout in
+# $BEFORE, for a before/after in one call).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -180,20 +179,6 @@ confidence-only() {  # the automatic batch alone, with and without the confidenc
         --confidence-rounds 2 --stream-at ""
 }
 
-parts() {  # the prefill in parts of 32 rows (LocalOptions.prefill_rows) against the whole
-    # batch: 2B and Qwen3-VL-8B at the automatic batch, which the lower peak may raise
-    local q
-    for q in 2b qwen3-8b; do
-        [ "$SMOKE" = 1 ] && q=tiny
-        for rows in 0 32; do
-            bench "draft-$q-prefill-rows-$rows" 200 "$PY" bench/draft.py "$q" --tokenizer qwen \
-                --models "$MODELS" --batches 0 --no-grammar-at -1 --stream-at "" \
-                --prefill-rows "$rows"
-        done
-        [ "$SMOKE" = 1 ] && break
-    done
-}
-
 big() {  # 7B (the Qwen2-VL shape) at the automatic batch and one image
     local shape=7b
     [ "$SMOKE" = 1 ] && shape=tiny
@@ -221,8 +206,7 @@ gputests() {  # the tests marked gpu, on the card
     # The files whose tests are marked gpu (others import what the GPU machine lacks).
     bench gpu-tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
         tests/drafting/test_jump_forward.py tests/drafting/test_local_engine.py \
-        tests/drafting/test_vision.py tests/drafting/test_kernels.py \
-        tests/drafting/test_prefill_parts.py
+        tests/drafting/test_vision.py tests/drafting/test_kernels.py
 }
 
 for part in "$@"; do
@@ -239,7 +223,6 @@ for part in "$@"; do
     confidence-only) confidence-only ;;
     jump) jump ;;
     big) big ;;
-    parts) parts ;;
     pool) pool ;;
     gputests) gputests ;;
     *) echo "unknown part $part" | tee -a "$LOG" ;;

@@ -114,35 +114,3 @@ def colour_dataset(tmp_path: Path, colours: list[str], name: str) -> tuple[Any, 
         import_sources(session, settings=settings, dataset=dataset, sources=sources)
         assert dataset.id is not None
         return db, settings, dataset.id
-
-
-def tiny_qwen3vl_model() -> Any:
-    """A random Qwen3-VL of two tiny layers (its vision tower one), built in memory."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-    config = Qwen3VLConfig(
-        text_config={
-            "vocab_size": 300,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": [2, 3, 3],
-                "mrope_interleaved": True,
-            },
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "deepstack_visual_indexes": [0],
-        },
-    )
-    return Qwen3VLForConditionalGeneration(config).eval()

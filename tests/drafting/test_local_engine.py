@@ -16,14 +16,7 @@ from app.engines.local.decoder import Matchers
 from app.engines.local.engine import LocalEngine
 from app.engines.local.options import LocalOptions
 from app.engines.schema import DraftLimits
-from tests.drafting.conftest import (
-    LIMITS,
-    MAX_CHARS,
-    MAX_ELEMENTS,
-    TOKENS,
-    tiny_engine,
-    tiny_qwen3vl_model,
-)
+from tests.drafting.conftest import LIMITS, MAX_CHARS, MAX_ELEMENTS, TOKENS, tiny_engine
 from tests.drafting.kernel_checks import image_prompts
 
 
@@ -307,6 +300,37 @@ def test_fused_rms_norm_computes_what_transformers_norm_computes() -> None:
         assert not torch.equal(a * 0, a)
 
 
+def _tiny_qwen3vl() -> object:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": 300,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "deepstack_visual_indexes": [0],
+        },
+    )
+    return Qwen3VLForConditionalGeneration(config).eval()
+
+
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
     # Prefill through the model into a static cache, then ten steps each way from copies of
@@ -323,7 +347,7 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
 
     torch.manual_seed(0)
     if family == "qwen3_vl":
-        model: Any = tiny_qwen3vl_model()
+        model: Any = _tiny_qwen3vl()
         ids = torch.randint(5, 300, (2, 9))
         mask = torch.ones_like(ids)
         mask[0, :3] = 0

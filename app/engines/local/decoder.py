@@ -116,10 +116,8 @@ class Decoder:
         use_kernels: bool = True,
         triton_attention_below: int | None = None,
         cache_dir: Any = None,
-        prefill_rows: int = 0,
     ) -> None:
-        """`cache_dir`: where the lean step keeps what it timed, for the next start;
-        `prefill_rows`: the rows a prefill forward takes at most (0: the whole batch)."""
+        """`cache_dir`: where the lean step keeps what it timed, for the next start."""
         import torch
 
         self.torch = torch
@@ -133,7 +131,6 @@ class Decoder:
         names = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in names else "past_key_values"
         self.slots: dict[int, _Slot] = {}
-        self.prefill_rows = prefill_rows
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
@@ -258,77 +255,21 @@ class Decoder:
 
     def _prefill(self, slot: _Slot, inputs: Any) -> None:
         """The prompt through the model's forward into the slot's cache; its logits, the
-        rope positions, mask and cache column the first step reads. With `prefill_rows`,
-        `prefill_rows` rows a forward (`_prefill_in_parts`)."""
+        rope positions, mask and cache column the first step reads."""
         torch = self.torch
         batch, length = inputs["input_ids"].shape
         slot.cache.reset()
-        parts = row_parts(inputs, self.prefill_rows) if self.prefill_rows else None
-        if parts is not None and len(parts) > 1:
-            first, deltas = self._prefill_in_parts(slot, parts, batch, length)
-        else:
-            first = self.model(
-                **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
-            ).logits[:, -1]
-            deltas = self._rope_deltas(batch)
+        first = self.model(
+            **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
+        ).logits[:, -1]
         # The model's delta is the row's last prompt position + 1 - its unpadded length.
         real = inputs["attention_mask"].sum(-1).view(1, batch, 1)
-        deltas = deltas.view(1, batch, 1)
+        deltas = self.model.model.rope_deltas.view(1, batch, 1)
         slot.positions.copy_((deltas + real).expand(3, batch, 1))
         slot.mask.fill_(torch.finfo(self.dtype).min)
         slot.mask[:, 0, 0, :length].masked_fill_(inputs["attention_mask"].bool(), 0.0)
         slot.write_at.fill_(length)
         slot.logits.copy_(first)
-
-    def _rope_deltas(self, rows: int) -> Any:
-        """The rope deltas of the prefill just run, (rows, 1): zeros for prompts without an
-        image, where the model keeps none (their positions are their indices)."""
-        deltas = self.model.model.rope_deltas
-        if deltas is None:
-            return self.torch.zeros((rows, 1), dtype=self.torch.long, device=self.device)
-        return deltas.view(rows, 1)
-
-    def _prefill_in_parts(
-        self, slot: _Slot, parts: list[tuple[int, Any]], batch: int, length: int
-    ) -> tuple[Any, Any]:
-        """The prefill a part of the batch's rows at a time, each through the model into a
-        cache of its own rows, then copied into the slot's: the prefill's peak memory (its
-        activations, the vision tower's above all) is a part's, not the batch's. The same
-        logits, rope deltas and cache as one forward of the whole batch (the rows never
-        see each other); the first token's logits and the rows' deltas."""
-        from transformers import StaticCache
-
-        torch = self.torch
-        caches: dict[int, Any] = {}  # by rows: the parts' size, and the last one's
-        logits = torch.empty((batch, self.vocab), dtype=torch.float32, device=self.device)
-        deltas = torch.empty((batch, 1), dtype=torch.long, device=self.device)
-        full = slot.cache
-        for start, part in parts:
-            rows = part["input_ids"].shape[0]
-            own: Any = caches.get(rows)
-            if own is None:
-                own = StaticCache(config=self.model.config, max_cache_len=slot.capacity)
-                caches[rows] = own
-            own.reset()
-            out = self.model(**part, **{self.cache_arg: own}, use_cache=True, logits_to_keep=1)
-            logits[start : start + rows] = out.logits[:, -1]
-            deltas[start : start + rows] = self._rope_deltas(rows)
-            if not full.layers[0].is_initialized:
-                first: Any = own.layers[0]
-                full.early_initialization(
-                    batch_size=batch,
-                    num_heads=first.num_heads,
-                    head_dim=first.k_head_dim,
-                    dtype=first.keys.dtype,
-                    device=first.keys.device,
-                )
-            for into, made in zip(full.layers, own.layers, strict=True):
-                into.keys[start : start + rows].copy_(made.keys)
-                into.values[start : start + rows].copy_(made.values)
-        for layer in full.layers:  # where one forward of the whole prompt leaves it
-            layer.cumulative_length.fill_(length)
-        self.model.model.rope_deltas = deltas
-        return logits, deltas
 
     def _decode_jumping(
         self,
@@ -708,35 +649,3 @@ class Matchers:
 
     def all_done(self) -> bool:
         return not self.live
-
-
-# What a batch of the processor holds, row by row: what `row_parts` knows how to cut.
-_BY_ROW = {"input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw"}
-
-
-def row_parts(inputs: Any, rows: int) -> list[tuple[int, Any]] | None:
-    """The processor's batch cut into parts of `rows` rows at most, each with its first row's
-    index: every per-row tensor sliced, and `pixel_values` cut where each row's image's
-    patches end (one image a row, as `ModelInputs` builds them). None where the batch holds
-    something else (a video, a key not known here): it is then prefilled whole."""
-    batch = inputs["input_ids"].shape[0]
-    keys = set(inputs.keys())
-    if not keys <= _BY_ROW | {"pixel_values"} or ("pixel_values" in keys) != (
-        "image_grid_thw" in keys
-    ):
-        return None
-    ends = None
-    if "image_grid_thw" in keys:
-        grid = inputs["image_grid_thw"]
-        if grid.shape[0] != batch:
-            return None  # not one image a row
-        ends = grid.prod(-1).cumsum(0).tolist()
-    parts = []
-    for start in range(0, batch, max(1, rows)):
-        stop = min(start + rows, batch)
-        part = {k: inputs[k][start:stop] for k in keys & _BY_ROW}
-        if ends is not None:
-            first = ends[start - 1] if start else 0
-            part["pixel_values"] = inputs["pixel_values"][first : ends[stop - 1]]
-        parts.append((start, part))
-    return parts

@@ -188,7 +188,6 @@ class LocalEngine(Engine):
             use_kernels=options.kernels,
             triton_attention_below=options.triton_attention_below,
             cache_dir=cache_dir,
-            prefill_rows=options.prefill_rows,
         )
         self.min_steps = options.min_steps
         self.confidence = options.confidence

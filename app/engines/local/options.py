@@ -26,7 +26,3 @@ class LocalOptions:
     # one forward (decoder.py): a real answer's 530 tokens in 305 forwards, where a forward
     # of 12 tokens took 1.91 ms and one token 1.73 on an H200 (bench/jump_forward.py).
     jump_forward: bool = True
-    # The prefill this many rows a forward at most (0: the whole batch in one): its peak
-    # memory is then a part's, which leaves room for a larger automatic batch. Off until its
-    # speed and the batch it leads to are measured on a GPU (bench/draft.py --prefill-rows).
-    prefill_rows: int = 0
