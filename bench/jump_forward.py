@@ -102,15 +102,7 @@ def drafts(engine: LocalEngine, rounds: int) -> list[dict[str, Any]]:
             prepared = engine._prepare(inputs)
             sync()
             t = time.perf_counter()
-            result = engine.decoder.run(
-                prepared,
-                max_new_tokens=engine.max_new_tokens,
-                grammar=engine.grammar,
-                closer=engine.closer,
-                closing=engine.closing,
-                logprobs=engine.confidence,
-                encode=engine._encode if on else None,
-            )
+            result = engine._decode(prepared)  # min_steps 0: rows end by themselves
             sync()
             decode = time.perf_counter() - t
             whole = timed(engine, inputs)

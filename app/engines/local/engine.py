@@ -27,7 +27,7 @@ from app.engines.interface import (
 )
 from app.engines.local.attention import use_grouped_attention
 from app.engines.local.closing import Closer
-from app.engines.local.decoder import Decoder
+from app.engines.local.decoder import Decoder, Result
 from app.engines.local.fused import use_fused_rms_norm, use_fused_vision_rotary
 from app.engines.local.grammar import Grammar, compile_grammar
 from app.engines.local.model_inputs import ModelInputs
@@ -498,8 +498,10 @@ class LocalEngine(Engine):
             self.gpu_preprocess = False
             return self._process(texts, images)
 
-    def _generate(self, batch: Any) -> list[DraftOutput]:
-        result = self.decoder.run(
+    def _decode(self, batch: Any) -> Result:
+        """The prepared batch decoded with this engine's grammar, closer, budget and
+        options: the tokens, before they become drafts."""
+        return self.decoder.run(
             batch,
             max_new_tokens=self.max_new_tokens,
             grammar=self.grammar,
@@ -509,6 +511,9 @@ class LocalEngine(Engine):
             logprobs=self.confidence,
             encode=self._encode if self.jump_forward else None,
         )
+
+    def _generate(self, batch: Any) -> list[DraftOutput]:
+        result = self._decode(batch)
         texts_out = self.processor.batch_decode(result.tokens, skip_special_tokens=True)
         grid = batch.get("image_grid_thw")
         patch = getattr(self.processor.image_processor, "patch_size", QWEN_PATCH)
