@@ -14,7 +14,8 @@
 # bench/job_cpu.py, bench/draft_pipeline.py), jump (jump-forward at batch 1: each step
 # length's time, one-image drafts with it off and on, a real answer's projected re-draft),
 # gputests (the tests marked gpu), job-before / click-before (the same from the checkout in
-# $BEFORE, for a before/after in one call).
+# $BEFORE, for a before/after in one call), jump-qwen3 (jump for Qwen3-VL-8B and -4B),
+# memory (what fills Qwen3-VL-8B's batch of 64 at its peak: bench/memory_peak.py).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -201,6 +202,23 @@ jump() {  # jump-forward at batch 1: each step length's time, drafts off and on,
         --models "$MODELS" --rounds 3
 }
 
+jump-qwen3() {  # the same for Qwen3-VL-8B and -4B: a one-image draft and a real answer's
+    # projected re-draft with jump-forward
+    local q
+    for q in qwen3-8b qwen3-4b; do
+        [ "$SMOKE" = 1 ] && q=tiny
+        bench "jump-$q" 200 "$PY" bench/jump_forward.py "$q" --models "$MODELS" --rounds 2
+        [ "$SMOKE" = 1 ] && break
+    done
+}
+
+memory() {  # what fills Qwen3-VL-8B's batch of 64 at its peak, and the prefill attention's
+    # kernels at its shapes
+    local q=qwen3-8b batch=64
+    [ "$SMOKE" = 1 ] && q=tiny batch=4
+    bench "memory-$q" 200 "$PY" bench/memory_peak.py "$q" --batch "$batch" --models "$MODELS"
+}
+
 gputests() {  # the tests marked gpu, on the card
     [ "$SMOKE" = 1 ] && return
     # The files whose tests are marked gpu (others import what the GPU machine lacks).
@@ -222,6 +240,8 @@ for part in "$@"; do
     confidence) confidence ;;
     confidence-only) confidence-only ;;
     jump) jump ;;
+    jump-qwen3) jump-qwen3 ;;
+    memory) memory ;;
     big) big ;;
     pool) pool ;;
     gputests) gputests ;;

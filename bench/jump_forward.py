@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.engines.local.engine import LocalEngine  # noqa: E402
 from app.engines.local.options import LocalOptions  # noqa: E402
-from bench.draft import NEW_TOKENS, images, load_model, sync, timed  # noqa: E402
+from bench.draft import NEW_TOKENS, QWEN3, images, load_model, sync, timed  # noqa: E402
 from bench.grammar import ANSWER  # noqa: E402
 from tests.support.random_model import REAL_MODELS  # noqa: E402
 
@@ -205,7 +205,9 @@ def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("shape", choices=["2b", "7b", "tiny"], help="tiny: CPU smoke run")
+    ap.add_argument(
+        "shape", choices=["2b", "7b", *QWEN3, "tiny"], help="tiny: CPU smoke run"
+    )
     ap.add_argument("--tokenizer", choices=["byte", "bpe", "qwen"], default="qwen")
     ap.add_argument("--models", type=Path, default=REAL_MODELS, help="real Qwen files")
     ap.add_argument("--rounds", type=int, default=3, help="timed drafts each way")
