@@ -205,9 +205,7 @@ def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "shape", choices=["2b", "7b", *QWEN3, "tiny"], help="tiny: CPU smoke run"
-    )
+    ap.add_argument("shape", choices=["2b", "7b", *QWEN3, "tiny"], help="tiny: CPU smoke run")
     ap.add_argument("--tokenizer", choices=["byte", "bpe", "qwen"], default="qwen")
     ap.add_argument("--models", type=Path, default=REAL_MODELS, help="real Qwen files")
     ap.add_argument("--rounds", type=int, default=3, help="timed drafts each way")

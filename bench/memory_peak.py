@@ -56,9 +56,11 @@ def where(frames: list[dict[str, Any]]) -> str:
 
 def peak_live(trace: list[dict[str, Any]]) -> tuple[int, dict[int, dict[str, Any]]]:
     """The largest net growth over the record and the allocations made in it and live then."""
-    frees = {"free_completed"} if any(e["action"] == "free_completed" for e in trace) else {
-        "free_requested"
-    }
+    frees = (
+        {"free_completed"}
+        if any(e["action"] == "free_completed" for e in trace)
+        else {"free_requested"}
+    )
     live: dict[int, dict[str, Any]] = {}
     now = best = 0
     at_best: dict[int, dict[str, Any]] = {}
@@ -143,9 +145,7 @@ def attention_kernels(engine: LocalEngine, batch: int, rows: int) -> dict[str, A
                 got = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             else:
                 with sdpa_kernel([kernel]):
-                    got = torch.nn.functional.scaled_dot_product_attention(
-                        q, k, v, attn_mask=mask
-                    )
+                    got = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             torch.cuda.synchronize()
             out[name] = {
                 "ms": round((time.perf_counter() - t) * 1e3, 2),
