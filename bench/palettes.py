@@ -116,10 +116,10 @@ def main() -> None:
         works = [palettes.Pixels(display_rgb(p.read_bytes(), max_side=1536)).img for p in paths]
     detail = fine_detail()
     capped, capped_detail = measure(works), measure(detail)
-    cap = palettes.MEDIAN_CUT_PIXELS_PER_COLOUR
-    palettes.MEDIAN_CUT_PIXELS_PER_COLOUR = 1 << 58  # the cap off: the whole working copy
+    cap = palettes.SAMPLED_PIXELS_PER_COLOUR
+    palettes.SAMPLED_PIXELS_PER_COLOUR = 1 << 58  # the cap off: the whole working copy
     whole, whole_detail = measure(works), measure(detail)
-    palettes.MEDIAN_CUT_PIXELS_PER_COLOUR = cap
+    palettes.SAMPLED_PIXELS_PER_COLOUR = cap
     report: dict[str, object] = {"pictures": len(works), "cap_pixels_per_colour": cap}
     report |= {"capped": capped, "cap_off": whole}
     report |= {"fine_detail_capped": capped_detail, "fine_detail_cap_off": whole_detail}

@@ -1,4 +1,4 @@
-"""Palettes from the real pixels: median cut, near-identical colours merged, most pixels first."""
+"""Palettes from the real pixels: quantised, near-identical colours merged, most pixels first."""
 
 from __future__ import annotations
 
@@ -22,21 +22,26 @@ from app.models import Image as ImageRow
 WORK_SIDE = 512
 # Colours covering less than this share of the pixels are noise, not palette.
 MIN_SHARE = 0.01
-# Median cut spends its boxes where the pixels are, so a dark painting's blacks take most of
+# Quantising spends its colours where the pixels are, so a dark painting's blacks take most of
 # them: quantise to this many times the palette's size, then merge what the eye cannot tell
 # apart, so that small but distinct colours (a candle, a red sleeve) still get a place.
 CANDIDATES_PER_COLOUR = 3
 # CIEDE2000 below this is one colour for a palette: about 1 is just noticeable side
 # by side, and a caption's palette names colours, not the shades of one.
 MERGE_DELTA_E = 6.0
-# Pillow's median cut costs with the pixels it is given, far more than a palette needs them:
-# it is given this many of an image's or crop's pixels for each colour of the palette at most
-# (an image palette's 16: 16,384; an element's 5: 5,120), picked at random (the same ones
-# each time). A colour over MIN_SHARE of a crop is then about 50 of the 5,120 or more.
-# Picked, not averaged: a resized copy blends stripes, hatching and text into colours the
-# picture does not hold. Measured with bench/palettes.py (painting-like pictures,
-# photographs, stripes): see README's Benchmarks.
-MEDIAN_CUT_PIXELS_PER_COLOUR = 1024
+# Quantising costs with the pixels it is given, far more than a palette needs them: it is
+# given this many of an image's or crop's pixels for each colour of the palette at most (an
+# image palette's 16: 16,384; an element's 5: 5,120), picked at random (the same ones each
+# time). A colour over MIN_SHARE of a crop is then about 50 of the 5,120 or more. Picked,
+# not averaged: a resized copy blends stripes, hatching and text into colours the picture
+# does not hold. Measured with bench/palettes.py (painting-like pictures, photographs,
+# smooth colour fields, stripes): see README's Benchmarks.
+SAMPLED_PIXELS_PER_COLOUR = 1024
+# Pillow's fast octree, not its median cut: as close to the pixels or closer, and its cost
+# does not grow with the distinct colours, where the median cut's does (a crop of a smooth
+# or photographic picture, about 4,800 distinct colours in 5,120 pixels, took 3.2 ms against
+# 0.65 ms for one of about 700; the octree 0.2 ms for either). bench/palettes.py.
+QUANTISE = Image.Quantize.FASTOCTREE
 
 
 def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
@@ -44,10 +49,8 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
     if img.width == 0 or img.height == 0:
         return []
     candidates = limit * CANDIDATES_PER_COLOUR
-    img = _for_median_cut(img, limit * MEDIAN_CUT_PIXELS_PER_COLOUR)
-    quantised = img.quantize(
-        colors=candidates, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-    )
+    img = _sampled(img, limit * SAMPLED_PIXELS_PER_COLOUR)
+    quantised = img.quantize(colors=candidates, method=QUANTISE, dither=Image.Dither.NONE)
     palette = quantised.getpalette() or []
     counted = sorted(quantised.getcolors(candidates) or [], reverse=True)
     rgbs = [palette[int(i) * 3 : int(i) * 3 + 3] for _, i in counted]  # type: ignore[call-overload]
@@ -68,7 +71,7 @@ def dominant_colours(img: Image.Image, *, limit: int) -> list[str]:
     return out[:limit]
 
 
-def _for_median_cut(img: Image.Image, most: int) -> Image.Image:
+def _sampled(img: Image.Image, most: int) -> Image.Image:
     """The image, or `most` of its pixels picked at random (a fixed seed, so one image always
     gives one palette) as a one-pixel-wide image."""
     pixels = img.width * img.height

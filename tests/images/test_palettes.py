@@ -123,7 +123,7 @@ def test_an_element_palette_holds_one_orange_not_three() -> None:
 
 
 def test_fine_stripes_give_their_own_colours_not_a_blend() -> None:
-    # Larger than the median cut is given (MEDIAN_CUT_PIXELS_PER_COLOUR): its pixels are
+    # Larger than quantising is given (SAMPLED_PIXELS_PER_COLOUR): its pixels are
     # picked, never averaged, so 1 px stripes stay red and blue, not a purple the picture lacks.
     red, blue = (220, 20, 20), (20, 20, 220)
     img = Image.new("RGB", (512, 512), blue)
