@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -194,6 +195,13 @@ def main() -> None:
         "the confidences, alternating, --confidence-rounds times each, in one engine",
     )
     ap.add_argument("--confidence-rounds", type=int, default=3)
+    ap.add_argument(
+        "--prompt-attention-at",
+        type=int,
+        default=None,
+        help="at this asked batch (0: the automatic one), time the batch and its prefill with "
+        "the prompt's attention (attention.py) on and off, alternating, in one engine",
+    )
     ap.add_argument("--stream", type=int, default=3, help="batches in the streamed run")
     ap.add_argument("--stream-at", default="32,64", help="batch sizes also timed streamed")
     ap.add_argument("--baseline", default=None)
@@ -363,6 +371,8 @@ def main() -> None:
             row["step_floor_share"] = round(row["step_floor_ms"] / row["step_ms"], 3)
             if grammar and asked == args.confidence_at:
                 row |= confidence_cost(engine, inputs, args.confidence_rounds)
+            if grammar and asked == args.prompt_attention_at:
+                row |= prompt_attention_gain(engine, inputs, args.confidence_rounds)
             if grammar and batch in streams:
                 # Several batches in one call: the next batch's inputs are prepared on the CPU
                 # while the GPU decodes, as in a drafting job.
@@ -418,6 +428,43 @@ def confidence_cost(engine: LocalEngine, inputs: list[DraftInput], rounds: int) 
         "confidence_s": [round(x, 3) for x in times[True]],
         "no_confidence_s": [round(x, 3) for x in times[False]],
         "confidence_cost": round(with_ / without - 1, 4),
+    }
+
+
+def prompt_attention_gain(engine: LocalEngine, inputs: list[DraftInput], rounds: int) -> dict:
+    """The same batch, and its prefill alone, timed with the prompt's attention on (its own
+    columns, cuDNN's kernel first) and off (transformers' path over the whole cache),
+    alternating; the best of each, and the peak memory of each."""
+    import torch
+
+    kept = engine.decoder.prompt_attention
+    out: dict[str, Any] = {}
+    try:
+        for on in (False, True):
+            engine.decoder.prompt_attention = on
+            reset_peak()
+            timed(engine, inputs)
+            out[f"prompt_attention_{'on' if on else 'off'}_peak_GB"] = peak_gb()
+        times: dict[bool, list[float]] = {True: [], False: []}
+        prefills: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(rounds):
+            for on in (False, True):
+                engine.decoder.prompt_attention = on
+                times[on].append(timed(engine, inputs))
+                prefills[on].append(prefill_and_step(engine, inputs, 0.0)["prefill_s_per_image"])
+    finally:
+        engine.decoder.prompt_attention = kept
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    n = len(inputs)
+    return out | {
+        "prompt_attention_on_s": [round(x, 3) for x in times[True]],
+        "prompt_attention_off_s": [round(x, 3) for x in times[False]],
+        "prompt_attention_images_per_s": round(n / min(times[True]), 3),
+        "plain_prefill_images_per_s": round(n / min(times[False]), 3),
+        "prompt_attention_prefill_ms_per_image": round(min(prefills[True]) * 1e3, 2),
+        "plain_prefill_ms_per_image": round(min(prefills[False]) * 1e3, 2),
+        "prompt_attention_speedup": round(min(times[False]) / min(times[True]), 4),
     }
 
 

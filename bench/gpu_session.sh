@@ -15,7 +15,8 @@
 # length's time, one-image drafts with it off and on, a real answer's projected re-draft),
 # gputests (the tests marked gpu), job-before / click-before (the same from the checkout in
 # $BEFORE, for a before/after in one call), jump-qwen3 (jump for Qwen3-VL-8B and -4B),
-# memory (what fills Qwen3-VL-8B's batch of 64 at its peak: bench/memory_peak.py).
+# memory (what fills Qwen3-VL-8B's batch of 64 at its peak: bench/memory_peak.py), prompt
+# (the prompt's attention on and off at the automatic batch, 2B and Qwen3-VL-8B).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -219,12 +220,25 @@ memory() {  # what fills Qwen3-VL-8B's batch of 64 at its peak, and the prefill 
     bench "memory-$q" 200 "$PY" bench/memory_peak.py "$q" --batch "$batch" --models "$MODELS"
 }
 
+prompt() {  # the prompt's attention (attention.py) on and off, alternating in one engine: 2B
+    # and Qwen3-VL-8B at the automatic batch
+    local q
+    for q in 2b qwen3-8b; do
+        [ "$SMOKE" = 1 ] && q=tiny
+        bench "prompt-attention-$q" 280 "$PY" bench/draft.py "$q" --tokenizer qwen \
+            --models "$MODELS" --batches 0 --no-grammar-at -1 --stream-at "" \
+            --prompt-attention-at 0 --confidence-rounds 2
+        [ "$SMOKE" = 1 ] && break
+    done
+}
+
 gputests() {  # the tests marked gpu, on the card
     [ "$SMOKE" = 1 ] && return
     # The files whose tests are marked gpu (others import what the GPU machine lacks).
     bench gpu-tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
         tests/drafting/test_jump_forward.py tests/drafting/test_local_engine.py \
-        tests/drafting/test_vision.py tests/drafting/test_kernels.py
+        tests/drafting/test_vision.py tests/drafting/test_kernels.py \
+        tests/drafting/test_prompt_attention.py
 }
 
 for part in "$@"; do
@@ -242,6 +256,7 @@ for part in "$@"; do
     jump) jump ;;
     jump-qwen3) jump-qwen3 ;;
     memory) memory ;;
+    prompt) prompt ;;
     big) big ;;
     pool) pool ;;
     gputests) gputests ;;

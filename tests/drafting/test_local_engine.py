@@ -645,3 +645,57 @@ def test_confidence_can_be_switched_off_for_its_benchmark(tiny_qwen2vl: Path) ->
     outputs = [o for o in engine.draft(images()[:2]) if o.caption is not None]
     assert outputs and all(o.confidence is None for o in outputs)
     engine.close()
+
+
+@pytest.mark.gpu
+def test_a_batch_out_of_memory_is_split_and_drafts_what_the_whole_batch_drafts() -> None:
+    # The memory is capped between what one image and what eight take: the batch of eight
+    # runs out, is halved until it fits, and every image gets the draft it gets uncapped.
+    import torch
+
+    from tests.support.random_model import build
+
+    model, processor = build("tiny", device="cuda", dtype=torch.float32, max_pixels=256 * 28 * 28)
+    inputs = (images() * 4)[:8]
+    engine = LocalEngine(model, processor, batch_size=8, max_new_tokens=40)
+    want = engine.draft(inputs)
+    torch.cuda.synchronize()
+    engine.decoder.slots.clear()
+    torch.cuda.empty_cache()
+    held = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    engine.draft(inputs[:1])
+    one = torch.cuda.max_memory_allocated() - held
+    engine.decoder.slots.clear()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    engine.draft(inputs)
+    eight = torch.cuda.max_memory_allocated() - held
+    engine.decoder.slots.clear()
+    torch.cuda.empty_cache()
+    assert eight > 2 * one
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction((held + (one + eight) / 2) / total)
+    try:
+        got = engine.draft(inputs)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert engine.batch_size < 8
+    assert [g.raw for g in got] == [w.raw for w in want]
+    engine.close()
+
+
+@pytest.mark.gpu
+def test_a_closed_engine_gives_its_caches_memory_back() -> None:
+    import torch
+
+    from tests.support.random_model import build
+
+    model, processor = build("tiny", device="cuda", dtype=torch.float32)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    engine = LocalEngine(model, processor, batch_size=4, max_new_tokens=40)
+    engine.draft(images())
+    assert torch.cuda.memory_allocated() > before
+    engine.close()
+    assert torch.cuda.memory_allocated() <= before

@@ -29,12 +29,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from app.engines.local import kernels
+from app.engines.local.attention import prompt_prefill
 from app.engines.local.closing import BadPrefix, Closer, Parser
 from app.engines.local.grammar import Grammar
 from app.engines.local.text_step import MAX_POSITIONS, TextStep
@@ -116,8 +118,11 @@ class Decoder:
         use_kernels: bool = True,
         triton_attention_below: int | None = None,
         cache_dir: Any = None,
+        prompt_attention: bool = False,
     ) -> None:
-        """`cache_dir`: where the lean step keeps what it timed, for the next start."""
+        """`cache_dir`: where the lean step keeps what it timed, for the next start;
+        `prompt_attention`: the prefill's attention on the prompt's columns, cuDNN's kernel
+        first (attention.py: the model must use the grouped attention)."""
         import torch
 
         self.torch = torch
@@ -131,6 +136,7 @@ class Decoder:
         names = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in names else "past_key_values"
         self.slots: dict[int, _Slot] = {}
+        self.prompt_attention = prompt_attention
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
@@ -151,6 +157,14 @@ class Decoder:
         self.step_fn = (
             torch.compile(self._forward, dynamic=False) if compile_step and self.graphs else None
         )
+
+    def close(self) -> None:
+        """Lets go of every cache, captured graph and the model, so that their GPU memory is
+        free once the caller drops its own references (an engine closed to load another)."""
+        self.slots.clear()
+        self.text_step = None
+        self.step_fn = None
+        self.model = None
 
     def run(
         self,
@@ -259,9 +273,10 @@ class Decoder:
         torch = self.torch
         batch, length = inputs["input_ids"].shape
         slot.cache.reset()
-        first = self.model(
-            **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
-        ).logits[:, -1]
+        with prompt_prefill() if self.prompt_attention else nullcontext():
+            first = self.model(
+                **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
+            ).logits[:, -1]
         # The model's delta is the row's last prompt position + 1 - its unpadded length.
         real = inputs["attention_mask"].sum(-1).view(1, batch, 1)
         deltas = self.model.model.rope_deltas.view(1, batch, 1)

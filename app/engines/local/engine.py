@@ -9,6 +9,7 @@ imported here only, when a draft runs, so the app and the CLI start fast without
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -164,7 +165,8 @@ class LocalEngine(Engine):
         self.closer = self._closer(self.grammar) if self.grammar is not None else None
         self.closing = options.closing
         on_gpu = self.device.type == "cuda"
-        if _on(options.grouped_attention, on_gpu):
+        grouped = _on(options.grouped_attention, on_gpu)
+        if grouped:
             use_grouped_attention(model)
         if _on(options.fused_norms, on_gpu):
             use_fused_rms_norm(model)
@@ -188,6 +190,7 @@ class LocalEngine(Engine):
             use_kernels=options.kernels,
             triton_attention_below=options.triton_attention_below,
             cache_dir=cache_dir,
+            prompt_attention=grouped and _on(options.prompt_attention, on_gpu),
         )
         self.min_steps = options.min_steps
         self.confidence = options.confidence
@@ -405,20 +408,26 @@ class LocalEngine(Engine):
                 self._measured(before, torch.cuda.max_memory_allocated(self.device), len(inputs))
             return out
         except torch.cuda.OutOfMemoryError:
-            del prepared
-            self.auto_batch = False  # the size that fits is found by halving from here
-            torch.cuda.empty_cache()
-            if len(inputs) == 1:
-                raise DraftError(
-                    "The GPU ran out of memory drafting one image. Lower ATELIER_DRAFT_MAX_PIXELS "
-                    "(the image size the model sees), use a smaller model, or close what else "
-                    "uses the GPU."
-                ) from None
-            half = len(inputs) // 2
-            # Later batches start at the size that fits, rather than running out again.
-            self.batch_size = min(self.batch_size, half)
-            log.warning("out of GPU memory at batch %d: batches of %d from now", len(inputs), half)
-            return self._batch(inputs[:half]) + self._batch(inputs[half:])
+            pass
+        # Out of memory. Split outside the `except`: its traceback holds the failed forward's
+        # frames, and with them its tensors, until the block ends.
+        del prepared
+        self.auto_batch = False  # the size that fits is found by halving from here
+        # The caches and graphs kept for other sizes go too: the halves need the room.
+        self.decoder.slots.clear()
+        gc.collect()
+        torch.cuda.empty_cache()
+        if len(inputs) == 1:
+            raise DraftError(
+                "The GPU ran out of memory drafting one image. Lower ATELIER_DRAFT_MAX_PIXELS "
+                "(the image size the model sees), use a smaller model, or close what else "
+                "uses the GPU."
+            )
+        half = len(inputs) // 2
+        # Later batches start at the size that fits, rather than running out again.
+        self.batch_size = min(self.batch_size, half)
+        log.warning("out of GPU memory at batch %d: batches of %d from now", len(inputs), half)
+        return self._batch(inputs[:half]) + self._batch(inputs[half:])
 
     def _measured(self, before: int, peak: int, rows: int) -> None:
         """Sets the batch size from a first batch's memory: `peak` bytes at most while
@@ -591,6 +600,8 @@ class LocalEngine(Engine):
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.inputs.close()
         self._ahead = None
+        self.decoder.close()
         del self.model
         if self.torch.cuda.is_available():
+            gc.collect()  # what still refers to the caches in a cycle
             self.torch.cuda.empty_cache()

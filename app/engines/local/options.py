@@ -13,6 +13,8 @@ class LocalOptions:
     closing: bool = True  # a row short of tokens gets its shortest valid end written
     graphs: bool | None = None  # the step replayed from a CUDA graph
     grouped_attention: bool | None = None  # query heads laid out over their shared KV head
+    # With it: the prefill's attention on the prompt's columns only, cuDNN's kernel first.
+    prompt_attention: bool | None = None
     fused_norms: bool | None = None  # RMSNorm in one kernel
     packed_vision: bool | None = None  # the vision tower's attention in one call (vision.py)
     fused_vision_rotary: bool | None = None  # unpacked: its rotary compiled into one kernel
