@@ -1,15 +1,18 @@
 """Palettes from the pixels: speed and fit of `dominant_colours` with its pixel cap, against the
-same function with the cap off (the median cut over the whole 512 px working copy, as before
-2026-12-01), in the same run.
+same function with the cap off (quantising the whole 512 px working copy, as before
+2026-12-01), and against Pillow's median cut in place of its fast octree (as before
+2026-12-07), in the same run.
 
 For each picture: the image palette (16 colours) and eight element palettes (5 colours, crops
 of a tenth to half the picture). Fit is the pixels' mean distance to their nearest palette
 colour (CIE76 in Lab, lower is better); a palette that got faster but fits worse shows here.
-The pictures are painting-like 1024 px JPEGs (bench/import.py's); --folder adds your own.
+The pictures are painting-like 1024 px JPEGs (bench/import.py's); --smooth adds smooth colour
+fields (bench/draft_job.py's job pictures: thousands of distinct colours a crop), --folder
+your own; each set is measured apart.
 Four pictures of fine detail (stripes, thin lines, a check) are measured apart: a cap that
 blended pixels would show there, as colours the picture does not hold.
 
-    python bench/palettes.py [--pictures 24] [--folder DIR]
+    python bench/palettes.py [--pictures 24] [--smooth 24] [--folder DIR]
 """
 
 from __future__ import annotations
@@ -105,26 +108,44 @@ def measure(works: list[Image.Image]) -> dict[str, float]:
 
 
 def main() -> None:
+    from bench.draft_job import paintings
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--pictures", type=int, default=24)
-    ap.add_argument("--folder", type=Path, default=None, help="your own pictures, added")
+    ap.add_argument("--smooth", type=int, default=0, help="smooth colour fields, measured apart")
+    ap.add_argument("--folder", type=Path, default=None, help="your own pictures, measured apart")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_jpegs(Path(tmp), args.pictures)
+        sets = {"painting_like": write_jpegs(Path(tmp) / "jpegs", args.pictures)}
+        if args.smooth:
+            sets["smooth"] = paintings(Path(tmp) / "smooth", args.smooth)
         if args.folder:
-            paths += sorted(q for q in args.folder.iterdir() if q.is_file())
-        works = [palettes.Pixels(display_rgb(p.read_bytes(), max_side=1536)).img for p in paths]
-    detail = fine_detail()
-    capped, capped_detail = measure(works), measure(detail)
-    cap = palettes.SAMPLED_PIXELS_PER_COLOUR
-    palettes.SAMPLED_PIXELS_PER_COLOUR = 1 << 58  # the cap off: the whole working copy
-    whole, whole_detail = measure(works), measure(detail)
-    palettes.SAMPLED_PIXELS_PER_COLOUR = cap
-    report: dict[str, object] = {"pictures": len(works), "cap_pixels_per_colour": cap}
-    report |= {"capped": capped, "cap_off": whole}
-    report |= {"fine_detail_capped": capped_detail, "fine_detail_cap_off": whole_detail}
-    report["image_speedup"] = round(whole["image_ms"] / capped["image_ms"], 2)
-    report["crops_speedup"] = round(whole["eight_crops_ms"] / capped["eight_crops_ms"], 2)
+            sets["folder"] = sorted(q for q in args.folder.iterdir() if q.is_file())
+        works = {
+            name: [palettes.Pixels(display_rgb(p.read_bytes(), max_side=1536)).img for p in paths]
+            for name, paths in sets.items()
+        }
+    works["fine_detail"] = fine_detail()
+    report: dict[str, object] = {
+        "pictures": {name: len(w) for name, w in works.items()},
+        "cap_pixels_per_colour": palettes.SAMPLED_PIXELS_PER_COLOUR,
+        "quantise": palettes.QUANTISE.name,
+    }
+    cap, method = palettes.SAMPLED_PIXELS_PER_COLOUR, palettes.QUANTISE
+    for name, pictures in works.items():
+        row = {"now": measure(pictures)}
+        palettes.SAMPLED_PIXELS_PER_COLOUR = 1 << 58  # the cap off: the whole working copy
+        row["cap_off"] = measure(pictures)
+        palettes.SAMPLED_PIXELS_PER_COLOUR = cap
+        palettes.QUANTISE = Image.Quantize.MEDIANCUT
+        row["median_cut"] = measure(pictures)
+        palettes.QUANTISE = method
+        now = row["now"]
+        for other in ("cap_off", "median_cut"):
+            row[f"crops_speedup_vs_{other}"] = round(
+                row[other]["eight_crops_ms"] / max(now["eight_crops_ms"], 0.01), 2
+            )
+        report[name] = row
     print(json.dumps(report))
 
 
