@@ -264,11 +264,18 @@ def _load(
     def decode(blob: Path) -> Any:
         return display_rgb(blob.read_bytes(), max_side=side)
 
-    # In line, the GPU waits for these: every core; ahead, it is drafting: fewer.
+    # In line, the GPU waits for these: every core, and the engine prepares the first ones
+    # while the rest decode; ahead, it is drafting: fewer.
     with clock("load_decode_s"), _threads(len(found), every_core=not ahead) as pool:
-        decoded = list(pool.map(decode, [blob for _, blob, _ in found]))
-    for (item_id, blob, prompt), rgb in zip(found, decoded, strict=True):
-        loaded.inputs.append(DraftInput(rgb, prompt))
+        decoded = pool.map(decode, [blob for _, blob, _ in found])
+        inputs = (
+            DraftInput(rgb, prompt) for (_, _, prompt), rgb in zip(found, decoded, strict=True)
+        )
+        if ahead:
+            loaded.inputs = list(inputs)
+        else:
+            loaded.inputs = engine.prefetch_decoded(inputs, len(found))
+    for item_id, blob, _ in found:
         loaded.ready.append(item_id)
         loaded.blobs.append(blob)
     if ahead and loaded.inputs:

@@ -7,6 +7,7 @@ job uses is opened by app/drafting/open_engine.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -96,6 +97,12 @@ class Engine:
     def prefetch(self, inputs: list[DraftInput]) -> None:
         """A hint, from a thread, that `draft(inputs)` (the same list) comes next, so the
         engine can start preparing while it drafts the batch before."""
+
+    def prefetch_decoded(self, decoded: Iterable[DraftInput], count: int) -> list[DraftInput]:
+        """The `count` inputs of the batch `draft` is called with next, taken as each is
+        decoded: an engine that can starts preparing the first ones while the rest decode
+        (a job's first batch, which the GPU waits for). The list to call `draft` with."""
+        return list(decoded)
 
     def new_job(self) -> None:
         """A job starts on this engine (kept from an earlier one): what it counts, from zero."""

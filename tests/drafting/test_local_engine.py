@@ -699,3 +699,32 @@ def test_a_closed_engine_gives_its_caches_memory_back() -> None:
     assert torch.cuda.memory_allocated() > before
     engine.close()
     assert torch.cuda.memory_allocated() <= before
+
+
+def test_a_batch_taken_as_it_decodes_is_prepared_ahead_and_drafts_the_same(
+    tiny_qwen2vl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.engines.local import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PREPARE_PART", 2)  # five images: parts of 2, 2, 1
+    engine = tiny_engine(tiny_qwen2vl, batch_size=8)
+    inputs = images() + images()[:1]
+    want = engine.draft(inputs)
+    prepared: list[int] = []
+    whole = engine._prepare
+
+    def counted(batch: list[DraftInput]) -> Any:
+        prepared.append(len(batch))
+        return whole(batch)
+
+    monkeypatch.setattr(engine, "_prepare", counted)
+    taken = engine.prefetch_decoded(iter(inputs), len(inputs))
+    assert taken == inputs and engine._ahead is not None
+    got = engine.draft(taken)
+    assert not prepared  # the batch made from the parts was the one drafted
+    assert [g.raw for g in got] == [w.raw for w in want]
+    # More than a batch: taken as it is, nothing prepared ahead.
+    engine.batch_size = 2
+    assert engine.prefetch_decoded(iter(inputs), len(inputs)) == inputs
+    assert engine._ahead is None
+    engine.close()

@@ -85,3 +85,27 @@ def test_the_engine_says_so_rather_than_failing_in_the_model(tiny_qwen2vl: Path)
     with pytest.raises(DraftError, match="drafting instructions"):
         engine.draft([DraftInput(Image.new("RGB", (64, 64)), "Describe it. <|video_pad|>")])
     engine.close()
+
+
+@pytest.mark.parametrize("family", ["tiny_qwen2vl", "tiny_qwen25vl"])
+def test_a_batch_from_images_processed_in_parts_is_the_whole_batch(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    # Images processed two and three at a time as they came, the batch in another order:
+    # the same tensors as the images processed together in that order.
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(request.getfixturevalue(family))
+    texts, images = _requests(processor)
+    order = [3, 0, 4, 2, 1]
+    inputs = ModelInputs(processor)
+    want = inputs.batch([texts[i] for i in order], [images[i] for i in order])
+    parts = [inputs.pixels(images[:2]), inputs.pixels(images[2:])]
+    got = inputs.assemble([texts[i] for i in order], parts, order)
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype and got[key].shape == value.shape, key
+        assert bool((got[key] == value).all()), key
+    # In the order they came, one part: the processor's output as it is.
+    same = inputs.assemble(texts, [inputs.pixels(images)], list(range(len(texts))))
+    assert bool((same["pixel_values"] == inputs.batch(texts, images)["pixel_values"]).all())

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ AUTO_FIRST_BATCH = 8
 AUTO_MAX_BATCH = 256
 AUTO_MEMORY_SHARE = 0.85
 AUTO_CPU_BATCH = 4
+# A job's first batch is prepared this many images at a time while the rest still decode
+# (`prefetch_decoded`).
+PREPARE_PART = 32
 
 # Qwen-VL processors count pixels in units of one merged patch: 2x2 patches of 14 px, 28 x 28.
 QWEN_PIXEL_UNIT = 28 * 28
@@ -463,20 +467,77 @@ class LocalEngine(Engine):
         images = [i.image for i in inputs]
         if self.device.type != "cuda":
             return self._process(texts, images).to(self.device)
+        stream = self.torch.cuda.Stream(self.device)
+        with self.torch.cuda.stream(stream):
+            batch = self._landed(self._process(texts, images, on_device=self.gpu_preprocess))
+        stream.synchronize()
+        return batch
+
+    def prefetch_decoded(self, decoded: Iterable[DraftInput], count: int) -> list[DraftInput]:
+        """Prepares the images PREPARE_PART at a time, on the thread, as they come, then the
+        batch from those parts in `draft`'s order: what `_prepare` makes of the batch, most of
+        it made while the last images still decode. A batch longer than `batch_size` is
+        drafted in several, and only taken here."""
+        if count > self.batch_size or count <= PREPARE_PART:
+            return list(decoded)
+        inputs: list[DraftInput] = []
+        parts: list[Future[Any]] = []
+        part: list[DraftInput] = []
+        for item in decoded:
+            inputs.append(item)
+            part.append(item)
+            if len(part) == PREPARE_PART:
+                parts.append(self._pool.submit(self._prepare_part, [i.image for i in part]))
+                part = []
+        if part:
+            parts.append(self._pool.submit(self._prepare_part, [i.image for i in part]))
+        if len(inputs) > self.batch_size:
+            return inputs
+        hinted, self._ahead = self._ahead, None
+        if hinted is not None:
+            hinted[2].cancel()
+        order = by_size(inputs)
+        made = self._pool.submit(self._prepare_parts, inputs, parts, order)
+        self._ahead = (inputs, len(inputs), made)
+        return inputs
+
+    def _prepare_part(self, images: list[Any]) -> Any:
+        """Some of a batch's images processed (`ModelInputs.pixels`), on the model's device."""
+        if self.device.type != "cuda":
+            return self._pixels(images)
+        stream = self.torch.cuda.Stream(self.device)
+        with self.torch.cuda.stream(stream):
+            pixels = self._landed(self._pixels(images, on_device=self.gpu_preprocess))
+        stream.synchronize()
+        return pixels
+
+    def _prepare_parts(
+        self, inputs: list[DraftInput], parts: list[Future[Any]], order: list[int]
+    ) -> Any:
+        """The batch of `inputs` in `order` from their images processed in `parts`."""
+        texts = self._texts([inputs[i] for i in order])
+        done = [part.result() for part in parts]
+        if self.device.type != "cuda":
+            return self.inputs.assemble(texts, done, order).to(self.device)
+        stream = self.torch.cuda.Stream(self.device)
+        with self.torch.cuda.stream(stream):
+            batch = self._landed(self.inputs.assemble(texts, done, order))
+        stream.synchronize()
+        return batch
+
+    def _landed(self, batch: Any) -> Any:
+        """`batch`'s tensors on the model's device (from pinned memory), its floating ones in
+        the model's dtype, each marked as used on the default stream later (so that the
+        allocator knows before it reuses them). On the stream in use."""
         torch = self.torch
         dtype = next(self.model.parameters()).dtype
-        stream = torch.cuda.Stream(self.device)
-        with torch.cuda.stream(stream):
-            batch = self._process(texts, images, on_device=self.gpu_preprocess)
-            for key, value in batch.items():
-                if value.is_floating_point():
-                    value = value.to(dtype)
-                if value.device != self.device:
-                    value = value.pin_memory().to(self.device, non_blocking=True)
-                batch[key] = value
-                # Used on the default stream later: the allocator must know before reusing.
-                batch[key].record_stream(torch.cuda.default_stream(self.device))
-        stream.synchronize()
+        for key, value in batch.items():
+            if value.is_floating_point():
+                value = value.to(dtype)
+            if value.device != self.device:
+                value = value.pin_memory().to(self.device, non_blocking=True)
+            batch[key] = value
+            batch[key].record_stream(torch.cuda.default_stream(self.device))
         return batch
 
     def _texts(self, inputs: list[DraftInput]) -> list[str]:
@@ -496,16 +557,24 @@ class LocalEngine(Engine):
         ]
 
     def _process(self, texts: list[str], images: list[Any], on_device: bool = False) -> Any:
+        return self._on_device_or_cpu(self.inputs.batch, on_device, texts, images)
+
+    def _pixels(self, images: list[Any], on_device: bool = False) -> Any:
+        return self._on_device_or_cpu(self.inputs.pixels, on_device, images)
+
+    def _on_device_or_cpu(self, make: Any, on_device: bool, *args: Any) -> Any:
+        """`make(*args)`, its images processed on the model's device where asked and the
+        image processor can; on the CPU from then on where it cannot."""
         kw = {"device": self.device} if on_device else {}
         try:
-            return self.inputs.batch(texts, images, **kw)
+            return make(*args, **kw)
         except (TypeError, ValueError, RuntimeError) as e:
             if not on_device or isinstance(e, self.torch.cuda.OutOfMemoryError):
                 raise  # out of memory: the batch is split (`draft`, `_batch`)
             # An image processor that cannot work on the GPU: on the CPU from now on.
             log.warning("image preprocessing stays on the CPU: %s", str(e).splitlines()[0][:200])
             self.gpu_preprocess = False
-            return self._process(texts, images)
+            return make(*args)
 
     def _decode(self, batch: Any) -> Result:
         """The prepared batch decoded with this engine's grammar, closer, budget and

@@ -44,12 +44,38 @@ class ModelInputs:
         """The processor's batch (a BatchFeature) for these texts, one image placeholder
         each, and images, padded on the left, as tensors (the images' on the device
         `image_kw` names)."""
+        return self.assemble(texts, [self.pixels(images, **image_kw)], list(range(len(texts))))
+
+    def pixels(self, images: list[Any], **image_kw: Any) -> Any:
+        """The image processor's output for these images: their patches, one after the
+        other, and each one's grid."""
+        return self.processor.image_processor(
+            images=self._as_tensors(images), return_tensors="pt", **image_kw
+        )
+
+    def assemble(self, texts: list[str], parts: list[Any], order: list[int]) -> Any:
+        """The batch for `texts` from images processed in `parts` (`pixels`, each of several
+        images, in the order they came): the image at `order[n]` of that order is the n-th
+        text's. Its patches are those the images processed together would have."""
         import torch
         from transformers import BatchFeature
 
-        pixels = self.processor.image_processor(
-            images=self._as_tensors(images), return_tensors="pt", **image_kw
-        )
+        if len(parts) == 1 and order == list(range(len(order))):
+            pixels = parts[0]
+        else:
+            pieces = []  # each image's patches and grid, in the order they came
+            for part in parts:
+                if set(part.keys()) != {"pixel_values", "image_grid_thw"}:
+                    raise ValueError(f"images processed in parts give {sorted(part.keys())}")
+                at = 0
+                for grid in part["image_grid_thw"]:
+                    count = int(grid.prod())
+                    pieces.append((part["pixel_values"][at : at + count], grid))
+                    at += count
+            pixels = {
+                "pixel_values": torch.cat([pieces[i][0] for i in order]),
+                "image_grid_thw": torch.stack([pieces[i][1] for i in order]),
+            }
         grids = pixels["image_grid_thw"].tolist()
         rows = [
             self._expanded(text, (t * h * w) // self.merge)
