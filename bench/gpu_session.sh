@@ -221,13 +221,13 @@ memory() {  # what fills Qwen3-VL-8B's batch of 64 at its peak, and the prefill 
 }
 
 prompt() {  # the prompt's attention (attention.py) on and off, alternating in one engine: 2B
-    # and Qwen3-VL-8B at the automatic batch
-    local q
-    for q in 2b qwen3-8b; do
+    # and Qwen3-VL-8B ($PROMPT_SHAPES) at the automatic batch ($PROMPT_BATCH: 0)
+    local q batch=${PROMPT_BATCH:-0}
+    for q in ${PROMPT_SHAPES:-2b qwen3-8b}; do
         [ "$SMOKE" = 1 ] && q=tiny
         bench "prompt-attention-$q" 280 "$PY" bench/draft.py "$q" --tokenizer qwen \
-            --models "$MODELS" --batches 0 --no-grammar-at -1 --stream-at "" \
-            --prompt-attention-at 0 --confidence-rounds 2
+            --models "$MODELS" --batches "$batch" --no-grammar-at -1 --stream-at "" \
+            --prompt-attention-at "$batch" --confidence-rounds 2
         [ "$SMOKE" = 1 ] && break
     done
 }
