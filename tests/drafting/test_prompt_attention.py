@@ -108,9 +108,10 @@ def test_the_prompts_attention_on_the_gpu_in_bf16(
     # every real row through the values).
     import torch
 
-    engine = tiny_engine(tiny_qwen2vl, device="cuda", dtype=torch.bfloat16)
+    engine = tiny_engine(tiny_qwen2vl, device="cuda", options=LocalOptions(prompt_attention=True))
     try:
-        assert engine.decoder.prompt_attention  # on by default on a GPU
+        assert engine.model.dtype == torch.bfloat16  # what a GPU loads
+        assert engine.decoder.prompt_attention  # with the grouped attention, on a GPU by default
         _check(engine, 2e-2, 2e-2, monkeypatch)
     finally:
         engine.close()

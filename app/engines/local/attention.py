@@ -12,7 +12,8 @@ prompt's columns (the cache's later ones are empty and masked: a third of the wo
 new tokens), and cuDNN's attention kernel goes first. PyTorch picks its memory-efficient
 kernel for a masked prefill otherwise (flash takes no mask, cuDNN comes last): at
 Qwen3-VL-8B's prefill shapes on an H100 that took 9.3 ms a layer for eight rows against
-1.3 ms for cuDNN's (bench/memory_peak.py, 2026-12-07).
+1.3 ms for cuDNN's, one cold call each (bench/memory_peak.py, 2026-12-07). Off by default
+(LocalOptions.prompt_attention) until its GPU test and a whole batch's time have run.
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ class LocalEngine(Engine):
             use_kernels=options.kernels,
             triton_attention_below=options.triton_attention_below,
             cache_dir=cache_dir,
-            prompt_attention=grouped and _on(options.prompt_attention, on_gpu),
+            prompt_attention=grouped and options.prompt_attention,
         )
         self.min_steps = options.min_steps
         self.confidence = options.confidence

@@ -14,7 +14,9 @@ class LocalOptions:
     graphs: bool | None = None  # the step replayed from a CUDA graph
     grouped_attention: bool | None = None  # query heads laid out over their shared KV head
     # With it: the prefill's attention on the prompt's columns only, cuDNN's kernel first.
-    prompt_attention: bool | None = None
+    # Off until its GPU test (bf16, cuDNN, rows padded on the left) and its speed have run
+    # on a card: `bash bench/gpu_session.sh gputests prompt`.
+    prompt_attention: bool = False
     fused_norms: bool | None = None  # RMSNorm in one kernel
     packed_vision: bool | None = None  # the vision tower's attention in one call (vision.py)
     fused_vision_rotary: bool | None = None  # unpacked: its rotary compiled into one kernel
