@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -467,11 +467,9 @@ class LocalEngine(Engine):
         images = [i.image for i in inputs]
         if self.device.type != "cuda":
             return self._process(texts, images).to(self.device)
-        stream = self.torch.cuda.Stream(self.device)
-        with self.torch.cuda.stream(stream):
-            batch = self._landed(self._process(texts, images, on_device=self.gpu_preprocess))
-        stream.synchronize()
-        return batch
+        return self._on_own_stream(
+            lambda: self._process(texts, images, on_device=self.gpu_preprocess)
+        )
 
     def prefetch_decoded(self, decoded: Iterable[DraftInput], count: int) -> list[DraftInput]:
         """Prepares the images PREPARE_PART at a time, on the thread, as they come, then the
@@ -505,11 +503,7 @@ class LocalEngine(Engine):
         """Some of a batch's images processed (`ModelInputs.pixels`), on the model's device."""
         if self.device.type != "cuda":
             return self._pixels(images)
-        stream = self.torch.cuda.Stream(self.device)
-        with self.torch.cuda.stream(stream):
-            pixels = self._landed(self._pixels(images, on_device=self.gpu_preprocess))
-        stream.synchronize()
-        return pixels
+        return self._on_own_stream(lambda: self._pixels(images, on_device=self.gpu_preprocess))
 
     def _prepare_parts(
         self, inputs: list[DraftInput], parts: list[Future[Any]], order: list[int]
@@ -519,9 +513,14 @@ class LocalEngine(Engine):
         done = [part.result() for part in parts]
         if self.device.type != "cuda":
             return self.inputs.assemble(texts, done, order).to(self.device)
+        return self._on_own_stream(lambda: self.inputs.assemble(texts, done, order))
+
+    def _on_own_stream(self, make: Callable[[], Any]) -> Any:
+        """What `make` gives, made and landed on the GPU (`_landed`) on a stream of its own,
+        so that it overlaps the decoding on the default stream; waited for."""
         stream = self.torch.cuda.Stream(self.device)
         with self.torch.cuda.stream(stream):
-            batch = self._landed(self.inputs.assemble(texts, done, order))
+            batch = self._landed(make())
         stream.synchronize()
         return batch
 
