@@ -297,7 +297,7 @@ def _palettes(loaded: _Loaded, max_pixels: int) -> dict[int, Pixels]:
     Made while the engine drafts: in the shared process pool from POOL_FROM images, each
     decoded again there (sending the decoded images would cost more), LOAD_THREADS at a time,
     so that neither the engine's thread nor the cores its step loop and grammar use wait
-    for them; on threads, they held the engine's GIL (their median cut and CIELAB are
+    for them; on threads, they held the engine's GIL (their sampling and merging are
     Python). Threads for a few images, or where there is no pool."""
     pool = _palette_pool() if len(loaded.inputs) >= POOL_FROM else None
     if pool is not None:
