@@ -16,7 +16,7 @@ boxes, and the GPU waits for them. Measured several ways in one run:
   how long a task took there against one core's;
 - pool_chunks_of_8: the job's pool, eight drafts a task;
 - pool_N: the traced fill in a pool of its own of N processes, for half and all the cores;
-- threads: a thread a core in this process (Pillow's median cut releases the GIL; the rest
+- threads: a thread a core in this process (Pillow's quantising releases the GIL; the rest
   holds it).
 
 Painting-like 1024 px JPEGs (bench/import.py's), decoded as a job decodes them, drafts of
