@@ -137,6 +137,8 @@ job_in() {  # job_in NAME CHECKOUT: a whole job from that checkout's code, its e
     # palettes traced where that checkout can
     local name=$1 tree=$2 trace=()
     grep -q -- --trace-palettes "$tree/bench/draft_job.py" && trace=(--trace-palettes)
+    # With the first batch prepared whole too, where that checkout can (its A/B in one call).
+    grep -q -- '"job-whole"' "$tree/bench/draft_job.py" && trace+=(--passes job-whole,job,streamed)
     (cd "$tree" && PYTHONPATH=$(paths_in "$tree") bench "$name" 250 "$PY" bench/draft_job.py \
         "$SHAPE" --images "$IMAGES" --batch 0 --boxes 8 --tokenizer qwen --models "$MODELS" \
         --data "$WORK/job-data" "${trace[@]}")

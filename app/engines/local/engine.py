@@ -200,6 +200,7 @@ class LocalEngine(Engine):
         self.confidence = options.confidence
         self.jump_forward = options.jump_forward
         self.gpu_preprocess = options.gpu_preprocess  # turned off where the processor cannot
+        self.prepare_while_decoding = options.prepare_while_decoding
         self.torch = torch
         # Inputs are prepared on this thread, ahead of the GPU (see `draft` and `prefetch`).
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="atelier-prepare")
@@ -476,7 +477,7 @@ class LocalEngine(Engine):
         batch from those parts in `draft`'s order: what `_prepare` makes of the batch, most of
         it made while the last images still decode. A batch longer than `batch_size` is
         drafted in several, and only taken here."""
-        if count > self.batch_size or count <= PREPARE_PART:
+        if not self.prepare_while_decoding or count > self.batch_size or count <= PREPARE_PART:
             return list(decoded)
         inputs: list[DraftInput] = []
         parts: list[Future[Any]] = []

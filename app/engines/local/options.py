@@ -24,6 +24,8 @@ class LocalOptions:
     kernels: bool = True  # Triton kernels in the step at small batches
     triton_attention_below: int | None = None  # None: Atelier's attention at every batch
     gpu_preprocess: bool = True  # images resized and patched on the GPU
+    # A job's first batch prepared in parts while its images decode (`prefetch_decoded`).
+    prepare_while_decoding: bool = True
     min_steps: int = 0  # decode at least this many steps whatever stops (equal work a batch)
     confidence: bool = True  # each drafted token's log probability kept (the draft's doubts)
     # A one-image batch feeds the tokens the grammar forces with the token before them, in
