@@ -726,6 +726,17 @@ def test_a_batch_taken_as_it_decodes_is_prepared_ahead_and_drafts_the_same(
     got = engine.draft(taken)
     assert not prepared  # the batch made from the parts was the one drafted
     assert [g.raw for g in got] == [w.raw for w in want]
+
+    # Preparing in parts fails: the batch is prepared again in line, and drafts the same.
+    def broken(*args: Any) -> Any:
+        raise ValueError("a part the processor cannot put together")
+
+    monkeypatch.setattr(engine, "_prepare_parts", broken)
+    taken = engine.prefetch_decoded(iter(inputs), len(inputs))
+    got = engine.draft(taken)
+    assert prepared == [len(inputs)]
+    assert [g.raw for g in got] == [w.raw for w in want]
+    monkeypatch.undo()
     # More than a batch: taken as it is, nothing prepared ahead.
     engine.batch_size = 2
     assert engine.prefetch_decoded(iter(inputs), len(inputs)) == inputs

@@ -87,15 +87,12 @@ def test_the_engine_says_so_rather_than_failing_in_the_model(tiny_qwen2vl: Path)
     engine.close()
 
 
-@pytest.mark.parametrize("family", ["tiny_qwen2vl", "tiny_qwen25vl"])
-def test_a_batch_from_images_processed_in_parts_is_the_whole_batch(
-    family: str, request: pytest.FixtureRequest
-) -> None:
-    # Images processed two and three at a time as they came, the batch in another order:
-    # the same tensors as the images processed together in that order.
+def _same_in_parts(folder: Path) -> None:
+    """Images processed two and three at a time as they came, the batch in another order:
+    the same tensors as the images processed together in that order."""
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(request.getfixturevalue(family))
+    processor = AutoProcessor.from_pretrained(folder)
     texts, images = _requests(processor)
     order = [3, 0, 4, 2, 1]
     inputs = ModelInputs(processor)
@@ -109,3 +106,17 @@ def test_a_batch_from_images_processed_in_parts_is_the_whole_batch(
     # In the order they came, one part: the processor's output as it is.
     same = inputs.assemble(texts, [inputs.pixels(images)], list(range(len(texts))))
     assert bool((same["pixel_values"] == inputs.batch(texts, images)["pixel_values"]).all())
+
+
+@pytest.mark.parametrize("family", ["tiny_qwen2vl", "tiny_qwen25vl"])
+def test_a_batch_from_images_processed_in_parts_is_the_whole_batch(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    _same_in_parts(request.getfixturevalue(family))
+
+
+@pytest.mark.parametrize("name", ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-4B-Instruct"])
+def test_a_batch_in_parts_is_the_whole_batch_with_the_real_processors(
+    name: str, real_tiny: Any
+) -> None:
+    _same_in_parts(real_tiny(name))

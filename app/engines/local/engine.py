@@ -392,6 +392,11 @@ class LocalEngine(Engine):
             except self.torch.cuda.OutOfMemoryError:
                 prepared = None  # prepared again in `_batch`, which splits what does not fit
                 self.torch.cuda.empty_cache()
+            except Exception:
+                # Prepared again in line: a fault of the inputs says itself there, and one
+                # of preparing ahead (in parts) costs the time saved, not the batch.
+                log.warning("a batch prepared ahead failed; preparing it again", exc_info=True)
+                prepared = None
             if k + 1 < len(chunks):
                 ahead = self._pool.submit(self._prepare, chunks[k + 1])
             drafted.extend(self._batch(chunk, prepared))
