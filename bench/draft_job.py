@@ -47,14 +47,13 @@ from app.db import make_engine, migrate  # noqa: E402
 from app.drafting import jobs, pipeline  # noqa: E402
 from app.engines.interface import DraftInput, DraftOutput, parse_output  # noqa: E402
 from app.engines.local.engine import LocalEngine  # noqa: E402
-from app.engines.local.options import LocalOptions  # noqa: E402
 from app.engines.prompt import build_prompt  # noqa: E402
 from app.errors import NotFound  # noqa: E402
 from app.images.decode import display_rgb  # noqa: E402
 from app.images.importer import import_sources  # noqa: E402
 from app.images.sources import walk_paths  # noqa: E402
 from app.images.store import content_store  # noqa: E402
-from bench.draft import NEW_TOKENS, load_model  # noqa: E402
+from bench.draft import NEW_TOKENS, fixed_length_engine, load_model  # noqa: E402
 from bench.draft_pipeline import answer  # noqa: E402
 from tests.support.random_model import REAL_MODELS  # noqa: E402
 
@@ -219,13 +218,7 @@ def main() -> None:
         dtype=torch.bfloat16 if cuda else torch.float32,
         max_pixels=SIDE * SIDE,
     )
-    engine = LocalEngine(
-        model,
-        processor,
-        batch_size=args.batch,
-        max_new_tokens=NEW_TOKENS,
-        options=LocalOptions(min_steps=NEW_TOKENS),
-    )
+    engine = fixed_length_engine(model, processor, args.batch)
     report["model_and_engine_s"] = round(time.perf_counter() - started, 1)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp)

@@ -35,8 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.engines.local.engine import LocalEngine  # noqa: E402
-from app.engines.local.options import LocalOptions  # noqa: E402
-from bench.draft import NEW_TOKENS, QWEN3, images, load_model, timed  # noqa: E402
+from bench.draft import (  # noqa: E402
+    NEW_TOKENS,
+    QWEN3,
+    fixed_length_engine,
+    images,
+    load_model,
+    timed,
+)
 from tests.support.random_model import REAL_MODELS  # noqa: E402
 
 GB = 1e9
@@ -185,13 +191,7 @@ def main() -> None:
         flush=True,
     )
     model, processor = load_model(args.shape, args.tokenizer, args.models)
-    engine = LocalEngine(
-        model,
-        processor,
-        batch_size=args.batch,
-        max_new_tokens=NEW_TOKENS,
-        options=LocalOptions(min_steps=NEW_TOKENS),
-    )
+    engine = fixed_length_engine(model, processor, args.batch)
     inputs = images(args.batch, engine.convention)
     warm = timed(engine, inputs)  # the slot, its cache and graphs made
     if not cuda:
