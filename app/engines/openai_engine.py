@@ -5,8 +5,10 @@ URLs, across one or several servers.
 What the servers really do, and what this engine does about it:
 - Each server is sent as many requests at once as it answers without slowing down: one at
   first, doubled while a full round of answers comes back within `GROWTH_OK` times the
-  fastest answer (a server that batches, like vLLM), settled one step back as soon as a
-  round is slower (a server that queues, like Ollama with one slot). A setting fixes it.
+  fastest answer (a server that batches, like vLLM), settled one step back once
+  `SLOW_ROUNDS` rounds in a row are slower (a server that queues, like Ollama with one slot,
+  is slower every round; one late answer is the network or a busy client). A setting fixes
+  it.
 - Requests go to the server with the most room (in flight against its limit); a server that
   cannot be reached or does not answer in time is set aside and its images go to the others.
 - 429 and 503 are retried with backoff, honouring Retry-After; any other 4xx stops the job
@@ -52,6 +54,7 @@ TokenParam = Literal["max_tokens", "max_completion_tokens"]
 
 MAX_IN_FLIGHT = 64  # per server, when learnt
 GROWTH_OK = 1.6  # a round this much slower than the fastest answer: the server queues
+SLOW_ROUNDS = 2  # slow rounds in a row before the limit settles
 MAX_RETRIES = 5  # for 429 and 503
 MAX_BACKOFF_S = 60.0
 SET_ASIDE_S = 60.0  # a server set aside gets a request again after this long
@@ -98,13 +101,15 @@ class Server:
     fastest_s: float | None = None
     round_answers: int = 0
     round_slowest_s: float = 0.0
+    slow_rounds: int = 0  # slow rounds in a row at this limit
     busy_s: float = 0.0  # time with at least one request in flight
     busy_since: float | None = None
     set_aside: str | None = None  # why, while set aside
     set_aside_at: float = 0.0
 
     def answered(self, latency: float) -> None:
-        """Learns the limit from answers: doubled while a full round is not slower."""
+        """Learns the limit from answers: doubled after a full round that is not slower,
+        settled one step back after `SLOW_ROUNDS` slower rounds in a row."""
         if not self.learning:
             return
         if self.fastest_s is None or latency < self.fastest_s:
@@ -113,12 +118,16 @@ class Server:
         self.round_slowest_s = max(self.round_slowest_s, latency)
         if self.round_answers < self.limit:
             return
-        if self.round_slowest_s <= GROWTH_OK * self.fastest_s and self.limit < MAX_IN_FLIGHT:
-            self.limit *= 2
-        else:
-            self.limit = max(1, self.limit // 2) if self.limit > 1 else 1
-            self.learning = False
+        slow = self.round_slowest_s > GROWTH_OK * self.fastest_s
         self.round_answers, self.round_slowest_s = 0, 0.0
+        self.slow_rounds = self.slow_rounds + 1 if slow else 0
+        if not slow and self.limit < MAX_IN_FLIGHT:
+            self.limit *= 2
+        elif not slow:  # as many as it may be sent
+            self.learning = False
+        elif self.slow_rounds >= SLOW_ROUNDS:
+            self.limit = max(1, self.limit // 2)
+            self.learning = False
 
     def rate(self, now: float) -> float | None:
         busy = self.busy_s + (now - self.busy_since if self.busy_since is not None else 0.0)

@@ -83,6 +83,7 @@ class FakeServer:
     models: list[str] = field(default_factory=lambda: ["qwen2-vl-7b"])
     api_key: str | None = None
     delay_s: float = 0.0
+    late: dict[int, float] = field(default_factory=dict)  # request number: seconds it adds
     slots: int | None = None  # requests served at once; the rest wait their turn
     refuse_max_tokens: bool = False  # OpenAI's current models
     refuse_temperature_zero: bool = False  # OpenAI's reasoning models
@@ -120,6 +121,7 @@ class FakeServer:
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> Response:
             body = await request.json()
+            number = len(self.requests)
             self.requests.append(body)
             self.arrivals.append(time.monotonic())
             if self.die_after is not None and self.answered >= self.die_after:
@@ -156,20 +158,20 @@ class FakeServer:
                 )
             if slots is not None:
                 async with slots:
-                    return await self._answer(body)
-            return await self._answer(body)
+                    return await self._answer(body, self.late.get(number, 0.0))
+            return await self._answer(body, self.late.get(number, 0.0))
 
         return app
 
     def _error(self, status: int, message: str, param: str | None = None) -> JSONResponse:
         return JSONResponse(error_body(self.dialect, status, message, param), status_code=status)
 
-    async def _answer(self, body: dict) -> Response:
+    async def _answer(self, body: dict, late_s: float = 0.0) -> Response:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
+            if self.delay_s or late_s:
+                await asyncio.sleep(self.delay_s + late_s)
             schema = body.get("response_format", {}).get("json_schema", {})
             if schema.get("name") == "reading":
                 content = json.dumps({"text": self.reading(body)})

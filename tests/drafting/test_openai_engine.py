@@ -16,7 +16,9 @@ from app.config import Settings
 from app.drafting.open_engine import open_engine
 from app.engines.interface import DraftError, DraftInput
 from app.engines.openai_engine import (
+    MAX_IN_FLIGHT,
     OpenAIEngine,
+    Server,
     list_models,
     retry_after,
     split_urls,
@@ -194,6 +196,40 @@ def test_a_batching_server_is_sent_more_at_once() -> None:
     assert e.server_stats()[0]["in_flight"] >= 4
     assert fake.max_in_flight >= 4
     assert e.batch_size >= 8
+
+
+def test_one_late_answer_does_not_settle_a_batching_server() -> None:
+    # The second request (the second round's first) comes back late once, as when the
+    # network or the client's own machine stalls; the server still batches.
+    fake = FakeServer("vllm", delay_s=0.15, late={1: 0.35})
+    with serving(fake) as urls:
+        e = engine(urls)
+        e.draft(inputs(24))
+    assert e.server_stats()[0]["in_flight"] >= 4
+    assert fake.max_in_flight >= 4
+
+
+def test_the_limit_is_learnt_from_rounds_of_answers() -> None:
+    def fed(server: Server, *rounds: list[float]) -> Server:
+        for answers in rounds:
+            for latency in answers:
+                server.answered(latency)
+        return server
+
+    # A batching server: every round as fast as the first answer; doubled each round.
+    assert fed(Server("u", 1, True), [1.0], [1.0] * 2, [1.1] * 4).limit == 8
+    # A queueing server: slower every round at two; settled at one.
+    queued = fed(Server("u", 1, True), [1.0], [1.0, 2.0], [2.0, 2.0])
+    assert queued.limit == 1 and not queued.learning
+    # One slow round, then a fast one: still learning, and doubled.
+    late = fed(Server("u", 1, True), [1.0], [1.0, 3.0], [1.0, 1.0])
+    assert late.limit == 4 and late.learning
+    # Slow rounds must come in a row to settle it.
+    apart = fed(Server("u", 1, True), [1.0], [3.0, 1.0], [1.0] * 2, [3.0] + [1.0] * 3)
+    assert apart.limit == 4 and apart.learning
+    # At the most it may be sent, a fast round keeps it there.
+    top = fed(Server("u", MAX_IN_FLIGHT, True), [1.0] * MAX_IN_FLIGHT)
+    assert top.limit == MAX_IN_FLIGHT and not top.learning
 
 
 def test_a_fixed_number_in_flight_is_kept() -> None:
