@@ -77,7 +77,9 @@ def load_model(shape: str, tokenizer_kind: str, models: Path, **kw: object) -> t
     return build(shape, **kw, **extra)  # type: ignore[arg-type]
 
 
-def fixed_length_engine(model: object, processor: object, batch: int) -> LocalEngine:
+def fixed_length_engine(
+    model: object, processor: object, batch: int, prefill_rows: int = 0
+) -> LocalEngine:
     """The engine as users run it, at `batch` images a batch, every draft NEW_TOKENS long
     (the same steps for every image, as in the baseline)."""
     return LocalEngine(
@@ -85,7 +87,7 @@ def fixed_length_engine(model: object, processor: object, batch: int) -> LocalEn
         processor,
         batch_size=batch,
         max_new_tokens=NEW_TOKENS,
-        options=LocalOptions(min_steps=NEW_TOKENS),
+        options=LocalOptions(min_steps=NEW_TOKENS, prefill_rows=prefill_rows),
     )
 
 
@@ -250,6 +252,12 @@ def main() -> None:
     ap.add_argument(
         "--profile-at", type=int, default=0, help="split one batch's time into its parts"
     )
+    ap.add_argument(
+        "--prefill-rows",
+        type=int,
+        default=0,
+        help="the prompts written this many rows a forward (prefill.py); 0: all at once",
+    )
     args = ap.parse_args()
     qwen3 = args.shape in QWEN3
     convention = "qwen3vl" if qwen3 else "qwen2vl"
@@ -272,6 +280,7 @@ def main() -> None:
         "tokenizer": "qwen" if qwen3 else args.tokenizer,
         "closing": not args.no_closing,
         "triton_attention_below": args.triton_below or "every batch",
+        "prefill_rows": args.prefill_rows or "all",
     }
     print(json.dumps(report), flush=True)
     if args.baseline:
@@ -324,6 +333,7 @@ def main() -> None:
                     closing=not args.no_closing,
                     triton_attention_below=args.triton_below or None,
                     confidence=not args.no_confidence,
+                    prefill_rows=args.prefill_rows,
                 ),
             )
             report[f"engine_{'with' if grammar else 'without'}_grammar_s"] = round(

@@ -16,7 +16,8 @@
 # gputests (the tests marked gpu), job-before / click-before (the same from the checkout in
 # $BEFORE, for a before/after in one call), jump-qwen3 (jump for Qwen3-VL-8B and -4B),
 # memory (what fills Qwen3-VL-8B's batch of 64 at its peak: bench/memory_peak.py), prompt
-# (the prompt's attention on and off at the automatic batch, 2B and Qwen3-VL-8B).
+# (the prompt's attention on and off at the automatic batch, 2B and Qwen3-VL-8B), pieces
+# (Qwen3-VL-8B at the automatic batch with its prompts written 16 rows a forward, then not).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -234,13 +235,28 @@ prompt() {  # the prompt's attention (attention.py) on and off, alternating in o
     done
 }
 
+pieces() {  # Qwen3-VL-8B at the automatic batch with its prompts written 16 rows a forward
+    # (prefill.py: the batch it then chooses, its peak and images/s), then all rows at once
+    local q=qwen3-8b rows=${PIECE_ROWS:-16}
+    [ "$SMOKE" = 1 ] && q=tiny rows=2
+    bench "pieces-$q" 240 "$PY" bench/draft.py "$q" --tokenizer qwen --models "$MODELS" \
+        --batches 0 --no-grammar-at -1 --stream-at "" --prefill-rows "$rows"
+    bench "whole-$q" 200 "$PY" bench/draft.py "$q" --tokenizer qwen --models "$MODELS" \
+        --batches 0 --no-grammar-at -1 --stream-at ""
+    # What fills the batch of 128 at its peak, written in pieces.
+    local batch=128
+    [ "$SMOKE" = 1 ] && batch=4
+    bench "memory-pieces-$q" 200 "$PY" bench/memory_peak.py "$q" --batch "$batch" \
+        --prefill-rows "$rows" --models "$MODELS"
+}
+
 gputests() {  # the tests marked gpu, on the card
     [ "$SMOKE" = 1 ] && return
     # The files whose tests are marked gpu (others import what the GPU machine lacks).
     bench gpu-tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
         tests/drafting/test_jump_forward.py tests/drafting/test_local_engine.py \
         tests/drafting/test_vision.py tests/drafting/test_kernels.py \
-        tests/drafting/test_prompt_attention.py
+        tests/drafting/test_prompt_attention.py tests/drafting/test_prefill_pieces.py
 }
 
 for part in "$@"; do
@@ -259,6 +275,7 @@ for part in "$@"; do
     jump-qwen3) jump-qwen3 ;;
     memory) memory ;;
     prompt) prompt ;;
+    pieces) pieces ;;
     big) big ;;
     pool) pool ;;
     gputests) gputests ;;

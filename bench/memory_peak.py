@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", choices=["byte", "bpe", "qwen"], default="qwen")
     ap.add_argument("--models", type=Path, default=REAL_MODELS, help="real Qwen files")
     ap.add_argument("--attention-rows", type=int, default=8)
+    ap.add_argument("--prefill-rows", type=int, default=0, help="prompts written N rows a forward")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -183,6 +184,7 @@ def main() -> None:
                 "kind": "setup",
                 "shape": args.shape,
                 "batch": args.batch,
+                "prefill_rows": args.prefill_rows or "all",
                 "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
                 "torch": torch.__version__,
                 "new_tokens": NEW_TOKENS,
@@ -191,7 +193,7 @@ def main() -> None:
         flush=True,
     )
     model, processor = load_model(args.shape, args.tokenizer, args.models)
-    engine = fixed_length_engine(model, processor, args.batch)
+    engine = fixed_length_engine(model, processor, args.batch, args.prefill_rows)
     inputs = images(args.batch, engine.convention)
     warm = timed(engine, inputs)  # the slot, its cache and graphs made
     if not cuda:
@@ -218,6 +220,7 @@ def main() -> None:
             {
                 "kind": "peak",
                 "batch": args.batch,
+                "prefill_rows": args.prefill_rows or "all",
                 "s": round(seconds, 3),
                 "images_per_s": round(args.batch / seconds, 3),
                 "before_GB": round(before / GB, 2),

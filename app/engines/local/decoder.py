@@ -39,6 +39,7 @@ from app.engines.local import kernels
 from app.engines.local.attention import prompt_prefill
 from app.engines.local.closing import BadPrefix, Closer, Parser
 from app.engines.local.grammar import Grammar
+from app.engines.local.prefill import prefill_in_pieces
 from app.engines.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
@@ -119,10 +120,12 @@ class Decoder:
         triton_attention_below: int | None = None,
         cache_dir: Any = None,
         prompt_attention: bool = False,
+        prefill_rows: int = 0,
     ) -> None:
         """`cache_dir`: where the lean step keeps what it timed, for the next start;
         `prompt_attention`: the prefill's attention on the prompt's columns, cuDNN's kernel
-        first (attention.py: the model must use the grouped attention)."""
+        first (attention.py: the model must use the grouped attention); `prefill_rows`: a
+        larger batch's prompts written this many rows a forward (prefill.py), 0: all."""
         import torch
 
         self.torch = torch
@@ -137,6 +140,7 @@ class Decoder:
         self.cache_arg = "cache" if "cache" in names else "past_key_values"
         self.slots: dict[int, _Slot] = {}
         self.prompt_attention = prompt_attention
+        self.prefill_rows = prefill_rows
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
         self.text_step = TextStep.for_model(model) if lean_step else None
@@ -274,12 +278,18 @@ class Decoder:
         batch, length = inputs["input_ids"].shape
         slot.cache.reset()
         with prompt_prefill() if self.prompt_attention else nullcontext():
-            first = self.model(
-                **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
-            ).logits[:, -1]
+            if 0 < self.prefill_rows < batch:
+                first, deltas = prefill_in_pieces(
+                    self.model, slot.cache, self.cache_arg, inputs, self.prefill_rows
+                )
+            else:
+                first = self.model(
+                    **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
+                ).logits[:, -1]
+                deltas = self.model.model.rope_deltas
         # The model's delta is the row's last prompt position + 1 - its unpadded length.
         real = inputs["attention_mask"].sum(-1).view(1, batch, 1)
-        deltas = self.model.model.rope_deltas.view(1, batch, 1)
+        deltas = deltas.view(1, batch, 1)
         slot.positions.copy_((deltas + real).expand(3, batch, 1))
         slot.mask.fill_(torch.finfo(self.dtype).min)
         slot.mask[:, 0, 0, :length].masked_fill_(inputs["attention_mask"].bool(), 0.0)
@@ -469,6 +479,17 @@ class Decoder:
             slot.graph = self._capture(lambda: step(slot))
             return
         slot.graph.replay()
+
+    def cache_bytes(self, batch: int) -> int:
+        """The GPU memory of the cache kept for this batch size (0 where none is)."""
+        slot = self.slots.get(batch)
+        layers = slot.cache.layers if slot is not None else []
+        return sum(
+            t.numel() * t.element_size()
+            for layer in layers
+            if getattr(layer, "is_initialized", False)
+            for t in (layer.keys, layer.values)
+        )
 
     def _slot(self, batch: int, needed: int) -> _Slot:
         from transformers import StaticCache

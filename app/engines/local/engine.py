@@ -111,6 +111,31 @@ def _on(option: bool | None, on_gpu: bool) -> bool:
     return on_gpu if option is None else option
 
 
+def batch_that_fits(
+    rows: int, *, drafted: int, cache: int, held: int, usable: int, prefill_rows: int = 0
+) -> int:
+    """The largest power of two from `rows` up to AUTO_MAX_BATCH whose batch fits `usable`
+    bytes, from a batch of `rows` that took `drafted` bytes at its peak, `cache` of them its
+    KV cache, with `held` bytes allocated after it (the weights, the kept caches).
+
+    The cache grows with the batch; the rest (the prefill's passing tensors) with the rows
+    of one forward: all of them, or `prefill_rows` where the prompts are written in pieces.
+    10 % is kept spare."""
+    if prefill_rows <= 0:
+        cache = 0  # all of it grows with the batch alike
+    measured_rows = min(rows, prefill_rows) if prefill_rows > 0 else rows
+    passing = max(drafted - cache, 0) / measured_rows
+
+    def need(size: int) -> float:
+        at_once = min(size, prefill_rows) if prefill_rows > 0 else size
+        return held + 1.1 * (size * cache / rows + at_once * passing)
+
+    size = rows
+    while size * 2 <= AUTO_MAX_BATCH and need(size * 2) <= usable:
+        size *= 2
+    return size
+
+
 class LocalEngine(Engine):
     name = "local"
 
@@ -195,6 +220,7 @@ class LocalEngine(Engine):
             triton_attention_below=options.triton_attention_below,
             cache_dir=cache_dir,
             prompt_attention=grouped and options.prompt_attention,
+            prefill_rows=options.prefill_rows,
         )
         self.min_steps = options.min_steps
         self.confidence = options.confidence
@@ -443,19 +469,22 @@ class LocalEngine(Engine):
         """Sets the batch size from a first batch's memory: `peak` bytes at most while
         drafting `rows` images, from `before`."""
         torch = self.torch
-        per_image = max(peak - before, 1) / rows
         free, _ = torch.cuda.mem_get_info(self.device)
         usable = (free + torch.cuda.memory_reserved(self.device)) * AUTO_MEMORY_SHARE
         held = torch.cuda.memory_allocated(self.device)
-        size = rows
-        # The next batch's inputs are prepared while one drafts: room for both, and 10 %.
-        while size * 2 <= AUTO_MAX_BATCH and held + size * 2 * per_image * 1.1 <= usable:
-            size *= 2
+        size = batch_that_fits(
+            rows,
+            drafted=max(peak - before, 1),
+            cache=self.decoder.cache_bytes(rows),
+            held=held,
+            usable=usable,
+            prefill_rows=self.decoder.prefill_rows,
+        )
         self.batch_size, self.auto_batch = size, False
         log.info(
             "drafting in batches of %d: %.2f GB an image, %.1f GB held, %.1f GB usable",
             size,
-            per_image / 1e9,
+            (peak - before) / rows / 1e9,
             held / 1e9,
             usable / 1e9,
         )
