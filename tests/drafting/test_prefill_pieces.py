@@ -149,30 +149,43 @@ def test_a_batch_is_cut_by_its_rows_and_their_images(tiny_qwen2vl: Path) -> None
 
 def test_the_batch_that_fits_counts_one_piece_s_passing_tensors() -> None:
     # Qwen3-VL-8B on an H100 (bench/memory_peak.py, 2026-12-07): weights 17.5 GB; at batch
-    # 64 a cache of 19.3 GB and 15.7 GB of tensors that live only during the prefill. A
-    # first batch of 8 takes an eighth of each; 68 GB usable.
-    cache = int(19.3 * GB / 8)
+    # 64 a cache of 19.3 GB, 0.8 GB of the next batch's patches and 15.7 GB of tensors that
+    # live only during the prefill. A first batch of 8 takes an eighth of each. 0.85 of the
+    # card's 85.5 GB (81,559 MiB) is usable, less what CUDA itself holds.
+    cache, pixels = int(19.3 * GB / 8), int(0.8 * GB / 8)
     drafted = cache + int(15.7 * GB / 8)
     held = int(17.5 * GB) + cache
-    usable = 68 * GB
-    # All rows at once: the passing tensors double with the batch, 64 fits and 128 not.
-    assert batch_that_fits(8, drafted=drafted, cache=cache, held=held, usable=usable) == 64
-    # Sixteen rows a forward: 128 images' cache and one piece's passing tensors fit.
-    assert (
-        batch_that_fits(8, drafted=drafted, cache=cache, held=held, usable=usable, prefill_rows=16)
-        == 128
-    )
+    usable = 72 * GB
+
+    def fits(usable: int = usable, **kw: int) -> int:
+        return batch_that_fits(
+            8, drafted=drafted, cache=cache, held=held, usable=usable, pixels=pixels, **kw
+        )
+
+    # All rows at once: the passing tensors double with the batch; 64 fits, 128 not.
+    assert fits() == 64
+    # Sixteen rows a forward: 128 images' cache and patches and one piece's passing
+    # tensors fit (68.4 GB with 10 % spare); 256 images' cache alone does not.
+    assert fits(prefill_rows=16) == 128
     # Where 128 images' cache and a piece do not fit, it stays at 64.
+    assert fits(usable=60 * GB, prefill_rows=16) == 64
+    # Without the cache's size, everything grows with the batch, pieces or not.
+    assert batch_that_fits(8, drafted=drafted, cache=0, held=held, usable=usable) == 64
     assert (
-        batch_that_fits(8, drafted=drafted, cache=cache, held=held, usable=60 * GB, prefill_rows=16)
+        batch_that_fits(8, drafted=drafted, cache=0, held=held, usable=usable, prefill_rows=16)
         == 64
     )
     # Off, the batch is what one figure an image gives, as it always was.
-    for rows, drafted, held, usable in ((8, 3 * GB, 5 * GB, 60 * GB), (4, GB, GB, 9 * GB)):
+    for rows, drafted_, held_, usable_ in ((8, 3 * GB, 5 * GB, 60 * GB), (4, GB, GB, 9 * GB)):
         size = rows
-        while size * 2 <= 256 and held + size * 2 * drafted / rows * 1.1 <= usable:
+        while size * 2 <= 256 and held_ + size * 2 * drafted_ / rows * 1.1 <= usable_:
             size *= 2
-        assert batch_that_fits(rows, drafted=drafted, cache=0, held=held, usable=usable) == size
+        assert (
+            batch_that_fits(
+                rows, drafted=drafted_, cache=cache, held=held_, usable=usable_, pixels=pixels
+            )
+            == size
+        )
 
 
 @pytest.mark.gpu

@@ -107,28 +107,42 @@ def _loading_key(config: Any) -> tuple[BoxConvention, int] | None:
     return convention, vocab_size
 
 
+def _bytes(tensor: Any) -> int:
+    return int(tensor.numel() * tensor.element_size()) if tensor is not None else 0
+
+
 def _on(option: bool | None, on_gpu: bool) -> bool:
     return on_gpu if option is None else option
 
 
 def batch_that_fits(
-    rows: int, *, drafted: int, cache: int, held: int, usable: int, prefill_rows: int = 0
+    rows: int,
+    *,
+    drafted: int,
+    cache: int,
+    held: int,
+    usable: int,
+    prefill_rows: int = 0,
+    pixels: int = 0,
 ) -> int:
     """The largest power of two from `rows` up to AUTO_MAX_BATCH whose batch fits `usable`
     bytes, from a batch of `rows` that took `drafted` bytes at its peak, `cache` of them its
-    KV cache, with `held` bytes allocated after it (the weights, the kept caches).
+    KV cache, with `held` bytes allocated after it (the weights, the kept caches), and
+    whose images' patches took `pixels` bytes.
 
-    The cache grows with the batch; the rest (the prefill's passing tensors) with the rows
-    of one forward: all of them, or `prefill_rows` where the prompts are written in pieces.
-    10 % is kept spare."""
-    if prefill_rows <= 0:
-        cache = 0  # all of it grows with the batch alike
+    The cache grows with the batch, and so do the next batch's patches, which land while a
+    batch decodes; the rest (the prefill's passing tensors) grows with the rows of one
+    forward: all of them, or `prefill_rows` where the prompts are written in pieces. 10 %
+    is kept spare."""
+    if prefill_rows <= 0 or cache <= 0:
+        # All of it grows with the batch alike (without the cache's size, too).
+        cache = pixels = prefill_rows = 0
     measured_rows = min(rows, prefill_rows) if prefill_rows > 0 else rows
     passing = max(drafted - cache, 0) / measured_rows
 
     def need(size: int) -> float:
         at_once = min(size, prefill_rows) if prefill_rows > 0 else size
-        return held + 1.1 * (size * cache / rows + at_once * passing)
+        return held + 1.1 * (size * (cache + pixels) / rows + at_once * passing)
 
     size = rows
     while size * 2 <= AUTO_MAX_BATCH and need(size * 2) <= usable:
@@ -438,16 +452,20 @@ class LocalEngine(Engine):
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        batch = prepared
         try:
-            out = self._generate(prepared if prepared is not None else self._prepare(inputs))
+            if batch is None:
+                batch = self._prepare(inputs)
+            out = self._generate(batch)
             if measure:
-                self._measured(before, torch.cuda.max_memory_allocated(self.device), len(inputs))
+                peak = torch.cuda.max_memory_allocated(self.device)
+                self._measured(before, peak, len(inputs), _bytes(batch.get("pixel_values")))
             return out
         except torch.cuda.OutOfMemoryError:
             pass
         # Out of memory. Split outside the `except`: its traceback holds the failed forward's
         # frames, and with them its tensors, until the block ends.
-        del prepared
+        del prepared, batch
         self.auto_batch = False  # the size that fits is found by halving from here
         # The caches and graphs kept for other sizes go too: the halves need the room.
         self.decoder.slots.clear()
@@ -465,9 +483,9 @@ class LocalEngine(Engine):
         log.warning("out of GPU memory at batch %d: batches of %d from now", len(inputs), half)
         return self._batch(inputs[:half]) + self._batch(inputs[half:])
 
-    def _measured(self, before: int, peak: int, rows: int) -> None:
+    def _measured(self, before: int, peak: int, rows: int, pixels: int) -> None:
         """Sets the batch size from a first batch's memory: `peak` bytes at most while
-        drafting `rows` images, from `before`."""
+        drafting `rows` images, from `before`, with `pixels` bytes of their patches."""
         torch = self.torch
         free, _ = torch.cuda.mem_get_info(self.device)
         usable = (free + torch.cuda.memory_reserved(self.device)) * AUTO_MEMORY_SHARE
@@ -479,6 +497,7 @@ class LocalEngine(Engine):
             held=held,
             usable=usable,
             prefill_rows=self.decoder.prefill_rows,
+            pixels=pixels,
         )
         self.batch_size, self.auto_batch = size, False
         log.info(
