@@ -141,10 +141,40 @@ def test_a_batch_is_cut_by_its_rows_and_their_images(tiny_qwen2vl: Path) -> None
     assert torch.equal(piece["pixel_values"], batch["pixel_values"][patches[0] :])
     assert prefill.row_ranges(5, 2) == [(0, 2), (2, 4), (4, 5)]
     assert prefill.row_ranges(2, 8) == [(0, 2)]
-    # Two images in one row (or none) cannot be cut by rows.
+    assert prefill.can_cut(batch)
+    # Two images in one row, no image, or a value not per row: not cut by rows.
     two = dict(batch) | {"image_grid_thw": torch.cat([batch["image_grid_thw"]] * 2)}
-    with pytest.raises(ValueError, match="one image a row"):
-        prefill.rows_of(two, 0, 1)
+    text_only = {k: v for k, v in batch.items() if k not in ("pixel_values", "image_grid_thw")}
+    odd = dict(batch) | {"second_per_grid_ts": torch.ones(1)}
+    for refused in (two, text_only, odd):
+        assert not prefill.can_cut(refused)
+        with pytest.raises(ValueError, match="one image a row"):
+            prefill.rows_of(refused, 0, 1)
+
+
+def test_a_batch_that_cannot_be_cut_is_written_whole(
+    tiny_qwen2vl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    cut: list[int] = []
+    real = prefill.rows_of
+    monkeypatch.setattr(prefill, "rows_of", lambda *a: cut.append(1) or real(*a))
+    engine = tiny_engine(tiny_qwen2vl, batch_size=3, options=LocalOptions(prefill_rows=1))
+    try:
+        batch = engine._prepare(_inputs())
+        decoder = engine.decoder
+        slot = decoder._slot(3, batch["input_ids"].shape[1] + 64)
+        with torch.inference_mode():
+            decoder._prefill(slot, batch)
+            assert len(cut) == 3
+            pieces = slot.logits.clone()
+            # A value that is not per row (the model ignores this one): the whole batch.
+            decoder._prefill(slot, batch | {"unused": torch.zeros(1)})
+        assert len(cut) == 3
+        torch.testing.assert_close(slot.logits, pieces, rtol=1e-5, atol=1e-5)
+    finally:
+        engine.close()
 
 
 def test_the_batch_that_fits_counts_one_piece_s_passing_tensors() -> None:

@@ -39,7 +39,7 @@ from app.engines.local import kernels
 from app.engines.local.attention import prompt_prefill
 from app.engines.local.closing import BadPrefix, Closer, Parser
 from app.engines.local.grammar import Grammar
-from app.engines.local.prefill import prefill_in_pieces
+from app.engines.local.prefill import can_cut, prefill_in_pieces
 from app.engines.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
@@ -278,7 +278,7 @@ class Decoder:
         batch, length = inputs["input_ids"].shape
         slot.cache.reset()
         with prompt_prefill() if self.prompt_attention else nullcontext():
-            if 0 < self.prefill_rows < batch:
+            if 0 < self.prefill_rows < batch and can_cut(inputs):
                 first, deltas = prefill_in_pieces(
                     self.model, slot.cache, self.cache_arg, inputs, self.prefill_rows
                 )

@@ -26,32 +26,38 @@ def row_ranges(batch: int, rows: int) -> list[tuple[int, int]]:
     return [(start, min(start + rows, batch)) for start in range(0, batch, rows)]
 
 
-def rows_of(inputs: Any, start: int, stop: int) -> dict[str, Any]:
-    """The rows `start` to `stop` of a processor's batch: every per-row tensor's rows, and the
-    patches and grids of those rows' images. A batch whose rows do not hold one image each
-    cannot be cut this way (ValueError)."""
+def can_cut(inputs: Any) -> bool:
+    """Whether the batch's rows hold one image each and nothing else that is not per row,
+    as the engine builds batches: only such a batch is written in pieces."""
     batch = inputs["input_ids"].shape[0]
     grids = inputs.get("image_grid_thw")
-    if grids is None or grids.shape[0] != batch or "pixel_values_videos" in inputs:
-        raise ValueError("a prefill in pieces needs one image a row and no video")
-    patches = grids.prod(-1).tolist()
+    if grids is None or grids.shape[0] != batch:
+        return False
+    return all(
+        key == "pixel_values" or (getattr(value, "ndim", 0) > 0 and value.shape[0] == batch)
+        for key, value in inputs.items()
+    )
+
+
+def rows_of(inputs: Any, start: int, stop: int) -> dict[str, Any]:
+    """The rows `start` to `stop` of a processor's batch: every per-row tensor's rows, and the
+    patches and grids of those rows' images. A batch that `can_cut` refuses: ValueError."""
+    if not can_cut(inputs):
+        raise ValueError("a prefill in pieces needs one image a row and per-row tensors")
+    patches = inputs["image_grid_thw"].prod(-1).tolist()
     first, last = sum(patches[:start]), sum(patches[:stop])
-    piece: dict[str, Any] = {}
-    for key, value in inputs.items():
-        if key == "pixel_values":
-            piece[key] = value[first:last]
-        elif hasattr(value, "shape") and value.dim() > 0 and value.shape[0] == batch:
-            piece[key] = value[start:stop]
-        else:
-            raise ValueError(f"a prefill in pieces cannot cut the batch's {key}")
-    return piece
+    return {
+        key: value[first:last] if key == "pixel_values" else value[start:stop]
+        for key, value in inputs.items()
+    }
 
 
 def prefill_in_pieces(
     model: Any, cache: Any, cache_arg: str, inputs: Any, rows: int
 ) -> tuple[Any, Any]:
     """Writes the batch's prompts into `cache` (a reset StaticCache) `rows` at a time; gives
-    each row's last logits (batch, vocab) and its rope delta (batch,)."""
+    each row's last logits (batch, vocab) and its rope delta (batch,). The batch must be one
+    that `can_cut`."""
     import torch
 
     batch, length = inputs["input_ids"].shape
