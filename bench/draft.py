@@ -210,6 +210,14 @@ def main() -> None:
         help="at this asked batch (0: the automatic one), time the batch and its prefill with "
         "the prompt's attention (attention.py) on and off, alternating, in one engine",
     )
+    ap.add_argument(
+        "--read-to-last-at",
+        type=int,
+        default=None,
+        help="at this asked batch (0: the automatic one), time the batch with Atelier's "
+        "attention reading the cache up to the step's column and the whole cache, "
+        "alternating, in one engine",
+    )
     ap.add_argument("--stream", type=int, default=3, help="batches in the streamed run")
     ap.add_argument("--stream-at", default="32,64", help="batch sizes also timed streamed")
     ap.add_argument("--baseline", default=None)
@@ -389,6 +397,8 @@ def main() -> None:
                 row |= confidence_cost(engine, inputs, args.confidence_rounds)
             if grammar and asked == args.prompt_attention_at:
                 row |= prompt_attention_gain(engine, inputs, args.confidence_rounds)
+            if grammar and asked == args.read_to_last_at:
+                row |= read_to_last_gain(engine, inputs, args.confidence_rounds)
             if grammar and batch in streams:
                 # Several batches in one call: the next batch's inputs are prepared on the CPU
                 # while the GPU decodes, as in a drafting job.
@@ -481,6 +491,47 @@ def prompt_attention_gain(engine: LocalEngine, inputs: list[DraftInput], rounds:
         "prompt_attention_prefill_ms_per_image": round(min(prefills[True]) * 1e3, 2),
         "plain_prefill_ms_per_image": round(min(prefills[False]) * 1e3, 2),
         "prompt_attention_speedup": round(min(times[False]) / min(times[True]), 4),
+    }
+
+
+def read_to_last_gain(engine: LocalEngine, inputs: list[DraftInput], rounds: int) -> dict:
+    """The same batch with Atelier's attention reading the cache up to the step's column
+    (kernels.decode_attention's `last`) and reading all of it, alternating; the step is
+    captured again at each switch (the first run after one is not timed). The best of each,
+    and the step's time from each."""
+    step = engine.decoder.text_step
+    if step is None:
+        return {"read_to_last": "no lean step"}
+
+    def switch(on: bool) -> None:
+        assert step is not None
+        step.read_to_last = on
+        for slot in engine.decoder.slots.values():
+            slot.graph = None
+            slot.feed_graphs.clear()
+        timed(engine, inputs)  # captured again
+
+    kept = step.read_to_last
+    times: dict[bool, list[float]] = {True: [], False: []}
+    steps: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(rounds):
+            for on in (False, True):
+                switch(on)
+                whole = timed(engine, inputs)
+                times[on].append(whole)
+                steps[on].append(prefill_and_step(engine, inputs, whole)["step_ms"])
+    finally:
+        switch(kept)
+    n = len(inputs)
+    return {
+        "read_to_last_s": [round(x, 3) for x in times[True]],
+        "whole_cache_s": [round(x, 3) for x in times[False]],
+        "read_to_last_images_per_s": round(n / min(times[True]), 3),
+        "whole_cache_images_per_s": round(n / min(times[False]), 3),
+        "read_to_last_step_ms": round(min(steps[True]), 3),
+        "whole_cache_step_ms": round(min(steps[False]), 3),
+        "read_to_last_speedup": round(min(times[False]) / min(times[True]), 4),
     }
 
 

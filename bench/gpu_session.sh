@@ -17,7 +17,9 @@
 # $BEFORE, for a before/after in one call), jump-qwen3 (jump for Qwen3-VL-8B and -4B),
 # memory (what fills Qwen3-VL-8B's batch of 64 at its peak: bench/memory_peak.py), prompt
 # (the prompt's attention on and off at the automatic batch, 2B and Qwen3-VL-8B), pieces
-# (Qwen3-VL-8B at the automatic batch with its prompts written 16 rows a forward, then not).
+# (Qwen3-VL-8B at the automatic batch with its prompts written 16 rows a forward, then not,
+# then what fills its batch of 128 at its peak in pieces), read-to-last (the step's attention
+# reading the cache up to its column against all of it, 2B and Qwen3-VL-8B).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -250,6 +252,18 @@ pieces() {  # Qwen3-VL-8B at the automatic batch with its prompts written 16 row
         --prefill-rows "$rows" --models "$MODELS"
 }
 
+read-to-last() {  # Atelier's attention reading the cache up to the step's column against the
+    # whole cache, alternating in one engine: 2B and Qwen3-VL-8B at the automatic batch
+    local q
+    for q in 2b qwen3-8b; do
+        [ "$SMOKE" = 1 ] && q=tiny
+        bench "read-to-last-$q" 280 "$PY" bench/draft.py "$q" --tokenizer qwen \
+            --models "$MODELS" --batches 0 --no-grammar-at -1 --stream-at "" \
+            --read-to-last-at 0 --confidence-rounds 2
+        [ "$SMOKE" = 1 ] && break
+    done
+}
+
 gputests() {  # the tests marked gpu, on the card
     [ "$SMOKE" = 1 ] && return
     # The files whose tests are marked gpu (others import what the GPU machine lacks).
@@ -276,6 +290,7 @@ for part in "$@"; do
     memory) memory ;;
     prompt) prompt ;;
     pieces) pieces ;;
+    read-to-last) read-to-last ;;
     big) big ;;
     pool) pool ;;
     gputests) gputests ;;

@@ -66,12 +66,29 @@ def check_decode_attention(device: str, dtype: Any) -> None:
     mask[2, ..., 520:530] = 0  # whole stretches with nothing to attend
     got = kernels.decode_attention(q, keys, values, mask, d**-0.5)
     group = heads // kv_heads
-    k = keys.float().repeat_interleave(group, 1)
-    v = values.float().repeat_interleave(group, 1)
-    scores = (q.float().unsqueeze(2) @ k.transpose(-1, -2)) * d**-0.5 + mask.float()
-    want = (scores.softmax(-1) @ v).reshape(batch, heads * d)
-    close(got, want, dtype)
+
+    def attended(keys: Any, values: Any, mask: Any) -> Any:
+        k = keys.float().repeat_interleave(group, 1)
+        v = values.float().repeat_interleave(group, 1)
+        scores = (q.float().unsqueeze(2) @ k.transpose(-1, -2)) * d**-0.5 + mask.float()
+        return (scores.softmax(-1) @ v).reshape(batch, heads * d)
+
+    close(got, attended(keys, values, mask), dtype)
     assert got.isfinite().all()
+    # Up to the step's column only: what lies after it (NaN here, as no cache holds) is
+    # never read, the mask's zeros there included, at a column inside a stretch and at one
+    # that ends it.
+    for last in (300, 319):
+        unread = keys.clone(), values.clone(), mask.clone()
+        for t in unread[:2]:
+            t[:, :, last + 1 :] = float("nan")
+        unread[2][..., last + 1 :] = 0
+        column = torch.tensor([last], device=device)
+        got = kernels.decode_attention(q, *unread[:2], unread[2], d**-0.5, column)
+        cut = mask.clone()
+        cut[..., last + 1 :] = torch.finfo(dtype).min
+        close(got[:2], attended(keys, values, cut)[:2], dtype)  # the rows with keys up to it
+        assert got.isfinite().all()
 
 
 def check_silu_mul(device: str, dtype: Any) -> None:

@@ -121,11 +121,13 @@ class Decoder:
         cache_dir: Any = None,
         prompt_attention: bool = False,
         prefill_rows: int = 0,
+        read_to_last: bool = True,
     ) -> None:
         """`cache_dir`: where the lean step keeps what it timed, for the next start;
         `prompt_attention`: the prefill's attention on the prompt's columns, cuDNN's kernel
         first (attention.py: the model must use the grouped attention); `prefill_rows`: a
-        larger batch's prompts written this many rows a forward (prefill.py), 0: all."""
+        larger batch's prompts written this many rows a forward (prefill.py), 0: all;
+        `read_to_last`: the kernels' attention reads the cache up to the step's column."""
         import torch
 
         self.torch = torch
@@ -146,6 +148,7 @@ class Decoder:
         self.text_step = TextStep.for_model(model) if lean_step else None
         if self.text_step is not None:
             self.text_step.cache_dir = cache_dir
+            self.text_step.read_to_last = read_to_last
         self.kernels = (
             use_kernels
             and self.text_step is not None

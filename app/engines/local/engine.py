@@ -235,6 +235,7 @@ class LocalEngine(Engine):
             cache_dir=cache_dir,
             prompt_attention=grouped and options.prompt_attention,
             prefill_rows=options.prefill_rows,
+            read_to_last=options.read_to_last,
         )
         self.min_steps = options.min_steps
         self.confidence = options.confidence

@@ -9,7 +9,10 @@ kernels take the small ones over, and some of the products:
 - `decode_attention`: one query token over the cache, split along the cache (each program
   takes one KV head's query heads over a stretch of keys, with an online softmax), then
   one small kernel that merges the stretches. It replaces two matrix products, the mask
-  add, the softmax and a cast;
+  add, the softmax and a cast. It reads the cache's keys and values only up to the last
+  column written (`last`): a slot's cache is sized for the prompt and every new token, so
+  at a step a fifth to a half of its columns are still empty (at Qwen3-VL-8B's batch 64,
+  reading all 2,048 columns was 19.3 GB a step, about 5.8 ms at an H100's 3.35 TB/s);
 - `silu_mul`: silu(gate) * up from the fused gate/up product;
 - `linear`: a product of up to 16 rows with the norm before it, its bias and the residual
   add inside (and silu(gate) * up before it, or K split, where asked). `TextStep` uses it
@@ -114,6 +117,7 @@ if triton is not None:
         keys_ptr,
         values_ptr,
         mask_ptr,
+        last_ptr,
         out_ptr,
         max_ptr,
         sum_ptr,
@@ -143,21 +147,30 @@ if triton is not None:
             q_ptr + (b * HEADS + head)[:, None] * D + d[None, :], mask=live[:, None], other=0.0
         )
         base = b * cache_batch + kv * cache_head
+        last = tl.load(last_ptr)  # the last column any row attends
         best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
         total = tl.zeros((GROUP_PAD,), tl.float32)
         acc = tl.zeros((GROUP_PAD, D), tl.float32)
         for start in range(0, KEYS, BLOCK):
             n = part * KEYS + start + tl.arange(0, BLOCK)
-            k = tl.load(keys_ptr + base + n[:, None] * cache_pos + d[None, :])
+            read = n <= last  # columns after it are not read from memory at all
+            k = tl.load(
+                keys_ptr + base + n[:, None] * cache_pos + d[None, :], mask=read[:, None], other=0.0
+            )
             # Masked columns hold the dtype's minimum (or -inf): kept finite, so that a stretch
             # with no attended key merges with weight 0 instead of NaN.
-            add = tl.maximum(tl.load(mask_ptr + b * mask_batch + n).to(tl.float32), -1.0e30)
+            add = tl.load(mask_ptr + b * mask_batch + n, mask=read, other=-1.0e30)
+            add = tl.maximum(add.to(tl.float32), -1.0e30)
             scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale + add[None, :]
             new_best = tl.maximum(best, tl.max(scores, 1))
             p = tl.exp(scores - new_best[:, None])
             keep = tl.exp(best - new_best)
             total = total * keep + tl.sum(p, 1)
-            v = tl.load(values_ptr + base + n[:, None] * cache_pos + d[None, :])
+            v = tl.load(
+                values_ptr + base + n[:, None] * cache_pos + d[None, :],
+                mask=read[:, None],
+                other=0.0,
+            )
             acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             best = new_best
         at = (b * HEADS + head) * PARTS + part
@@ -430,16 +443,22 @@ def rope_into_cache(
     return out
 
 
-def decode_attention(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> Any:
+def decode_attention(
+    q: Any, keys: Any, values: Any, mask: Any, scale: float, last: Any = None
+) -> Any:
     """softmax(q k^T * scale + mask) v for one query token a row: (batch, heads * d).
 
     q is (batch, heads, d); keys and values (batch, kv_heads, capacity, d), heads a multiple
-    of kv_heads; mask (batch, 1, 1, capacity), additive.
+    of kv_heads; mask (batch, 1, 1, capacity), additive; `last` (1,) on the device, the
+    last column any row attends (the step's own column): the columns after it are left
+    unread, as if masked. None: every column.
     """
     import torch
 
     batch, heads, d = q.shape
     kv_heads, capacity = keys.shape[1], keys.shape[2]
+    if last is None:
+        last = torch.full((1,), capacity - 1, dtype=torch.long, device=q.device)
     group = heads // kv_heads
     parts = capacity // KEYS_PER_PROGRAM
     part_out = torch.empty((batch * heads * parts, d), dtype=torch.float32, device=q.device)
@@ -450,6 +469,7 @@ def decode_attention(q: Any, keys: Any, values: Any, mask: Any, scale: float) ->
         keys,
         values,
         mask,
+        last,
         part_out,
         part_max,
         part_sum,

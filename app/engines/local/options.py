@@ -28,6 +28,9 @@ class LocalOptions:
     lean_step: bool = True  # Atelier's one-token step rather than the model's forward
     kernels: bool = True  # Triton kernels in the step at small batches
     triton_attention_below: int | None = None  # None: Atelier's attention at every batch
+    # Atelier's attention reads the cache only up to the step's column (kernels.py), not the
+    # empty columns after it.
+    read_to_last: bool = True
     gpu_preprocess: bool = True  # images resized and patched on the GPU
     # A job's first batch prepared in parts while its images decode (`prefetch_decoded`).
     prepare_while_decoding: bool = True

@@ -66,6 +66,9 @@ class TextStep:
         # kept on disk in `cache_dir` for the next start where it is given.
         self.products: dict[int, frozenset[str]] = {}
         self.cache_dir: Path | None = None
+        # Atelier's attention reads the cache up to the step's column only (kernels.py);
+        # off, every column, for a benchmark's before and after.
+        self.read_to_last = True
         rotary = text.rotary_emb
         inv_freq = rotary.inv_freq.float()
         positions = torch.arange(MAX_POSITIONS, device=inv_freq.device, dtype=torch.float32)
@@ -125,6 +128,7 @@ class TextStep:
                     cache.layers[i],
                     self.scale,
                     products,
+                    last=column if self.read_to_last else None,
                 )
             if "lm_head" in products:
                 return self._lm_head(x, kernel=True, out=out)
@@ -169,6 +173,7 @@ class TextStep:
                     self.scale,
                     products,
                     attend=reads,
+                    last=columns[count - 1 :] if self.read_to_last else None,
                 )
             if "lm_head" in products:
                 return self._lm_head(x[-1:], kernel=True, out=out)
@@ -431,11 +436,13 @@ class _Layer:
         scale: float,
         products: frozenset[str] = frozenset(),
         attend: Any = None,
+        last: Any = None,
     ) -> Any:
         """The same layer with its small ops in Triton kernels; `cos` and `sin` are the
         whole rope tables, indexed by `position` inside the kernel; the `products` named
         run in `kernels.linear`, the others in cuBLAS. `attend`: the cache attention reads,
-        where it is not the one written (`TextStep.many`)."""
+        where it is not the one written (`TextStep.many`); `last`: (1,) the last column
+        it reads (the columns after it are empty), None: all of them."""
         from app.engines.local import kernels
 
         F = self.torch.nn.functional
@@ -453,7 +460,7 @@ class _Layer:
             k = F.rms_norm(k, self.k_norm.weight.shape, self.k_norm.weight, _eps(self.k_norm))
         q = kernels.rope_into_cache(q, k, v, cos, sin, position, column, cache)
         attend = attend if attend is not None else cache
-        out = kernels.decode_attention(q, attend.keys, attend.values, mask, scale)
+        out = kernels.decode_attention(q, attend.keys, attend.values, mask, scale, last)
         if "o" in products:
             x = kernels.linear(out, self.o.weight, bias=self.o.bias, residual=x)
         else:
