@@ -264,7 +264,8 @@ def main() -> None:
         "--prefill-rows",
         type=int,
         default=0,
-        help="the prompts written this many rows a forward (prefill.py); 0: all at once",
+        help="the prompts written this many rows a forward (prefill.py); 0: all at once; -1: "
+        "chosen with the automatic batch",
     )
     args = ap.parse_args()
     qwen3 = args.shape in QWEN3
@@ -349,6 +350,7 @@ def main() -> None:
             )
         engine = engines[grammar]
         engine.batch_size, engine.auto_batch = (batch, False) if batch else (AUTO_FIRST_BATCH, True)
+        engine.decoder.prefill_rows = args.prefill_rows  # -1 is chosen with the batch again
         engine.max_new_tokens = engine.min_steps = NEW_TOKENS
         return engine
 
@@ -375,6 +377,7 @@ def main() -> None:
                 "asked": asked,
                 "automatic": not asked,
                 "grammar": grammar,
+                "prefill_rows": engine.decoder.prefill_rows,
                 "warmup_s": round(warm, 2),
                 "s": round(dt, 3),
                 "images_per_s": round(batch / dt, 3),

@@ -17,9 +17,10 @@
 # $BEFORE, for a before/after in one call), jump-qwen3 (jump for Qwen3-VL-8B and -4B),
 # memory (what fills Qwen3-VL-8B's batch of 64 at its peak: bench/memory_peak.py), prompt
 # (the prompt's attention on and off at the automatic batch, 2B and Qwen3-VL-8B), pieces
-# (Qwen3-VL-8B at the automatic batch with its prompts written 16 rows a forward, then not,
-# then what fills its batch of 128 at its peak in pieces), read-to-last (the step's attention
-# reading the cache up to its column against all of it, 2B and Qwen3-VL-8B).
+# (Qwen3-VL-8B at the automatic batch with its prompts written in pieces where that lets it
+# grow, then not, then what fills its batch of 128 at its peak in pieces of 16),
+# read-to-last (the step's attention reading the cache up to its column against all of it,
+# 2B and Qwen3-VL-8B).
 #
 # Where things are: the repository is this script's; the real Qwen files in ../shared/models
 # (or $MODELS); wheels the machine lacks in $WHEELS (installed once into /tmp/site, with
@@ -237,10 +238,11 @@ prompt() {  # the prompt's attention (attention.py) on and off, alternating in o
     done
 }
 
-pieces() {  # Qwen3-VL-8B at the automatic batch with its prompts written 16 rows a forward
-    # (prefill.py: the batch it then chooses, its peak and images/s), then all rows at once
-    local q=qwen3-8b rows=${PIECE_ROWS:-16}
-    [ "$SMOKE" = 1 ] && q=tiny rows=2
+pieces() {  # Qwen3-VL-8B at the automatic batch with its prompts written in pieces where
+    # that lets the batch grow (prefill.py, -1: the batch and rows it then chooses, its peak
+    # and images/s), then all rows at once, then what fills a batch of 128 in pieces of 16
+    local q=qwen3-8b rows=${PIECE_ROWS:--1}
+    [ "$SMOKE" = 1 ] && q=tiny
     bench "pieces-$q" 240 "$PY" bench/draft.py "$q" --tokenizer qwen --models "$MODELS" \
         --batches 0 --no-grammar-at -1 --stream-at "" --prefill-rows "$rows"
     bench "whole-$q" 200 "$PY" bench/draft.py "$q" --tokenizer qwen --models "$MODELS" \
@@ -249,7 +251,7 @@ pieces() {  # Qwen3-VL-8B at the automatic batch with its prompts written 16 row
     local batch=128
     [ "$SMOKE" = 1 ] && batch=4
     bench "memory-pieces-$q" 200 "$PY" bench/memory_peak.py "$q" --batch "$batch" \
-        --prefill-rows "$rows" --models "$MODELS"
+        --prefill-rows "${MEMORY_PIECE_ROWS:-16}" --models "$MODELS"
 }
 
 read-to-last() {  # Atelier's attention reading the cache up to the step's column against the

@@ -11,7 +11,7 @@ import pytest
 
 from app.engines.interface import DraftInput
 from app.engines.local import prefill
-from app.engines.local.engine import batch_that_fits
+from app.engines.local.engine import batch_and_pieces, batch_that_fits
 from app.engines.local.options import LocalOptions
 from tests.drafting.conftest import tiny_engine
 
@@ -205,6 +205,13 @@ def test_the_batch_that_fits_counts_one_piece_s_passing_tensors() -> None:
         batch_that_fits(8, drafted=drafted, cache=0, held=held, usable=usable, prefill_rows=16)
         == 64
     )
+    # Chosen with the batch: the most rows a forward that reach the largest batch.
+    measured = {"drafted": drafted, "cache": cache, "held": held, "pixels": pixels}
+    assert batch_and_pieces(8, usable=usable, **measured) == (128, 16)
+    assert batch_and_pieces(8, usable=75 * GB, **measured) == (128, 32)
+    # No pieces where they let the batch grow no larger.
+    assert batch_and_pieces(8, usable=60 * GB, **measured) == (64, 0)
+    assert batch_and_pieces(8, usable=400 * GB, **measured) == (256, 0)
     # Off, the batch is what one figure an image gives, as it always was.
     for rows, drafted_, held_, usable_ in ((8, 3 * GB, 5 * GB, 60 * GB), (4, GB, GB, 9 * GB)):
         size = rows

@@ -56,6 +56,9 @@ AUTO_FIRST_BATCH = 8
 AUTO_MAX_BATCH = 256
 AUTO_MEMORY_SHARE = 0.85
 AUTO_CPU_BATCH = 4
+# Rows a forward the prompts may be written in where that lets the automatic batch grow
+# (`LocalOptions.prefill_rows` -1, `batch_and_pieces`).
+AUTO_PREFILL_ROWS = (64, 32, 16, 8)
 # A job's first batch is prepared this many images at a time while the rest still decode
 # (`prefetch_decoded`).
 PREPARE_PART = 32
@@ -148,6 +151,18 @@ def batch_that_fits(
     while size * 2 <= AUTO_MAX_BATCH and need(size * 2) <= usable:
         size *= 2
     return size
+
+
+def batch_and_pieces(rows: int, **measured: int) -> tuple[int, int]:
+    """The largest batch that fits (`batch_that_fits`, from what a first batch of `rows`
+    `measured`), and the most rows a forward that let it fit: 0 (all of them) where pieces
+    let the batch grow no larger, since each piece is a forward of its own."""
+    best, pieces = batch_that_fits(rows, **measured), 0
+    for rows_at_once in AUTO_PREFILL_ROWS:  # the largest first: the fewest forwards
+        size = batch_that_fits(rows, prefill_rows=rows_at_once, **measured)
+        if size > best:
+            best, pieces = size, rows_at_once
+    return best, pieces
 
 
 class LocalEngine(Engine):
@@ -491,19 +506,23 @@ class LocalEngine(Engine):
         free, _ = torch.cuda.mem_get_info(self.device)
         usable = (free + torch.cuda.memory_reserved(self.device)) * AUTO_MEMORY_SHARE
         held = torch.cuda.memory_allocated(self.device)
-        size = batch_that_fits(
-            rows,
-            drafted=max(peak - before, 1),
-            cache=self.decoder.cache_bytes(rows),
-            held=held,
-            usable=usable,
-            prefill_rows=self.decoder.prefill_rows,
-            pixels=pixels,
-        )
+        measured = {
+            "drafted": max(peak - before, 1),
+            "cache": self.decoder.cache_bytes(rows),
+            "held": held,
+            "usable": int(usable),
+            "pixels": pixels,
+        }
+        if self.decoder.prefill_rows < 0:
+            size, self.decoder.prefill_rows = batch_and_pieces(rows, **measured)
+        else:
+            size = batch_that_fits(rows, prefill_rows=self.decoder.prefill_rows, **measured)
         self.batch_size, self.auto_batch = size, False
         log.info(
-            "drafting in batches of %d: %.2f GB an image, %.1f GB held, %.1f GB usable",
+            "drafting in batches of %d (prompts %s a forward): %.2f GB an image, "
+            "%.1f GB held, %.1f GB usable",
             size,
+            self.decoder.prefill_rows or "all",
             (peak - before) / rows / 1e9,
             held / 1e9,
             usable / 1e9,

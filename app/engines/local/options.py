@@ -19,8 +19,9 @@ class LocalOptions:
     prompt_attention: bool = False
     # A batch's prompts written this many rows a forward (prefill.py), so its passing tensors
     # are one piece's and the automatic batch can grow to what its cache allows; 0: all
-    # rows at once. Off until its GPU test and the 8B's batch have run on a card:
-    # `bash bench/gpu_session.sh gputests pieces`.
+    # rows at once; -1: chosen with the automatic batch, in pieces only where that lets the
+    # batch grow (engine.batch_and_pieces). Off until its GPU test and the 8B's batch have
+    # run on a card: `bash bench/gpu_session.sh gputests pieces`.
     prefill_rows: int = 0
     fused_norms: bool | None = None  # RMSNorm in one kernel
     packed_vision: bool | None = None  # the vision tower's attention in one call (vision.py)
