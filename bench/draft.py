@@ -42,6 +42,7 @@ from app.engines.interface import DraftInput  # noqa: E402
 from app.engines.local.engine import LocalEngine  # noqa: E402
 from app.engines.local.options import LocalOptions  # noqa: E402
 from app.engines.prompt import build_prompt  # noqa: E402
+from app.engines.schema import BoxConvention  # noqa: E402
 from bench.floors import ceilings, floors  # noqa: E402
 from tests.support.random_model import (  # noqa: E402
     REAL_MODELS,
@@ -91,7 +92,7 @@ def fixed_length_engine(
     )
 
 
-def images(n: int, convention: str = "qwen2vl") -> list[DraftInput]:
+def images(n: int, convention: BoxConvention = "qwen2vl") -> list[DraftInput]:
     rng = np.random.default_rng(0)
     prompt = build_prompt(width=1024, height=1024, convention=convention, style_block={})
     return [
@@ -269,7 +270,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     qwen3 = args.shape in QWEN3
-    convention = "qwen3vl" if qwen3 else "qwen2vl"
+    convention: BoxConvention = "qwen3vl" if qwen3 else "qwen2vl"
     report: dict = {
         "shape": args.shape,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
@@ -354,7 +355,7 @@ def main() -> None:
         engine.max_new_tokens = engine.min_steps = NEW_TOKENS
         return engine
 
-    runs = []
+    runs: list[dict[str, Any]] = []
     for asked in batches:
         for grammar in (True, False) if asked == args.no_grammar_at else (True,):
             chosen = [r["batch"] for r in runs if r["asked"] == asked and r["grammar"]]
@@ -432,8 +433,8 @@ def main() -> None:
     for base in report.get("baseline") or []:
         for key, value in base.items():
             if key.startswith("b") and isinstance(value, dict) and int(key[1:]) in with_g:
-                ours = with_g[int(key[1:])]["images_per_s"]
-                report[f"speedup_vs_hf_{key}"] = round(ours / value["img_per_s"], 2)
+                rate = with_g[int(key[1:])]["images_per_s"]
+                report[f"speedup_vs_hf_{key}"] = round(rate / value["img_per_s"], 2)
     print(json.dumps(report), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -266,7 +266,7 @@ def main() -> None:
                 job_id = created.id
             # A checkout from before the job's parts were timed runs without them.
             timed_parts = "timings" in signature(pipeline.run_job).parameters
-            timing = {"timings": parts} if timed_parts else {}
+            timing: dict[str, Any] = {"timings": parts} if timed_parts else {}
             return pipeline.run_job(
                 db,
                 job_id=job_id,  # type: ignore[arg-type]
@@ -294,7 +294,7 @@ def main() -> None:
                 engine.prepare_while_decoding = False  # type: ignore[attr-defined]
                 parts.clear()
                 seconds[name] = timed(job)
-                engine.prepare_while_decoding = kept  # type: ignore[attr-defined]
+                engine.prepare_while_decoding = kept  # type: ignore[attr-defined,assignment]
                 report["job_whole_images_per_s"] = round(n / seconds[name], 3)
                 report["job_whole_parts_s"] = {k: round(v, 3) for k, v in sorted(parts.items())}
                 parts.clear()
