@@ -39,7 +39,7 @@ from app.engines.local import kernels
 from app.engines.local.attention import prompt_prefill
 from app.engines.local.closing import BadPrefix, Closer, Parser
 from app.engines.local.grammar import Grammar
-from app.engines.local.prefill import can_cut, prefill_in_pieces
+from app.engines.local.prefill import can_cut, first_logits, prefill_in_pieces, right_padded
 from app.engines.local.text_step import MAX_POSITIONS, TextStep
 
 CAPACITY_STEP = 256  # cache lengths are rounded up to this, so a slot serves many prompts
@@ -141,7 +141,9 @@ class Decoder:
         names = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in names else "past_key_values"
         self.slots: dict[int, _Slot] = {}
-        self.prompt_attention = prompt_attention
+        # Causal over the prompt's columns: not for a model that attends within a window.
+        windowed = getattr(model.config.get_text_config(), "use_sliding_window", False)
+        self.prompt_attention = prompt_attention and not windowed
         self.prefill_rows = prefill_rows
         # The step written out lean (app/drafting/text_step.py) where the model is one it
         # knows; else the model's own forward.
@@ -280,15 +282,18 @@ class Decoder:
         torch = self.torch
         batch, length = inputs["input_ids"].shape
         slot.cache.reset()
-        with prompt_prefill() if self.prompt_attention else nullcontext():
+        # The prompt's attention wants the padding after each prompt (prefill.py).
+        padded = right_padded(inputs) if self.prompt_attention else None
+        last = None
+        if padded is not None:
+            inputs, last = padded
+        with prompt_prefill() if padded is not None else nullcontext():
             if 0 < self.prefill_rows < batch and can_cut(inputs):
                 first, deltas = prefill_in_pieces(
-                    self.model, slot.cache, self.cache_arg, inputs, self.prefill_rows
+                    self.model, slot.cache, self.cache_arg, inputs, self.prefill_rows, last
                 )
             else:
-                first = self.model(
-                    **inputs, **{self.cache_arg: slot.cache}, use_cache=True, logits_to_keep=1
-                ).logits[:, -1]
+                first = first_logits(self.model, slot.cache, self.cache_arg, inputs, last)
                 deltas = self.model.model.rope_deltas
         # The model's delta is the row's last prompt position + 1 - its unpadded length.
         real = inputs["attention_mask"].sum(-1).view(1, batch, 1)

@@ -13,8 +13,9 @@ class LocalOptions:
     closing: bool = True  # a row short of tokens gets its shortest valid end written
     graphs: bool | None = None  # the step replayed from a CUDA graph
     grouped_attention: bool | None = None  # query heads laid out over their shared KV head
-    # With it: the prefill's attention on the prompt's columns only, cuDNN's kernel first.
-    # Off until its GPU test (bf16, cuDNN, rows padded on the left) and its speed have run
+    # With it: the prompts padded on the right, the prefill's attention causal over their
+    # own columns with no mask (flash can run).
+    # Off until its GPU test (bf16, the fused kernels, padded rows) and its speed have run
     # on a card: `bash bench/gpu_session.sh gputests prompt`.
     prompt_attention: bool = False
     # A batch's prompts written this many rows a forward (prefill.py), so its passing tensors

@@ -1,4 +1,5 @@
-"""A batch's prompts written into its static cache a few rows at a time.
+"""A batch's prompts written into its static cache: a few rows at a time, and padded on the
+right for the prompt's attention.
 
 A prefill's passing tensors grow with the tokens of one forward, its cache with the batch.
 At Qwen3-VL-8B's batch 64 on an H100 the peak was 52.8 GB: weights 17.5, cache 19.3, and
@@ -13,6 +14,11 @@ whose layers are views of the batch cache's rows, so nothing is copied; its last
 rope deltas are the rows' own, since every row of a prompt attends only to its own row.
 (tests/drafting/test_prefill_pieces.py compares logits, deltas and cache with the whole
 batch in one forward, for Qwen2-VL, Qwen2.5-VL and Qwen3-VL.)
+
+The prompt's attention (attention.py) needs each row's padding at its end, not its start
+(`right_padded`): every per-row tensor is rolled alike, so a row's prompt sits in the cache's
+first columns and its padding after it, where the decode step's mask leaves it unread; the
+first logits are then each row's last real token's (`first_logits`).
 """
 
 from __future__ import annotations
@@ -52,25 +58,55 @@ def rows_of(inputs: Any, start: int, stop: int) -> dict[str, Any]:
     }
 
 
+def right_padded(inputs: Any) -> tuple[dict[str, Any], Any] | None:
+    """The batch with each row's padding moved from its start to its end (every per-row
+    tensor of the prompt's width rolled alike), and each row's last real column; None for a
+    batch not padded on the left."""
+    import torch
+
+    mask = inputs["attention_mask"]
+    batch, width = mask.shape
+    real = mask.sum(-1)
+    columns = torch.arange(width, device=mask.device).view(1, width)
+    index = (columns + (width - real).view(batch, 1)) % width
+    if not torch.equal(mask.gather(1, index), (columns < real.view(batch, 1)).to(mask.dtype)):
+        return None
+    rolled = {
+        key: value.gather(1, index)
+        if key != "pixel_values" and getattr(value, "shape", None) == (batch, width)
+        else value
+        for key, value in inputs.items()
+    }
+    return rolled, real - 1
+
+
+def first_logits(model: Any, cache: Any, cache_arg: str, inputs: Any, last: Any = None) -> Any:
+    """The prompts through the model into `cache`; each row's logits (rows, vocab) after its
+    last token: the last column's, or column `last[row]` (the batch padded on the right)."""
+    import torch
+
+    if last is None:
+        return model(**inputs, **{cache_arg: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
+    hidden = model.model(**inputs, **{cache_arg: cache}).last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return model.lm_head(hidden[rows, last])
+
+
 def prefill_in_pieces(
-    model: Any, cache: Any, cache_arg: str, inputs: Any, rows: int
+    model: Any, cache: Any, cache_arg: str, inputs: Any, rows: int, last: Any = None
 ) -> tuple[Any, Any]:
     """Writes the batch's prompts into `cache` (a reset StaticCache) `rows` at a time; gives
     each row's last logits (batch, vocab) and its rope delta (batch,). The batch must be one
-    that `can_cut`."""
+    that `can_cut`; `last` as `first_logits`'s."""
     import torch
 
     batch, length = inputs["input_ids"].shape
     _allocate(model, cache, batch)
     logits, deltas = [], []
     for start, stop in row_ranges(batch, rows):
-        out = model(
-            **rows_of(inputs, start, stop),
-            **{cache_arg: _rows_view(model, cache, start, stop)},
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits.append(out.logits[:, -1])
+        piece = _rows_view(model, cache, start, stop)
+        ends = last[start:stop] if last is not None else None
+        logits.append(first_logits(model, piece, cache_arg, rows_of(inputs, start, stop), ends))
         deltas.append(model.model.rope_deltas.reshape(stop - start))
     for layer in cache.layers:  # the whole batch's cache now holds `length` columns
         if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
