@@ -14,7 +14,9 @@ prints one JSON line per result:
 - "attention": the text model's prefill attention at this batch's shapes (queries over the
   whole cache, the key and value heads repeated, a boolean mask, as transformers' sdpa path
   calls it), run under each of PyTorch's attention kernels alone: which run, and each one's
-  extra memory and time at `--attention-rows` rows.
+  extra memory and time at `--attention-rows` rows (the first call, and the best of three
+  after it); then the same for the prompt's attention (`prompt_` keys: the keys cut to the
+  prompt's columns, causal, no mask, the key and value heads shared).
 
     python bench/memory_peak.py qwen3-8b --batch 64 [--models ../shared/models]
 
@@ -109,7 +111,7 @@ def held(engine: LocalEngine) -> dict[str, float]:
 def attention_kernels(engine: LocalEngine, batch: int, rows: int) -> dict[str, Any]:
     """The prefill's attention at this batch's shapes, under each kernel alone, `rows` rows."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend
 
     config = engine.model.config
     text = getattr(config, "text_config", config)
@@ -140,29 +142,53 @@ def attention_kernels(engine: LocalEngine, batch: int, rows: int) -> dict[str, A
     for name in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"):
         if hasattr(SDPBackend, name):
             kernels[name.lower()] = getattr(SDPBackend, name)
-    for name, kernel in kernels.items():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        try:
+    # The prompt's attention (attention.py): padded on the right, keys cut to the prompt's
+    # columns, causal, no mask, the KV heads shared (no repeat_kv copy).
+    prompt_kv = kv[:, :, :length]
+
+    def masked() -> Any:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def causal() -> Any:
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, prompt_kv, prompt_kv, is_causal=True, enable_gqa=heads != kv_heads
+        )
+
+    for prefix, call in (("", masked), ("prompt_", causal)):
+        for name, kernel in kernels.items():
+            out[prefix + name] = _timed_kernel(call, kernel, rows)
+    return out
+
+
+def _timed_kernel(call: Any, kernel: Any, rows: int) -> dict[str, Any]:
+    """One attention call under `kernel` alone (None: PyTorch's choice): the first call's
+    time (cold), the best of three after it, and the memory it adds a row."""
+    import torch
+    from torch.nn.attention import sdpa_kernel
+
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    try:
+        for _ in range(4):
             t = time.perf_counter()
             if kernel is None:
-                got = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                got = call()
             else:
                 with sdpa_kernel([kernel]):
-                    got = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    got = call()
             torch.cuda.synchronize()
-            out[name] = {
-                "ms": round((time.perf_counter() - t) * 1e3, 2),
-                "extra_GB_per_row": round(
-                    (torch.cuda.max_memory_allocated() - base) / rows / GB, 4
-                ),
-            }
+            times.append(time.perf_counter() - t)
             del got
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-            out[name] = {"error": str(e).splitlines()[0][:200]}
-    return out
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+        return {"error": str(e).splitlines()[0][:200]}
+    return {
+        "ms": round(times[0] * 1e3, 2),
+        "warm_ms": round(min(times[1:]) * 1e3, 3),
+        "extra_GB_per_row": round((torch.cuda.max_memory_allocated() - base) / rows / GB, 4),
+    }
 
 
 def main() -> None:
