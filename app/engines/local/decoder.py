@@ -124,8 +124,9 @@ class Decoder:
         read_to_last: bool = True,
     ) -> None:
         """`cache_dir`: where the lean step keeps what it timed, for the next start;
-        `prompt_attention`: the prefill's attention on the prompt's columns, cuDNN's kernel
-        first (attention.py: the model must use the grouped attention); `prefill_rows`: a
+        `prompt_attention`: the prompts padded on the right, the prefill's attention causal
+        over their own columns with no mask (attention.py: the model must use the grouped
+        attention); `prefill_rows`: a
         larger batch's prompts written this many rows a forward (prefill.py), 0: all;
         `read_to_last`: the kernels' attention reads the cache up to the step's column."""
         import torch
