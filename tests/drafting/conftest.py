@@ -32,6 +32,31 @@ def tiny_engine(folder: Path, **given: Any) -> Any:
     return LocalEngine.load(str(folder), **(values | given))
 
 
+def sharpen(model: Any) -> None:
+    """Sharp text attention, so that a row reading a wrong key (another row's, a padded one,
+    a column it should not reach) shows in the logits."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.mul_(30)
+
+
+def prefilled(engine: Any, batch: Any) -> tuple[Any, dict[str, Any]]:
+    """The engine's decoder prefills `batch` into a slot with room for 64 new tokens; the
+    slot, and copies of what its first step reads besides the cache (logits, positions,
+    mask, the column it writes)."""
+    import torch
+
+    decoder = engine.decoder
+    rows, length = batch["input_ids"].shape
+    slot = decoder._slot(rows, length + 64)
+    with torch.inference_mode():
+        decoder._prefill(slot, batch)
+    names = ("logits", "positions", "mask", "write_at")
+    return slot, {name: getattr(slot, name).clone() for name in names}
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen2vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.random_model import save

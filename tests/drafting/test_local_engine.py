@@ -16,7 +16,7 @@ from app.engines.local.decoder import Matchers
 from app.engines.local.engine import LocalEngine
 from app.engines.local.options import LocalOptions
 from app.engines.schema import DraftLimits
-from tests.drafting.conftest import LIMITS, MAX_CHARS, MAX_ELEMENTS, TOKENS, tiny_engine
+from tests.drafting.conftest import LIMITS, MAX_CHARS, MAX_ELEMENTS, TOKENS, sharpen, tiny_engine
 from tests.drafting.kernel_checks import image_prompts
 
 
@@ -355,9 +355,7 @@ def test_lean_step_computes_the_model_s_own_next_logits(family: str) -> None:
     else:
         model, processor = build("tiny", family)  # type: ignore[arg-type]
         batch = image_prompts(processor, "cpu")
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:  # sharp attention: masks matter
-            layer.self_attn.q_proj.weight.mul_(30)
+    sharpen(model)  # masks matter
     step = TextStep.for_model(model)
     assert step is not None
     rows, length = batch["input_ids"].shape

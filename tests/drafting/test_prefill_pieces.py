@@ -13,7 +13,7 @@ from app.engines.interface import DraftInput
 from app.engines.local import prefill
 from app.engines.local.engine import batch_and_pieces, batch_that_fits
 from app.engines.local.options import LocalOptions
-from tests.drafting.conftest import tiny_engine
+from tests.drafting.conftest import prefilled, sharpen, tiny_engine
 
 GB = 10**9
 
@@ -30,35 +30,18 @@ def _inputs() -> list[DraftInput]:
 
 
 def _prefilled(engine: Any, batch: Any, rows: int) -> dict[str, Any]:
-    """Everything the first step reads after the prefill: logits, positions, mask, the
-    column it writes, and the whole cache (the columns after the prompt must stay empty)."""
+    """Everything the first step reads after the prefill in pieces of `rows`: logits,
+    positions, mask, the column it writes, and the whole cache (the columns after the
+    prompt must stay empty)."""
     import torch
 
-    decoder = engine.decoder
-    decoder.prefill_rows = rows
-    slot = decoder._slot(batch["input_ids"].shape[0], batch["input_ids"].shape[1] + 64)
-    with torch.inference_mode():
-        decoder._prefill(slot, batch)
-    state = {
-        "logits": slot.logits.clone(),
-        "positions": slot.positions.clone(),
-        "mask": slot.mask.clone(),
-        "write_at": slot.write_at.clone(),
-    }
+    engine.decoder.prefill_rows = rows
+    slot, state = prefilled(engine, batch)
     for i, layer in enumerate(slot.cache.layers):
         state[f"keys{i}"] = layer.keys.clone()
         state[f"values{i}"] = layer.values.clone()
         state[f"length{i}"] = torch.as_tensor(layer.get_seq_length()).clone()
     return state
-
-
-def _sharpen(model: Any) -> None:
-    """Sharp attention, so that a row attending to another row's keys shows in the logits."""
-    import torch
-
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            layer.self_attn.q_proj.weight.mul_(30)
 
 
 def _check(engine: Any, monkeypatch: pytest.MonkeyPatch, rtol: float, atol: float) -> None:
@@ -72,7 +55,7 @@ def _check(engine: Any, monkeypatch: pytest.MonkeyPatch, rtol: float, atol: floa
         return real(inputs, start, stop)
 
     monkeypatch.setattr(prefill, "rows_of", counted)
-    _sharpen(engine.model)
+    sharpen(engine.model)
     batch = engine._prepare(_inputs())
     lengths = batch["attention_mask"].sum(-1).tolist()
     assert len(set(lengths)) > 1  # rows padded on the left
@@ -112,15 +95,21 @@ def test_pieces_give_what_the_whole_batch_gives_for_qwen3_vl(
         engine.close()
 
 
-def test_an_engine_drafts_the_same_in_pieces(tiny_qwen2vl: Path) -> None:
+def test_an_engine_drafts_the_same_in_pieces(
+    tiny_qwen2vl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.drafting.test_local_engine import images
 
+    cut: list[tuple[int, int]] = []
+    real = prefill.rows_of
+    monkeypatch.setattr(prefill, "rows_of", lambda b, i, j: cut.append((i, j)) or real(b, i, j))
     whole = tiny_engine(tiny_qwen2vl, batch_size=4)
     pieces = tiny_engine(tiny_qwen2vl, batch_size=4, options=LocalOptions(prefill_rows=3))
     try:
-        assert pieces.decoder.prefill_rows == 3
         want = [o.raw for o in whole.draft(images())]
+        assert not cut
         assert [o.raw for o in pieces.draft(images())] == want
+        assert cut == [(0, 3), (3, 4)]  # the batch of four, written in two forwards
     finally:
         whole.close()
         pieces.close()

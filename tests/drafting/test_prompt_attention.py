@@ -13,7 +13,7 @@ import pytest
 from app.engines.interface import DraftInput
 from app.engines.local import attention
 from app.engines.local.options import LocalOptions
-from tests.drafting.conftest import tiny_engine
+from tests.drafting.conftest import prefilled, sharpen, tiny_engine
 
 
 def _inputs() -> list[DraftInput]:
@@ -30,36 +30,17 @@ def _inputs() -> list[DraftInput]:
 def _prefilled(engine: Any, batch: Any, on: bool) -> dict[str, Any]:
     """What the first step reads: logits, positions, its column, and each row's keys and
     values at the columns its mask attends (wherever the padding put them)."""
-    import torch
-
-    decoder = engine.decoder
+    engine.decoder.prompt_attention = on
+    slot, state = prefilled(engine, batch)
     length = batch["input_ids"].shape[1]
-    decoder.prompt_attention = on
-    slot = decoder._slot(batch["input_ids"].shape[0], length + 64)
-    with torch.inference_mode():
-        decoder._prefill(slot, batch)
-    state = {
-        "logits": slot.logits.clone(),
-        "positions": slot.positions.clone(),
-        "write_at": slot.write_at.clone(),
-    }
-    attended = slot.mask[:, 0, 0, :length] == 0
+    attended = state.pop("mask")[:, 0, 0, :length] == 0  # the layouts differ; this does not
     for row in range(attended.shape[0]):
         columns = attended[row].nonzero().view(-1)
-        state[f"real{row}"] = torch.tensor(len(columns))
+        state[f"real{row}"] = columns.new_tensor(len(columns))
         for i, layer in enumerate(slot.cache.layers):
             state[f"keys{i}/{row}"] = layer.keys[row, :, columns].clone()
             state[f"values{i}/{row}"] = layer.values[row, :, columns].clone()
     return state
-
-
-def _sharpen(model: Any) -> None:
-    """Sharp attention, so that a wrong mask or a wrong cut shows in the logits."""
-    import torch
-
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            layer.self_attn.q_proj.weight.mul_(30)
 
 
 def _check(engine: Any, rtol: float, atol: float, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +54,7 @@ def _check(engine: Any, rtol: float, atol: float, monkeypatch: pytest.MonkeyPatc
         return real(module, query, key, *args, **kw)
 
     monkeypatch.setattr(attention, "_prompt_attention", counted)
-    _sharpen(engine.model)
+    sharpen(engine.model)
     batch = engine._prepare(_inputs())
     lengths = batch["attention_mask"].sum(-1)
     assert len(set(lengths.tolist())) > 1  # padded
@@ -133,11 +114,20 @@ def test_the_prompts_attention_for_qwen3_vl(
 
 @pytest.mark.parametrize("rows", [0, 2])
 def test_an_engine_drafts_the_same_with_the_prompts_attention(
-    tiny_qwen25vl: Path, rows: int
+    tiny_qwen25vl: Path, rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The decode steps after it read the prompt where the right padding put it; with the
     # prefill in pieces too.
     from tests.drafting.test_local_engine import images
+
+    calls: list[int] = []
+    real = attention._prompt_attention
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(attention, "_prompt_attention", counted)
 
     options = {"grouped_attention": True, "prefill_rows": rows}
     plain = tiny_engine(tiny_qwen25vl, batch_size=4, options=LocalOptions(**options))
@@ -145,10 +135,14 @@ def test_an_engine_drafts_the_same_with_the_prompts_attention(
         tiny_qwen25vl, batch_size=4, options=LocalOptions(prompt_attention=True, **options)
     )
     try:
-        assert cut.decoder.prompt_attention and not plain.decoder.prompt_attention
+        want = [o.raw for o in plain.draft(images())]
+        assert not calls
         drafted = cut.draft(images())
-        assert [o.raw for o in drafted] == [o.raw for o in plain.draft(images())]
+        assert [o.raw for o in drafted] == want
         assert all(o.caption is not None for o in drafted)
+        # Every text layer of every forward that wrote prompts took the prompt's path.
+        layers = len(cut.model.model.language_model.layers)
+        assert len(calls) == layers * (2 if rows else 1)
     finally:
         plain.close()
         cut.close()
